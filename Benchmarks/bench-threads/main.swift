@@ -1,0 +1,2 @@
+import BatchNormKernels
+print(isOpenMPAvailable)

@@ -1,0 +1,155 @@
+/*
+ * CBatchNorm: the C core of swift-batchnorm.
+ *
+ * Batch normalization over NCHW tensors folded to (n, channels, spatial),
+ * float and double. Every exported symbol is prefixed `cbn_`.
+ *
+ * How a call runs:
+ *   1. The caller fills a `cbn_forward_desc` or `cbn_backward_desc` and
+ *      creates a job (`cbn_job_create_*`). The job holds the plan (a pure
+ *      function of the shape), per-channel parameters and scratch space for
+ *      partial results. Nothing is written to the caller's buffers yet.
+ *   2. `cbn_job_run` walks the job's phases. In each phase it hands
+ *      `cbn_job_work` to an executor (`cbn_parallel_fn`), which calls it from
+ *      any number of workers at once; workers take items from a shared
+ *      counter until none are left. Between phases it merges partial results
+ *      serially, in the plan's order.
+ *   3. `cbn_job_destroy` frees the job.
+ *
+ * Results depend only on the shape and the data: never on the executor, the
+ * number of workers, or which worker ran which item.
+ *
+ * This header is the contract with the Swift module, which validates every
+ * argument before calling in; the C side re-checks shapes and returns a
+ * `cbn_status` but does not check buffer sizes (it cannot see them).
+ */
+#ifndef CBATCHNORM_H
+#define CBATCHNORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Element type of the tensors and of gamma, beta and the running statistics.
+/// Saved batch statistics (mean, inverse standard deviation) are always double.
+typedef enum cbn_dtype {
+    CBN_FLOAT32 = 0,
+    CBN_FLOAT64 = 1,
+} cbn_dtype;
+
+/// Outcome of job creation.
+typedef enum cbn_status {
+    CBN_OK = 0,
+    CBN_INVALID_SHAPE = 1,           ///< a dimension below 1, or n*channels*spatial overflows int64
+    CBN_TOO_FEW_VALUES = 2,          ///< training mode with one value per channel
+    CBN_INVALID_ARGUMENT = 3,        ///< a required pointer is NULL, or eps/momentum out of range
+    CBN_OUT_OF_MEMORY = 4,
+} cbn_status;
+
+/// Shape folded to three extents: x[i][c][s] lives at (i*channels + c)*spatial + s.
+typedef struct cbn_shape {
+    int64_t n;
+    int64_t channels;
+    int64_t spatial;
+} cbn_shape;
+
+/// Forward pass, training or inference.
+///
+/// Training (`training != 0`): per channel c over its m = n*spatial values,
+///   mean_c = (1/m) sum x,  var_c = (1/m) sum (x - mean_c)^2,
+///   invstd_c = 1 / sqrt(var_c + eps),
+///   y = weight_c * (x - mean_c) * invstd_c + bias_c,
+///   running_mean <- (1 - momentum) running_mean + momentum mean_c,
+///   running_var  <- (1 - momentum) running_var  + momentum var_c m/(m-1).
+/// Inference: the same y with mean = running_mean, var = running_var.
+typedef struct cbn_forward_desc {
+    cbn_dtype dtype;
+    cbn_shape shape;
+    int training;
+    const void *x;             ///< required
+    void *y;                   ///< required; may equal x (in place), must not otherwise overlap anything
+    const void *weight;        ///< gamma, length channels; NULL means 1
+    const void *bias;          ///< beta, length channels; NULL means 0
+    void *running_mean;        ///< length channels; read in inference, updated in training (NULL: no update)
+    void *running_var;         ///< length channels; as running_mean (both or neither in training)
+    double *saved_mean;        ///< training: mean_c out (NULL: not wanted); ignored in inference
+    double *saved_invstd;      ///< training: invstd_c out (NULL: not wanted); ignored in inference
+    double eps;                ///< >= 0 and finite
+    double momentum;           ///< weight of this batch in the running update, in [0, 1]
+} cbn_forward_desc;
+
+/// Backward pass. With xhat = (x - mean) * invstd:
+///   dbias_c   = sum dy
+///   dweight_c = sum dy * xhat
+/// Training (`training != 0`, back-propagates through mean and invstd):
+///   dx = weight_c * invstd_c / m * (m dy - dbias_c - xhat dweight_c)
+/// Inference (mean and invstd are constants):
+///   dx = weight_c * invstd_c * dy
+/// mean and invstd are the saved batch statistics (training) or those of the
+/// running statistics (inference; see `cbn_inference_statistics`).
+typedef struct cbn_backward_desc {
+    cbn_dtype dtype;
+    cbn_shape shape;
+    int training;
+    const void *x;             ///< required when dweight or (training and dx) is wanted
+    const void *dy;            ///< required
+    const void *weight;        ///< gamma; NULL means 1
+    const double *mean;        ///< required, length channels
+    const double *invstd;      ///< required, length channels
+    void *dx;                  ///< NULL: not wanted; may equal dy or x exactly
+    void *dweight;             ///< NULL: not wanted
+    void *dbias;               ///< NULL: not wanted
+} cbn_backward_desc;
+
+/// An opaque job: plan, per-channel parameters, partial results.
+typedef struct cbn_job cbn_job;
+
+/// An executor: runs `work(job)` from `workers` concurrent workers (or fewer)
+/// and returns when every call has returned. `workers` >= 1 is already
+/// capped at the number of items in the phase.
+typedef void (*cbn_parallel_fn)(void *executor_context,
+                                void (*work)(cbn_job *job),
+                                cbn_job *job,
+                                int64_t workers);
+
+cbn_status cbn_job_create_forward(const cbn_forward_desc *desc, cbn_job **job_out);
+cbn_status cbn_job_create_backward(const cbn_backward_desc *desc, cbn_job **job_out);
+
+/// Runs every phase of the job. `max_workers` >= 1 bounds the workers asked
+/// of the executor in any phase.
+void cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
+                 int64_t max_workers);
+
+/// Takes items of the current phase until none are left. Thread-safe.
+void cbn_job_work(cbn_job *job);
+
+void cbn_job_destroy(cbn_job *job);
+
+/// Number of work items the plan cuts this job into (all phases), for tests and benchmarks.
+int64_t cbn_job_item_count(const cbn_job *job);
+
+/// The serial executor: one worker, on the calling thread.
+void cbn_parallel_serial(void *executor_context, void (*work)(cbn_job *job),
+                         cbn_job *job, int64_t workers);
+
+/// The OpenMP executor; `executor_context` points to an int64_t thread count.
+/// Without OpenMP compiled in it runs serially.
+void cbn_parallel_openmp(void *executor_context, void (*work)(cbn_job *job),
+                         cbn_job *job, int64_t workers);
+
+/// 1 when the core was compiled with OpenMP, else 0.
+int cbn_openmp_available(void);
+
+/// mean_c = running_mean_c, invstd_c = 1 / sqrt(running_var_c + eps), in double.
+void cbn_inference_statistics(cbn_dtype dtype, int64_t channels,
+                              const void *running_mean, const void *running_var,
+                              double eps, double *mean_out, double *invstd_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CBATCHNORM_H */

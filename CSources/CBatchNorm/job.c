@@ -1,0 +1,211 @@
+/*
+ * Job creation, the phase driver and the worker loop. Type-agnostic: the
+ * element-type-specific work is in the kernel tables (microkernels/).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include "job.h"
+
+static const cbn_kernels *kernels_for(cbn_dtype dtype) {
+    return dtype == CBN_FLOAT64 ? &cbn_kernels_f64 : &cbn_kernels_f32;
+}
+
+static size_t element_size(cbn_dtype dtype) {
+    return dtype == CBN_FLOAT64 ? sizeof(double) : sizeof(float);
+}
+
+static int valid_dtype(cbn_dtype dtype) {
+    return dtype == CBN_FLOAT32 || dtype == CBN_FLOAT64;
+}
+
+/// Every extent at least 1, and n*channels*spatial elements addressable in
+/// int64 and in bytes.
+static cbn_status check_shape(cbn_shape shape, cbn_dtype dtype) {
+    if (shape.n < 1 || shape.channels < 1 || shape.spatial < 1) return CBN_INVALID_SHAPE;
+    int64_t count;
+    if (__builtin_mul_overflow(shape.n, shape.channels, &count)) return CBN_INVALID_SHAPE;
+    if (__builtin_mul_overflow(count, shape.spatial, &count)) return CBN_INVALID_SHAPE;
+    if (__builtin_mul_overflow(count, (int64_t)element_size(dtype), &count)) return CBN_INVALID_SHAPE;
+    return CBN_OK;
+}
+
+static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
+    cbn_job *job = calloc(1, sizeof *job);
+    if (!job) return CBN_OUT_OF_MEMORY;
+    size_t partial_count;
+    if (__builtin_mul_overflow((size_t)plan.shape.channels, (size_t)plan.parts, &partial_count)) {
+        free(job);
+        return CBN_OUT_OF_MEMORY;
+    }
+    job->coefficients = calloc((size_t)plan.shape.channels, sizeof *job->coefficients);
+    job->partials = calloc(partial_count, sizeof *job->partials);
+    if (!job->coefficients || !job->partials) {
+        cbn_job_destroy(job);
+        return CBN_OUT_OF_MEMORY;
+    }
+    job->plan = plan;
+    job->dtype = dtype;
+    *out = job;
+    return CBN_OK;
+}
+
+cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) {
+    *job_out = NULL;
+    if (!valid_dtype(d->dtype) || !d->x || !d->y) return CBN_INVALID_ARGUMENT;
+    cbn_status status = check_shape(d->shape, d->dtype);
+    if (status != CBN_OK) return status;
+    if (!(d->eps >= 0) || !isfinite(d->eps)) return CBN_INVALID_ARGUMENT;
+    if (!(d->momentum >= 0 && d->momentum <= 1)) return CBN_INVALID_ARGUMENT;
+    if ((d->running_mean == NULL) != (d->running_var == NULL)) return CBN_INVALID_ARGUMENT;
+    if (d->training && d->shape.n * d->shape.spatial < 2) return CBN_TOO_FEW_VALUES;
+    if (!d->training && !d->running_mean) return CBN_INVALID_ARGUMENT;
+
+    cbn_plan plan = cbn_make_plan(d->shape, element_size(d->dtype), 1);
+    cbn_job *job;
+    if ((status = allocate_job(plan, d->dtype, &job)) != CBN_OK) return status;
+    job->training = d->training != 0;
+    job->x = d->x;
+    job->out = d->y;
+    job->weight = d->weight;
+    job->bias = d->bias;
+    job->running_mean = d->running_mean;
+    job->running_var = d->running_var;
+    job->saved_mean = d->saved_mean;
+    job->saved_invstd = d->saved_invstd;
+    job->eps = d->eps;
+    job->momentum = d->momentum;
+
+    if (job->training) {
+        if (cbn_plan_is_fused(&plan)) {
+            job->steps[job->phase_count++] = CBN_STEP_STATISTICS_FUSED;
+        } else {
+            job->steps[job->phase_count++] = CBN_STEP_STATISTICS;
+            job->steps[job->phase_count++] = CBN_STEP_NORMALIZE;
+        }
+    } else {
+        kernels_for(d->dtype)->prepare(job);
+        job->steps[job->phase_count++] = CBN_STEP_NORMALIZE;
+    }
+    *job_out = job;
+    return CBN_OK;
+}
+
+cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out) {
+    *job_out = NULL;
+    if (!valid_dtype(d->dtype) || !d->dy || !d->mean || !d->invstd) return CBN_INVALID_ARGUMENT;
+    cbn_status status = check_shape(d->shape, d->dtype);
+    if (status != CBN_OK) return status;
+    const int training = d->training != 0;
+    const int wants_sums = d->dweight || d->dbias || (training && d->dx);
+    if (wants_sums && !d->x) return CBN_INVALID_ARGUMENT;
+
+    cbn_plan plan = cbn_make_plan(d->shape, element_size(d->dtype), 2);
+    cbn_job *job;
+    if ((status = allocate_job(plan, d->dtype, &job)) != CBN_OK) return status;
+    job->backward = 1;
+    job->training = training;
+    job->x = d->x;
+    job->dy = d->dy;
+    job->out = d->dx;
+    job->weight = d->weight;
+    job->mean_in = d->mean;
+    job->invstd_in = d->invstd;
+    job->dweight = d->dweight;
+    job->dbias = d->dbias;
+    kernels_for(d->dtype)->prepare(job);
+
+    if (training) {
+        if (!wants_sums) {
+            /* nothing asked for */
+        } else if (cbn_plan_is_fused(&plan)) {
+            job->steps[job->phase_count++] = CBN_STEP_SUMS_FUSED;
+        } else {
+            job->steps[job->phase_count++] = CBN_STEP_SUMS;
+            if (d->dx) job->steps[job->phase_count++] = CBN_STEP_INPUT_GRADIENT;
+        }
+    } else if (wants_sums) {
+        job->steps[job->phase_count++] = d->dx ? CBN_STEP_SUMS_AND_SCALE : CBN_STEP_SUMS;
+    } else if (d->dx) {
+        job->steps[job->phase_count++] = CBN_STEP_INPUT_GRADIENT;
+    }
+    *job_out = job;
+    return CBN_OK;
+}
+
+static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, cbn_item item) {
+    switch (step) {
+    case CBN_STEP_STATISTICS:
+        k->statistics(job, item);
+        break;
+    case CBN_STEP_NORMALIZE:
+        k->normalize(job, item);
+        break;
+    case CBN_STEP_STATISTICS_FUSED:
+        k->statistics(job, item);
+        k->finalize_forward(job, item.c0, item.c1);
+        k->normalize(job, item);
+        break;
+    case CBN_STEP_SUMS:
+        k->sums(job, item, 0);
+        break;
+    case CBN_STEP_SUMS_AND_SCALE:
+        k->sums(job, item, 1);
+        break;
+    case CBN_STEP_INPUT_GRADIENT:
+        k->input_gradient(job, item);
+        break;
+    case CBN_STEP_SUMS_FUSED:
+        k->sums(job, item, 0);
+        k->finalize_backward(job, item.c0, item.c1);
+        if (job->out) k->input_gradient(job, item);
+        break;
+    }
+}
+
+void cbn_job_work(cbn_job *job) {
+    const cbn_kernels *k = kernels_for(job->dtype);
+    const cbn_step step = job->steps[job->phase];
+    for (;;) {
+        int64_t index = atomic_fetch_add_explicit(&job->next_item, 1, memory_order_relaxed);
+        if (index >= job->phase_items) break;
+        run_item(job, k, step, cbn_plan_item(&job->plan, index));
+    }
+}
+
+void cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
+                 int64_t max_workers) {
+    const cbn_kernels *k = kernels_for(job->dtype);
+    for (int phase = 0; phase < job->phase_count; phase++) {
+        job->phase = phase;
+        job->phase_items = job->plan.items;
+        atomic_store_explicit(&job->next_item, 0, memory_order_relaxed);
+        int64_t workers = max_workers < job->phase_items ? max_workers : job->phase_items;
+        if (workers <= 1)
+            cbn_job_work(job);
+        else
+            parallel(executor_context, cbn_job_work, job, workers);
+
+        /* serial merge, in plan order, of what the phase's items left */
+        const cbn_step step = job->steps[phase];
+        if (step == CBN_STEP_STATISTICS)
+            k->finalize_forward(job, 0, job->plan.shape.channels);
+        else if (step == CBN_STEP_SUMS || step == CBN_STEP_SUMS_AND_SCALE)
+            k->finalize_backward(job, 0, job->plan.shape.channels);
+    }
+}
+
+void cbn_job_destroy(cbn_job *job) {
+    if (!job) return;
+    free(job->coefficients);
+    free(job->partials);
+    free(job);
+}
+
+int64_t cbn_job_item_count(const cbn_job *job) { return job->plan.items * job->phase_count; }
+
+void cbn_inference_statistics(cbn_dtype dtype, int64_t channels, const void *running_mean,
+                              const void *running_var, double eps, double *mean_out,
+                              double *invstd_out) {
+    kernels_for(dtype)->inference_statistics(channels, running_mean, running_var, eps, mean_out,
+                                             invstd_out);
+}

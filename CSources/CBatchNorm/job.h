@@ -1,0 +1,95 @@
+/*
+ * The job: everything one forward or backward call needs while it runs.
+ * Internal to the C core; Swift sees only the opaque `cbn_job`.
+ */
+#ifndef CBN_JOB_H
+#define CBN_JOB_H
+
+#include <stdatomic.h>
+#include "CBatchNorm.h"
+#include "plan/plan.h"
+
+/// What the items of a phase do.
+typedef enum cbn_step {
+    CBN_STEP_STATISTICS,          ///< forward: per-part moments
+    CBN_STEP_NORMALIZE,           ///< forward: y from the channel coefficients
+    CBN_STEP_STATISTICS_FUSED,    ///< forward: moments, finalize, normalize
+    CBN_STEP_SUMS,                ///< backward: per-part sums of dy and dy*(x - mean)
+    CBN_STEP_SUMS_AND_SCALE,      ///< backward inference: sums, and dx = k1*dy in the same pass
+    CBN_STEP_INPUT_GRADIENT,      ///< backward: dx from the channel coefficients
+    CBN_STEP_SUMS_FUSED,          ///< backward training: sums, finalize, dx
+} cbn_step;
+
+#define CBN_MAX_PHASES 2
+
+/// Per-channel coefficients, in double, that every normalize or dx item reads.
+///  forward:  y  = ((x - mean_hi) - mean_lo) * a + b          with k1 = a, k3 = b
+///  backward: dx = k1*dy + k2*((x - mean_hi) - mean_lo) + k3
+/// mean_hi is mean rounded to the element type and mean_lo the rest, so that
+/// x - mean keeps its low bits on data far from zero.
+typedef struct cbn_coefficients {
+    double mean;
+    double k1, k2, k3;
+} cbn_coefficients;
+
+/// A partial result for one (channel, part).
+///  forward:  count, mean and M2 (sum of squared deviations) of the part
+///  backward: sum dy, sum dy*(x - mean)
+typedef struct cbn_partial {
+    double a, b, c;
+} cbn_partial;
+
+struct cbn_job {
+    cbn_plan plan;
+    cbn_dtype dtype;
+    int backward;
+    int training;
+
+    /* caller's buffers (element type per dtype) */
+    const void *x;
+    const void *dy;
+    void *out;                      /* y (forward) or dx (backward); may be NULL in backward */
+    const void *weight, *bias;
+    void *running_mean, *running_var;
+    double *saved_mean, *saved_invstd;
+    void *dweight, *dbias;
+    const double *mean_in, *invstd_in;   /* backward */
+    double eps, momentum;
+
+    /* job-owned */
+    cbn_coefficients *coefficients;      /* channels */
+    cbn_partial *partials;               /* channels * parts, index c*parts + part */
+
+    cbn_step steps[CBN_MAX_PHASES];
+    int phase_count;
+    int phase;
+    int64_t phase_items;
+    _Atomic int64_t next_item;
+};
+
+/// The element-type-specific half of the core: microkernels over one item
+/// and the per-channel finalize steps. One table per dtype, generated from
+/// microkernels/kernels.inc.
+typedef struct cbn_kernels {
+    void (*statistics)(const cbn_job *job, cbn_item item);
+    void (*normalize)(const cbn_job *job, cbn_item item);
+    void (*sums)(const cbn_job *job, cbn_item item, int scale_dy);
+    void (*input_gradient)(const cbn_job *job, cbn_item item);
+    /// Merges the partials of channels [c0, c1) in part order; writes the
+    /// saved and running statistics and the coefficients.
+    void (*finalize_forward)(cbn_job *job, int64_t c0, int64_t c1);
+    /// Merges backward partials; writes dweight, dbias and the coefficients.
+    void (*finalize_backward)(cbn_job *job, int64_t c0, int64_t c1);
+    /// Coefficients from given statistics (inference forward, and backward
+    /// before any sums are known).
+    void (*prepare)(cbn_job *job);
+    /// mean_c = running_mean_c, invstd_c = 1/sqrt(running_var_c + eps).
+    void (*inference_statistics)(int64_t channels, const void *running_mean,
+                                 const void *running_var, double eps,
+                                 double *mean_out, double *invstd_out);
+} cbn_kernels;
+
+extern const cbn_kernels cbn_kernels_f32;
+extern const cbn_kernels cbn_kernels_f64;
+
+#endif /* CBN_JOB_H */

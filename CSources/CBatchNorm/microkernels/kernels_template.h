@@ -1,0 +1,436 @@
+/*
+ * The microkernels and finalize steps for one element type. Included by
+ * kernels.c once per type with CBN_T (float or double) and CBN_SUFFIX
+ * (f32 or f64) defined; every name below gets the suffix.
+ *
+ * Formulas (see CBatchNorm.h): with d = (x - mean_hi) - mean_lo,
+ *   forward:  y  = d * a + b
+ *   backward: dx = k1 * dy + (k2 * d + k3)
+ * Reductions accumulate in double, sixteen lanes at a time.
+ */
+
+#define CBN_CAT2(a, b) a##_##b
+#define CBN_CAT(a, b) CBN_CAT2(a, b)
+#define FN(name) CBN_CAT(name, CBN_SUFFIX)
+#define T CBN_T
+#define VT FN(cbn_vec)
+
+/// Sixteen values of the element type.
+typedef T VT __attribute__((vector_size(16 * sizeof(T))));
+
+static inline VT FN(load)(const T *p) { VT v; memcpy(&v, p, sizeof v); return v; }
+static inline void FN(store)(T *p, VT v) { memcpy(p, &v, sizeof v); }
+static inline cbn_vd FN(widen)(VT v) { return __builtin_convertvector(v, cbn_vd); }
+
+/// mean split into the nearest element-type value and the rest.
+typedef struct FN(cbn_split_mean) { T hi, lo; } FN(cbn_split_mean);
+static inline FN(cbn_split_mean) FN(split_mean)(double mean) {
+    FN(cbn_split_mean) s;
+    s.hi = (T)mean;
+    s.lo = (T)(mean - (double)s.hi);
+    return s;
+}
+
+/* ---------- contiguous runs (planes layout) ---------- */
+
+static double FN(run_sum)(const T *x, int64_t n) {
+    cbn_vd acc = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) acc += FN(widen)(FN(load)(x + i));
+    double s = cbn_vd_sum(acc);
+    for (; i < n; i++) s += (double)x[i];
+    return s;
+}
+
+static double FN(run_squared_deviations)(const T *x, int64_t n, double mean) {
+    cbn_vd acc = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        cbn_vd d = FN(widen)(FN(load)(x + i)) - mean;
+        acc += d * d;
+    }
+    double s = cbn_vd_sum(acc);
+    for (; i < n; i++) {
+        double d = (double)x[i] - mean;
+        s += d * d;
+    }
+    return s;
+}
+
+static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(cbn_split_mean) mu, T a, T b) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        VT v = FN(load)(x + i);
+        FN(store)(y + i, ((v - mu.hi) - mu.lo) * a + b);
+    }
+    for (; i < n; i++) y[i] = ((x[i] - mu.hi) - mu.lo) * a + b;
+}
+
+/// Adds sum dy and sum dy*d to the accumulators; if dx is not NULL, also
+/// writes dx = k1*dy (inference mode, where dx needs no sums).
+static void FN(run_sums)(const T *x, const T *dy, T *dx, int64_t n, FN(cbn_split_mean) mu,
+                         T k1, double *sum_dy, double *sum_dy_d) {
+    cbn_vd a_dy = {0}, a_dyd = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        VT g = FN(load)(dy + i);
+        VT d = (FN(load)(x + i) - mu.hi) - mu.lo;
+        cbn_vd gw = FN(widen)(g);
+        a_dy += gw;
+        a_dyd += gw * FN(widen)(d);
+        if (dx) FN(store)(dx + i, g * k1);
+    }
+    double s_dy = cbn_vd_sum(a_dy), s_dyd = cbn_vd_sum(a_dyd);
+    for (; i < n; i++) {
+        T g = dy[i];
+        T d = (x[i] - mu.hi) - mu.lo;
+        s_dy += (double)g;
+        s_dyd += (double)g * (double)d;
+        if (dx) dx[i] = g * k1;
+    }
+    *sum_dy += s_dy;
+    *sum_dy_d += s_dyd;
+}
+
+static void FN(run_input_gradient)(const T *x, const T *dy, T *dx, int64_t n,
+                                   FN(cbn_split_mean) mu, T k1, T k2, T k3) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        VT d = (FN(load)(x + i) - mu.hi) - mu.lo;
+        FN(store)(dx + i, k1 * FN(load)(dy + i) + (k2 * d + k3));
+    }
+    for (; i < n; i++) {
+        T d = (x[i] - mu.hi) - mu.lo;
+        dx[i] = k1 * dy[i] + (k2 * d + k3);
+    }
+}
+
+static void FN(run_scale)(const T *dy, T *dx, int64_t n, T k1) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) FN(store)(dx + i, FN(load)(dy + i) * k1);
+    for (; i < n; i++) dx[i] = dy[i] * k1;
+}
+
+/* ---------- rows of a channel block (columns layout) ---------- */
+
+/// acc[k] += row[k] for k < w.
+static void FN(row_add)(double *acc, const T *row, int64_t w) {
+    int64_t k = 0;
+    for (; k + 16 <= w; k += 16)
+        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + FN(widen)(FN(load)(row + k)));
+    for (; k < w; k++) acc[k] += (double)row[k];
+}
+
+/// acc[k] += (row[k] - mean[k])^2 for k < w.
+static void FN(row_add_squared_deviations)(double *acc, const T *row, const double *mean, int64_t w) {
+    int64_t k = 0;
+    for (; k + 16 <= w; k += 16) {
+        cbn_vd d = FN(widen)(FN(load)(row + k)) - cbn_vd_load(mean + k);
+        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + d * d);
+    }
+    for (; k < w; k++) {
+        double d = (double)row[k] - mean[k];
+        acc[k] += d * d;
+    }
+}
+
+/// Per-channel element-type coefficients of a channel block.
+typedef struct FN(cbn_block_coefficients) {
+    T hi[CBN_COLUMN_CHANNELS], lo[CBN_COLUMN_CHANNELS];
+    T k1[CBN_COLUMN_CHANNELS], k2[CBN_COLUMN_CHANNELS], k3[CBN_COLUMN_CHANNELS];
+} FN(cbn_block_coefficients);
+
+static void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
+                                        FN(cbn_block_coefficients) *bc) {
+    for (int64_t c = item.c0; c < item.c1; c++) {
+        const cbn_coefficients *co = &job->coefficients[c];
+        FN(cbn_split_mean) mu = FN(split_mean)(co->mean);
+        int64_t k = c - item.c0;
+        bc->hi[k] = mu.hi;
+        bc->lo[k] = mu.lo;
+        bc->k1[k] = (T)co->k1;
+        bc->k2[k] = (T)co->k2;
+        bc->k3[k] = (T)co->k3;
+    }
+}
+
+/* ---------- item microkernels ---------- */
+
+static void FN(statistics)(const cbn_job *job, cbn_item item) {
+    const cbn_plan *plan = &job->plan;
+    if (plan->layout == CBN_LAYOUT_PLANES) {
+        const T *x = (const T *)job->x + item.c0 * plan->shape.spatial;
+        cbn_moments acc = {0, 0, 0};
+        for (int64_t b0 = item.begin; b0 < item.end; b0 += CBN_PLANE_BLOCK) {
+            const int64_t b1 = cbn_min(item.end, b0 + CBN_PLANE_BLOCK);
+            int64_t offset, length;
+            double sum = 0;
+            cbn_runs runs = cbn_runs_make(plan, b0, b1);
+            while (cbn_runs_next(&runs, &offset, &length)) sum += FN(run_sum)(x + offset, length);
+            const double count = (double)(b1 - b0), mean = sum / count;
+            double m2 = 0;
+            runs = cbn_runs_make(plan, b0, b1);
+            while (cbn_runs_next(&runs, &offset, &length))
+                m2 += FN(run_squared_deviations)(x + offset, length, mean);
+            cbn_moments_merge(&acc, count, mean, m2);
+        }
+        cbn_partial *p = &job->partials[item.c0 * plan->parts + item.part];
+        p->a = acc.count; p->b = acc.mean; p->c = acc.m2;
+    } else {
+        const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+        const T *x = (const T *)job->x + item.c0;
+        double sum[CBN_COLUMN_CHANNELS], mean[CBN_COLUMN_CHANNELS], m2[CBN_COLUMN_CHANNELS];
+        cbn_moments acc[CBN_COLUMN_CHANNELS];
+        memset(acc, 0, sizeof acc);
+        for (int64_t r0 = item.begin; r0 < item.end; r0 += CBN_COLUMN_ROWS) {
+            const int64_t r1 = cbn_min(item.end, r0 + CBN_COLUMN_ROWS);
+            const double count = (double)(r1 - r0);
+            memset(sum, 0, sizeof sum);
+            memset(m2, 0, sizeof m2);
+            for (int64_t r = r0; r < r1; r++) FN(row_add)(sum, x + r * C, w);
+            for (int64_t k = 0; k < w; k++) mean[k] = sum[k] / count;
+            for (int64_t r = r0; r < r1; r++) FN(row_add_squared_deviations)(m2, x + r * C, mean, w);
+            for (int64_t k = 0; k < w; k++) cbn_moments_merge(&acc[k], count, mean[k], m2[k]);
+        }
+        for (int64_t k = 0; k < w; k++) {
+            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
+            p->a = acc[k].count; p->b = acc[k].mean; p->c = acc[k].m2;
+        }
+    }
+}
+
+static void FN(normalize)(const cbn_job *job, cbn_item item) {
+    const cbn_plan *plan = &job->plan;
+    if (plan->layout == CBN_LAYOUT_PLANES) {
+        const cbn_coefficients *co = &job->coefficients[item.c0];
+        const int64_t base = item.c0 * plan->shape.spatial;
+        const T *x = (const T *)job->x + base;
+        T *y = (T *)job->out + base;
+        FN(cbn_split_mean) mu = FN(split_mean)(co->mean);
+        int64_t offset, length;
+        cbn_runs runs = cbn_runs_make(plan, item.begin, item.end);
+        while (cbn_runs_next(&runs, &offset, &length))
+            FN(run_normalize)(x + offset, y + offset, length, mu, (T)co->k1, (T)co->k3);
+    } else {
+        const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+        FN(cbn_block_coefficients) bc;
+        FN(load_block_coefficients)(job, item, &bc);
+        for (int64_t r = item.begin; r < item.end; r++) {
+            const T *x = (const T *)job->x + r * C + item.c0;
+            T *y = (T *)job->out + r * C + item.c0;
+            int64_t k = 0;
+            for (; k + 16 <= w; k += 16) {
+                VT d = (FN(load)(x + k) - FN(load)(bc.hi + k)) - FN(load)(bc.lo + k);
+                FN(store)(y + k, d * FN(load)(bc.k1 + k) + FN(load)(bc.k3 + k));
+            }
+            for (; k < w; k++) y[k] = ((x[k] - bc.hi[k]) - bc.lo[k]) * bc.k1[k] + bc.k3[k];
+        }
+    }
+}
+
+/// Backward sums of one item into its partials (a = sum dy, b = sum dy*(x - mean)).
+/// With scale_dy, also writes dx = k1*dy in the same pass (inference mode).
+static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy) {
+    const cbn_plan *plan = &job->plan;
+    T *dx_all = scale_dy ? (T *)job->out : NULL;
+    if (plan->layout == CBN_LAYOUT_PLANES) {
+        const cbn_coefficients *co = &job->coefficients[item.c0];
+        const int64_t base = item.c0 * plan->shape.spatial;
+        const T *x = (const T *)job->x + base, *dy = (const T *)job->dy + base;
+        T *dx = dx_all ? dx_all + base : NULL;
+        FN(cbn_split_mean) mu = FN(split_mean)(co->mean);
+        double s_dy = 0, s_dyd = 0;
+        int64_t offset, length;
+        cbn_runs runs = cbn_runs_make(plan, item.begin, item.end);
+        while (cbn_runs_next(&runs, &offset, &length))
+            FN(run_sums)(x + offset, dy + offset, dx ? dx + offset : NULL, length, mu,
+                         (T)co->k1, &s_dy, &s_dyd);
+        cbn_partial *p = &job->partials[item.c0 * plan->parts + item.part];
+        p->a = s_dy; p->b = s_dyd; p->c = 0;
+    } else {
+        const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+        FN(cbn_block_coefficients) bc;
+        FN(load_block_coefficients)(job, item, &bc);
+        double s_dy[CBN_COLUMN_CHANNELS], s_dyd[CBN_COLUMN_CHANNELS];
+        memset(s_dy, 0, sizeof s_dy);
+        memset(s_dyd, 0, sizeof s_dyd);
+        for (int64_t r = item.begin; r < item.end; r++) {
+            const int64_t at = r * C + item.c0;
+            const T *x = (const T *)job->x + at, *dy = (const T *)job->dy + at;
+            T *dx = dx_all ? dx_all + at : NULL;
+            int64_t k = 0;
+            for (; k + 16 <= w; k += 16) {
+                VT g = FN(load)(dy + k);
+                VT d = (FN(load)(x + k) - FN(load)(bc.hi + k)) - FN(load)(bc.lo + k);
+                cbn_vd gw = FN(widen)(g);
+                cbn_vd_store(s_dy + k, cbn_vd_load(s_dy + k) + gw);
+                cbn_vd_store(s_dyd + k, cbn_vd_load(s_dyd + k) + gw * FN(widen)(d));
+                if (dx) FN(store)(dx + k, g * FN(load)(bc.k1 + k));
+            }
+            for (; k < w; k++) {
+                T g = dy[k];
+                T d = (x[k] - bc.hi[k]) - bc.lo[k];
+                s_dy[k] += (double)g;
+                s_dyd[k] += (double)g * (double)d;
+                if (dx) dx[k] = g * bc.k1[k];
+            }
+        }
+        for (int64_t k = 0; k < w; k++) {
+            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
+            p->a = s_dy[k]; p->b = s_dyd[k]; p->c = 0;
+        }
+    }
+}
+
+/// dx from the coefficients. Inference mode needs no x: dx = k1*dy.
+static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
+    const cbn_plan *plan = &job->plan;
+    const int through_statistics = job->training;
+    if (plan->layout == CBN_LAYOUT_PLANES) {
+        const cbn_coefficients *co = &job->coefficients[item.c0];
+        const int64_t base = item.c0 * plan->shape.spatial;
+        const T *dy = (const T *)job->dy + base;
+        T *dx = (T *)job->out + base;
+        FN(cbn_split_mean) mu = FN(split_mean)(co->mean);
+        int64_t offset, length;
+        cbn_runs runs = cbn_runs_make(plan, item.begin, item.end);
+        while (cbn_runs_next(&runs, &offset, &length)) {
+            if (through_statistics)
+                FN(run_input_gradient)((const T *)job->x + base + offset, dy + offset, dx + offset,
+                                       length, mu, (T)co->k1, (T)co->k2, (T)co->k3);
+            else
+                FN(run_scale)(dy + offset, dx + offset, length, (T)co->k1);
+        }
+    } else {
+        const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+        FN(cbn_block_coefficients) bc;
+        FN(load_block_coefficients)(job, item, &bc);
+        for (int64_t r = item.begin; r < item.end; r++) {
+            const int64_t at = r * C + item.c0;
+            const T *dy = (const T *)job->dy + at;
+            T *dx = (T *)job->out + at;
+            int64_t k = 0;
+            if (through_statistics) {
+                const T *x = (const T *)job->x + at;
+                for (; k + 16 <= w; k += 16) {
+                    VT d = (FN(load)(x + k) - FN(load)(bc.hi + k)) - FN(load)(bc.lo + k);
+                    FN(store)(dx + k, FN(load)(bc.k1 + k) * FN(load)(dy + k) +
+                                          (FN(load)(bc.k2 + k) * d + FN(load)(bc.k3 + k)));
+                }
+                for (; k < w; k++) {
+                    T d = (x[k] - bc.hi[k]) - bc.lo[k];
+                    dx[k] = bc.k1[k] * dy[k] + (bc.k2[k] * d + bc.k3[k]);
+                }
+            } else {
+                for (; k + 16 <= w; k += 16)
+                    FN(store)(dx + k, FN(load)(dy + k) * FN(load)(bc.k1 + k));
+                for (; k < w; k++) dx[k] = dy[k] * bc.k1[k];
+            }
+        }
+    }
+}
+
+/* ---------- per-channel finalize ---------- */
+
+static void FN(finalize_forward)(cbn_job *job, int64_t c0, int64_t c1) {
+    const T *weight = (const T *)job->weight, *bias = (const T *)job->bias;
+    T *running_mean = (T *)job->running_mean, *running_var = (T *)job->running_var;
+    const double m = (double)job->plan.m, momentum = job->momentum;
+    const int64_t parts = job->plan.parts;
+    for (int64_t c = c0; c < c1; c++) {
+        cbn_moments acc = {0, 0, 0};
+        for (int64_t p = 0; p < parts; p++) {
+            const cbn_partial *part = &job->partials[c * parts + p];
+            cbn_moments_merge(&acc, part->a, part->b, part->c);
+        }
+        const double mean = acc.mean, variance = acc.m2 / m;
+        const double invstd = cbn_inverse_std(variance, job->eps);
+        if (job->saved_mean) job->saved_mean[c] = mean;
+        if (job->saved_invstd) job->saved_invstd[c] = invstd;
+        if (running_mean) {
+            const double unbiased = acc.m2 / (m - 1);
+            running_mean[c] = (T)((1 - momentum) * (double)running_mean[c] + momentum * mean);
+            running_var[c] = (T)((1 - momentum) * (double)running_var[c] + momentum * unbiased);
+        }
+        const double gamma = weight ? (double)weight[c] : 1.0;
+        cbn_coefficients *co = &job->coefficients[c];
+        co->mean = mean;
+        co->k1 = gamma * invstd;
+        co->k2 = 0;
+        co->k3 = bias ? (double)bias[c] : 0.0;
+    }
+}
+
+static void FN(finalize_backward)(cbn_job *job, int64_t c0, int64_t c1) {
+    const T *weight = (const T *)job->weight;
+    T *dweight = (T *)job->dweight, *dbias = (T *)job->dbias;
+    const double m = (double)job->plan.m;
+    const int64_t parts = job->plan.parts;
+    for (int64_t c = c0; c < c1; c++) {
+        double sum_dy = 0, sum_dy_d = 0;
+        for (int64_t p = 0; p < parts; p++) {
+            sum_dy += job->partials[c * parts + p].a;
+            sum_dy_d += job->partials[c * parts + p].b;
+        }
+        const double invstd = job->invstd_in[c];
+        const double gamma = weight ? (double)weight[c] : 1.0;
+        const double grad_bias = sum_dy, grad_weight = sum_dy_d * invstd;
+        if (dweight) dweight[c] = (T)grad_weight;
+        if (dbias) dbias[c] = (T)grad_bias;
+        if (job->training) {
+            cbn_coefficients *co = &job->coefficients[c];
+            co->k1 = gamma * invstd;
+            co->k2 = -gamma * invstd * invstd * grad_weight / m;
+            co->k3 = -gamma * invstd * grad_bias / m;
+        }
+    }
+}
+
+/// Coefficients known before any pass: inference forward (from the running
+/// statistics) and backward (from the given mean and invstd).
+static void FN(prepare)(cbn_job *job) {
+    const T *weight = (const T *)job->weight, *bias = (const T *)job->bias;
+    for (int64_t c = 0; c < job->plan.shape.channels; c++) {
+        const double gamma = weight ? (double)weight[c] : 1.0;
+        cbn_coefficients *co = &job->coefficients[c];
+        if (job->backward) {
+            co->mean = job->mean_in[c];
+            co->k1 = gamma * job->invstd_in[c];
+            co->k2 = 0;
+            co->k3 = 0;
+        } else if (!job->training) {
+            const double mean = (double)((const T *)job->running_mean)[c];
+            const double variance = (double)((const T *)job->running_var)[c];
+            co->mean = mean;
+            co->k1 = gamma * cbn_inverse_std(variance, job->eps);
+            co->k2 = 0;
+            co->k3 = bias ? (double)bias[c] : 0.0;
+        }
+    }
+}
+
+static void FN(inference_statistics)(int64_t channels, const void *running_mean,
+                                     const void *running_var, double eps,
+                                     double *mean_out, double *invstd_out) {
+    for (int64_t c = 0; c < channels; c++) {
+        mean_out[c] = (double)((const T *)running_mean)[c];
+        invstd_out[c] = cbn_inverse_std((double)((const T *)running_var)[c], eps);
+    }
+}
+
+const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
+    .statistics = FN(statistics),
+    .normalize = FN(normalize),
+    .sums = FN(sums),
+    .input_gradient = FN(input_gradient),
+    .finalize_forward = FN(finalize_forward),
+    .finalize_backward = FN(finalize_backward),
+    .prepare = FN(prepare),
+    .inference_statistics = FN(inference_statistics),
+};
+
+#undef CBN_CAT2
+#undef CBN_CAT
+#undef FN
+#undef T
+#undef VT

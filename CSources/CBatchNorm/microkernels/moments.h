@@ -1,0 +1,38 @@
+/*
+ * Moments of a set of values, (count, mean, M2 = sum of squared deviations),
+ * in double, and Chan's merge of two such sets:
+ *   n = na + nb,  d = mean_b - mean_a,  mean = mean_a + d*nb/n,
+ *   M2 = M2_a + M2_b + d^2 * na*nb/n.
+ * One division per merge, so per block of values, never per value.
+ */
+#ifndef CBN_MOMENTS_H
+#define CBN_MOMENTS_H
+
+#include <math.h>
+
+typedef struct cbn_moments {
+    double count, mean, m2;
+} cbn_moments;
+
+static inline void cbn_moments_merge(cbn_moments *into, double count, double mean, double m2) {
+    if (count == 0) return;
+    if (into->count == 0) {
+        into->count = count;
+        into->mean = mean;
+        into->m2 = m2;
+        return;
+    }
+    const double n = into->count + count;
+    const double delta = mean - into->mean;
+    const double weight = count / n;
+    into->mean += delta * weight;
+    into->m2 += m2 + delta * delta * into->count * weight;
+    into->count = n;
+}
+
+/// 1 / sqrt(variance + eps), the inverse standard deviation used everywhere.
+static inline double cbn_inverse_std(double variance, double eps) {
+    return 1.0 / sqrt(variance + eps);
+}
+
+#endif /* CBN_MOMENTS_H */

@@ -1,0 +1,59 @@
+/// An error thrown before any work is done: when a call throws, no output
+/// buffer, running statistic or layer property has changed.
+///
+/// `argument` names the offending argument as it is spelled in the API, and
+/// `expected` / `actual` say what was wanted and what was passed.
+public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What kind of mistake the error reports.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: String
+        private init(_ rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        /// A shape whose rank is outside 2...5.
+        public static let invalidRank = Code("invalid rank")
+        /// A dimension below 1.
+        public static let invalidDimension = Code("invalid dimension")
+        /// A shape whose element count (or byte count) does not fit in `Int`.
+        public static let shapeTooLarge = Code("shape too large")
+        /// A buffer or array whose count does not match the shape or the channel count.
+        public static let countMismatch = Code("count mismatch")
+        /// Training mode with one value per channel: the unbiased variance is undefined.
+        public static let tooFewValuesPerChannel = Code("too few values per channel")
+        /// ε negative, NaN or infinite.
+        public static let invalidEpsilon = Code("invalid epsilon")
+        /// Momentum outside [0, 1] or not a number.
+        public static let invalidMomentum = Code("invalid momentum")
+        /// A thread count below 1.
+        public static let invalidThreadCount = Code("invalid thread count")
+        /// An output overlapping another buffer where that is not allowed.
+        public static let overlappingBuffers = Code("overlapping buffers")
+        /// An argument that must come with another is missing (running mean without running variance).
+        public static let missingArgument = Code("missing argument")
+        /// The OpenMP executor was asked for but OpenMP is not compiled in.
+        public static let executorUnavailable = Code("executor unavailable")
+        /// A statistics value whose mode does not fit the call.
+        public static let modeMismatch = Code("mode mismatch")
+        /// The core could not allocate its scratch space.
+        public static let outOfMemory = Code("out of memory")
+    }
+
+    public var code: Code
+    /// The argument at fault, e.g. `"weight"` or `"shape[2]"`.
+    public var argument: String
+    /// What the API expected, e.g. `"64 values"`.
+    public var expected: String
+    /// What it got, e.g. `"63 values"`.
+    public var actual: String
+
+    public init(_ code: Code, argument: String, expected: String, actual: String) {
+        self.code = code
+        self.argument = argument
+        self.expected = expected
+        self.actual = actual
+    }
+
+    public var description: String {
+        "BatchNormError(\(code)): \(argument): expected \(expected), got \(actual)"
+    }
+}

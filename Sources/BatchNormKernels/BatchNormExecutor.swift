@@ -1,0 +1,78 @@
+internal import CBatchNorm
+import Dispatch
+import Foundation
+
+/// `true` when the C core was compiled with OpenMP (the package trait
+/// `OpenMP` is on, `BATCHNORM_OPENMP` was not `0` at build time, and libomp
+/// was found). When `false`, `.automatic` runs on Dispatch and `.openMP`
+/// throws `executorUnavailable`.
+public var isOpenMPAvailable: Bool { cbn_openmp_available() != 0 }
+
+/// Who runs the work items of a call. Every executor runs the same C item
+/// functions over the same plan and gives bitwise identical results; they
+/// differ only in the threads they use.
+public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
+    /// An OpenMP parallel region of at most `threads` threads, set per call
+    /// (`num_threads`); no process-wide OpenMP setting is changed.
+    case openMP(threads: Int)
+    /// `DispatchQueue.concurrentPerform` with at most `threads` workers.
+    case dispatch(threads: Int)
+    /// The calling thread alone.
+    case serial
+
+    /// OpenMP when compiled in, Dispatch otherwise, with every active core.
+    public static var automatic: BatchNormExecutor {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        return isOpenMPAvailable ? .openMP(threads: cores) : .dispatch(threads: cores)
+    }
+
+    /// The number of threads the executor may use.
+    public var threads: Int {
+        switch self {
+        case .openMP(let threads), .dispatch(let threads): threads
+        case .serial: 1
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .openMP(let threads): "openmp(\(threads))"
+        case .dispatch(let threads): "dispatch(\(threads))"
+        case .serial: "serial"
+        }
+    }
+
+    /// Throws unless the executor can run here.
+    func validate() throws(BatchNormError) {
+        if threads < 1 {
+            throw BatchNormError(.invalidThreadCount, argument: "executor", expected: "at least 1 thread",
+                                 actual: "\(threads) in \(self)")
+        }
+        if case .openMP = self, !isOpenMPAvailable {
+            throw BatchNormError(.executorUnavailable, argument: "executor",
+                                 expected: "an executor compiled into this build (dispatch or serial)",
+                                 actual: "\(self), but OpenMP is not compiled in")
+        }
+    }
+
+    /// Runs every phase of `job`.
+    func run(_ job: OpaquePointer) {
+        switch self {
+        case .serial:
+            cbn_job_run(job, cbn_parallel_serial, nil, 1)
+        case .openMP(let threads):
+            cbn_job_run(job, cbn_parallel_openmp, nil, Int64(threads))
+        case .dispatch(let threads):
+            cbn_job_run(job, dispatchParallel, nil, Int64(threads))
+        }
+    }
+}
+
+/// The Dispatch executor: `workers` concurrent calls of the C worker loop.
+/// `cbn_job_work` is thread-safe: workers share the job only through its
+/// atomic item counter and write disjoint parts of the outputs.
+private let dispatchParallel: cbn_parallel_fn = { _, work, job, workers in
+    nonisolated(unsafe) let job = job
+    let work = work!
+    DispatchQueue.concurrentPerform(iterations: Int(workers)) { _ in work(job) }
+}

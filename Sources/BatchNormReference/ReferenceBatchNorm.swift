@@ -1,0 +1,109 @@
+/// Batch normalization written straight from the formulas, in `Double`, with
+/// no cleverness: the yardstick that tests and benchmarks measure the
+/// kernels against. Slow on purpose; use it on small tensors.
+///
+/// Shapes are `[N, C, …]` NCHW; x[n][c][s] is at `(n·C + c)·S + s` with S the
+/// product of the dimensions after C. m = N·S values per channel.
+public enum ReferenceBatchNorm {
+    /// The result of `forward`.
+    public struct Forward: Sendable {
+        /// y = γ · (x − μ) · r + β.
+        public var output: [Double]
+        /// μ per channel (batch mean in training, running mean in inference).
+        public var mean: [Double]
+        /// r = 1 / sqrt(σ² + ε) per channel.
+        public var invStd: [Double]
+        /// Running statistics after the call (updated in training only).
+        public var runningMean: [Double]?
+        public var runningVariance: [Double]?
+    }
+
+    /// The result of `backward`.
+    public struct Backward: Sendable {
+        public var inputGradient: [Double]
+        public var weightGradient: [Double]
+        public var biasGradient: [Double]
+    }
+
+    /// Calls `body(channel, index)` for every index of the tensor, channel by channel.
+    static func forEachIndex(shape: [Int], _ body: (Int, Int) -> Void) {
+        let n = shape[0], channels = shape[1], spatial = shape.dropFirst(2).reduce(1, *)
+        for c in 0..<channels {
+            for i in 0..<n {
+                for s in 0..<spatial { body(c, (i * channels + c) * spatial + s) }
+            }
+        }
+    }
+
+    /// Per-channel mean and biased variance, two passes in `Double`.
+    public static func statistics(_ x: [Double], shape: [Int]) -> (mean: [Double], variance: [Double]) {
+        let channels = shape[1]
+        let m = Double(shape[0] * shape.dropFirst(2).reduce(1, *))
+        var sum = [Double](repeating: 0, count: channels)
+        forEachIndex(shape: shape) { c, i in sum[c] += x[i] }
+        let mean = sum.map { $0 / m }
+        var squares = [Double](repeating: 0, count: channels)
+        forEachIndex(shape: shape) { c, i in squares[c] += (x[i] - mean[c]) * (x[i] - mean[c]) }
+        return (mean, squares.map { $0 / m })
+    }
+
+    /// Training: batch statistics, running ← (1 − momentum)·running + momentum·batch with the
+    /// unbiased variance σ²·m/(m − 1). Inference: the running statistics.
+    public static func forward(
+        _ x: [Double], shape: [Int], training: Bool,
+        weight: [Double]? = nil, bias: [Double]? = nil,
+        runningMean: [Double]? = nil, runningVariance: [Double]? = nil,
+        momentum: Double = 0.1, epsilon: Double = 1e-5
+    ) -> Forward {
+        let channels = shape[1]
+        let m = Double(shape[0] * shape.dropFirst(2).reduce(1, *))
+        var mean: [Double], variance: [Double]
+        var newRunningMean = runningMean, newRunningVariance = runningVariance
+        if training {
+            (mean, variance) = statistics(x, shape: shape)
+            if let runningMean, let runningVariance {
+                newRunningMean = (0..<channels).map { (1 - momentum) * runningMean[$0] + momentum * mean[$0] }
+                newRunningVariance = (0..<channels).map {
+                    (1 - momentum) * runningVariance[$0] + momentum * variance[$0] * m / (m - 1)
+                }
+            }
+        } else {
+            mean = runningMean!
+            variance = runningVariance!
+        }
+        let invStd = variance.map { 1 / ($0 + epsilon).squareRoot() }
+        var y = [Double](repeating: 0, count: x.count)
+        forEachIndex(shape: shape) { c, i in
+            y[i] = (weight?[c] ?? 1) * (x[i] - mean[c]) * invStd[c] + (bias?[c] ?? 0)
+        }
+        return Forward(output: y, mean: mean, invStd: invStd,
+                       runningMean: newRunningMean, runningVariance: newRunningVariance)
+    }
+
+    /// With x̂ = (x − μ)·r: dβ = Σ dy, dγ = Σ dy·x̂, and
+    /// dx = γ·r/m · (m·dy − dβ − x̂·dγ) in training, dx = γ·r·dy in inference.
+    public static func backward(
+        _ x: [Double], outputGradient dy: [Double], shape: [Int], training: Bool,
+        mean: [Double], invStd: [Double], weight: [Double]? = nil
+    ) -> Backward {
+        let channels = shape[1]
+        let m = Double(shape[0] * shape.dropFirst(2).reduce(1, *))
+        var dBias = [Double](repeating: 0, count: channels)
+        var dWeight = [Double](repeating: 0, count: channels)
+        forEachIndex(shape: shape) { c, i in
+            dBias[c] += dy[i]
+            dWeight[c] += dy[i] * (x[i] - mean[c]) * invStd[c]
+        }
+        var dx = [Double](repeating: 0, count: x.count)
+        forEachIndex(shape: shape) { c, i in
+            let gamma = weight?[c] ?? 1
+            if training {
+                let xHat = (x[i] - mean[c]) * invStd[c]
+                dx[i] = gamma * invStd[c] / m * (m * dy[i] - dBias[c] - xHat * dWeight[c])
+            } else {
+                dx[i] = gamma * invStd[c] * dy[i]
+            }
+        }
+        return Backward(inputGradient: dx, weightGradient: dWeight, biasGradient: dBias)
+    }
+}
