@@ -28,7 +28,9 @@ func openMPLibraryDirectory() -> String? {
 }
 
 let whenOpenMPTrait = BuildSettingCondition.when(traits: ["OpenMP"])
-var coreCSettings: [CSetting] = []
+// The core is compiled optimized in debug builds too: its loops are written
+// for the vectorizer, and `swift test` would otherwise spend its time there.
+var coreCSettings: [CSetting] = [.unsafeFlags(["-O2"], .when(configuration: .debug))]
 var coreLinkerSettings: [LinkerSetting] = [.linkedLibrary("m")]
 if let directory = openMPLibraryDirectory() {
     coreCSettings.append(.unsafeFlags(["-fopenmp"], whenOpenMPTrait))
@@ -58,7 +60,11 @@ let package = Package(
             name: "BatchNormKernels",
             dependencies: ["CBatchNorm"]
         ),
-        .target(name: "BatchNormReference"),
+        .target(
+            name: "BatchNormReference",
+            // Optimized in debug builds too, so that `swift test` is not dominated by it.
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
         .executableTarget(
             name: "bench-threads",
             dependencies: ["BatchNormKernels", "BatchNormReference"],

@@ -1,0 +1,214 @@
+/// A batch-normalization layer: its parameters, running statistics and mode,
+/// as a value. Copies do not share state.
+///
+/// Conventions (PyTorch's): ε = 1e-5, momentum = 0.1, γ = 1, β = 0,
+/// running mean 0, running variance 1. In training mode `forward` normalizes
+/// with the batch statistics and, when running statistics are tracked,
+/// updates them with the unbiased variance and increments `batchesTracked`.
+/// In inference mode it normalizes with the running statistics, or with the
+/// batch statistics when none are tracked.
+public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
+    /// C, the number of channels.
+    public let featureCount: Int
+    /// ε, added to the variance before the square root. Finite and ≥ 0.
+    public var epsilon: Double
+    /// The weight of each new batch in the running statistics, in [0, 1];
+    /// nil for a cumulative average (factor 1/k at the k-th training call).
+    public var momentum: Double?
+    /// γ, one per channel; nil when the layer is not affine (γ = 1).
+    public var weight: [Scalar]?
+    /// β, one per channel; nil when the layer is not affine (β = 0).
+    public var bias: [Scalar]?
+    /// Running mean, one per channel; nil when running statistics are not tracked.
+    public var runningMean: [Scalar]?
+    /// Running unbiased variance, one per channel; nil when not tracked.
+    public var runningVariance: [Scalar]?
+    /// The number of training calls that updated the running statistics.
+    public var batchesTracked: Int
+    /// Training (batch statistics) or inference (running statistics).
+    public var mode: BatchNormMode
+    /// Who runs the kernels.
+    public var executor: BatchNormExecutor
+
+    /// A layer with γ = 1, β = 0 (if `affine`) and running mean 0, variance 1
+    /// (if `tracksRunningStatistics`).
+    public init(
+        featureCount: Int,
+        epsilon: Double = 1e-5,
+        momentum: Double? = 0.1,
+        affine: Bool = true,
+        tracksRunningStatistics: Bool = true,
+        mode: BatchNormMode = .training,
+        executor: BatchNormExecutor = .automatic
+    ) throws(BatchNormError) {
+        guard featureCount >= 1 else {
+            throw BatchNormError(.invalidDimension, argument: "featureCount", expected: "at least 1",
+                                 actual: "\(featureCount)")
+        }
+        try Check.epsilon(epsilon)
+        if let momentum { try Check.momentum(momentum) }
+        try executor.validate()
+        self.featureCount = featureCount
+        self.epsilon = epsilon
+        self.momentum = momentum
+        self.weight = affine ? Array(repeating: 1, count: featureCount) : nil
+        self.bias = affine ? Array(repeating: 0, count: featureCount) : nil
+        self.runningMean = tracksRunningStatistics ? Array(repeating: 0, count: featureCount) : nil
+        self.runningVariance = tracksRunningStatistics ? Array(repeating: 1, count: featureCount) : nil
+        self.batchesTracked = 0
+        self.mode = mode
+        self.executor = executor
+    }
+
+    /// Whether γ and β are applied.
+    public var isAffine: Bool { weight != nil }
+    /// Whether running statistics are kept.
+    public var tracksRunningStatistics: Bool { runningMean != nil }
+
+    /// Normalizes `input` of shape `[N, featureCount, …]` in the layer's mode,
+    /// updating the running statistics in training mode. Returns y and the
+    /// statistics `backward` needs. On error nothing about the layer changes.
+    public mutating func forward(_ input: [Scalar], shape: [Int]) throws(BatchNormError)
+        -> BatchNormForwardResult<Scalar>
+    {
+        let shape = try BatchNormShape(shape)
+        try Check.count(input.count, equals: shape.count, argument: "input")
+        var statistics: BatchNormStatistics?
+        let output = try input.withUnsafeBufferPointer { input throws(BatchNormError) in
+            try makeArray(count: shape.count) { (output) throws(BatchNormError) in
+                statistics = try forward(input: input, output: output, shape: shape)
+            }
+        }
+        return BatchNormForwardResult(output: output, statistics: statistics!)
+    }
+
+    /// `forward` over caller-owned memory; `output` may be `input` itself.
+    public mutating func forward(
+        input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>, shape: BatchNormShape
+    ) throws(BatchNormError) -> BatchNormStatistics {
+        try checkState(shape: shape)
+        let channels = featureCount
+        if mode == .inference, let runningMean, let runningVariance {
+            try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
+                try runningMean.withUnsafeBufferPointer { mean throws(BatchNormError) in
+                    try runningVariance.withUnsafeBufferPointer { variance throws(BatchNormError) in
+                        try BatchNormalization.forwardInference(
+                            input: input, output: output, shape: shape, runningMean: mean,
+                            runningVariance: variance, weight: weight, bias: bias, epsilon: epsilon,
+                            executor: executor)
+                    }
+                }
+            }
+            return try BatchNormalization.inferenceStatistics(
+                runningMean: runningMean, runningVariance: runningVariance, epsilon: epsilon)
+        }
+
+        // Training mode, or inference without running statistics: batch statistics.
+        try Check.trainable(shape)
+        let updatesRunning = mode == .training && tracksRunningStatistics
+        let factor: Double
+        if updatesRunning {
+            factor = momentum ?? 1 / Double(batchesTracked + 1)
+        } else {
+            factor = 0
+        }
+        var mean = [Double](repeating: 0, count: channels)
+        var invStd = [Double](repeating: 0, count: channels)
+        var newMean = runningMean ?? [], newVariance = runningVariance ?? []
+        try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
+            try mean.withUnsafeMutableBufferPointer { mean throws(BatchNormError) in
+                try invStd.withUnsafeMutableBufferPointer { invStd throws(BatchNormError) in
+                    try newMean.withUnsafeMutableBufferPointer { runMean throws(BatchNormError) in
+                        try newVariance.withUnsafeMutableBufferPointer { runVariance throws(BatchNormError) in
+                            try BatchNormalization.forwardTraining(
+                                input: input, output: output, shape: shape, weight: weight, bias: bias,
+                                runningMean: updatesRunning ? runMean : nil,
+                                runningVariance: updatesRunning ? runVariance : nil,
+                                momentum: factor, epsilon: epsilon, savedMean: mean, savedInvStd: invStd,
+                                executor: executor)
+                        }
+                    }
+                }
+            }
+        }
+        if updatesRunning {
+            runningMean = newMean
+            runningVariance = newVariance
+            batchesTracked += 1
+        }
+        return BatchNormStatistics(mode: .training, mean: mean, invStd: invStd)
+    }
+
+    /// Back-propagates `outputGradient` through the forward call that returned
+    /// `statistics` (whose mode decides whether dx flows through μ and σ).
+    /// Returns dx, and dγ, dβ when the layer is affine.
+    public func backward(
+        outputGradient: [Scalar], input: [Scalar], shape: [Int], statistics: BatchNormStatistics
+    ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
+        let shape = try BatchNormShape(shape)
+        try checkState(shape: shape)
+        try Check.count(input.count, equals: shape.count, argument: "input")
+        try Check.count(outputGradient.count, equals: shape.count, argument: "outputGradient")
+        try Check.count(statistics.mean.count, equals: featureCount, argument: "statistics.mean")
+        try Check.count(statistics.invStd.count, equals: featureCount, argument: "statistics.invStd")
+        let affine = isAffine
+        var dx = [Scalar](repeating: 0, count: shape.count)
+        var dWeight = [Scalar](repeating: 0, count: affine ? featureCount : 0)
+        var dBias = [Scalar](repeating: 0, count: affine ? featureCount : 0)
+        try withOptionalBuffers(weight, nil) { (weight, _) throws(BatchNormError) in
+            try input.withUnsafeBufferPointer { x throws(BatchNormError) in
+                try outputGradient.withUnsafeBufferPointer { dy throws(BatchNormError) in
+                    try statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
+                        try statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
+                            try dx.withUnsafeMutableBufferPointer { dx throws(BatchNormError) in
+                                try dWeight.withUnsafeMutableBufferPointer { dWeight throws(BatchNormError) in
+                                    try dBias.withUnsafeMutableBufferPointer { dBias throws(BatchNormError) in
+                                        try BatchNormalization.backward(
+                                            mode: statistics.mode, input: x, outputGradient: dy, shape: shape,
+                                            mean: mean, invStd: invStd, weight: weight, inputGradient: dx,
+                                            weightGradient: affine ? dWeight : nil,
+                                            biasGradient: affine ? dBias : nil, executor: executor)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return BatchNormGradients(input: dx, weight: affine ? dWeight : nil, bias: affine ? dBias : nil)
+    }
+
+    /// The layer's own properties are public and mutable: check them at each call.
+    private func checkState(shape: BatchNormShape) throws(BatchNormError) {
+        try Check.count(shape.channels, equals: featureCount, argument: "shape[1]", what: "channels")
+        try Check.epsilon(epsilon)
+        if let momentum { try Check.momentum(momentum) }
+        try executor.validate()
+        if let weight { try Check.count(weight.count, equals: featureCount, argument: "weight") }
+        if let bias { try Check.count(bias.count, equals: featureCount, argument: "bias") }
+        if (weight == nil) != (bias == nil) {
+            throw BatchNormError(.missingArgument, argument: weight == nil ? "weight" : "bias",
+                                 expected: "weight and bias together, or neither", actual: "only one of them")
+        }
+        if let runningMean { try Check.count(runningMean.count, equals: featureCount, argument: "runningMean") }
+        if let runningVariance {
+            try Check.count(runningVariance.count, equals: featureCount, argument: "runningVariance")
+        }
+        if (runningMean == nil) != (runningVariance == nil) {
+            throw BatchNormError(.missingArgument, argument: runningMean == nil ? "runningMean" : "runningVariance",
+                                 expected: "runningMean and runningVariance together, or neither",
+                                 actual: "only one of them")
+        }
+    }
+}
+
+/// Calls `body` with buffers over the arrays that are present.
+private func withOptionalBuffers<Scalar, R>(
+    _ a: [Scalar]?, _ b: [Scalar]?,
+    _ body: (UnsafeBufferPointer<Scalar>?, UnsafeBufferPointer<Scalar>?) throws(BatchNormError) -> R
+) throws(BatchNormError) -> R {
+    try withOptional(a) { a throws(BatchNormError) in
+        try withOptional(b) { b throws(BatchNormError) in try body(a, b) }
+    }
+}

@@ -1,0 +1,115 @@
+/// Array conveniences: the same kernels and checks as the buffer functions,
+/// returning new arrays. For running statistics use the `BatchNorm` layer.
+extension BatchNormalization {
+    /// Training-mode forward over an array: y with the batch's own μ and biased σ².
+    public static func forwardTraining<Scalar: BatchNormScalar>(
+        _ input: [Scalar], shape: [Int],
+        weight: [Scalar]? = nil, bias: [Scalar]? = nil,
+        epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic
+    ) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
+        let shape = try BatchNormShape(shape)
+        var mean = [Double](repeating: 0, count: shape.channels)
+        var invStd = [Double](repeating: 0, count: shape.channels)
+        let output = try makeArray(count: shape.count) { (output) throws(BatchNormError) in
+            try input.withUnsafeBufferPointer { input throws(BatchNormError) in
+                try withOptional(weight) { weight throws(BatchNormError) in
+                    try withOptional(bias) { bias throws(BatchNormError) in
+                        try mean.withUnsafeMutableBufferPointer { mean throws(BatchNormError) in
+                            try invStd.withUnsafeMutableBufferPointer { invStd throws(BatchNormError) in
+                                try forwardTraining(
+                                    input: input, output: output, shape: shape, weight: weight, bias: bias,
+                                    epsilon: epsilon, savedMean: mean, savedInvStd: invStd, executor: executor)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return BatchNormForwardResult(output: output,
+                                      statistics: BatchNormStatistics(mode: .training, mean: mean, invStd: invStd))
+    }
+
+    /// Inference-mode forward over an array: y with the running statistics.
+    public static func forwardInference<Scalar: BatchNormScalar>(
+        _ input: [Scalar], shape: [Int],
+        runningMean: [Scalar], runningVariance: [Scalar],
+        weight: [Scalar]? = nil, bias: [Scalar]? = nil,
+        epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic
+    ) throws(BatchNormError) -> [Scalar] {
+        let shape = try BatchNormShape(shape)
+        return try makeArray(count: shape.count) { (output) throws(BatchNormError) in
+            try input.withUnsafeBufferPointer { input throws(BatchNormError) in
+                try runningMean.withUnsafeBufferPointer { runningMean throws(BatchNormError) in
+                    try runningVariance.withUnsafeBufferPointer { runningVariance throws(BatchNormError) in
+                        try withOptional(weight) { weight throws(BatchNormError) in
+                            try withOptional(bias) { bias throws(BatchNormError) in
+                                try forwardInference(
+                                    input: input, output: output, shape: shape, runningMean: runningMean,
+                                    runningVariance: runningVariance, weight: weight, bias: bias,
+                                    epsilon: epsilon, executor: executor)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backward over arrays, in the mode of `statistics`: returns dx, dγ and dβ.
+    public static func backward<Scalar: BatchNormScalar>(
+        outputGradient: [Scalar], input: [Scalar], shape: [Int],
+        statistics: BatchNormStatistics, weight: [Scalar]? = nil,
+        executor: BatchNormExecutor = .automatic
+    ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
+        let shape = try BatchNormShape(shape)
+        var dWeight = [Scalar](repeating: 0, count: shape.channels)
+        var dBias = [Scalar](repeating: 0, count: shape.channels)
+        let dx = try makeArray(count: shape.count) { (dx) throws(BatchNormError) in
+            try input.withUnsafeBufferPointer { input throws(BatchNormError) in
+                try outputGradient.withUnsafeBufferPointer { dy throws(BatchNormError) in
+                    try statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
+                        try statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
+                            try withOptional(weight) { weight throws(BatchNormError) in
+                                try dWeight.withUnsafeMutableBufferPointer { dWeight throws(BatchNormError) in
+                                    try dBias.withUnsafeMutableBufferPointer { dBias throws(BatchNormError) in
+                                        try backward(
+                                            mode: statistics.mode, input: input, outputGradient: dy, shape: shape,
+                                            mean: mean, invStd: invStd, weight: weight, inputGradient: dx,
+                                            weightGradient: dWeight, biasGradient: dBias, executor: executor)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return BatchNormGradients(input: dx, weight: dWeight, bias: dBias)
+    }
+}
+
+/// A new array of `count` elements that `fill` initializes completely, or the
+/// error `fill` threw (and no array).
+func makeArray<Scalar>(
+    count: Int, _ fill: (UnsafeMutableBufferPointer<Scalar>) throws(BatchNormError) -> Void
+) throws(BatchNormError) -> [Scalar] {
+    var failure: BatchNormError?
+    let array = [Scalar](unsafeUninitializedCapacity: count) { buffer, initialized in
+        do throws(BatchNormError) {
+            try fill(buffer)
+            initialized = count
+        } catch {
+            failure = error
+        }
+    }
+    if let failure { throw failure }
+    return array
+}
+
+/// Calls `body` with a buffer over `array`, or with nil.
+func withOptional<Scalar, R>(
+    _ array: [Scalar]?, _ body: (UnsafeBufferPointer<Scalar>?) throws(BatchNormError) -> R
+) throws(BatchNormError) -> R {
+    guard let array else { return try body(nil) }
+    return try array.withUnsafeBufferPointer { buffer throws(BatchNormError) in try body(buffer) }
+}

@@ -1,0 +1,20 @@
+extension ReferenceBatchNorm {
+    /// max |got − want| / max(max |want|, scale): the normwise relative error
+    /// every accuracy bound in this package is stated in. `scale` (default 0)
+    /// raises the denominator where the result is a cancelling difference of
+    /// larger terms. Returns max |got − want| when the denominator is 0.
+    public static func normwiseError(_ got: [Double], _ want: [Double], scale: Double = 0) -> Double {
+        precondition(got.count == want.count, "length mismatch: \(got.count) vs \(want.count)")
+        var maxDifference = 0.0, maxWant = scale
+        for i in got.indices {
+            maxDifference = max(maxDifference, abs(got[i] - want[i]))
+            maxWant = max(maxWant, abs(want[i]))
+        }
+        return maxWant == 0 ? maxDifference : maxDifference / maxWant
+    }
+
+    /// `normwiseError` of float results against a double reference.
+    public static func normwiseError(_ got: [Float], _ want: [Double], scale: Double = 0) -> Double {
+        normwiseError(got.map(Double.init), want, scale: scale)
+    }
+}

@@ -1,0 +1,85 @@
+import BatchNormKernels
+import BatchNormReference
+
+/// A small deterministic generator (SplitMix64), so every test sees the same data.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// `count` values uniform in `center ± spread`.
+func randomValues<S: BatchNormScalar>(_ count: Int, center: Double = 0, spread: Double = 1, seed: UInt64) -> [S] {
+    var rng = SplitMix64(seed: seed)
+    return (0..<count).map { _ in S(center + spread * Double.random(in: -1...1, using: &rng)) }
+}
+
+/// The normwise error of the reference module, for either scalar type.
+func normwiseError<S: BatchNormScalar>(_ got: [S], _ want: [Double], scale: Double = 0) -> Double {
+    if let got = got as? [Float] { return ReferenceBatchNorm.normwiseError(got, want, scale: scale) }
+    return ReferenceBatchNorm.normwiseError(got as! [Double], want, scale: scale)
+}
+
+func doubles<S: BatchNormScalar>(_ values: [S]) -> [Double] {
+    if let values = values as? [Double] { return values }
+    return (values as! [Float]).map(Double.init)
+}
+
+/// Every executor this build can run, at thread counts 1 to 4.
+let allExecutors: [BatchNormExecutor] = {
+    var executors: [BatchNormExecutor] = [.serial]
+    executors += (1...4).map { BatchNormExecutor.dispatch(threads: $0) }
+    if isOpenMPAvailable { executors += (1...4).map { BatchNormExecutor.openMP(threads: $0) } }
+    return executors
+}()
+
+/// A compact set: one of each kind of executor at 2 threads, for the slower tests.
+let someExecutors: [BatchNormExecutor] = {
+    var executors: [BatchNormExecutor] = [.serial, .dispatch(threads: 3)]
+    if isOpenMPAvailable { executors.append(.openMP(threads: 2)) }
+    return executors
+}()
+
+/// Shapes that exercise the plan: edges (N = 1, C = 1, spatial = 1, odd
+/// sizes, ranks 2–5), C much larger than the thread count, channels split into
+/// several items (planes and columns layouts), and fused channels.
+let edgeShapes: [[Int]] = [
+    [2, 1],                 // rank 2, C = 1: planes layout with m = 2
+    [1, 3, 5],              // N = 1
+    [4, 1, 7, 9],           // C = 1, odd sizes
+    [3, 5, 1, 1],           // spatial = 1 at rank 4: columns layout
+    [2, 3, 2, 3, 5],        // rank 5
+    [17, 130],              // rank 2, two channel blocks of the columns layout, ragged
+    [10_000, 20],           // columns layout, channels split into several row parts
+    [2, 3, 150, 150],       // planes layout, each channel split into several parts
+    [1, 1, 70_001],         // C = 1 with a long odd plane: many parts, ragged tail
+    [4, 100, 3, 3],         // C much larger than the thread count, short runs
+    [3, 16, 17, 19],        // fused planes with odd runs
+]
+
+/// Random shapes of rank 2 to 5 with at most about 40 000 elements.
+func randomShapes(count: Int, seed: UInt64) -> [[Int]] {
+    var rng = SplitMix64(seed: seed)
+    return (0..<count).map { _ in
+        let rank = Int.random(in: 2...5, using: &rng)
+        var shape = [Int.random(in: 1...8, using: &rng), Int.random(in: 1...40, using: &rng)]
+        for _ in 2..<rank { shape.append(Int.random(in: 1...(rank == 5 ? 6 : 25), using: &rng)) }
+        if shape[0] * shape.dropFirst(2).reduce(1, *) < 2 { shape[0] = 2 }
+        return shape
+    }
+}
+
+/// Bounds, normwise, of float32 and float64 kernels against the float64
+/// reference on the same input. Each is a few units of the type's rounding
+/// error times the small factors the formulas add (the subtractions and the
+/// fused multiply-add in y, the three-term sum in dx).
+enum Bound {
+    static func forward<S: BatchNormScalar>(_: S.Type) -> Double { S.self == Float.self ? 1e-6 : 1e-13 }
+    static func backward<S: BatchNormScalar>(_: S.Type) -> Double { S.self == Float.self ? 5e-6 : 1e-12 }
+}
