@@ -1,0 +1,91 @@
+import BatchNormKernels
+import BatchNormReference
+import Testing
+
+/// Accuracy where float statistics fail: data far from zero, and gradients
+/// against finite differences.
+@Suite struct AccuracyTests {
+    /// Values near 1e4 with a spread of 1, and near 5 with a spread of 1e-3:
+    /// μ rounded to float loses the low bits of x − μ. PyTorch's float32 kernel
+    /// is off by 9e-5 (y) and 4e-4 (dγ) here; the bound is 1e-6.
+    @Test("shifted data: y, dx and dγ within 1e-6 of float64", arguments: [(1e4, 1.0), (5.0, 1e-3)])
+    func shiftedData(center: Double, spread: Double) throws {
+        let shape = [8, 3, 33, 31]
+        let count = shape.reduce(1, *)
+        let x: [Float] = randomValues(count, center: center, spread: spread, seed: 99)
+        let dy: [Float] = randomValues(count, seed: 100)
+        let weight: [Float] = [0.5, 1.5, -2]
+        let bias: [Float] = [0.1, 0, -0.3]
+        let want = ReferenceBatchNorm.forward(doubles(x), shape: shape, training: true,
+                                              weight: doubles(weight), bias: doubles(bias))
+        let wantBack = ReferenceBatchNorm.backward(doubles(x), outputGradient: doubles(dy), shape: shape,
+                                                   training: true, mean: want.mean, invStd: want.invStd,
+                                                   weight: doubles(weight))
+        for executor in someExecutors {
+            let forward = try BatchNormalization.forwardTraining(x, shape: shape, weight: weight, bias: bias,
+                                                                 executor: executor)
+            let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
+                                                            statistics: forward.statistics, weight: weight,
+                                                            executor: executor)
+            #expect(normwiseError(forward.output, want.output) <= 1e-6)
+            #expect(normwiseError(gradients.input!, wantBack.inputGradient) <= 1e-6)
+            #expect(normwiseError(gradients.weight!, wantBack.weightGradient) <= 1e-6)
+            #expect(normwiseError(gradients.bias!, wantBack.biasGradient) <= 1e-6)
+        }
+    }
+
+    /// The loss L = Σ w·y for fixed random w; backward with dy = w must equal
+    /// the central differences (L(p + h) − L(p − h)) / 2h of the forward pass.
+    @Test("backward matches central finite differences in double",
+          arguments: [[3, 2, 4], [5, 3], [2, 2, 3, 3], [1, 1, 2, 2, 3]])
+    func finiteDifferences(shape: [Int]) throws {
+        let count = shape.reduce(1, *), channels = shape[1]
+        let x: [Double] = randomValues(count, center: 0.3, spread: 1.5, seed: 41)
+        let w: [Double] = randomValues(count, seed: 42)
+        let gamma: [Double] = randomValues(channels, center: 1, spread: 0.5, seed: 43)
+        let beta: [Double] = randomValues(channels, seed: 44)
+        let h = 1e-6
+
+        func loss(_ x: [Double], _ gamma: [Double], _ beta: [Double], training: Bool) throws -> Double {
+            let y: [Double]
+            if training {
+                y = try BatchNormalization.forwardTraining(x, shape: shape, weight: gamma, bias: beta).output
+            } else {
+                y = try BatchNormalization.forwardInference(
+                    x, shape: shape, runningMean: [Double](repeating: 0.2, count: channels),
+                    runningVariance: [Double](repeating: 1.3, count: channels), weight: gamma, bias: beta)
+            }
+            return zip(y, w).reduce(0) { $0 + $1.0 * $1.1 }
+        }
+        func difference(_ perturb: (Double) -> ([Double], [Double], [Double]), training: Bool) throws -> Double {
+            let (xp, gp, bp) = perturb(h), (xm, gm, bm) = perturb(-h)
+            return (try loss(xp, gp, bp, training: training) - loss(xm, gm, bm, training: training)) / (2 * h)
+        }
+
+        for training in [true, false] {
+            let statistics: BatchNormStatistics
+            if training {
+                statistics = try BatchNormalization.forwardTraining(x, shape: shape, weight: gamma, bias: beta).statistics
+            } else {
+                statistics = try BatchNormalization.inferenceStatistics(
+                    runningMean: [Double](repeating: 0.2, count: channels),
+                    runningVariance: [Double](repeating: 1.3, count: channels))
+            }
+            let gradients = try BatchNormalization.backward(outputGradient: w, input: x, shape: shape,
+                                                            statistics: statistics, weight: gamma)
+            var numericX = [Double](), numericGamma = [Double](), numericBeta = [Double]()
+            for i in 0..<count {
+                numericX.append(try difference({ d in var x = x; x[i] += d; return (x, gamma, beta) }, training: training))
+            }
+            for c in 0..<channels {
+                numericGamma.append(try difference({ d in var g = gamma; g[c] += d; return (x, g, beta) }, training: training))
+                numericBeta.append(try difference({ d in var b = beta; b[c] += d; return (x, gamma, b) }, training: training))
+            }
+            // Central differences have truncation error O(h²) and rounding error
+            // O(eps/h) ≈ 1e-10 relative to the loss; 1e-7 leaves room for both.
+            #expect(normwiseError(gradients.input!, numericX) <= 1e-7, "dx training=\(training)")
+            #expect(normwiseError(gradients.weight!, numericGamma) <= 1e-7, "dγ training=\(training)")
+            #expect(normwiseError(gradients.bias!, numericBeta) <= 1e-7, "dβ training=\(training)")
+        }
+    }
+}

@@ -1,0 +1,36 @@
+import BatchNormKernels
+import Testing
+
+/// The plan depends only on the shape and partial results merge in its fixed
+/// order, so every executor and thread count gives the same bits.
+@Suite struct DeterminismTests {
+    static let shapes: [[Int]] = [[2, 3, 150, 150], [1, 1, 70_001], [10_000, 20], [17, 130], [4, 100, 3, 3]]
+
+    func outputs<S: BatchNormScalar>(_: S.Type, shape: [Int], executor: BatchNormExecutor) throws -> [[S]] {
+        let count = shape.reduce(1, *), channels = shape[1]
+        let x: [S] = randomValues(count, center: 3, spread: 2, seed: 3)
+        let dy: [S] = randomValues(count, seed: 4)
+        let weight: [S] = randomValues(channels, center: 1, spread: 0.5, seed: 5)
+        let bias: [S] = randomValues(channels, seed: 6)
+        let forward = try BatchNormalization.forwardTraining(x, shape: shape, weight: weight, bias: bias,
+                                                             executor: executor)
+        let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
+                                                        statistics: forward.statistics, weight: weight,
+                                                        executor: executor)
+        let statistics = (forward.statistics.mean + forward.statistics.invStd).map { S($0) }
+        return [forward.output, statistics, gradients.input!, gradients.weight!, gradients.bias!]
+    }
+
+    @Test("bitwise identical for thread counts 1 to 4 and OpenMP, Dispatch, serial", arguments: shapes)
+    func bitwiseIdentical(shape: [Int]) throws {
+        let expectedFloat = try outputs(Float.self, shape: shape, executor: .serial)
+        let expectedDouble = try outputs(Double.self, shape: shape, executor: .serial)
+        for executor in allExecutors {
+            let float = try outputs(Float.self, shape: shape, executor: executor)
+            let double = try outputs(Double.self, shape: shape, executor: executor)
+            // Compare bit patterns, so that a NaN would not pass as "different".
+            #expect(float.map { $0.map(\.bitPattern) } == expectedFloat.map { $0.map(\.bitPattern) }, "\(executor)")
+            #expect(double.map { $0.map(\.bitPattern) } == expectedDouble.map { $0.map(\.bitPattern) }, "\(executor)")
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import BatchNormKernels
+import Testing
+
+/// The worked checks from the design notes (section 1).
+@Suite struct SeedCheckTests {
+    @Test("a channel [2, 0, 2, 4] normalizes to [0, −√2, 0, √2]")
+    func normalizesKnownChannel() throws {
+        let result = try BatchNormalization.forwardTraining([2, 0, 2, 4] as [Double], shape: [4, 1], epsilon: 0)
+        let root2 = 2.0.squareRoot()
+        // y = (x − μ)·r with r = 1/√2 rounded: one unit in the last place at most.
+        #expect(normwiseError(result.output, [0, -root2, 0, root2]) <= 2.3e-16)
+        #expect(result.statistics.mean == [2])
+        #expect(abs(result.statistics.invStd[0] - 1 / root2) <= 1e-16)
+    }
+
+    @Test("multiplying the channel by 100 gives the same output")
+    func scaleInvariant() throws {
+        for shape in [[4, 1], [1, 1, 4], [2, 1, 2]] {
+            let a = try BatchNormalization.forwardTraining([2, 0, 2, 4] as [Float], shape: shape, epsilon: 0)
+            let b = try BatchNormalization.forwardTraining([200, 0, 200, 400] as [Float], shape: shape, epsilon: 0)
+            #expect(a.output == b.output)
+            #expect(normwiseError(a.output, [0, -2.0.squareRoot(), 0, 2.0.squareRoot()]) <= 1e-7)
+        }
+    }
+
+    @Test("γ = sqrt(σ² + ε), β = μ gives back the input")
+    func identityParameters() throws {
+        let shape = [3, 2, 5]
+        let x: [Double] = randomValues(30, center: 3, spread: 2, seed: 5)
+        let epsilon = 1e-5
+        let plain = try BatchNormalization.forwardTraining(x, shape: shape, epsilon: epsilon)
+        let gamma = plain.statistics.invStd.map { 1 / $0 }   // sqrt(σ² + ε)
+        let beta = plain.statistics.mean
+        let back = try BatchNormalization.forwardTraining(x, shape: shape, weight: gamma, bias: beta, epsilon: epsilon)
+        #expect(normwiseError(back.output, x) <= 1e-15)
+
+        let xf: [Float] = x.map(Float.init)
+        let plainF = try BatchNormalization.forwardTraining(xf, shape: shape, epsilon: epsilon)
+        let backF = try BatchNormalization.forwardTraining(
+            xf, shape: shape, weight: plainF.statistics.invStd.map { Float(1 / $0) },
+            bias: plainF.statistics.mean.map(Float.init), epsilon: epsilon)
+        #expect(normwiseError(backF.output, x) <= 1e-6)
+    }
+}
