@@ -1,0 +1,77 @@
+import BatchNormKernels
+import Foundation
+import Testing
+
+/// Results recorded from PyTorch's `nn.BatchNorm{1,2,3}d` and autograd by
+/// Scripts/record_pytorch_fixtures.py, replayed through the `BatchNorm` layer.
+@Suite struct PyTorchFixtureTests {
+    struct Fixture: Decodable, CustomTestStringConvertible {
+        struct Call: Decodable {
+            var x, dy, y, dx: [Double]
+            var dweight, dbias: [Double]?
+            var running_mean_after, running_var_after: [Double]
+            var batches_tracked_after: Int
+        }
+        var name: String
+        var shape: [Int]
+        var dtype: String
+        var training, affine: Bool
+        var momentum: Double?
+        var epsilon: Double
+        var weight, bias: [Double]?
+        var running_mean_before, running_var_before: [Double]
+        var calls: [Call]
+        var testDescription: String { name }
+    }
+
+    static let fixtures: [Fixture] = {
+        let directory = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!
+        let urls = try! FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
+        return urls.filter { $0.pathExtension == "json" }.sorted { $0.path < $1.path }.map { url in
+            try! JSONDecoder().decode(Fixture.self, from: Data(contentsOf: url))
+        }
+    }()
+
+    @Test("all fixtures are present") func fixturesPresent() {
+        #expect(Self.fixtures.count == 7)
+    }
+
+    func replay<S: BatchNormScalar>(_ fixture: Fixture, as _: S.Type) throws {
+        // PyTorch's float32 results carry their own rounding error, so the float bound is
+        // both kernels' errors together (seen: at most 1.5e-7). Double agrees to ~1e-15.
+        let bound = S.self == Float.self ? 1e-6 : 1e-14
+        var layer = try BatchNorm<S>(featureCount: fixture.shape[1], epsilon: fixture.epsilon,
+                                     momentum: fixture.momentum, affine: fixture.affine,
+                                     mode: fixture.training ? .training : .inference)
+        layer.weight = fixture.weight?.map { S($0) }
+        layer.bias = fixture.bias?.map { S($0) }
+        layer.runningMean = fixture.running_mean_before.map { S($0) }
+        layer.runningVariance = fixture.running_var_before.map { S($0) }
+        for call in fixture.calls {
+            let x = call.x.map { S($0) }
+            let forward = try layer.forward(x, shape: fixture.shape)
+            #expect(normwiseError(forward.output, call.y) <= bound, "y")
+            let gradients = try layer.backward(outputGradient: call.dy.map { S($0) }, input: x,
+                                               shape: fixture.shape, statistics: forward.statistics)
+            #expect(normwiseError(gradients.input!, call.dx) <= bound, "dx")
+            if let dweight = call.dweight, let dbias = call.dbias {
+                #expect(normwiseError(gradients.weight!, dweight) <= bound, "dγ")
+                #expect(normwiseError(gradients.bias!, dbias) <= bound, "dβ")
+            } else {
+                #expect(gradients.weight == nil && gradients.bias == nil)
+            }
+            #expect(normwiseError(layer.runningMean!, call.running_mean_after) <= bound, "running mean")
+            #expect(normwiseError(layer.runningVariance!, call.running_var_after) <= bound, "running variance")
+            #expect(layer.batchesTracked == call.batches_tracked_after)
+        }
+    }
+
+    @Test("matches PyTorch: y, dx, dγ, dβ, running statistics", arguments: fixtures)
+    func matchesPyTorch(fixture: Fixture) throws {
+        if fixture.dtype == "float" {
+            try replay(fixture, as: Float.self)
+        } else {
+            try replay(fixture, as: Double.self)
+        }
+    }
+}
