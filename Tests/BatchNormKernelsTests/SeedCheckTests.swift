@@ -1,4 +1,5 @@
 import BatchNormKernels
+import Foundation
 import Testing
 
 /// The worked checks from the design notes (section 1).
@@ -41,4 +42,12 @@ import Testing
             bias: plainF.statistics.mean.map(Float.init), epsilon: epsilon)
         #expect(normwiseError(backF.output, x) <= 1e-6)
     }
+}
+
+/// CI sets BATCHNORM_EXPECT_OPENMP to say which build it made; the package
+/// must then report it truthfully.
+@Test("isOpenMPAvailable reports what the build compiled in")
+func openMPReportedAsBuilt() {
+    guard let expected = ProcessInfo.processInfo.environment["BATCHNORM_EXPECT_OPENMP"] else { return }
+    #expect(isOpenMPAvailable == (expected == "1"))
 }
