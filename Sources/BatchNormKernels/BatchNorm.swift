@@ -72,6 +72,7 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
         -> BatchNormForwardResult<Scalar>
     {
         let shape = try BatchNormShape(shape)
+        try checkState(shape: shape)
         try Check.count(input.count, equals: shape.count, argument: "input")
         var statistics: BatchNormStatistics?
         let output = try input.withUnsafeBufferPointer { input throws(BatchNormError) in
