@@ -89,3 +89,38 @@ import Testing
         }
     }
 }
+
+/// Inference-mode backward that wants only dx computes dx = γ·r·dy with no
+/// reduction pass: it never reads x, so an x full of NaN cannot reach dx.
+@Test("inference backward for dx alone does not read the input")
+func inferenceInputGradientSkipsReduction() throws {
+    let shape = [4, 3, 5, 5]
+    let count = shape.reduce(1, *)
+    let x = [Float](repeating: .nan, count: count)
+    let dy: [Float] = randomValues(count, seed: 12)
+    let gamma: [Float] = [2, -1, 0.5]
+    let statistics = try BatchNormalization.inferenceStatistics(runningMean: [Float](repeating: 0, count: 3),
+                                                                runningVariance: [1, 4, 0.25] as [Float])
+    var dx = [Float](repeating: 0, count: count)
+    try x.withUnsafeBufferPointer { x throws(BatchNormError) in
+        try dy.withUnsafeBufferPointer { dyBuffer throws(BatchNormError) in
+            try statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
+                try statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
+                    try gamma.withUnsafeBufferPointer { gamma throws(BatchNormError) in
+                        try dx.withUnsafeMutableBufferPointer { dx throws(BatchNormError) in
+                            try BatchNormalization.backward(mode: .inference, input: x, outputGradient: dyBuffer,
+                                                            shape: try BatchNormShape(shape), mean: mean,
+                                                            invStd: invStd, weight: gamma, inputGradient: dx)
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let want = (0..<count).map { i -> Double in
+        let c = (i / 25) % 3
+        return Double(gamma[c]) * statistics.invStd[c] * Double(dy[i])
+    }
+    #expect(dx.allSatisfy { $0.isFinite })
+    #expect(normwiseError(dx, want) <= 1e-6)
+}
