@@ -153,15 +153,14 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
         try Check.count(statistics.mean.count, equals: featureCount, argument: "statistics.mean")
         try Check.count(statistics.invStd.count, equals: featureCount, argument: "statistics.invStd")
         let affine = isAffine
-        var dx = [Scalar](repeating: 0, count: shape.count)
         var dWeight = [Scalar](repeating: 0, count: affine ? featureCount : 0)
         var dBias = [Scalar](repeating: 0, count: affine ? featureCount : 0)
-        try withOptionalBuffers(weight, nil) { (weight, _) throws(BatchNormError) in
-            try input.withUnsafeBufferPointer { x throws(BatchNormError) in
-                try outputGradient.withUnsafeBufferPointer { dy throws(BatchNormError) in
-                    try statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
-                        try statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
-                            try dx.withUnsafeMutableBufferPointer { dx throws(BatchNormError) in
+        let dx = try makeArray(count: shape.count) { (dx) throws(BatchNormError) in
+            try withOptional(weight) { weight throws(BatchNormError) in
+                try input.withUnsafeBufferPointer { x throws(BatchNormError) in
+                    try outputGradient.withUnsafeBufferPointer { dy throws(BatchNormError) in
+                        try statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
+                            try statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
                                 try dWeight.withUnsafeMutableBufferPointer { dWeight throws(BatchNormError) in
                                     try dBias.withUnsafeMutableBufferPointer { dBias throws(BatchNormError) in
                                         try BatchNormalization.backward(
