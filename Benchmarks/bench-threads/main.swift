@@ -30,7 +30,7 @@ func median(_ body: () throws -> Void) rethrows -> Double {
     return times.sorted()[repetitions / 2]
 }
 
-print("bench-threads: shape \(shape) float, \(cores) cores, OpenMP \(isOpenMPAvailable ? "compiled in" : "NOT compiled in (Dispatch only)")")
+print("bench-threads: shape \(shape) float, \(cores) cores, microkernels \(microkernelInstructionSet), OpenMP \(isOpenMPAvailable ? "compiled in" : "NOT compiled in (Dispatch only)")")
 print("outputs are pre-allocated and written once before timing; median of \(repetitions) runs after a warm-up")
 
 var x = [Float](repeating: 0, count: shape.count)

@@ -8,6 +8,12 @@ import Foundation
 /// throws `executorUnavailable`.
 public var isOpenMPAvailable: Bool { cbn_openmp_available() != 0 }
 
+/// The instruction set the C microkernels were dispatched to on this CPU,
+/// e.g. `"x86-64-v4 (AVX-512)"`. Chosen once at load time; results are
+/// deterministic on one machine but may differ in the last bits between
+/// instruction sets (fused multiply-add).
+public var microkernelInstructionSet: String { String(cString: cbn_isa_name()) }
+
 /// Who runs the work items of a call. Every executor runs the same C item
 /// functions over the same plan and gives bitwise identical results; they
 /// differ only in the threads they use.

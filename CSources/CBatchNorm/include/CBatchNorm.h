@@ -148,6 +148,10 @@ void cbn_inference_statistics(cbn_dtype dtype, int64_t channels,
                               const void *running_mean, const void *running_var,
                               double eps, double *mean_out, double *invstd_out);
 
+/// The instruction set the microkernels run with on this CPU, e.g.
+/// "x86-64-v4 (AVX-512)": the same choice the dynamic loader made.
+const char *cbn_isa_name(void);
+
 #ifdef __cplusplus
 }
 #endif

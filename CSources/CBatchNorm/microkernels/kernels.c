@@ -4,9 +4,6 @@
  */
 #include <string.h>
 
-/* Vectors pass between static inline helpers only, never across an external
- * ABI, so the psABI note about wide vectors without AVX-512 does not apply. */
-#pragma clang diagnostic ignored "-Wpsabi"
 #include "../job.h"
 #include "moments.h"
 
@@ -15,18 +12,35 @@
 /// order of additions is the same for float and double and for every ISA.
 typedef double cbn_vd __attribute__((vector_size(16 * sizeof(double))));
 
-static inline cbn_vd cbn_vd_load(const double *p) { cbn_vd v; memcpy(&v, p, sizeof v); return v; }
-static inline void cbn_vd_store(double *p, cbn_vd v) { memcpy(p, &v, sizeof v); }
+/// Helpers are forced inline so that each instruction-set clone of an item
+/// microkernel gets its own copy compiled for that instruction set.
+#define CBN_INLINE static inline __attribute__((always_inline))
+
+/// Item microkernels are compiled for AVX-512 (x86-64-v4), AVX2 (x86-64-v3)
+/// and baseline x86-64; the dynamic loader picks one for the CPU at start-up
+/// (an ifunc). Elsewhere they are compiled once, for the target.
+#if defined(__x86_64__) && defined(__linux__) && !defined(CBN_NO_MULTIVERSIONING)
+#define CBN_MULTIVERSIONED __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CBN_MULTIVERSIONED
+#endif
+
+/* Vectors never cross a function boundary: an AVX2 clone may not pass a
+ * 64-byte vector by value to an inlined helper. Loads and stores are macros. */
+#define CBN_LOAD(type, p) ({ type cbn_loaded_; memcpy(&cbn_loaded_, (p), sizeof cbn_loaded_); cbn_loaded_; })
+#define CBN_STORE(type, p, v) do { type cbn_stored_ = (v); memcpy((p), &cbn_stored_, sizeof cbn_stored_); } while (0)
+#define cbn_vd_load(p) CBN_LOAD(cbn_vd, p)
+#define cbn_vd_store(p, v) CBN_STORE(cbn_vd, p, v)
 
 /// Sum of the sixteen lanes in a fixed pairwise order.
-static inline double cbn_vd_sum(cbn_vd v) {
+CBN_INLINE double cbn_vd_sum(const cbn_vd *v) {
     double s8[8], s4[4];
-    for (int i = 0; i < 8; i++) s8[i] = v[i] + v[i + 8];
+    for (int i = 0; i < 8; i++) s8[i] = (*v)[i] + (*v)[i + 8];
     for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
-static inline int64_t cbn_min(int64_t a, int64_t b) { return a < b ? a : b; }
+CBN_INLINE int64_t cbn_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 #define CBN_T float
 #define CBN_SUFFIX f32
@@ -39,3 +53,14 @@ static inline int64_t cbn_min(int64_t a, int64_t b) { return a < b ? a : b; }
 #include "kernels_template.h"
 #undef CBN_T
 #undef CBN_SUFFIX
+
+const char *cbn_isa_name(void) {
+#if defined(__x86_64__) && defined(__linux__) && !defined(CBN_NO_MULTIVERSIONING)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 (AVX-512)";
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 (AVX2)";
+    return "x86-64 baseline (SSE2)";
+#else
+    return "compiled for the build target";
+#endif
+}

@@ -18,13 +18,13 @@
 /// Sixteen values of the element type.
 typedef T VT __attribute__((vector_size(16 * sizeof(T))));
 
-static inline VT FN(load)(const T *p) { VT v; memcpy(&v, p, sizeof v); return v; }
-static inline void FN(store)(T *p, VT v) { memcpy(p, &v, sizeof v); }
-static inline cbn_vd FN(widen)(VT v) { return __builtin_convertvector(v, cbn_vd); }
+#define LOAD(p) CBN_LOAD(VT, p)
+#define STORE(p, v) CBN_STORE(VT, p, v)
+#define WIDEN(v) __builtin_convertvector((v), cbn_vd)
 
 /// mean split into the nearest element-type value and the rest.
 typedef struct FN(cbn_split_mean) { T hi, lo; } FN(cbn_split_mean);
-static inline FN(cbn_split_mean) FN(split_mean)(double mean) {
+CBN_INLINE FN(cbn_split_mean) FN(split_mean)(double mean) {
     FN(cbn_split_mean) s;
     s.hi = (T)mean;
     s.lo = (T)(mean - (double)s.hi);
@@ -33,23 +33,23 @@ static inline FN(cbn_split_mean) FN(split_mean)(double mean) {
 
 /* ---------- contiguous runs (planes layout) ---------- */
 
-static double FN(run_sum)(const T *x, int64_t n) {
+CBN_INLINE double FN(run_sum)(const T *x, int64_t n) {
     cbn_vd acc = {0};
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) acc += FN(widen)(FN(load)(x + i));
-    double s = cbn_vd_sum(acc);
+    for (; i + 16 <= n; i += 16) acc += WIDEN(LOAD(x + i));
+    double s = cbn_vd_sum(&acc);
     for (; i < n; i++) s += (double)x[i];
     return s;
 }
 
-static double FN(run_squared_deviations)(const T *x, int64_t n, double mean) {
+CBN_INLINE double FN(run_squared_deviations)(const T *x, int64_t n, double mean) {
     cbn_vd acc = {0};
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        cbn_vd d = FN(widen)(FN(load)(x + i)) - mean;
+        cbn_vd d = WIDEN(LOAD(x + i)) - mean;
         acc += d * d;
     }
-    double s = cbn_vd_sum(acc);
+    double s = cbn_vd_sum(&acc);
     for (; i < n; i++) {
         double d = (double)x[i] - mean;
         s += d * d;
@@ -57,30 +57,30 @@ static double FN(run_squared_deviations)(const T *x, int64_t n, double mean) {
     return s;
 }
 
-static void FN(run_normalize)(const T *x, T *y, int64_t n, FN(cbn_split_mean) mu, T a, T b) {
+CBN_INLINE void FN(run_normalize)(const T *x, T *y, int64_t n, FN(cbn_split_mean) mu, T a, T b) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        VT v = FN(load)(x + i);
-        FN(store)(y + i, ((v - mu.hi) - mu.lo) * a + b);
+        VT v = LOAD(x + i);
+        STORE(y + i, ((v - mu.hi) - mu.lo) * a + b);
     }
     for (; i < n; i++) y[i] = ((x[i] - mu.hi) - mu.lo) * a + b;
 }
 
 /// Adds sum dy and sum dy*d to the accumulators; if dx is not NULL, also
 /// writes dx = k1*dy (inference mode, where dx needs no sums).
-static void FN(run_sums)(const T *x, const T *dy, T *dx, int64_t n, FN(cbn_split_mean) mu,
+CBN_INLINE void FN(run_sums)(const T *x, const T *dy, T *dx, int64_t n, FN(cbn_split_mean) mu,
                          T k1, double *sum_dy, double *sum_dy_d) {
     cbn_vd a_dy = {0}, a_dyd = {0};
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        VT g = FN(load)(dy + i);
-        VT d = (FN(load)(x + i) - mu.hi) - mu.lo;
-        cbn_vd gw = FN(widen)(g);
+        VT g = LOAD(dy + i);
+        VT d = (LOAD(x + i) - mu.hi) - mu.lo;
+        cbn_vd gw = WIDEN(g);
         a_dy += gw;
-        a_dyd += gw * FN(widen)(d);
-        if (dx) FN(store)(dx + i, g * k1);
+        a_dyd += gw * WIDEN(d);
+        if (dx) STORE(dx + i, g * k1);
     }
-    double s_dy = cbn_vd_sum(a_dy), s_dyd = cbn_vd_sum(a_dyd);
+    double s_dy = cbn_vd_sum(&a_dy), s_dyd = cbn_vd_sum(&a_dyd);
     for (; i < n; i++) {
         T g = dy[i];
         T d = (x[i] - mu.hi) - mu.lo;
@@ -92,12 +92,12 @@ static void FN(run_sums)(const T *x, const T *dy, T *dx, int64_t n, FN(cbn_split
     *sum_dy_d += s_dyd;
 }
 
-static void FN(run_input_gradient)(const T *x, const T *dy, T *dx, int64_t n,
+CBN_INLINE void FN(run_input_gradient)(const T *x, const T *dy, T *dx, int64_t n,
                                    FN(cbn_split_mean) mu, T k1, T k2, T k3) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        VT d = (FN(load)(x + i) - mu.hi) - mu.lo;
-        FN(store)(dx + i, k1 * FN(load)(dy + i) + (k2 * d + k3));
+        VT d = (LOAD(x + i) - mu.hi) - mu.lo;
+        STORE(dx + i, k1 * LOAD(dy + i) + (k2 * d + k3));
     }
     for (; i < n; i++) {
         T d = (x[i] - mu.hi) - mu.lo;
@@ -105,27 +105,27 @@ static void FN(run_input_gradient)(const T *x, const T *dy, T *dx, int64_t n,
     }
 }
 
-static void FN(run_scale)(const T *dy, T *dx, int64_t n, T k1) {
+CBN_INLINE void FN(run_scale)(const T *dy, T *dx, int64_t n, T k1) {
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) FN(store)(dx + i, FN(load)(dy + i) * k1);
+    for (; i + 16 <= n; i += 16) STORE(dx + i, LOAD(dy + i) * k1);
     for (; i < n; i++) dx[i] = dy[i] * k1;
 }
 
 /* ---------- rows of a channel block (columns layout) ---------- */
 
 /// acc[k] += row[k] for k < w.
-static void FN(row_add)(double *acc, const T *row, int64_t w) {
+CBN_INLINE void FN(row_add)(double *acc, const T *row, int64_t w) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16)
-        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + FN(widen)(FN(load)(row + k)));
+        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + WIDEN(LOAD(row + k)));
     for (; k < w; k++) acc[k] += (double)row[k];
 }
 
 /// acc[k] += (row[k] - mean[k])^2 for k < w.
-static void FN(row_add_squared_deviations)(double *acc, const T *row, const double *mean, int64_t w) {
+CBN_INLINE void FN(row_add_squared_deviations)(double *acc, const T *row, const double *mean, int64_t w) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
-        cbn_vd d = FN(widen)(FN(load)(row + k)) - cbn_vd_load(mean + k);
+        cbn_vd d = WIDEN(LOAD(row + k)) - cbn_vd_load(mean + k);
         cbn_vd_store(acc + k, cbn_vd_load(acc + k) + d * d);
     }
     for (; k < w; k++) {
@@ -140,7 +140,7 @@ typedef struct FN(cbn_block_coefficients) {
     T k1[CBN_COLUMN_CHANNELS], k2[CBN_COLUMN_CHANNELS], k3[CBN_COLUMN_CHANNELS];
 } FN(cbn_block_coefficients);
 
-static void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
+CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
                                         FN(cbn_block_coefficients) *bc) {
     for (int64_t c = item.c0; c < item.c1; c++) {
         const cbn_coefficients *co = &job->coefficients[c];
@@ -156,7 +156,7 @@ static void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
 
 /* ---------- item microkernels ---------- */
 
-static void FN(statistics)(const cbn_job *job, cbn_item item) {
+CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item) {
     const cbn_plan *plan = &job->plan;
     if (plan->layout == CBN_LAYOUT_PLANES) {
         const T *x = (const T *)job->x + item.c0 * plan->shape.spatial;
@@ -199,7 +199,7 @@ static void FN(statistics)(const cbn_job *job, cbn_item item) {
     }
 }
 
-static void FN(normalize)(const cbn_job *job, cbn_item item) {
+CBN_MULTIVERSIONED static void FN(normalize)(const cbn_job *job, cbn_item item) {
     const cbn_plan *plan = &job->plan;
     if (plan->layout == CBN_LAYOUT_PLANES) {
         const cbn_coefficients *co = &job->coefficients[item.c0];
@@ -220,8 +220,8 @@ static void FN(normalize)(const cbn_job *job, cbn_item item) {
             T *y = (T *)job->out + r * C + item.c0;
             int64_t k = 0;
             for (; k + 16 <= w; k += 16) {
-                VT d = (FN(load)(x + k) - FN(load)(bc.hi + k)) - FN(load)(bc.lo + k);
-                FN(store)(y + k, d * FN(load)(bc.k1 + k) + FN(load)(bc.k3 + k));
+                VT d = (LOAD(x + k) - LOAD(bc.hi + k)) - LOAD(bc.lo + k);
+                STORE(y + k, d * LOAD(bc.k1 + k) + LOAD(bc.k3 + k));
             }
             for (; k < w; k++) y[k] = ((x[k] - bc.hi[k]) - bc.lo[k]) * bc.k1[k] + bc.k3[k];
         }
@@ -230,7 +230,7 @@ static void FN(normalize)(const cbn_job *job, cbn_item item) {
 
 /// Backward sums of one item into its partials (a = sum dy, b = sum dy*(x - mean)).
 /// With scale_dy, also writes dx = k1*dy in the same pass (inference mode).
-static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy) {
+CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy) {
     const cbn_plan *plan = &job->plan;
     T *dx_all = scale_dy ? (T *)job->out : NULL;
     if (plan->layout == CBN_LAYOUT_PLANES) {
@@ -260,12 +260,12 @@ static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy) {
             T *dx = dx_all ? dx_all + at : NULL;
             int64_t k = 0;
             for (; k + 16 <= w; k += 16) {
-                VT g = FN(load)(dy + k);
-                VT d = (FN(load)(x + k) - FN(load)(bc.hi + k)) - FN(load)(bc.lo + k);
-                cbn_vd gw = FN(widen)(g);
+                VT g = LOAD(dy + k);
+                VT d = (LOAD(x + k) - LOAD(bc.hi + k)) - LOAD(bc.lo + k);
+                cbn_vd gw = WIDEN(g);
                 cbn_vd_store(s_dy + k, cbn_vd_load(s_dy + k) + gw);
-                cbn_vd_store(s_dyd + k, cbn_vd_load(s_dyd + k) + gw * FN(widen)(d));
-                if (dx) FN(store)(dx + k, g * FN(load)(bc.k1 + k));
+                cbn_vd_store(s_dyd + k, cbn_vd_load(s_dyd + k) + gw * WIDEN(d));
+                if (dx) STORE(dx + k, g * LOAD(bc.k1 + k));
             }
             for (; k < w; k++) {
                 T g = dy[k];
@@ -283,7 +283,7 @@ static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy) {
 }
 
 /// dx from the coefficients. Inference mode needs no x: dx = k1*dy.
-static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
+CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
     const cbn_plan *plan = &job->plan;
     const int through_statistics = job->training;
     if (plan->layout == CBN_LAYOUT_PLANES) {
@@ -313,9 +313,9 @@ static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
             if (through_statistics) {
                 const T *x = (const T *)job->x + at;
                 for (; k + 16 <= w; k += 16) {
-                    VT d = (FN(load)(x + k) - FN(load)(bc.hi + k)) - FN(load)(bc.lo + k);
-                    FN(store)(dx + k, FN(load)(bc.k1 + k) * FN(load)(dy + k) +
-                                          (FN(load)(bc.k2 + k) * d + FN(load)(bc.k3 + k)));
+                    VT d = (LOAD(x + k) - LOAD(bc.hi + k)) - LOAD(bc.lo + k);
+                    STORE(dx + k, LOAD(bc.k1 + k) * LOAD(dy + k) +
+                                          (LOAD(bc.k2 + k) * d + LOAD(bc.k3 + k)));
                 }
                 for (; k < w; k++) {
                     T d = (x[k] - bc.hi[k]) - bc.lo[k];
@@ -323,7 +323,7 @@ static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
                 }
             } else {
                 for (; k + 16 <= w; k += 16)
-                    FN(store)(dx + k, FN(load)(dy + k) * FN(load)(bc.k1 + k));
+                    STORE(dx + k, LOAD(dy + k) * LOAD(bc.k1 + k));
                 for (; k < w; k++) dx[k] = dy[k] * bc.k1[k];
             }
         }
@@ -434,3 +434,6 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 #undef FN
 #undef T
 #undef VT
+#undef LOAD
+#undef STORE
+#undef WIDEN
