@@ -44,10 +44,15 @@ import Testing
     }
 }
 
-/// CI sets BATCHNORM_EXPECT_OPENMP to say which build it made; the package
-/// must then report it truthfully.
-@Test("isOpenMPAvailable reports what the build compiled in")
-func openMPReportedAsBuilt() {
-    guard let expected = ProcessInfo.processInfo.environment["BATCHNORM_EXPECT_OPENMP"] else { return }
-    #expect(isOpenMPAvailable == (expected == "1"))
+/// CI sets BATCHNORM_EXPECT_OPENMP and BATCHNORM_EXPECT_ISA to say which build
+/// it made; the package must then report it truthfully.
+@Test("isOpenMPAvailable and microkernelInstructionSet report what the build compiled in")
+func buildReportedAsBuilt() {
+    let environment = ProcessInfo.processInfo.environment
+    if let expected = environment["BATCHNORM_EXPECT_OPENMP"] {
+        #expect(isOpenMPAvailable == (expected == "1"))
+    }
+    if let expected = environment["BATCHNORM_EXPECT_ISA"] {
+        #expect(microkernelInstructionSet.contains(expected), "\(microkernelInstructionSet)")
+    }
 }
