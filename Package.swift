@@ -49,6 +49,9 @@ let package = Package(
         .trait(name: "OpenMP", description: "Run the C core's OpenMP executor when libomp is installed."),
         .default(enabledTraits: ["OpenMP"]),
     ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
     targets: [
         .target(
             name: "CBatchNorm",
@@ -65,9 +68,13 @@ let package = Package(
             // Optimized in debug builds too, so that `swift test` is not dominated by it.
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
         ),
+        .target(name: "CBenchSupport", path: "Benchmarks/CBenchSupport"),
         .executableTarget(
             name: "bench-threads",
-            dependencies: ["BatchNormKernels", "BatchNormReference"],
+            dependencies: [
+                "BatchNormKernels", "BatchNormReference", "CBenchSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/bench-threads"
         ),
         .testTarget(

@@ -1,0 +1,66 @@
+import BatchNormKernels
+
+/// What a figure times.
+enum Mode: String, CaseIterable, Codable {
+    case forwardTraining = "forward-training"
+    case forwardInference = "forward-inference"
+    case backward
+
+    /// Passes over the tensor by the anchors' byte convention: forward training
+    /// reads x twice and writes y, inference reads x and writes y, backward reads
+    /// x and dy twice and writes dx.
+    var passes: Double {
+        switch self {
+        case .forwardTraining: 3
+        case .forwardInference: 2
+        case .backward: 5
+        }
+    }
+}
+
+/// Who runs a figure: the package's executors, or the pure-Swift reference.
+enum ExecutorKind: String, CaseIterable, Codable {
+    case openmp, dispatch, serial, reference
+}
+
+enum DType: String, CaseIterable, Codable {
+    case float, double
+    var size: Int { self == .float ? 4 : 8 }
+}
+
+/// Named shape sets and explicit `NxCxHxW` lists.
+enum ShapeSets {
+    static let resnet50: [[Int]] = [
+        [32, 64, 112, 112], [32, 256, 56, 56], [32, 512, 28, 28], [32, 1024, 14, 14], [32, 2048, 7, 7],
+    ]
+    static let named: [String: [[Int]]] = [
+        "resnet50": resnet50,
+        "default": resnet50 + [[256, 1, 64, 64], [1024, 4096]],
+        "small": [[8, 64, 28, 28], [16, 1, 64, 64], [256, 512], [4, 32, 4, 8, 8]],
+    ]
+
+    /// "default", "resnet50", "small", or a comma-separated list of shapes
+    /// written `32x64x112x112` (rank 2 to 5).
+    static func parse(_ text: String) throws -> [[Int]] {
+        var shapes = [[Int]]()
+        for item in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            if let set = named[item] {
+                shapes += set
+                continue
+            }
+            let dimensions = item.split(whereSeparator: { $0 == "x" || $0 == "×" }).map { Int($0) }
+            guard dimensions.allSatisfy({ $0 != nil }), (2...5).contains(dimensions.count) else {
+                throw BenchError("'\(item)' is neither a shape set (\(named.keys.sorted().joined(separator: ", "))) nor a shape like 32x64x56x56")
+            }
+            shapes.append(dimensions.map { $0! })
+        }
+        return shapes
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+import Foundation
