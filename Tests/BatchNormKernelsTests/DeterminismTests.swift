@@ -4,7 +4,7 @@ import Testing
 /// The plan depends only on the shape and partial results merge in its fixed
 /// order, so every executor and thread count gives the same bits.
 @Suite struct DeterminismTests {
-    static let shapes: [[Int]] = [[2, 3, 150, 150], [1, 1, 70_001], [10_000, 20], [17, 130], [4, 100, 3, 3]]
+    static let shapes: [[Int]] = [[2, 3, 150, 150], [1, 1, 70_001], [10_000, 20], [17, 130], [4, 100, 3, 3], [1000, 3, 5, 5]]
 
     func outputs<S: BatchNormScalar>(_: S.Type, shape: [Int], executor: BatchNormExecutor) throws -> [[S]] {
         let count = shape.reduce(1, *), channels = shape[1]

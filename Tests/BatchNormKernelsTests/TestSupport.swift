@@ -61,6 +61,8 @@ let edgeShapes: [[Int]] = [
     [1, 1, 70_001],         // C = 1 with a long odd plane: many parts, ragged tail
     [4, 100, 3, 3],         // C much larger than the thread count, short runs
     [3, 16, 17, 19],        // fused planes with odd runs
+    [1000, 3, 5, 5],        // short runs, a block of 3 channels per item, split into parts
+    [64, 40, 7, 7],         // 7x7 planes: blocks of 20 channels per item
 ]
 
 /// Random shapes of rank 2 to 5 with at most about 40 000 elements.

@@ -33,28 +33,35 @@ CBN_INLINE FN(cbn_split_mean) FN(split_mean)(double mean) {
 
 /* ---------- contiguous runs (planes layout) ---------- */
 
-CBN_INLINE double FN(run_sum)(const T *x, int64_t n) {
-    cbn_vd acc = {0};
+/// *acc += x[i] sixteen lanes at a time; the values past the last full
+/// sixteen go to *tail. Accumulating across runs and reducing once per block
+/// keeps short runs (7x7 planes) cheap.
+CBN_INLINE void FN(add_run)(const T *x, int64_t n, cbn_vd *acc, double *tail) {
+    cbn_vd a = *acc;
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) acc += WIDEN(LOAD(x + i));
-    double s = cbn_vd_sum(&acc);
-    for (; i < n; i++) s += (double)x[i];
-    return s;
+    for (; i + 16 <= n; i += 16) a += WIDEN(LOAD(x + i));
+    *acc = a;
+    double t = *tail;
+    for (; i < n; i++) t += (double)x[i];
+    *tail = t;
 }
 
-CBN_INLINE double FN(run_squared_deviations)(const T *x, int64_t n, double mean) {
-    cbn_vd acc = {0};
+/// As add_run, with (x[i] - mean)^2.
+CBN_INLINE void FN(add_run_squared_deviations)(const T *x, int64_t n, double mean, cbn_vd *acc,
+                                               double *tail) {
+    cbn_vd a = *acc;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         cbn_vd d = WIDEN(LOAD(x + i)) - mean;
-        acc += d * d;
+        a += d * d;
     }
-    double s = cbn_vd_sum(&acc);
+    *acc = a;
+    double t = *tail;
     for (; i < n; i++) {
         double d = (double)x[i] - mean;
-        s += d * d;
+        t += d * d;
     }
-    return s;
+    *tail = t;
 }
 
 CBN_INLINE void FN(run_normalize)(const T *x, T *y, int64_t n, FN(cbn_split_mean) mu, T a, T b) {
@@ -66,11 +73,12 @@ CBN_INLINE void FN(run_normalize)(const T *x, T *y, int64_t n, FN(cbn_split_mean
     for (; i < n; i++) y[i] = ((x[i] - mu.hi) - mu.lo) * a + b;
 }
 
-/// Adds sum dy and sum dy*d to the accumulators; if dx is not NULL, also
-/// writes dx = k1*dy (inference mode, where dx needs no sums).
+/// Adds dy and dy*d to the accumulators (lanes and tails); if dx is not
+/// NULL, also writes dx = k1*dy (inference mode, where dx needs no sums).
 CBN_INLINE void FN(run_sums)(const T *x, const T *dy, T *dx, int64_t n, FN(cbn_split_mean) mu,
-                         T k1, double *sum_dy, double *sum_dy_d) {
-    cbn_vd a_dy = {0}, a_dyd = {0};
+                             T k1, cbn_vd *acc_dy, cbn_vd *acc_dyd, double *tail_dy,
+                             double *tail_dyd) {
+    cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         VT g = LOAD(dy + i);
@@ -80,16 +88,18 @@ CBN_INLINE void FN(run_sums)(const T *x, const T *dy, T *dx, int64_t n, FN(cbn_s
         a_dyd += gw * WIDEN(d);
         if (dx) STORE(dx + i, g * k1);
     }
-    double s_dy = cbn_vd_sum(&a_dy), s_dyd = cbn_vd_sum(&a_dyd);
+    *acc_dy = a_dy;
+    *acc_dyd = a_dyd;
+    double t_dy = *tail_dy, t_dyd = *tail_dyd;
     for (; i < n; i++) {
         T g = dy[i];
         T d = (x[i] - mu.hi) - mu.lo;
-        s_dy += (double)g;
-        s_dyd += (double)g * (double)d;
+        t_dy += (double)g;
+        t_dyd += (double)g * (double)d;
         if (dx) dx[i] = g * k1;
     }
-    *sum_dy += s_dy;
-    *sum_dy_d += s_dyd;
+    *tail_dy = t_dy;
+    *tail_dyd = t_dyd;
 }
 
 CBN_INLINE void FN(run_input_gradient)(const T *x, const T *dy, T *dx, int64_t n,
@@ -134,10 +144,10 @@ CBN_INLINE void FN(row_add_squared_deviations)(double *acc, const T *row, const 
     }
 }
 
-/// Per-channel element-type coefficients of a channel block.
+/// Per-channel element-type coefficients of a channel block (both layouts).
 typedef struct FN(cbn_block_coefficients) {
-    T hi[CBN_COLUMN_CHANNELS], lo[CBN_COLUMN_CHANNELS];
-    T k1[CBN_COLUMN_CHANNELS], k2[CBN_COLUMN_CHANNELS], k3[CBN_COLUMN_CHANNELS];
+    T hi[CBN_MAX_BLOCK_CHANNELS], lo[CBN_MAX_BLOCK_CHANNELS];
+    T k1[CBN_MAX_BLOCK_CHANNELS], k2[CBN_MAX_BLOCK_CHANNELS], k3[CBN_MAX_BLOCK_CHANNELS];
 } FN(cbn_block_coefficients);
 
 CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
@@ -159,31 +169,44 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
 CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item) {
     const cbn_plan *plan = &job->plan;
     if (plan->layout == CBN_LAYOUT_PLANES) {
-        const T *x = (const T *)job->x + item.c0 * plan->shape.spatial;
-        cbn_moments acc = {0, 0, 0};
-        for (int64_t b0 = item.begin; b0 < item.end; b0 += CBN_PLANE_BLOCK) {
-            const int64_t b1 = cbn_min(item.end, b0 + CBN_PLANE_BLOCK);
+        const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+        const T *x = (const T *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
+        cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
+        cbn_vd lanes[CBN_MAX_BLOCK_CHANNELS];
+        double tails[CBN_MAX_BLOCK_CHANNELS], mean[CBN_MAX_BLOCK_CHANNELS];
+        memset(acc, 0, sizeof acc);
+        for (int64_t b0 = item.begin; b0 < item.end; b0 += plan->block_length) {
+            const int64_t b1 = cbn_min(item.end, b0 + plan->block_length);
+            const double count = (double)(b1 - b0);
             int64_t offset, length;
-            double sum = 0;
+            memset(lanes, 0, sizeof(cbn_vd) * w);
+            memset(tails, 0, sizeof(double) * w);
             cbn_runs runs = cbn_runs_make(plan, b0, b1);
-            while (cbn_runs_next(&runs, &offset, &length)) sum += FN(run_sum)(x + offset, length);
-            const double count = (double)(b1 - b0), mean = sum / count;
-            double m2 = 0;
+            while (cbn_runs_next(&runs, &offset, &length))
+                for (int64_t k = 0; k < w; k++)
+                    FN(add_run)(x + k * S + offset, length, &lanes[k], &tails[k]);
+            for (int64_t k = 0; k < w; k++) mean[k] = (cbn_vd_sum(&lanes[k]) + tails[k]) / count;
+            memset(lanes, 0, sizeof(cbn_vd) * w);
+            memset(tails, 0, sizeof(double) * w);
             runs = cbn_runs_make(plan, b0, b1);
             while (cbn_runs_next(&runs, &offset, &length))
-                m2 += FN(run_squared_deviations)(x + offset, length, mean);
-            cbn_moments_merge(&acc, count, mean, m2);
+                for (int64_t k = 0; k < w; k++)
+                    FN(add_run_squared_deviations)(x + k * S + offset, length, mean[k], &lanes[k], &tails[k]);
+            for (int64_t k = 0; k < w; k++)
+                cbn_moments_merge(&acc[k], count, mean[k], cbn_vd_sum(&lanes[k]) + tails[k]);
         }
-        cbn_partial *p = &job->partials[item.c0 * plan->parts + item.part];
-        p->a = acc.count; p->b = acc.mean; p->c = acc.m2;
+        for (int64_t k = 0; k < w; k++) {
+            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
+            p->a = acc[k].count; p->b = acc[k].mean; p->c = acc[k].m2;
+        }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
         const T *x = (const T *)job->x + item.c0;
-        double sum[CBN_COLUMN_CHANNELS], mean[CBN_COLUMN_CHANNELS], m2[CBN_COLUMN_CHANNELS];
-        cbn_moments acc[CBN_COLUMN_CHANNELS];
+        double sum[CBN_MAX_BLOCK_CHANNELS], mean[CBN_MAX_BLOCK_CHANNELS], m2[CBN_MAX_BLOCK_CHANNELS];
+        cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
         memset(acc, 0, sizeof acc);
-        for (int64_t r0 = item.begin; r0 < item.end; r0 += CBN_COLUMN_ROWS) {
-            const int64_t r1 = cbn_min(item.end, r0 + CBN_COLUMN_ROWS);
+        for (int64_t r0 = item.begin; r0 < item.end; r0 += plan->block_length) {
+            const int64_t r1 = cbn_min(item.end, r0 + plan->block_length);
             const double count = (double)(r1 - r0);
             memset(sum, 0, sizeof sum);
             memset(m2, 0, sizeof m2);
@@ -202,15 +225,18 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item)
 CBN_MULTIVERSIONED static void FN(normalize)(const cbn_job *job, cbn_item item) {
     const cbn_plan *plan = &job->plan;
     if (plan->layout == CBN_LAYOUT_PLANES) {
-        const cbn_coefficients *co = &job->coefficients[item.c0];
-        const int64_t base = item.c0 * plan->shape.spatial;
+        const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
         const T *x = (const T *)job->x + base;
         T *y = (T *)job->out + base;
-        FN(cbn_split_mean) mu = FN(split_mean)(co->mean);
+        FN(cbn_block_coefficients) bc;
+        FN(load_block_coefficients)(job, item, &bc);
         int64_t offset, length;
         cbn_runs runs = cbn_runs_make(plan, item.begin, item.end);
         while (cbn_runs_next(&runs, &offset, &length))
-            FN(run_normalize)(x + offset, y + offset, length, mu, (T)co->k1, (T)co->k3);
+            for (int64_t k = 0; k < w; k++) {
+                FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
+                FN(run_normalize)(x + k * S + offset, y + k * S + offset, length, mu, bc.k1[k], bc.k3[k]);
+            }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
         FN(cbn_block_coefficients) bc;
@@ -234,24 +260,37 @@ CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int s
     const cbn_plan *plan = &job->plan;
     T *dx_all = scale_dy ? (T *)job->out : NULL;
     if (plan->layout == CBN_LAYOUT_PLANES) {
-        const cbn_coefficients *co = &job->coefficients[item.c0];
-        const int64_t base = item.c0 * plan->shape.spatial;
+        const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
         const T *x = (const T *)job->x + base, *dy = (const T *)job->dy + base;
         T *dx = dx_all ? dx_all + base : NULL;
-        FN(cbn_split_mean) mu = FN(split_mean)(co->mean);
-        double s_dy = 0, s_dyd = 0;
+        FN(cbn_block_coefficients) bc;
+        FN(load_block_coefficients)(job, item, &bc);
+        cbn_vd lanes_dy[CBN_MAX_BLOCK_CHANNELS], lanes_dyd[CBN_MAX_BLOCK_CHANNELS];
+        double tails_dy[CBN_MAX_BLOCK_CHANNELS], tails_dyd[CBN_MAX_BLOCK_CHANNELS];
+        memset(lanes_dy, 0, sizeof(cbn_vd) * w);
+        memset(lanes_dyd, 0, sizeof(cbn_vd) * w);
+        memset(tails_dy, 0, sizeof(double) * w);
+        memset(tails_dyd, 0, sizeof(double) * w);
         int64_t offset, length;
         cbn_runs runs = cbn_runs_make(plan, item.begin, item.end);
         while (cbn_runs_next(&runs, &offset, &length))
-            FN(run_sums)(x + offset, dy + offset, dx ? dx + offset : NULL, length, mu,
-                         (T)co->k1, &s_dy, &s_dyd);
-        cbn_partial *p = &job->partials[item.c0 * plan->parts + item.part];
-        p->a = s_dy; p->b = s_dyd; p->c = 0;
+            for (int64_t k = 0; k < w; k++) {
+                FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
+                const int64_t at = k * S + offset;
+                FN(run_sums)(x + at, dy + at, dx ? dx + at : NULL, length, mu, bc.k1[k], &lanes_dy[k],
+                             &lanes_dyd[k], &tails_dy[k], &tails_dyd[k]);
+            }
+        for (int64_t k = 0; k < w; k++) {
+            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
+            p->a = cbn_vd_sum(&lanes_dy[k]) + tails_dy[k];
+            p->b = cbn_vd_sum(&lanes_dyd[k]) + tails_dyd[k];
+            p->c = 0;
+        }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
         FN(cbn_block_coefficients) bc;
         FN(load_block_coefficients)(job, item, &bc);
-        double s_dy[CBN_COLUMN_CHANNELS], s_dyd[CBN_COLUMN_CHANNELS];
+        double s_dy[CBN_MAX_BLOCK_CHANNELS], s_dyd[CBN_MAX_BLOCK_CHANNELS];
         memset(s_dy, 0, sizeof s_dy);
         memset(s_dyd, 0, sizeof s_dyd);
         for (int64_t r = item.begin; r < item.end; r++) {
@@ -287,20 +326,24 @@ CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item i
     const cbn_plan *plan = &job->plan;
     const int through_statistics = job->training;
     if (plan->layout == CBN_LAYOUT_PLANES) {
-        const cbn_coefficients *co = &job->coefficients[item.c0];
-        const int64_t base = item.c0 * plan->shape.spatial;
+        const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
         const T *dy = (const T *)job->dy + base;
         T *dx = (T *)job->out + base;
-        FN(cbn_split_mean) mu = FN(split_mean)(co->mean);
+        FN(cbn_block_coefficients) bc;
+        FN(load_block_coefficients)(job, item, &bc);
         int64_t offset, length;
         cbn_runs runs = cbn_runs_make(plan, item.begin, item.end);
-        while (cbn_runs_next(&runs, &offset, &length)) {
-            if (through_statistics)
-                FN(run_input_gradient)((const T *)job->x + base + offset, dy + offset, dx + offset,
-                                       length, mu, (T)co->k1, (T)co->k2, (T)co->k3);
-            else
-                FN(run_scale)(dy + offset, dx + offset, length, (T)co->k1);
-        }
+        while (cbn_runs_next(&runs, &offset, &length))
+            for (int64_t k = 0; k < w; k++) {
+                const int64_t at = k * S + offset;
+                if (through_statistics) {
+                    FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
+                    FN(run_input_gradient)((const T *)job->x + base + at, dy + at, dx + at, length, mu,
+                                           bc.k1[k], bc.k2[k], bc.k3[k]);
+                } else {
+                    FN(run_scale)(dy + at, dx + at, length, bc.k1[k]);
+                }
+            }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
         FN(cbn_block_coefficients) bc;

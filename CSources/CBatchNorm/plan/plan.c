@@ -14,6 +14,7 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
         plan.channel_block = shape.channels < CBN_COLUMN_CHANNELS ? shape.channels
                                                                   : CBN_COLUMN_CHANNELS;
         plan.channel_blocks = ceil_div(shape.channels, plan.channel_block);
+        plan.block_length = CBN_COLUMN_ROWS;
         /* rows per part: a multiple of the statistics block */
         int64_t rows = CBN_PART_BYTES / (bytes * plan.channel_block);
         rows = rows / CBN_COLUMN_ROWS * CBN_COLUMN_ROWS;
@@ -24,11 +25,19 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
         plan.part_length = fused ? shape.n : rows;
     } else {
         plan.layout = CBN_LAYOUT_PLANES;
-        plan.channel_block = 1;
-        plan.channel_blocks = shape.channels;
-        int64_t values = CBN_PART_BYTES / bytes;
-        values = values / CBN_PLANE_BLOCK * CBN_PLANE_BLOCK;
-        const int fused = plan.m <= fuse_limit &&
+        const int64_t spatial = shape.spatial;
+        /* statistics blocks hold whole runs when runs are short */
+        plan.block_length = spatial <= CBN_PLANE_BLOCK ? CBN_PLANE_BLOCK / spatial * spatial
+                                                       : CBN_PLANE_BLOCK;
+        int64_t block = spatial >= CBN_PLANE_RUN_TARGET ? 1 : CBN_PLANE_RUN_TARGET / spatial;
+        if (block > CBN_MAX_BLOCK_CHANNELS) block = CBN_MAX_BLOCK_CHANNELS;
+        if (block > shape.channels) block = shape.channels;
+        plan.channel_block = block;
+        plan.channel_blocks = ceil_div(shape.channels, block);
+        int64_t values = CBN_PART_BYTES / (bytes * block);
+        values = values / plan.block_length * plan.block_length;
+        if (values < plan.block_length) values = plan.block_length;
+        const int fused = plan.m * block <= fuse_limit &&
                           (plan.channel_blocks >= CBN_MIN_FUSED_BLOCKS || plan.m <= values);
         plan.part_length = fused ? plan.m : values;
     }

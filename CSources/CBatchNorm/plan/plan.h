@@ -5,8 +5,11 @@
  *
  * Two layouts:
  *  - planes: a channel's m = n*spatial values lie in n runs of `spatial`
- *    contiguous values. An item is one channel and a range of its m values
- *    (a "part"). Statistics are taken in blocks of CBN_PLANE_BLOCK values.
+ *    contiguous values. An item is a block of channels and a range of their
+ *    m values (a "part"), walked run by run and, within a run index, channel
+ *    by channel: the block's runs for one image are adjacent in memory, so
+ *    small planes (7x7) still stream. Statistics are taken in blocks of
+ *    about CBN_PLANE_BLOCK values, whole runs when a run is shorter.
  *  - columns (spatial == 1, channels > 1): x is an (n, channels) matrix
  *    whose channels are contiguous. An item is a block of up to
  *    CBN_COLUMN_CHANNELS channels and a range of rows; microkernels vector
@@ -23,6 +26,10 @@
 
 /// Values per statistics block in the planes layout: small enough for L1.
 #define CBN_PLANE_BLOCK 2048
+/// Planes with shorter runs put this many values of adjacent channels in one item's run.
+#define CBN_PLANE_RUN_TARGET 1024
+/// The most channels one item handles (both layouts).
+#define CBN_MAX_BLOCK_CHANNELS 64
 /// Channels per item in the columns layout.
 #define CBN_COLUMN_CHANNELS 64
 /// Rows per statistics block in the columns layout.
@@ -44,8 +51,9 @@ typedef struct cbn_plan {
     cbn_shape shape;
     int64_t m;                  ///< values per channel: n * spatial
     cbn_layout layout;
-    int64_t channel_block;      ///< channels per item (1 for planes)
+    int64_t channel_block;      ///< channels per item, at most CBN_MAX_BLOCK_CHANNELS
     int64_t channel_blocks;     ///< ceil(channels / channel_block)
+    int64_t block_length;       ///< statistics block: values (planes) or rows (columns)
     int64_t part_length;        ///< planes: values per part; columns: rows per part
     int64_t parts;              ///< parts per channel block
     int64_t items;              ///< channel_blocks * parts
