@@ -80,6 +80,7 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) 
             job->steps[job->phase_count++] = CBN_STEP_STATISTICS_FUSED;
         } else {
             job->steps[job->phase_count++] = CBN_STEP_STATISTICS;
+            job->steps[job->phase_count++] = CBN_STEP_FINALIZE_FORWARD;
             job->steps[job->phase_count++] = CBN_STEP_NORMALIZE;
         }
     } else {
@@ -121,10 +122,12 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
             job->steps[job->phase_count++] = CBN_STEP_SUMS_FUSED;
         } else {
             job->steps[job->phase_count++] = CBN_STEP_SUMS;
+            job->steps[job->phase_count++] = CBN_STEP_FINALIZE_BACKWARD;
             if (d->dx) job->steps[job->phase_count++] = CBN_STEP_INPUT_GRADIENT;
         }
     } else if (wants_sums) {
         job->steps[job->phase_count++] = d->dx ? CBN_STEP_SUMS_AND_SCALE : CBN_STEP_SUMS;
+        job->steps[job->phase_count++] = CBN_STEP_FINALIZE_BACKWARD;
     } else if (d->dx) {
         job->steps[job->phase_count++] = CBN_STEP_INPUT_GRADIENT;
     }
@@ -132,7 +135,19 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     return CBN_OK;
 }
 
-static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, cbn_item item) {
+static int is_finalize(cbn_step step) {
+    return step == CBN_STEP_FINALIZE_FORWARD || step == CBN_STEP_FINALIZE_BACKWARD;
+}
+
+/// Finalize phases have one item per CBN_FINALIZE_CHANNELS channels; the
+/// others the plan's items.
+static int64_t items_in_step(const cbn_plan *plan, cbn_step step) {
+    return is_finalize(step) ? (plan->shape.channels + CBN_FINALIZE_CHANNELS - 1) / CBN_FINALIZE_CHANNELS
+                             : plan->items;
+}
+
+static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t index) {
+    const cbn_item item = is_finalize(step) ? (cbn_item){0, 0, 0, 0, 0} : cbn_plan_item(&job->plan, index);
     switch (step) {
     case CBN_STEP_STATISTICS:
         k->statistics(job, item);
@@ -159,6 +174,18 @@ static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, cbn_item
         k->finalize_backward(job, item.c0, item.c1);
         if (job->out) k->input_gradient(job, item);
         break;
+    case CBN_STEP_FINALIZE_FORWARD:
+    case CBN_STEP_FINALIZE_BACKWARD: {
+        const int64_t c0 = index * CBN_FINALIZE_CHANNELS;
+        const int64_t c1 = c0 + CBN_FINALIZE_CHANNELS < job->plan.shape.channels
+                               ? c0 + CBN_FINALIZE_CHANNELS
+                               : job->plan.shape.channels;
+        if (step == CBN_STEP_FINALIZE_FORWARD)
+            k->finalize_forward(job, c0, c1);
+        else
+            k->finalize_backward(job, c0, c1);
+        break;
+    }
     }
 }
 
@@ -168,29 +195,21 @@ void cbn_job_work(cbn_job *job) {
     for (;;) {
         int64_t index = atomic_fetch_add_explicit(&job->next_item, 1, memory_order_relaxed);
         if (index >= job->phase_items) break;
-        run_item(job, k, step, cbn_plan_item(&job->plan, index));
+        run_item(job, k, step, index);
     }
 }
 
 void cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
                  int64_t max_workers) {
-    const cbn_kernels *k = kernels_for(job->dtype);
     for (int phase = 0; phase < job->phase_count; phase++) {
         job->phase = phase;
-        job->phase_items = job->plan.items;
+        job->phase_items = items_in_step(&job->plan, job->steps[phase]);
         atomic_store_explicit(&job->next_item, 0, memory_order_relaxed);
         int64_t workers = max_workers < job->phase_items ? max_workers : job->phase_items;
         if (workers <= 1)
             cbn_job_work(job);
         else
             parallel(executor_context, cbn_job_work, job, workers);
-
-        /* serial merge, in plan order, of what the phase's items left */
-        const cbn_step step = job->steps[phase];
-        if (step == CBN_STEP_STATISTICS)
-            k->finalize_forward(job, 0, job->plan.shape.channels);
-        else if (step == CBN_STEP_SUMS || step == CBN_STEP_SUMS_AND_SCALE)
-            k->finalize_backward(job, 0, job->plan.shape.channels);
     }
 }
 
@@ -201,7 +220,12 @@ void cbn_job_destroy(cbn_job *job) {
     free(job);
 }
 
-int64_t cbn_job_item_count(const cbn_job *job) { return job->plan.items * job->phase_count; }
+int64_t cbn_job_item_count(const cbn_job *job) {
+    int64_t count = 0;
+    for (int phase = 0; phase < job->phase_count; phase++)
+        count += items_in_step(&job->plan, job->steps[phase]);
+    return count;
+}
 
 void cbn_inference_statistics(cbn_dtype dtype, int64_t channels, const void *running_mean,
                               const void *running_var, double eps, double *mean_out,

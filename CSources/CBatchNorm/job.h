@@ -18,9 +18,11 @@ typedef enum cbn_step {
     CBN_STEP_SUMS_AND_SCALE,      ///< backward inference: sums, and dx = k1*dy in the same pass
     CBN_STEP_INPUT_GRADIENT,      ///< backward: dx from the channel coefficients
     CBN_STEP_SUMS_FUSED,          ///< backward training: sums, finalize, dx
+    CBN_STEP_FINALIZE_FORWARD,    ///< per channel block: merge moments in part order, coefficients
+    CBN_STEP_FINALIZE_BACKWARD,   ///< per channel block: add sums in part order, gradients, coefficients
 } cbn_step;
 
-#define CBN_MAX_PHASES 2
+#define CBN_MAX_PHASES 3
 
 /// Per-channel coefficients, in double, that every normalize or dx item reads.
 ///  forward:  y  = ((x - mean_hi) - mean_lo) * a + b          with k1 = a, k3 = b

@@ -12,8 +12,9 @@
  *   2. `cbn_job_run` walks the job's phases. In each phase it hands
  *      `cbn_job_work` to an executor (`cbn_parallel_fn`), which calls it from
  *      any number of workers at once; workers take items from a shared
- *      counter until none are left. Between phases it merges partial results
- *      serially, in the plan's order.
+ *      counter until none are left. A channel split into parts is finalized
+ *      in a phase of its own, one item per 64 channels, merging the
+ *      parts' partial results in the plan's order.
  *   3. `cbn_job_destroy` frees the job.
  *
  * Results depend only on the shape and the data: never on the executor, the

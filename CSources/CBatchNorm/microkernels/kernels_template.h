@@ -123,7 +123,8 @@ CBN_INLINE void FN(run_scale)(const T *dy, T *dx, int64_t n, T k1) {
 
 /* ---------- rows of a channel block (columns layout) ---------- */
 
-/// acc[k] += row[k] for k < w.
+/// acc[k] += row[k] for k < w. Rows are walked in memory order, so that
+/// wide rows stream; the accumulators stay in L1.
 CBN_INLINE void FN(row_add)(double *acc, const T *row, int64_t w) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16)
@@ -171,10 +172,10 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item)
     if (plan->layout == CBN_LAYOUT_PLANES) {
         const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
         const T *x = (const T *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
-        cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
-        cbn_vd lanes[CBN_MAX_BLOCK_CHANNELS];
-        double tails[CBN_MAX_BLOCK_CHANNELS], mean[CBN_MAX_BLOCK_CHANNELS];
-        memset(acc, 0, sizeof acc);
+        cbn_moments acc[CBN_PLANE_MAX_CHANNELS];
+        cbn_vd lanes[CBN_PLANE_MAX_CHANNELS];
+        double tails[CBN_PLANE_MAX_CHANNELS], mean[CBN_PLANE_MAX_CHANNELS];
+        memset(acc, 0, sizeof(cbn_moments) * w);
         for (int64_t b0 = item.begin; b0 < item.end; b0 += plan->block_length) {
             const int64_t b1 = cbn_min(item.end, b0 + plan->block_length);
             const double count = (double)(b1 - b0);
@@ -204,12 +205,12 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item)
         const T *x = (const T *)job->x + item.c0;
         double sum[CBN_MAX_BLOCK_CHANNELS], mean[CBN_MAX_BLOCK_CHANNELS], m2[CBN_MAX_BLOCK_CHANNELS];
         cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
-        memset(acc, 0, sizeof acc);
+        memset(acc, 0, sizeof(cbn_moments) * w);
         for (int64_t r0 = item.begin; r0 < item.end; r0 += plan->block_length) {
             const int64_t r1 = cbn_min(item.end, r0 + plan->block_length);
             const double count = (double)(r1 - r0);
-            memset(sum, 0, sizeof sum);
-            memset(m2, 0, sizeof m2);
+            memset(sum, 0, sizeof(double) * w);
+            memset(m2, 0, sizeof(double) * w);
             for (int64_t r = r0; r < r1; r++) FN(row_add)(sum, x + r * C, w);
             for (int64_t k = 0; k < w; k++) mean[k] = sum[k] / count;
             for (int64_t r = r0; r < r1; r++) FN(row_add_squared_deviations)(m2, x + r * C, mean, w);
@@ -265,8 +266,8 @@ CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int s
         T *dx = dx_all ? dx_all + base : NULL;
         FN(cbn_block_coefficients) bc;
         FN(load_block_coefficients)(job, item, &bc);
-        cbn_vd lanes_dy[CBN_MAX_BLOCK_CHANNELS], lanes_dyd[CBN_MAX_BLOCK_CHANNELS];
-        double tails_dy[CBN_MAX_BLOCK_CHANNELS], tails_dyd[CBN_MAX_BLOCK_CHANNELS];
+        cbn_vd lanes_dy[CBN_PLANE_MAX_CHANNELS], lanes_dyd[CBN_PLANE_MAX_CHANNELS];
+        double tails_dy[CBN_PLANE_MAX_CHANNELS], tails_dyd[CBN_PLANE_MAX_CHANNELS];
         memset(lanes_dy, 0, sizeof(cbn_vd) * w);
         memset(lanes_dyd, 0, sizeof(cbn_vd) * w);
         memset(tails_dy, 0, sizeof(double) * w);
@@ -291,8 +292,8 @@ CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int s
         FN(cbn_block_coefficients) bc;
         FN(load_block_coefficients)(job, item, &bc);
         double s_dy[CBN_MAX_BLOCK_CHANNELS], s_dyd[CBN_MAX_BLOCK_CHANNELS];
-        memset(s_dy, 0, sizeof s_dy);
-        memset(s_dyd, 0, sizeof s_dyd);
+        memset(s_dy, 0, sizeof(double) * w);
+        memset(s_dyd, 0, sizeof(double) * w);
         for (int64_t r = item.begin; r < item.end; r++) {
             const int64_t at = r * C + item.c0;
             const T *x = (const T *)job->x + at, *dy = (const T *)job->dy + at;

@@ -30,7 +30,7 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
         plan.block_length = spatial <= CBN_PLANE_BLOCK ? CBN_PLANE_BLOCK / spatial * spatial
                                                        : CBN_PLANE_BLOCK;
         int64_t block = spatial >= CBN_PLANE_RUN_TARGET ? 1 : CBN_PLANE_RUN_TARGET / spatial;
-        if (block > CBN_MAX_BLOCK_CHANNELS) block = CBN_MAX_BLOCK_CHANNELS;
+        if (block > CBN_PLANE_MAX_CHANNELS) block = CBN_PLANE_MAX_CHANNELS;
         if (block > shape.channels) block = shape.channels;
         plan.channel_block = block;
         plan.channel_blocks = ceil_div(shape.channels, block);

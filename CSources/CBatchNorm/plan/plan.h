@@ -28,14 +28,18 @@
 #define CBN_PLANE_BLOCK 2048
 /// Planes with shorter runs put this many values of adjacent channels in one item's run.
 #define CBN_PLANE_RUN_TARGET 1024
-/// The most channels one item handles (both layouts).
-#define CBN_MAX_BLOCK_CHANNELS 64
-/// Channels per item in the columns layout.
-#define CBN_COLUMN_CHANNELS 64
+/// The most channels one planes item handles (each has a vector accumulator).
+#define CBN_PLANE_MAX_CHANNELS 64
+/// Channels per item in the columns layout: rows of 4 KiB (float) stream well.
+#define CBN_COLUMN_CHANNELS 1024
+/// The most channels one item of either layout handles.
+#define CBN_MAX_BLOCK_CHANNELS CBN_COLUMN_CHANNELS
 /// Rows per statistics block in the columns layout.
 #define CBN_COLUMN_ROWS 32
 /// Bytes of one tensor per part of a split channel.
 #define CBN_PART_BYTES (128 * 1024)
+/// Channels per item of a finalize phase.
+#define CBN_FINALIZE_CHANNELS 64
 /// A channel's slice (all tensors the pass reads) up to this size is fused.
 #define CBN_FUSE_BYTES (512 * 1024)
 /// Fewer channel blocks than this are split into parts so that many
