@@ -44,5 +44,6 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
     const int64_t extent = plan.layout == CBN_LAYOUT_PLANES ? plan.m : shape.n;
     plan.parts = ceil_div(extent, plan.part_length);
     plan.items = plan.channel_blocks * plan.parts;
+    plan.streaming = shape.n * shape.channels * shape.spatial >= CBN_STREAMING_BYTES / bytes;
     return plan;
 }

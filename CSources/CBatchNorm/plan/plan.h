@@ -38,6 +38,9 @@
 #define CBN_COLUMN_ROWS 32
 /// Bytes of one tensor per part of a split channel.
 #define CBN_PART_BYTES (128 * 1024)
+/// Outputs of at least this size are written with non-temporal stores: they
+/// will not be read again before they leave the cache anyway.
+#define CBN_STREAMING_BYTES (16 * 1024 * 1024)
 /// Channels per item of a finalize phase.
 #define CBN_FINALIZE_CHANNELS 64
 /// A channel's slice (all tensors the pass reads) up to this size is fused.
@@ -61,6 +64,7 @@ typedef struct cbn_plan {
     int64_t part_length;        ///< planes: values per part; columns: rows per part
     int64_t parts;              ///< parts per channel block
     int64_t items;              ///< channel_blocks * parts
+    int streaming;              ///< write outputs with non-temporal stores
 } cbn_plan;
 
 /// The extent of one item: channels [c0, c1) and range [begin, end) of
