@@ -37,8 +37,11 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
         free(job);
         return CBN_OUT_OF_MEMORY;
     }
-    job->coefficients = calloc((size_t)plan.shape.channels, sizeof *job->coefficients);
-    job->partials = calloc(partial_count, sizeof *job->partials);
+    /* Not zeroed: every coefficient and every partial result is written by
+     * its own step before any step reads it (and zeroing megabytes of
+     * partials on each call would cost page faults and a pass of stores). */
+    job->coefficients = malloc((size_t)plan.shape.channels * sizeof *job->coefficients);
+    job->partials = malloc(partial_count * sizeof *job->partials);
     if (!job->coefficients || !job->partials) {
         cbn_job_destroy(job);
         return CBN_OUT_OF_MEMORY;

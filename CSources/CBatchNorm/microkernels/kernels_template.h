@@ -140,25 +140,45 @@ CBN_INLINE void FN(run_scale)(const T *dy, T *dx, int64_t n, T k1, int stream) {
 
 /* ---------- rows of a channel block (columns layout) ---------- */
 
-/// acc[k] += row[k] for k < w. Rows are walked in memory order, so that
-/// wide rows stream; the accumulators stay in L1.
-CBN_INLINE void FN(row_add)(double *acc, const T *row, int64_t w) {
-    int64_t k = 0;
-    for (; k + 16 <= w; k += 16)
-        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + WIDEN(LOAD(row + k)));
-    for (; k < w; k++) acc[k] += (double)row[k];
-}
-
-/// acc[k] += (row[k] - mean[k])^2 for k < w.
-CBN_INLINE void FN(row_add_squared_deviations)(double *acc, const T *row, const double *mean, int64_t w) {
+/// acc[k] += Σ_{j < rows} x[j*stride + k] for k < w, rows ≤ 4. Rows are
+/// walked in memory order, so that wide rows stream; up to four rows are
+/// summed in registers before the accumulators in L1 are touched.
+CBN_INLINE void FN(rows_add)(double *acc, const T *x, int64_t stride, int64_t rows, int64_t w) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
-        cbn_vd d = WIDEN(LOAD(row + k)) - cbn_vd_load(mean + k);
-        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + d * d);
+        cbn_vd a = WIDEN(LOAD(x + k));
+        for (int64_t j = 1; j < rows; j++) a += WIDEN(LOAD(x + j * stride + k));
+        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + a);
     }
     for (; k < w; k++) {
-        double d = (double)row[k] - mean[k];
-        acc[k] += d * d;
+        double a = (double)x[k];
+        for (int64_t j = 1; j < rows; j++) a += (double)x[j * stride + k];
+        acc[k] += a;
+    }
+}
+
+/// acc[k] += Σ_{j < rows} (x[j*stride + k] - mean[k])^2, as rows_add.
+CBN_INLINE void FN(rows_add_squared_deviations)(double *acc, const T *x, int64_t stride, int64_t rows,
+                                                const double *mean, int64_t w) {
+    int64_t k = 0;
+    for (; k + 16 <= w; k += 16) {
+        const cbn_vd mu = cbn_vd_load(mean + k);
+        cbn_vd d = WIDEN(LOAD(x + k)) - mu;
+        cbn_vd a = d * d;
+        for (int64_t j = 1; j < rows; j++) {
+            d = WIDEN(LOAD(x + j * stride + k)) - mu;
+            a += d * d;
+        }
+        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + a);
+    }
+    for (; k < w; k++) {
+        double d = (double)x[k] - mean[k];
+        double a = d * d;
+        for (int64_t j = 1; j < rows; j++) {
+            d = (double)x[j * stride + k] - mean[k];
+            a += d * d;
+        }
+        acc[k] += a;
     }
 }
 
@@ -228,9 +248,11 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item)
             const double count = (double)(r1 - r0);
             memset(sum, 0, sizeof(double) * w);
             memset(m2, 0, sizeof(double) * w);
-            for (int64_t r = r0; r < r1; r++) FN(row_add)(sum, x + r * C, w);
+            for (int64_t r = r0; r < r1; r += 4)
+                FN(rows_add)(sum, x + r * C, C, cbn_min(4, r1 - r), w);
             for (int64_t k = 0; k < w; k++) mean[k] = sum[k] / count;
-            for (int64_t r = r0; r < r1; r++) FN(row_add_squared_deviations)(m2, x + r * C, mean, w);
+            for (int64_t r = r0; r < r1; r += 4)
+                FN(rows_add_squared_deviations)(m2, x + r * C, C, cbn_min(4, r1 - r), mean, w);
             for (int64_t k = 0; k < w; k++) cbn_moments_merge(&acc[k], count, mean[k], m2[k]);
         }
         for (int64_t k = 0; k < w; k++) {
@@ -310,25 +332,37 @@ CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int s
         double s_dy[CBN_MAX_BLOCK_CHANNELS], s_dyd[CBN_MAX_BLOCK_CHANNELS];
         memset(s_dy, 0, sizeof(double) * w);
         memset(s_dyd, 0, sizeof(double) * w);
-        for (int64_t r = item.begin; r < item.end; r++) {
-            const int64_t at = r * C + item.c0;
+        /* Up to four rows at a time in registers, rows walked in memory order. */
+        for (int64_t r = item.begin; r < item.end; r += 4) {
+            const int64_t rows = cbn_min(4, item.end - r), at = r * C + item.c0;
             const T *x = (const T *)job->x + at, *dy = (const T *)job->dy + at;
             T *dx = dx_all ? dx_all + at : NULL;
             int64_t k = 0;
             for (; k + 16 <= w; k += 16) {
-                VT g = LOAD(dy + k);
-                VT d = (LOAD(x + k) - LOAD(bc.hi + k)) - LOAD(bc.lo + k);
-                cbn_vd gw = WIDEN(g);
-                cbn_vd_store(s_dy + k, cbn_vd_load(s_dy + k) + gw);
-                cbn_vd_store(s_dyd + k, cbn_vd_load(s_dyd + k) + gw * WIDEN(d));
-                if (dx) STORE(dx + k, g * LOAD(bc.k1 + k));
+                const VT hi = LOAD(bc.hi + k), lo = LOAD(bc.lo + k);
+                cbn_vd a_dy = {0}, a_dyd = {0};
+                for (int64_t j = 0; j < rows; j++) {
+                    VT g = LOAD(dy + j * C + k);
+                    VT d = (LOAD(x + j * C + k) - hi) - lo;
+                    cbn_vd gw = WIDEN(g);
+                    a_dy += gw;
+                    a_dyd += gw * WIDEN(d);
+                    if (dx) STORE(dx + j * C + k, g * LOAD(bc.k1 + k));
+                }
+                cbn_vd_store(s_dy + k, cbn_vd_load(s_dy + k) + a_dy);
+                cbn_vd_store(s_dyd + k, cbn_vd_load(s_dyd + k) + a_dyd);
             }
             for (; k < w; k++) {
-                T g = dy[k];
-                T d = (x[k] - bc.hi[k]) - bc.lo[k];
-                s_dy[k] += (double)g;
-                s_dyd[k] += (double)g * (double)d;
-                if (dx) dx[k] = g * bc.k1[k];
+                double a_dy = 0, a_dyd = 0;
+                for (int64_t j = 0; j < rows; j++) {
+                    T g = dy[j * C + k];
+                    T d = (x[j * C + k] - bc.hi[k]) - bc.lo[k];
+                    a_dy += (double)g;
+                    a_dyd += (double)g * (double)d;
+                    if (dx) dx[j * C + k] = g * bc.k1[k];
+                }
+                s_dy[k] += a_dy;
+                s_dyd[k] += a_dyd;
             }
         }
         for (int64_t k = 0; k < w; k++) {

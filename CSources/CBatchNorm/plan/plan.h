@@ -35,16 +35,16 @@
 /// The most channels one item of either layout handles.
 #define CBN_MAX_BLOCK_CHANNELS CBN_COLUMN_CHANNELS
 /// Rows per statistics block in the columns layout.
-#define CBN_COLUMN_ROWS 32
+#define CBN_COLUMN_ROWS 128
 /// Bytes of one tensor per part of a split channel.
 #define CBN_PART_BYTES (128 * 1024)
 /// Outputs of at least this size are written with non-temporal stores: they
 /// will not be read again before they leave the cache anyway.
-#define CBN_STREAMING_BYTES (16 * 1024 * 1024)
+#define CBN_STREAMING_BYTES (48 * 1024 * 1024)
 /// Channels per item of a finalize phase.
 #define CBN_FINALIZE_CHANNELS 64
 /// A channel's slice (all tensors the pass reads) up to this size is fused.
-#define CBN_FUSE_BYTES (512 * 1024)
+#define CBN_FUSE_BYTES (1024 * 1024)
 /// Fewer channel blocks than this are split into parts so that many
 /// threads share them, unless a block fits in one part anyway.
 #define CBN_MIN_FUSED_BLOCKS 8
