@@ -192,28 +192,43 @@ static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t 
     }
 }
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 void cbn_job_work(cbn_job *job) {
     const cbn_kernels *k = kernels_for(job->dtype);
-    const cbn_step step = job->steps[job->phase];
-    for (;;) {
-        int64_t index = atomic_fetch_add_explicit(&job->next_item, 1, memory_order_relaxed);
-        if (index >= job->phase_items) break;
-        run_item(job, k, step, index);
+    for (int phase = 0; phase < job->phase_count; phase++) {
+        const cbn_step step = job->steps[phase];
+        const int64_t items = job->phase_items[phase];
+        for (;;) {
+            const int64_t index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
+            if (index >= items) break;
+            run_item(job, k, step, index);
+            atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
+        }
+        /* The next phase reads what every item of this one wrote. */
+        if (phase + 1 < job->phase_count)
+            while (atomic_load_explicit(&job->done_items[phase], memory_order_acquire) < items) cpu_relax();
     }
 }
 
 void cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
                  int64_t max_workers) {
+    int64_t most_items = 0;
     for (int phase = 0; phase < job->phase_count; phase++) {
-        job->phase = phase;
-        job->phase_items = items_in_step(&job->plan, job->steps[phase]);
-        atomic_store_explicit(&job->next_item, 0, memory_order_relaxed);
-        int64_t workers = max_workers < job->phase_items ? max_workers : job->phase_items;
-        if (workers <= 1)
-            cbn_job_work(job);
-        else
-            parallel(executor_context, cbn_job_work, job, workers);
+        job->phase_items[phase] = items_in_step(&job->plan, job->steps[phase]);
+        atomic_store_explicit(&job->next_item[phase], 0, memory_order_relaxed);
+        atomic_store_explicit(&job->done_items[phase], 0, memory_order_relaxed);
+        if (job->phase_items[phase] > most_items) most_items = job->phase_items[phase];
     }
+    const int64_t workers = max_workers < most_items ? max_workers : most_items;
+    if (workers <= 1)
+        cbn_job_work(job);
+    else
+        parallel(executor_context, cbn_job_work, job, workers);
 }
 
 void cbn_job_destroy(cbn_job *job) {

@@ -62,11 +62,16 @@ struct cbn_job {
     cbn_coefficients *coefficients;      /* channels */
     cbn_partial *partials;               /* channels * parts, index c*parts + part */
 
+    /* The phases run inside one parallel region: each worker takes items of
+     * phase p from next_item[p]; before phase p+1 it waits until done_items[p]
+     * reaches phase_items[p]. A worker only ever waits for items that other
+     * running workers hold, so the job finishes whatever the number of
+     * workers, even if the executor runs them one after another. */
     cbn_step steps[CBN_MAX_PHASES];
     int phase_count;
-    int phase;
-    int64_t phase_items;
-    _Atomic int64_t next_item;
+    int64_t phase_items[CBN_MAX_PHASES];
+    _Atomic int64_t next_item[CBN_MAX_PHASES];
+    _Atomic int64_t done_items[CBN_MAX_PHASES];
 };
 
 /// The element-type-specific half of the core: microkernels over one item

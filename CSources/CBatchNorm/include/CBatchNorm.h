@@ -9,12 +9,13 @@
  *      creates a job (`cbn_job_create_*`). The job holds the plan (a pure
  *      function of the shape), per-channel parameters and scratch space for
  *      partial results. Nothing is written to the caller's buffers yet.
- *   2. `cbn_job_run` walks the job's phases. In each phase it hands
- *      `cbn_job_work` to an executor (`cbn_parallel_fn`), which calls it from
- *      any number of workers at once; workers take items from a shared
- *      counter until none are left. A channel split into parts is finalized
- *      in a phase of its own, one item per 64 channels, merging the
- *      parts' partial results in the plan's order.
+ *   2. `cbn_job_run` hands `cbn_job_work` to an executor (`cbn_parallel_fn`)
+ *      once; the executor calls it from any number of workers at once. The
+ *      workers walk the job's phases together, taking items of each phase
+ *      from a shared counter until none are left and waiting, before the
+ *      next phase, for the items other workers still hold. A channel split
+ *      into parts is finalized in a phase of its own, one item per 64
+ *      channels, merging the parts' partial results in the plan's order.
  *   3. `cbn_job_destroy` frees the job.
  *
  * Results depend only on the shape and the data: never on the executor, the
@@ -108,9 +109,10 @@ typedef struct cbn_backward_desc {
 /// An opaque job: plan, per-channel parameters, partial results.
 typedef struct cbn_job cbn_job;
 
-/// An executor: runs `work(job)` from `workers` concurrent workers (or fewer)
-/// and returns when every call has returned. `workers` >= 1 is already
-/// capped at the number of items in the phase.
+/// An executor: runs `work(job)` from up to `workers` workers and returns
+/// when every call has returned. The workers may run concurrently or one
+/// after another: the job completes either way. `workers` >= 2 is already
+/// capped at the number of items in the largest phase.
 typedef void (*cbn_parallel_fn)(void *executor_context,
                                 void (*work)(cbn_job *job),
                                 cbn_job *job,
@@ -119,12 +121,13 @@ typedef void (*cbn_parallel_fn)(void *executor_context,
 cbn_status cbn_job_create_forward(const cbn_forward_desc *desc, cbn_job **job_out);
 cbn_status cbn_job_create_backward(const cbn_backward_desc *desc, cbn_job **job_out);
 
-/// Runs every phase of the job. `max_workers` >= 1 bounds the workers asked
-/// of the executor in any phase.
+/// Runs every phase of the job in one call of `parallel`. `max_workers` >= 1
+/// bounds the workers asked of the executor.
 void cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
                  int64_t max_workers);
 
-/// Takes items of the current phase until none are left. Thread-safe.
+/// Works through every phase of the job, taking items until none are left.
+/// Thread-safe; any number of concurrent calls.
 void cbn_job_work(cbn_job *job);
 
 void cbn_job_destroy(cbn_job *job);
