@@ -63,7 +63,7 @@ public enum BatchNormalization {
     /// If `runningMean` and `runningVariance` are given (both or neither), they are updated as
     /// running ← (1 − momentum) · running + momentum · batch, with the unbiased variance
     /// σ²_c · m / (m − 1). `savedMean` and `savedInvStd` receive μ_c and r_c when given.
-    /// Requires m ≥ 2.
+    /// Requires m ≥ 2. Where σ² + ε = 0, r = +∞ and x̂ is taken as 0 (y = β).
     public static func forwardTraining<Scalar: BatchNormScalar>(
         input: UnsafeBufferPointer<Scalar>,
         output: UnsafeMutableBufferPointer<Scalar>,

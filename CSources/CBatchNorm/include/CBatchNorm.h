@@ -67,6 +67,7 @@ typedef struct cbn_shape {
 ///   running_mean <- (1 - momentum) running_mean + momentum mean_c,
 ///   running_var  <- (1 - momentum) running_var  + momentum var_c m/(m-1).
 /// Inference: the same y with mean = running_mean, var = running_var.
+/// Where var + eps = 0, invstd is +inf and x̂ is taken as 0 (y = bias).
 typedef struct cbn_forward_desc {
     cbn_dtype dtype;
     cbn_shape shape;
@@ -91,7 +92,8 @@ typedef struct cbn_forward_desc {
 /// Inference (mean and invstd are constants):
 ///   dx = weight_c * invstd_c * dy
 /// mean and invstd are the saved batch statistics (training) or those of the
-/// running statistics (inference; see `cbn_inference_statistics`).
+/// running statistics (inference; see `cbn_inference_statistics`). Where
+/// invstd is +inf (var + eps = 0), x̂ is 0: dx = 0, dweight = 0.
 typedef struct cbn_backward_desc {
     cbn_dtype dtype;
     cbn_shape shape;

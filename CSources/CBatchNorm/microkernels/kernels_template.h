@@ -443,7 +443,7 @@ static void FN(finalize_forward)(cbn_job *job, int64_t c0, int64_t c1) {
         const double gamma = weight ? (double)weight[c] : 1.0;
         cbn_coefficients *co = &job->coefficients[c];
         co->mean = mean;
-        co->k1 = gamma * invstd;
+        co->k1 = gamma * cbn_normalizing_scale(invstd);
         co->k2 = 0;
         co->k3 = bias ? (double)bias[c] : 0.0;
     }
@@ -460,7 +460,7 @@ static void FN(finalize_backward)(cbn_job *job, int64_t c0, int64_t c1) {
             sum_dy += job->partials[c * parts + p].a;
             sum_dy_d += job->partials[c * parts + p].b;
         }
-        const double invstd = job->invstd_in[c];
+        const double invstd = cbn_normalizing_scale(job->invstd_in[c]);
         const double gamma = weight ? (double)weight[c] : 1.0;
         const double grad_bias = sum_dy, grad_weight = sum_dy_d * invstd;
         if (dweight) dweight[c] = (T)grad_weight;
@@ -483,14 +483,14 @@ static void FN(prepare)(cbn_job *job) {
         cbn_coefficients *co = &job->coefficients[c];
         if (job->backward) {
             co->mean = job->mean_in[c];
-            co->k1 = gamma * job->invstd_in[c];
+            co->k1 = gamma * cbn_normalizing_scale(job->invstd_in[c]);
             co->k2 = 0;
             co->k3 = 0;
         } else if (!job->training) {
             const double mean = (double)((const T *)job->running_mean)[c];
             const double variance = (double)((const T *)job->running_var)[c];
             co->mean = mean;
-            co->k1 = gamma * cbn_inverse_std(variance, job->eps);
+            co->k1 = gamma * cbn_normalizing_scale(cbn_inverse_std(variance, job->eps));
             co->k2 = 0;
             co->k3 = bias ? (double)bias[c] : 0.0;
         }

@@ -35,4 +35,12 @@ static inline double cbn_inverse_std(double variance, double eps) {
     return 1.0 / sqrt(variance + eps);
 }
 
+/// The factor x - mean is multiplied by to give x̂: the inverse standard
+/// deviation, except where σ² + ε = 0 (a constant channel with ε = 0), where
+/// it is +∞ and the package defines x̂ = 0 (y = β, dx = 0, dγ = 0) instead of
+/// the 0·∞ = NaN the formula would give.
+static inline double cbn_normalizing_scale(double invstd) {
+    return isinf(invstd) ? 0.0 : invstd;
+}
+
 #endif /* CBN_MOMENTS_H */

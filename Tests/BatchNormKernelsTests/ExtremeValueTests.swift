@@ -1,0 +1,104 @@
+import BatchNormKernels
+import BatchNormReference
+import Testing
+
+/// NaN and infinity stay in their channel; huge values do not overflow; a
+/// constant channel normalizes to β, with ε = 0 too.
+@Suite struct ExtremeValueTests {
+    /// Shapes for each layout: long planes, short planes (blocks of channels), columns.
+    static let shapes: [[Int]] = [[4, 3, 5, 5], [8, 40, 7, 7], [64, 100]]
+
+    /// Indices of channel `c` in an NCHW tensor.
+    func indices(of c: Int, in shape: [Int]) -> [Int] {
+        let channels = shape[1], spatial = shape.dropFirst(2).reduce(1, *)
+        return (0..<shape[0]).flatMap { n in ((n * channels + c) * spatial)..<((n * channels + c) * spatial + spatial) }
+    }
+
+    @Test("NaN or ±Inf in one channel changes only that channel's outputs and statistics",
+          arguments: shapes, [Float.nan, .infinity, -.infinity])
+    func nonFiniteStaysInItsChannel(shape: [Int], poison: Float) throws {
+        let count = shape.reduce(1, *), channels = shape[1], bad = 1
+        let clean: [Float] = randomValues(count, center: 1, spread: 2, seed: 71)
+        var dirty = clean
+        dirty[indices(of: bad, in: shape)[3]] = poison
+        let dy: [Float] = randomValues(count, seed: 72)
+        for executor in someExecutors {
+            let a = try BatchNormalization.forwardTraining(clean, shape: shape, executor: executor)
+            let b = try BatchNormalization.forwardTraining(dirty, shape: shape, executor: executor)
+            let ga = try BatchNormalization.backward(outputGradient: dy, input: clean, shape: shape,
+                                                     statistics: a.statistics, executor: executor)
+            let gb = try BatchNormalization.backward(outputGradient: dy, input: dirty, shape: shape,
+                                                     statistics: b.statistics, executor: executor)
+            for c in 0..<channels {
+                let at = indices(of: c, in: shape)
+                if c == bad {
+                    #expect(at.allSatisfy { !b.output[$0].isFinite }, "the poisoned channel's y is not finite")
+                    #expect(!b.statistics.mean[c].isFinite || !b.statistics.invStd[c].isFinite)
+                } else {
+                    #expect(at.allSatisfy { a.output[$0].bitPattern == b.output[$0].bitPattern }, "channel \(c)")
+                    #expect(at.allSatisfy { ga.input![$0].bitPattern == gb.input![$0].bitPattern }, "dx channel \(c)")
+                    #expect(a.statistics.mean[c] == b.statistics.mean[c] && a.statistics.invStd[c] == b.statistics.invStd[c])
+                    #expect(ga.weight![c] == gb.weight![c] && ga.bias![c] == gb.bias![c])
+                }
+            }
+        }
+    }
+
+    /// μ and σ² accumulate in double, so values near ±1e30 (and up to 1e36, whose squares
+    /// pass 1e72) do not overflow. PyTorch's CPU kernel returns zeros here.
+    @Test("values near ±1e30 and beyond normalize correctly", arguments: [1e30, -1e30, 1e36])
+    func hugeValues(center: Double) throws {
+        for shape in Self.shapes {
+            let count = shape.reduce(1, *)
+            let x: [Float] = randomValues(count, center: center, spread: abs(center) / 10, seed: 73)
+            #expect(x.allSatisfy { $0.isFinite })
+            let dy: [Float] = randomValues(count, seed: 74)
+            let want = ReferenceBatchNorm.forward(doubles(x), shape: shape, training: true)
+            let wantBack = ReferenceBatchNorm.backward(doubles(x), outputGradient: doubles(dy), shape: shape,
+                                                       training: true, mean: want.mean, invStd: want.invStd)
+            let got = try BatchNormalization.forwardTraining(x, shape: shape)
+            let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
+                                                            statistics: got.statistics)
+            #expect(normwiseError(got.output, want.output) <= Bound.forward(Float.self))
+            #expect(normwiseError(gradients.weight!, wantBack.weightGradient) <= Bound.backward(Float.self))
+            #expect(gradients.input!.allSatisfy { $0.isFinite })
+        }
+    }
+
+    /// σ² = 0: x̂ = 0, so y = β exactly. With ε = 0 too, σ² + ε = 0 and r = +∞; the
+    /// package defines x̂ = 0 there as well (y = β, dx = 0, dγ = 0, dβ = Σ dy) rather
+    /// than returning NaN, and reports invStd = +∞.
+    @Test("a constant channel normalizes to β, also with ε = 0", arguments: [1e-5, 0.0])
+    func constantChannel(epsilon: Double) throws {
+        for shape in Self.shapes {
+            let count = shape.reduce(1, *), channels = shape[1]
+            var x: [Float] = randomValues(count, center: 1, spread: 2, seed: 75)
+            for i in indices(of: 0, in: shape) { x[i] = 0.3 }
+            let dy: [Float] = randomValues(count, seed: 76)
+            let weight = [Float](repeating: 1.5, count: channels), bias = [Float](repeating: -0.25, count: channels)
+            let forward = try BatchNormalization.forwardTraining(x, shape: shape, weight: weight, bias: bias,
+                                                                 epsilon: epsilon)
+            let at = indices(of: 0, in: shape)
+            #expect(at.allSatisfy { forward.output[$0] == -0.25 })
+            #expect(forward.statistics.mean[0] == Double(Float(0.3)))
+            #expect(epsilon > 0 ? forward.statistics.invStd[0].isFinite : forward.statistics.invStd[0] == .infinity)
+            for mode in [BatchNormMode.training, .inference] {
+                var statistics = forward.statistics
+                statistics.mode = mode
+                let g = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
+                                                        statistics: statistics, weight: weight)
+                let sumDy = at.reduce(0.0) { $0 + Double(dy[$1]) }
+                #expect(abs(Double(g.bias![0]) - sumDy) <= 1e-5 * max(1, abs(sumDy)))
+                if epsilon == 0 {
+                    #expect(g.weight![0] == 0 && at.allSatisfy { g.input![$0] == 0 }, "\(mode)")
+                }
+                #expect(g.input!.allSatisfy { $0.isFinite })
+            }
+            // Inference with a zero running variance and ε = 0 follows the same rule.
+            let y = try BatchNormalization.forwardInference(
+                x, shape: shape, runningMean: [Float](repeating: 0.3, count: channels),
+                runningVariance: [Float](repeating: 0, count: channels), bias: bias, epsilon: epsilon)
+            if epsilon == 0 { #expect(y.allSatisfy { $0 == -0.25 }) }
+        }
+    }
+}
