@@ -18,7 +18,14 @@ typedef double cbn_vd __attribute__((vector_size(16 * sizeof(double))));
 
 /// Item microkernels are compiled for AVX-512 (x86-64-v4), AVX2 (x86-64-v3)
 /// and baseline x86-64; the dynamic loader picks one for the CPU at start-up
-/// (an ifunc). Elsewhere they are compiled once, for the target.
+/// (an ifunc). Elsewhere they are compiled once, for the target. Under
+/// ThreadSanitizer too: its instrumented ifunc resolvers would run before the
+/// sanitizer's runtime is up and crash the process at load.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) && !defined(CBN_NO_MULTIVERSIONING)
+#define CBN_NO_MULTIVERSIONING 1
+#endif
+#endif
 #if defined(__x86_64__) && defined(__linux__) && !defined(CBN_NO_MULTIVERSIONING)
 #define CBN_MULTIVERSIONED __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else

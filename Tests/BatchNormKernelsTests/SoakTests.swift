@@ -1,0 +1,37 @@
+import BatchNormKernels
+import Foundation
+import Testing
+
+/// Thousands of calls with varying shapes and executors: resident memory
+/// stays flat once the first calls have warmed up the allocator and threads.
+@Suite struct SoakTests {
+    /// Resident set size in bytes, from /proc/self/statm.
+    func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let pages = Int(text.split(separator: " ")[1]) ?? 0
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    @Test("5000 calls, varying shapes and executors: resident memory grows by less than 4 MiB")
+    func residentMemoryStaysFlat() throws {
+        let shapes: [[Int]] = [[4, 3, 5, 5], [8, 40, 7, 7], [64, 100], [2, 1, 100, 101], [300, 7], [1, 2, 3, 4, 5]]
+        var executors: [BatchNormExecutor] = [.serial, .dispatch(threads: 2), .dispatch(threads: 4)]
+        if isOpenMPAvailable { executors += [.openMP(threads: 2), .openMP(threads: 3)] }
+        let inputs = shapes.map { shape -> [Double] in randomValues(shape.reduce(1, *), center: 1, seed: 5) }
+        func round(_ i: Int) throws {
+            let s = i % shapes.count, shape = shapes[s]
+            var layer = try BatchNorm<Double>(featureCount: shape[1], executor: executors[i % executors.count])
+            let forward = try layer.forward(inputs[s], shape: shape)
+            _ = try layer.backward(outputGradient: inputs[s], input: inputs[s], shape: shape,
+                                   statistics: forward.statistics)
+            // and an error path, which allocates nothing in the core
+            _ = try? layer.forward(inputs[s], shape: [shape[0] + 1] + shape.dropFirst())
+        }
+        for i in 0..<300 { try round(i) }
+        let before = residentBytes()
+        for i in 0..<5000 { try round(i) }
+        let grown = residentBytes() - before
+        #expect(before > 0)
+        #expect(grown < 4 << 20, "resident memory grew by \(grown) bytes")
+    }
+}
