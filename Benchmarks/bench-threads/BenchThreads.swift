@@ -30,6 +30,9 @@ struct BenchThreads: ParsableCommand {
     @Option(help: "Element types, comma-separated: float, double.")
     var dtype: String = "float"
 
+    @Option(help: "Input data: normal, subnormal (every x a float subnormal: shows their cost; no flush-to-zero), shifted (1e4 ± 2).")
+    var data: String = "normal"
+
     @Option(name: .customLong("repeat"), help: "Timed calls per figure.")
     var repetitions: Int?
 
@@ -59,6 +62,7 @@ struct BenchThreads: ParsableCommand {
             }
         } ?? Array(1...cores)
         let repeatCount = repetitions ?? (quick ? 3 : 7)
+        guard let dataKind = DataKind(rawValue: data) else { throw ValidationError("unknown --data '\(data)'") }
         if kinds.contains(.openmp) && !isOpenMPAvailable {
             kinds.removeAll { $0 == .openmp }
             log("OpenMP is not compiled in: skipping the openmp executor")
@@ -66,6 +70,7 @@ struct BenchThreads: ParsableCommand {
 
         print("bench-threads: \(cores) cores, microkernels \(microkernelInstructionSet), OpenMP \(isOpenMPAvailable ? "compiled in" : "NOT compiled in (Dispatch only)")")
         print("inputs and outputs allocated and written once before timing; each figure is the median (min–max) of \(repeatCount) calls after 2 warm-ups")
+        if dataKind != .normal { print("input data: \(dataKind.rawValue)") }
         print("GB/s by the anchors' convention (forward training 3 passes, inference 2, backward 5, \(dtypes.map { "\($0.size) bytes per \($0.rawValue)" }.joined(separator: ", ")))")
 
         // The roof, measured first so that the tensors are not yet resident.
@@ -93,9 +98,9 @@ struct BenchThreads: ParsableCommand {
                 let shapeFigures: [Figure]
                 switch dtype {
                 case .float:
-                    shapeFigures = measure(Float.self, dtype, shape, modeList, kinds, threadList, repeatCount, roofs, &progress, &quiet)
+                    shapeFigures = measure(Float.self, dtype, shape, dataKind, modeList, kinds, threadList, repeatCount, roofs, &progress, &quiet)
                 case .double:
-                    shapeFigures = measure(Double.self, dtype, shape, modeList, kinds, threadList, repeatCount, roofs, &progress, &quiet)
+                    shapeFigures = measure(Double.self, dtype, shape, dataKind, modeList, kinds, threadList, repeatCount, roofs, &progress, &quiet)
                 }
                 Report.printTable(shapeFigures, shape: shape, dtype: dtype)
                 figures += shapeFigures
@@ -122,12 +127,12 @@ struct BenchThreads: ParsableCommand {
     }
 
     func measure<S: BatchNormScalar>(
-        _: S.Type, _ dtype: DType, _ shape: BatchNormShape, _ modes: [Mode], _ kinds: [ExecutorKind],
+        _: S.Type, _ dtype: DType, _ shape: BatchNormShape, _ data: DataKind, _ modes: [Mode], _ kinds: [ExecutorKind],
         _ threads: [Int], _ repetitions: Int, _ roofs: [Int: Bandwidth],
         _ progress: inout Progress, _ quiet: inout OpenMPQuiet
     ) -> [Figure] {
         log("preparing \(shape) \(dtype.rawValue)")
-        let workload = Workload<S>(shape: shape)
+        let workload = Workload<S>(shape: shape, data: data)
         let sample = kinds.contains(.reference) ? ReferenceSample(shape: shape) : nil
         let bytesPerPass = Double(shape.count * dtype.size)
         var figures = [Figure]()

@@ -1,6 +1,11 @@
 import BatchNormKernels
 import BatchNormReference
 
+/// The kind of input data a run uses.
+enum DataKind: String, CaseIterable, Codable {
+    case normal, subnormal, shifted
+}
+
 /// One shape's buffers, allocated and written once before any timing, and
 /// the calls each mode times.
 final class Workload<Scalar: BatchNormScalar> {
@@ -9,7 +14,9 @@ final class Workload<Scalar: BatchNormScalar> {
     let weight, bias, runningMean, runningVariance, dWeight, dBias: UnsafeMutableBufferPointer<Scalar>
     let mean, invStd: UnsafeMutableBufferPointer<Double>
 
-    init(shape: BatchNormShape) {
+    /// `data` scales the inputs: `.subnormal` makes every x a float subnormal (×1e-40),
+    /// `.shifted` centres them at 1e4.
+    init(shape: BatchNormShape, data: DataKind = .normal) {
         self.shape = shape
         let count = shape.count, channels = shape.channels
         func buffer<T: BinaryFloatingPoint>(_ n: Int, _ value: (Int) -> T) -> UnsafeMutableBufferPointer<T> {
@@ -18,7 +25,14 @@ final class Workload<Scalar: BatchNormScalar> {
             return b
         }
         // Deterministic, varied data; every output is written here so that its pages exist.
-        x = buffer(count) { Scalar(Double(($0 &* 7919) % 1009) / 250 - 1.5) }
+        x = buffer(count) { i in
+            let v = Double((i &* 7919) % 1009) / 250 - 1.5
+            switch data {
+            case .normal: return Scalar(v)
+            case .subnormal: return Scalar(v * 1e-40)
+            case .shifted: return Scalar(1e4 + v)
+            }
+        }
         dy = buffer(count) { Scalar(Double(($0 &* 104_729) % 997) / 500 - 1) }
         y = buffer(count) { _ in 0 }
         dx = buffer(count) { _ in 0 }

@@ -101,4 +101,30 @@ import Testing
             if epsilon == 0 { #expect(y.allSatisfy { $0 == -0.25 }) }
         }
     }
+
+    /// Subnormal inputs are computed exactly as IEEE arithmetic gives them: the
+    /// kernels do not flush to zero (that would be process-wide floating-point
+    /// state, and would change results). They cost time, not accuracy:
+    /// `bench-threads --data subnormal` measures it, and CI checks it stays within 10x.
+    @Test("subnormal inputs match the float64 reference (no flush to zero)")
+    func subnormalInputs() throws {
+        for shape in Self.shapes {
+            let count = shape.reduce(1, *)
+            let x: [Float] = randomValues(count, center: 0, spread: 1, seed: 77).map { $0 * 1e-40 }
+            #expect(x.contains { $0 != 0 && !$0.isNormal })
+            let dy: [Float] = randomValues(count, seed: 78)
+            let want = ReferenceBatchNorm.forward(doubles(x), shape: shape, training: true)
+            let got = try BatchNormalization.forwardTraining(x, shape: shape)
+            // Near 1e-40 a float has about 17 significant bits: the spacing 1.4e-45 is
+            // 1.4e-5 of the values, so x − μ in float (μ itself rounded to that grid)
+            // cannot be better than about 1e-5 normwise. The bound is that limit.
+            #expect(normwiseError(got.output, want.output) <= 1e-5)
+            let wantBack = ReferenceBatchNorm.backward(doubles(x), outputGradient: doubles(dy), shape: shape,
+                                                       training: true, mean: want.mean, invStd: want.invStd)
+            let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
+                                                            statistics: got.statistics)
+            #expect(normwiseError(gradients.input!, wantBack.inputGradient) <= 1e-5)
+            #expect(normwiseError(gradients.bias!, wantBack.biasGradient) <= Bound.backward(Float.self))
+        }
+    }
 }

@@ -1,0 +1,236 @@
+/*
+ * libFuzzer target over the C core's entry points.
+ *
+ * The input decodes into a call: element type, mode, shape (sometimes
+ * invalid), which optional buffers are present and whether outputs alias
+ * inputs, epsilon and momentum (sometimes invalid), the executor, and data
+ * drawn from classes that include NaN, ±Inf, zeros, subnormals, huge and
+ * tiny values. Each call is checked for:
+ *   - no crash and no out-of-bounds access (ASan, UBSan);
+ *   - no write outside any output's extent (guard values around each buffer);
+ *   - no write at all when the call is rejected;
+ *   - finite outputs when every input is finite and moderate and eps >= 1e-5;
+ *   - agreement with a float64 reference on moderate data;
+ *   - bitwise agreement between the serial executor and OpenMP with 3 threads.
+ * Build and run: Fuzz/run.sh [seconds].
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "CBatchNorm.h"
+
+#define GUARD 8
+#define SENTINEL 12345.0
+
+typedef struct { const uint8_t *p; size_t n; } reader;
+
+static uint8_t next_byte(reader *r) {
+    if (r->n == 0) return 0x5a;
+    r->n--;
+    return *r->p++;
+}
+
+/* A value of one of eight classes; `moderate` is cleared by the extreme ones. */
+static double next_value(reader *r, int *moderate) {
+    const uint8_t cls = next_byte(r), v = next_byte(r);
+    switch (cls % 16) {
+    case 0: *moderate = 0; return NAN;
+    case 1: *moderate = 0; return (v & 1) ? INFINITY : -INFINITY;
+    case 2: return 0.0;
+    case 3: *moderate = 0; return (v + 1) * 1e-42;             /* float subnormals */
+    case 4: *moderate = 0; return ((int)v - 128) * 1e28;       /* near ±1e30 */
+    case 5: return ((int)v - 128) * 1e-30;                     /* tiny, but normal */
+    case 6: return 1e4 + ((int)v - 128) / 128.0;               /* shifted */
+    default: return ((int)v - 128) / 32.0;                     /* ordinary */
+    }
+}
+
+typedef struct {
+    double *data;   /* GUARD + count + GUARD values, as doubles or floats */
+    size_t count;
+    int is_double;
+} buffer;
+
+static buffer make_buffer(size_t count, int is_double) {
+    buffer b = { malloc((count + 2 * GUARD) * 8), count, is_double };
+    for (size_t i = 0; i < count + 2 * GUARD; i++) {
+        if (is_double) b.data[i] = SENTINEL;
+        else ((float *)b.data)[i] = (float)SENTINEL;
+    }
+    return b;
+}
+static void *base(buffer *b) { return b->is_double ? (void *)(b->data + GUARD) : (void *)((float *)b->data + GUARD); }
+static double get(const buffer *b, size_t i) {
+    return b->is_double ? b->data[GUARD + i] : (double)((float *)b->data)[GUARD + i];
+}
+static void set(buffer *b, size_t i, double v) {
+    if (b->is_double) b->data[GUARD + i] = v;
+    else ((float *)b->data)[GUARD + i] = (float)v;
+}
+static int guards_intact(const buffer *b) {
+    for (size_t i = 0; i < GUARD; i++) {
+        double lo = b->is_double ? b->data[i] : ((float *)b->data)[i];
+        double hi = b->is_double ? b->data[GUARD + b->count + i] : ((float *)b->data)[GUARD + b->count + i];
+        if (lo != (float)SENTINEL || hi != (float)SENTINEL) return 0;
+    }
+    return 1;
+}
+static int same_bits(const buffer *a, const buffer *b) {
+    size_t bytes = (a->count + 2 * GUARD) * (a->is_double ? 8 : 4);
+    return memcmp(a->data, b->data, bytes) == 0;
+}
+static buffer copy_buffer(const buffer *b) {
+    buffer c = make_buffer(b->count, b->is_double);
+    memcpy(c.data, b->data, (b->count + 2 * GUARD) * (b->is_double ? 8 : 4));
+    return c;
+}
+
+#define CHECK(cond, what)                                                        \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "fuzz_batchnorm: invariant failed: %s\n", what);     \
+            abort();                                                             \
+        }                                                                        \
+    } while (0)
+
+enum { X, DY, Y, DX, WEIGHT, BIAS, RMEAN, RVAR, DWEIGHT, DBIAS, SMEAN, SINVSTD, BUFFERS };
+
+typedef struct {
+    int is_double, training, backward, in_place, dx_aliases_dy;
+    int has[BUFFERS];
+    cbn_shape shape;
+    double eps, momentum;
+} call;
+
+/* Runs the call on copies of `in` with the given executor; returns the status. */
+static cbn_status run(const call *k, buffer *b, int openmp_threads) {
+    cbn_job *job = NULL;
+    cbn_status status;
+    double *saved_mean = k->has[SMEAN] ? base(&b[SMEAN]) : NULL;
+    double *saved_invstd = k->has[SINVSTD] ? base(&b[SINVSTD]) : NULL;
+    if (!k->backward) {
+        cbn_forward_desc d = {
+            .dtype = k->is_double ? CBN_FLOAT64 : CBN_FLOAT32, .shape = k->shape, .training = k->training,
+            .x = base(&b[X]), .y = k->in_place ? base(&b[X]) : base(&b[Y]),
+            .weight = k->has[WEIGHT] ? base(&b[WEIGHT]) : NULL, .bias = k->has[BIAS] ? base(&b[BIAS]) : NULL,
+            .running_mean = k->has[RMEAN] ? base(&b[RMEAN]) : NULL,
+            .running_var = k->has[RVAR] ? base(&b[RVAR]) : NULL,
+            .saved_mean = saved_mean, .saved_invstd = saved_invstd, .eps = k->eps, .momentum = k->momentum,
+        };
+        status = cbn_job_create_forward(&d, &job);
+    } else {
+        cbn_backward_desc d = {
+            .dtype = k->is_double ? CBN_FLOAT64 : CBN_FLOAT32, .shape = k->shape, .training = k->training,
+            .x = base(&b[X]), .dy = base(&b[DY]), .weight = k->has[WEIGHT] ? base(&b[WEIGHT]) : NULL,
+            .mean = base(&b[SMEAN]), .invstd = base(&b[SINVSTD]),
+            .dx = k->has[DX] ? (k->dx_aliases_dy ? base(&b[DY]) : base(&b[DX])) : NULL,
+            .dweight = k->has[DWEIGHT] ? base(&b[DWEIGHT]) : NULL,
+            .dbias = k->has[DBIAS] ? base(&b[DBIAS]) : NULL,
+        };
+        status = cbn_job_create_backward(&d, &job);
+    }
+    if (status != CBN_OK) {
+        CHECK(job == NULL, "a rejected call returned a job");
+        return status;
+    }
+    int64_t threads = openmp_threads;
+    if (openmp_threads > 0) cbn_job_run(job, cbn_parallel_openmp, &threads, threads);
+    else cbn_job_run(job, cbn_parallel_serial, NULL, 1);
+    cbn_job_destroy(job);
+    return status;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    reader r = { data, size };
+    call k;
+    memset(&k, 0, sizeof k);
+    const uint8_t mode = next_byte(&r), flags = next_byte(&r), flags2 = next_byte(&r), shape_kind = next_byte(&r);
+    k.is_double = mode & 1;
+    k.training = (mode >> 1) & 1;
+    k.backward = (mode >> 2) & 1;
+    k.in_place = !k.backward && ((mode >> 3) & 1);
+    k.dx_aliases_dy = k.backward && ((mode >> 4) & 1);
+    k.shape.n = 1 + next_byte(&r) % 12;
+    k.shape.channels = 1 + next_byte(&r) % 70;
+    k.shape.spatial = 1 + ((next_byte(&r) << 8) | next_byte(&r)) % (shape_kind & 1 ? 3000 : 50);
+    if (shape_kind % 16 == 15) k.shape.spatial = 0;                      /* invalid shapes */
+    if (shape_kind % 16 == 14) k.shape.n = -3;
+    if (shape_kind % 16 == 13) { k.shape.n = INT64_MAX / 2; k.shape.channels = 4; }
+    const int64_t valid = k.shape.n > 0 && k.shape.spatial > 0 && k.shape.n < (1 << 20);
+    for (int i = 0; i < BUFFERS; i++) k.has[i] = 1;
+    k.has[WEIGHT] = flags & 1; k.has[BIAS] = (flags >> 1) & 1; k.has[RMEAN] = (flags >> 2) & 1;
+    k.has[RVAR] = k.has[RMEAN] ^ ((flags >> 3) & 1 && (flags2 & 7) == 0);   /* rarely: only one of them */
+    k.has[SMEAN] = k.backward || ((flags >> 4) & 1); k.has[SINVSTD] = k.backward || ((flags >> 5) & 1);
+    k.has[DX] = (flags >> 6) & 1; k.has[DWEIGHT] = (flags >> 7) & 1; k.has[DBIAS] = (flags2 >> 3) & 1;
+    static const double eps_table[8] = {1e-5, 0, 1e-3, 1, 1e30, -1, NAN, INFINITY};
+    static const double momentum_table[8] = {0.1, 0, 1, 0.5, 0.1, -0.1, 1.5, NAN};
+    k.eps = eps_table[next_byte(&r) % 8];
+    k.momentum = momentum_table[next_byte(&r) % 8];
+    const int threads = 1 + next_byte(&r) % 4;
+
+    const size_t count = valid ? (size_t)(k.shape.n * k.shape.channels * k.shape.spatial) : 4;
+    const size_t channels = valid ? (size_t)k.shape.channels : 4;
+    if (count > (1u << 18)) return 0;
+    buffer b[BUFFERS];
+    const size_t counts[BUFFERS] = {count, count, count, count, channels, channels, channels, channels,
+                                    channels, channels, channels, channels};
+    int moderate = 1;
+    for (int i = 0; i < BUFFERS; i++) {
+        b[i] = make_buffer(counts[i], i == SMEAN || i == SINVSTD ? 1 : k.is_double);
+        const int is_input = i == X || i == DY || i == WEIGHT || i == BIAS || i == RMEAN || i == RVAR ||
+                             (k.backward && (i == SMEAN || i == SINVSTD));
+        if (!is_input) continue;
+        for (size_t j = 0; j < counts[i]; j++) {
+            double v = next_value(&r, &moderate);
+            if (i == RVAR || i == SINVSTD) v = fabs(v);     /* variances and inverse deviations are >= 0 */
+            set(&b[i], j, v);
+        }
+    }
+    moderate = moderate && k.eps >= 1e-5 && k.eps <= 1;
+
+    buffer before[BUFFERS], serial[BUFFERS];
+    for (int i = 0; i < BUFFERS; i++) before[i] = copy_buffer(&b[i]);
+    const cbn_status status = run(&k, b, 0);
+    for (int i = 0; i < BUFFERS; i++) CHECK(guards_intact(&b[i]), "a write outside an output's extent");
+    if (status != CBN_OK) {
+        for (int i = 0; i < BUFFERS; i++) CHECK(same_bits(&b[i], &before[i]), "a rejected call wrote a buffer");
+    } else {
+        /* The same call with OpenMP (or serially again, without it): the same bits. */
+        for (int i = 0; i < BUFFERS; i++) { serial[i] = b[i]; b[i] = copy_buffer(&before[i]); }
+        CHECK(run(&k, b, threads) == CBN_OK, "the second run was rejected");
+        for (int i = 0; i < BUFFERS; i++) CHECK(same_bits(&b[i], &serial[i]), "executors disagree");
+        for (int i = 0; i < BUFFERS; i++) { free(b[i].data); b[i] = serial[i]; }
+
+        if (moderate) {
+            const int outputs[] = {Y, DX, DWEIGHT, DBIAS, RMEAN, RVAR, SMEAN, SINVSTD};
+            for (size_t o = 0; o < sizeof outputs / sizeof *outputs; o++) {
+                const int i = outputs[o];
+                if (i == Y && k.in_place) continue;
+                for (size_t j = 0; j < b[i].count; j++)
+                    CHECK(isfinite(get(&b[i], j)) || get(&b[i], j) == (float)SENTINEL ||
+                              (i == SINVSTD && isinf(get(&b[i], j))),
+                          "a non-finite output from finite, moderate inputs");
+            }
+            if (!k.backward && k.training && k.has[SMEAN] && k.shape.n * k.shape.spatial >= 2) {
+                /* float64 reference for the mean of every channel */
+                const int64_t S = k.shape.spatial, C = k.shape.channels;
+                for (int64_t c = 0; c < C; c++) {
+                    double sum = 0, scale = 0;
+                    for (int64_t n = 0; n < k.shape.n; n++)
+                        for (int64_t s = 0; s < S; s++) {
+                            double v = get(&before[X], (size_t)((n * C + c) * S + s));
+                            sum += v;
+                            scale = fmax(scale, fabs(v));
+                        }
+                    const double mean = sum / (double)(k.shape.n * S);
+                    CHECK(fabs(get(&b[SMEAN], (size_t)c) - mean) <= 1e-10 * scale,
+                          "saved mean differs from the float64 reference");
+                }
+            }
+        }
+    }
+    for (int i = 0; i < BUFFERS; i++) { free(b[i].data); free(before[i].data); }
+    return 0;
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer target (with AddressSanitizer and UBSan, and OpenMP when
+# libomp is installed) and fuzzes for the given number of seconds (default 60),
+# starting from the committed seed corpus. New inputs go to .build-fuzz/corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+
+omp_flags=()
+for dir in $(ls -d /usr/lib/llvm-*/lib 2>/dev/null | sort -t- -k2 -n -r); do
+    if [ -f "$dir/libomp.so" ]; then omp_flags=(-fopenmp "-L$dir" -lomp); break; fi
+done
+
+mkdir -p .build-fuzz/corpus
+clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    -I CSources/CBatchNorm/include -I CSources/CBatchNorm \
+    CSources/CBatchNorm/job.c CSources/CBatchNorm/plan/plan.c \
+    CSources/CBatchNorm/microkernels/kernels.c CSources/CBatchNorm/executors/executors.c \
+    Fuzz/fuzz_batchnorm.c "${omp_flags[@]}" -lm -o .build-fuzz/fuzz_batchnorm
+echo "fuzzing for ${seconds}s (OpenMP: ${omp_flags[*]:-none})"
+.build-fuzz/fuzz_batchnorm -max_total_time="$seconds" -print_final_stats=1 -timeout=20 \
+    .build-fuzz/corpus Fuzz/corpus
