@@ -12,7 +12,7 @@
  *   - finite outputs when every input is finite and moderate and eps >= 1e-5;
  *   - agreement with a float64 reference on moderate data;
  *   - bitwise agreement between the serial executor and OpenMP with 3 threads.
- * Build and run: Fuzz/run.sh [seconds].
+ * Build and run: Hardening/run-fuzzer.sh [seconds].
  */
 #include <math.h>
 #include <stdint.h>
