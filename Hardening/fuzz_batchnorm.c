@@ -142,6 +142,47 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
     return status;
 }
 
+/* y against a float64 reference written from the formulas, normwise:
+ * max |y - y_ref| / max(|y_ref|, |γ x̂|, |β|) <= 1e-6 (float) or 1e-12
+ * (double), the bounds the Swift tests assert (the terms' size enters because
+ * fuzzed γ x̂ and β may cancel). */
+static void check_forward_against_reference(const call *k, buffer *before, buffer *after) {
+    const int64_t N = k->shape.n, C = k->shape.channels, S = k->shape.spatial;
+    const buffer *y = k->in_place ? &after[X] : &after[Y];
+    double max_diff = 0, max_ref = 0;
+    for (int64_t c = 0; c < C; c++) {
+        double mean, var;
+        if (k->training) {
+            double sum = 0, sq = 0;
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t s = 0; s < S; s++) sum += get(&before[X], (size_t)((n * C + c) * S + s));
+            mean = sum / (double)(N * S);
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t s = 0; s < S; s++) {
+                    const double d = get(&before[X], (size_t)((n * C + c) * S + s)) - mean;
+                    sq += d * d;
+                }
+            var = sq / (double)(N * S);
+        } else {
+            mean = get(&before[RMEAN], (size_t)c);
+            var = get(&before[RVAR], (size_t)c);
+        }
+        const double r = 1.0 / sqrt(var + k->eps);
+        const double gamma = k->has[WEIGHT] ? get(&before[WEIGHT], (size_t)c) : 1.0;
+        const double beta = k->has[BIAS] ? get(&before[BIAS], (size_t)c) : 0.0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) {
+                const size_t i = (size_t)((n * C + c) * S + s);
+                const double term = gamma * (get(&before[X], i) - mean) * r, want = term + beta;
+                max_diff = fmax(max_diff, fabs(get(y, i) - want));
+                /* normwise against the size of the terms, which may cancel */
+                max_ref = fmax(max_ref, fmax(fabs(want), fmax(fabs(term), fabs(beta))));
+            }
+    }
+    const double bound = k->is_double ? 1e-12 : 1e-6;
+    CHECK(max_diff <= bound * max_ref || max_diff <= 1e-300, "y differs from the float64 reference");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     reader r = { data, size };
     call k;
@@ -213,6 +254,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                               (i == SINVSTD && isinf(get(&b[i], j))),
                           "a non-finite output from finite, moderate inputs");
             }
+            if (!k.backward) check_forward_against_reference(&k, before, b);
             if (!k.backward && k.training && k.has[SMEAN] && k.shape.n * k.shape.spatial >= 2) {
                 /* float64 reference for the mean of every channel */
                 const int64_t S = k.shape.spatial, C = k.shape.channels;
