@@ -104,21 +104,11 @@ public enum BatchNormalization {
              .init("savedMean", savedMean), .init("savedInvStd", savedInvStd)],
             exactAliases: [["output", "input"]])
 
-        var desc = cbn_forward_desc()
-        desc.dtype = Scalar.coreType
-        desc.shape = shape.core
-        desc.training = 1
-        desc.x = input.rawBase
-        desc.y = output.rawBase
-        desc.weight = weight?.rawBase
-        desc.bias = bias?.rawBase
-        desc.running_mean = runningMean?.rawBase
-        desc.running_var = runningVariance?.rawBase
-        desc.saved_mean = savedMean?.baseAddress
-        desc.saved_invstd = savedInvStd?.baseAddress
-        desc.eps = epsilon
-        desc.momentum = momentum
-        try runForward(&desc, executor)
+        try runForward(
+            training: true, input: input, output: output, shape: shape, weight: weight, bias: bias,
+            runningMean: runningMean?.rawBase, runningVariance: runningVariance?.rawBase,
+            savedMean: savedMean?.baseAddress, savedInvStd: savedInvStd?.baseAddress,
+            epsilon: epsilon, momentum: momentum, executor: executor)
     }
 
     // MARK: Forward, inference
@@ -150,19 +140,11 @@ public enum BatchNormalization {
              .init("runningMean", runningMean), .init("runningVariance", runningVariance)],
             exactAliases: [["output", "input"]])
 
-        var desc = cbn_forward_desc()
-        desc.dtype = Scalar.coreType
-        desc.shape = shape.core
-        desc.training = 0
-        desc.x = input.rawBase
-        desc.y = output.rawBase
-        desc.weight = weight?.rawBase
-        desc.bias = bias?.rawBase
-        desc.running_mean = UnsafeMutableRawPointer(mutating: runningMean.rawBase)
-        desc.running_var = UnsafeMutableRawPointer(mutating: runningVariance.rawBase)
-        desc.eps = epsilon
-        desc.momentum = 0
-        try runForward(&desc, executor)
+        try runForward(
+            training: false, input: input, output: output, shape: shape, weight: weight, bias: bias,
+            runningMean: UnsafeMutableRawPointer(mutating: runningMean.rawBase),
+            runningVariance: UnsafeMutableRawPointer(mutating: runningVariance.rawBase),
+            savedMean: nil, savedInvStd: nil, epsilon: epsilon, momentum: 0, executor: executor)
     }
 
     // MARK: Backward
@@ -242,9 +224,28 @@ public enum BatchNormalization {
         return BatchNormStatistics(mode: .inference, mean: mean, invStd: invStd)
     }
 
-    private static func runForward(_ desc: inout cbn_forward_desc, _ executor: BatchNormExecutor)
-        throws(BatchNormError)
-    {
+    /// Builds the core's forward descriptor from checked arguments and runs it.
+    private static func runForward<Scalar: BatchNormScalar>(
+        training: Bool, input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>,
+        shape: BatchNormShape, weight: UnsafeBufferPointer<Scalar>?, bias: UnsafeBufferPointer<Scalar>?,
+        runningMean: UnsafeMutableRawPointer?, runningVariance: UnsafeMutableRawPointer?,
+        savedMean: UnsafeMutablePointer<Double>?, savedInvStd: UnsafeMutablePointer<Double>?,
+        epsilon: Double, momentum: Double, executor: BatchNormExecutor
+    ) throws(BatchNormError) {
+        var desc = cbn_forward_desc()
+        desc.dtype = Scalar.coreType
+        desc.shape = shape.core
+        desc.training = training ? 1 : 0
+        desc.x = input.rawBase
+        desc.y = output.rawBase
+        desc.weight = weight?.rawBase
+        desc.bias = bias?.rawBase
+        desc.running_mean = runningMean
+        desc.running_var = runningVariance
+        desc.saved_mean = savedMean
+        desc.saved_invstd = savedInvStd
+        desc.eps = epsilon
+        desc.momentum = momentum
         var job: OpaquePointer?
         try Check.status(cbn_job_create_forward(&desc, &job))
         defer { cbn_job_destroy(job) }
