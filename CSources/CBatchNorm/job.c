@@ -238,13 +238,6 @@ void cbn_job_destroy(cbn_job *job) {
     free(job);
 }
 
-int64_t cbn_job_item_count(const cbn_job *job) {
-    int64_t count = 0;
-    for (int phase = 0; phase < job->phase_count; phase++)
-        count += items_in_step(&job->plan, job->steps[phase]);
-    return count;
-}
-
 void cbn_inference_statistics(cbn_dtype dtype, int64_t channels, const void *running_mean,
                               const void *running_var, double eps, double *mean_out,
                               double *invstd_out) {

@@ -134,9 +134,6 @@ void cbn_job_work(cbn_job *job);
 
 void cbn_job_destroy(cbn_job *job);
 
-/// Number of work items the plan cuts this job into (all phases), for tests and benchmarks.
-int64_t cbn_job_item_count(const cbn_job *job);
-
 /// The serial executor: one worker, on the calling thread.
 void cbn_parallel_serial(void *executor_context, void (*work)(cbn_job *job),
                          cbn_job *job, int64_t workers);
