@@ -33,35 +33,29 @@ CBN_INLINE FN(cbn_split_mean) FN(split_mean)(double mean) {
 
 /* ---------- contiguous runs (planes layout) ---------- */
 
-/// *acc += x[i] sixteen lanes at a time; the values past the last full
-/// sixteen go to *tail. Accumulating across runs and reducing once per block
-/// keeps short runs (7x7 planes) cheap.
-CBN_INLINE void FN(add_run)(const T *x, int64_t n, cbn_vd *acc, double *tail) {
-    cbn_vd a = *acc;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) a += WIDEN(LOAD(x + i));
-    *acc = a;
-    double t = *tail;
-    for (; i < n; i++) t += (double)x[i];
-    *tail = t;
-}
-
-/// As add_run, with (x[i] - mean)^2.
-CBN_INLINE void FN(add_run_squared_deviations)(const T *x, int64_t n, double mean, cbn_vd *acc,
-                                               double *tail) {
-    cbn_vd a = *acc;
+/// With d = x[i] - pivot: *sum += d and *sumsq += d^2, sixteen lanes at a
+/// time; the values past the last full sixteen go to the tails. Accumulating
+/// across runs and reducing once per block keeps short runs (7x7 planes)
+/// cheap. d is formed in double, exactly for float input.
+CBN_INLINE void FN(add_run_shifted)(const T *x, int64_t n, double pivot, cbn_vd *sum, cbn_vd *sumsq,
+                                    double *tail_sum, double *tail_sumsq) {
+    cbn_vd s = *sum, q = *sumsq;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        cbn_vd d = WIDEN(LOAD(x + i)) - mean;
-        a += d * d;
+        cbn_vd d = WIDEN(LOAD(x + i)) - pivot;
+        s += d;
+        q += d * d;
     }
-    *acc = a;
-    double t = *tail;
+    *sum = s;
+    *sumsq = q;
+    double ts = *tail_sum, tq = *tail_sumsq;
     for (; i < n; i++) {
-        double d = (double)x[i] - mean;
-        t += d * d;
+        double d = (double)x[i] - pivot;
+        ts += d;
+        tq += d * d;
     }
-    *tail = t;
+    *tail_sum = ts;
+    *tail_sumsq = tq;
 }
 
 /// Writes out[i] = BODY(i) for i < n, sixteen at a time. With `stream`, the
@@ -140,45 +134,35 @@ CBN_INLINE void FN(run_scale)(const T *dy, T *dx, int64_t n, T k1, int stream) {
 
 /* ---------- rows of a channel block (columns layout) ---------- */
 
-/// acc[k] += Σ_{j < rows} x[j*stride + k] for k < w, rows ≤ 4. Rows are
-/// walked in memory order, so that wide rows stream; up to four rows are
-/// summed in registers before the accumulators in L1 are touched.
-CBN_INLINE void FN(rows_add)(double *acc, const T *x, int64_t stride, int64_t rows, int64_t w) {
+/// With d = x[j*stride + k] - pivot[k]: sum[k] += Σ_{j < rows} d and
+/// sumsq[k] += Σ_{j < rows} d^2 for k < w, rows ≤ 4. Rows are walked in
+/// memory order, so that wide rows stream; up to four rows are summed in
+/// registers before the accumulators in L1 are touched.
+CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const T *x, int64_t stride,
+                                     int64_t rows, const double *pivot, int64_t w) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
-        cbn_vd a = WIDEN(LOAD(x + k));
-        for (int64_t j = 1; j < rows; j++) a += WIDEN(LOAD(x + j * stride + k));
-        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + a);
+        const cbn_vd p = cbn_vd_load(pivot + k);
+        cbn_vd d = WIDEN(LOAD(x + k)) - p;
+        cbn_vd s = d, q = d * d;
+        for (int64_t j = 1; j < rows; j++) {
+            d = WIDEN(LOAD(x + j * stride + k)) - p;
+            s += d;
+            q += d * d;
+        }
+        cbn_vd_store(sum + k, cbn_vd_load(sum + k) + s);
+        cbn_vd_store(sumsq + k, cbn_vd_load(sumsq + k) + q);
     }
     for (; k < w; k++) {
-        double a = (double)x[k];
-        for (int64_t j = 1; j < rows; j++) a += (double)x[j * stride + k];
-        acc[k] += a;
-    }
-}
-
-/// acc[k] += Σ_{j < rows} (x[j*stride + k] - mean[k])^2, as rows_add.
-CBN_INLINE void FN(rows_add_squared_deviations)(double *acc, const T *x, int64_t stride, int64_t rows,
-                                                const double *mean, int64_t w) {
-    int64_t k = 0;
-    for (; k + 16 <= w; k += 16) {
-        const cbn_vd mu = cbn_vd_load(mean + k);
-        cbn_vd d = WIDEN(LOAD(x + k)) - mu;
-        cbn_vd a = d * d;
+        double d = (double)x[k] - pivot[k];
+        double s = d, q = d * d;
         for (int64_t j = 1; j < rows; j++) {
-            d = WIDEN(LOAD(x + j * stride + k)) - mu;
-            a += d * d;
+            d = (double)x[j * stride + k] - pivot[k];
+            s += d;
+            q += d * d;
         }
-        cbn_vd_store(acc + k, cbn_vd_load(acc + k) + a);
-    }
-    for (; k < w; k++) {
-        double d = (double)x[k] - mean[k];
-        double a = d * d;
-        for (int64_t j = 1; j < rows; j++) {
-            d = (double)x[j * stride + k] - mean[k];
-            a += d * d;
-        }
-        acc[k] += a;
+        sum[k] += s;
+        sumsq[k] += q;
     }
 }
 
@@ -204,61 +188,59 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
 
 /* ---------- item microkernels ---------- */
 
+/// Moments of one item into its partials (a = count, b = mean, c = M2).
+/// The item's values are taken in blocks; each block's sums of d and d^2,
+/// d = x - (the block's first value of the channel), come from one sweep and
+/// are merged with Chan's formula (cbn_moments_merge_shifted).
 CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item) {
     const cbn_plan *plan = &job->plan;
+    const int64_t w = item.c1 - item.c0;
+    cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
+    memset(acc, 0, sizeof(cbn_moments) * w);
     if (plan->layout == CBN_LAYOUT_PLANES) {
-        const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+        const int64_t S = plan->shape.spatial;
         const T *x = (const T *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
-        cbn_moments acc[CBN_PLANE_MAX_CHANNELS];
-        cbn_vd lanes[CBN_PLANE_MAX_CHANNELS];
-        double tails[CBN_PLANE_MAX_CHANNELS], mean[CBN_PLANE_MAX_CHANNELS];
-        memset(acc, 0, sizeof(cbn_moments) * w);
+        cbn_vd sum[CBN_PLANE_MAX_CHANNELS], sumsq[CBN_PLANE_MAX_CHANNELS];
+        double tail_sum[CBN_PLANE_MAX_CHANNELS], tail_sumsq[CBN_PLANE_MAX_CHANNELS];
+        double pivot[CBN_PLANE_MAX_CHANNELS];
         for (int64_t b0 = item.begin; b0 < item.end; b0 += plan->block_length) {
             const int64_t b1 = cbn_min(item.end, b0 + plan->block_length);
-            const double count = (double)(b1 - b0);
             int64_t offset, length;
-            memset(lanes, 0, sizeof(cbn_vd) * w);
-            memset(tails, 0, sizeof(double) * w);
+            memset(sum, 0, sizeof(cbn_vd) * w);
+            memset(sumsq, 0, sizeof(cbn_vd) * w);
+            memset(tail_sum, 0, sizeof(double) * w);
+            memset(tail_sumsq, 0, sizeof(double) * w);
             cbn_runs runs = cbn_runs_make(plan, b0, b1);
-            while (cbn_runs_next(&runs, &offset, &length))
-                for (int64_t k = 0; k < w; k++)
-                    FN(add_run)(x + k * S + offset, length, &lanes[k], &tails[k]);
-            for (int64_t k = 0; k < w; k++) mean[k] = (cbn_vd_sum(&lanes[k]) + tails[k]) / count;
-            memset(lanes, 0, sizeof(cbn_vd) * w);
-            memset(tails, 0, sizeof(double) * w);
+            cbn_runs_next(&runs, &offset, &length);
+            for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[k * S + offset];
             runs = cbn_runs_make(plan, b0, b1);
             while (cbn_runs_next(&runs, &offset, &length))
                 for (int64_t k = 0; k < w; k++)
-                    FN(add_run_squared_deviations)(x + k * S + offset, length, mean[k], &lanes[k], &tails[k]);
+                    FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k],
+                                        &tail_sum[k], &tail_sumsq[k]);
             for (int64_t k = 0; k < w; k++)
-                cbn_moments_merge(&acc[k], count, mean[k], cbn_vd_sum(&lanes[k]) + tails[k]);
-        }
-        for (int64_t k = 0; k < w; k++) {
-            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
-            p->a = acc[k].count; p->b = acc[k].mean; p->c = acc[k].m2;
+                cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k],
+                                          cbn_vd_sum(&sum[k]) + tail_sum[k],
+                                          cbn_vd_sum(&sumsq[k]) + tail_sumsq[k]);
         }
     } else {
-        const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+        const int64_t C = plan->shape.channels;
         const T *x = (const T *)job->x + item.c0;
-        double sum[CBN_MAX_BLOCK_CHANNELS], mean[CBN_MAX_BLOCK_CHANNELS], m2[CBN_MAX_BLOCK_CHANNELS];
-        cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
-        memset(acc, 0, sizeof(cbn_moments) * w);
+        double sum[CBN_MAX_BLOCK_CHANNELS], sumsq[CBN_MAX_BLOCK_CHANNELS], pivot[CBN_MAX_BLOCK_CHANNELS];
         for (int64_t r0 = item.begin; r0 < item.end; r0 += plan->block_length) {
             const int64_t r1 = cbn_min(item.end, r0 + plan->block_length);
-            const double count = (double)(r1 - r0);
             memset(sum, 0, sizeof(double) * w);
-            memset(m2, 0, sizeof(double) * w);
+            memset(sumsq, 0, sizeof(double) * w);
+            for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[r0 * C + k];
             for (int64_t r = r0; r < r1; r += 4)
-                FN(rows_add)(sum, x + r * C, C, cbn_min(4, r1 - r), w);
-            for (int64_t k = 0; k < w; k++) mean[k] = sum[k] / count;
-            for (int64_t r = r0; r < r1; r += 4)
-                FN(rows_add_squared_deviations)(m2, x + r * C, C, cbn_min(4, r1 - r), mean, w);
-            for (int64_t k = 0; k < w; k++) cbn_moments_merge(&acc[k], count, mean[k], m2[k]);
+                FN(rows_add_shifted)(sum, sumsq, x + r * C, C, cbn_min(4, r1 - r), pivot, w);
+            for (int64_t k = 0; k < w; k++)
+                cbn_moments_merge_shifted(&acc[k], (double)(r1 - r0), pivot[k], sum[k], sumsq[k]);
         }
-        for (int64_t k = 0; k < w; k++) {
-            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
-            p->a = acc[k].count; p->b = acc[k].mean; p->c = acc[k].m2;
-        }
+    }
+    for (int64_t k = 0; k < w; k++) {
+        cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
+        p->a = acc[k].count; p->b = acc[k].mean; p->c = acc[k].m2;
     }
 }
 

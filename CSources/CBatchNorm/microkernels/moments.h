@@ -30,6 +30,19 @@ static inline void cbn_moments_merge(cbn_moments *into, double count, double mea
     into->count = n;
 }
 
+/// Merges a block of `count` values given as sums about a pivot: with
+/// d = x - pivot, sum_d = Σ d and sum_d2 = Σ d², the block's mean is
+/// pivot + sum_d/count and its M2 is sum_d2 - sum_d²/count. The subtraction
+/// loses little when the pivot is one of the block's values: then
+/// (pivot - mean)² ≤ M2, so sum_d2 ≤ (1 + count)·M2 and the relative error of
+/// M2 is at most about count·ε (double ε), whatever the offset of the data.
+static inline void cbn_moments_merge_shifted(cbn_moments *into, double count, double pivot,
+                                             double sum_d, double sum_d2) {
+    const double mean_d = sum_d / count;
+    const double m2 = sum_d2 - sum_d * mean_d;
+    cbn_moments_merge(into, count, pivot + mean_d, m2 > 0 ? m2 : 0);
+}
+
 /// 1 / sqrt(variance + eps), the inverse standard deviation used everywhere.
 static inline double cbn_inverse_std(double variance, double eps) {
     return 1.0 / sqrt(variance + eps);

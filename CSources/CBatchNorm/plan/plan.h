@@ -24,12 +24,13 @@
 
 #include "CBatchNorm.h"
 
-/// Values per statistics block in the planes layout: small enough for L1.
+/// Values of each channel per statistics block (planes). Each block is summed
+/// about its own first value and merged with Chan's formula.
 #define CBN_PLANE_BLOCK 2048
 /// Planes with shorter runs put this many values of adjacent channels in one item's run.
-#define CBN_PLANE_RUN_TARGET 1024
+#define CBN_PLANE_RUN_TARGET 4096
 /// The most channels one planes item handles (each has a vector accumulator).
-#define CBN_PLANE_MAX_CHANNELS 64
+#define CBN_PLANE_MAX_CHANNELS 128
 /// Channels per item in the columns layout: rows of 4 KiB (float) stream well.
 #define CBN_COLUMN_CHANNELS 1024
 /// The most channels one item of either layout handles.
