@@ -34,6 +34,42 @@ import Testing
         }
     }
 
+    /// The statistics sum d = x − p and d² about a pivot p, the first value of
+    /// each block of a channel (a plane here, or 128 rows in the columns
+    /// layout), and take M2 = Σd² − (Σd)²/n. The worst pivot is an outlier:
+    /// here every block starts with 1e3 among values of spread 1, so
+    /// (p − μ)² ≈ n·σ² and the subtraction cancels about log10(n) ≈ 3 digits.
+    /// The same data moved to 1e6 checks that the pivot removes the offset
+    /// (sums about 0 give 5e-9 there).
+    /// Bounds: float 1e-6 as everywhere; double 1e-12, from n·ε ≈ 2e-13, and
+    /// 1e-11 at the offset 1e6, where rounding the mean alone costs about
+    /// ε·1e6/σ ≈ 1e-12 (σ ≈ 90), in the reference as in the kernel.
+    @Test("an outlier as each statistics block's first value keeps y accurate",
+          arguments: [[4, 3, 40, 40], [3000, 5]], [0.0, 1e6])
+    func outlierPivot(shape: [Int], offset: Double) throws {
+        let count = shape.reduce(1, *), channels = shape[1]
+        let blockStride = shape.count == 4 ? shape[2] * shape[3] : 128 * channels
+        var x: [Double] = randomValues(count, center: offset, seed: 7)
+        if shape.count == 4 {
+            for start in stride(from: 0, to: count, by: blockStride) { x[start] = offset + 1e3 }
+        } else {
+            for start in stride(from: 0, to: count, by: blockStride) {
+                for c in 0..<channels { x[start + c] = offset + 1e3 }
+            }
+        }
+        let want = ReferenceBatchNorm.forward(x, shape: shape, training: true)
+        let xFloat = x.map { Float($0) }
+        let wantFloat = ReferenceBatchNorm.forward(doubles(xFloat), shape: shape, training: true)
+        for executor in someExecutors {
+            let forward = try BatchNormalization.forwardTraining(x, shape: shape, executor: executor)
+            let bound = offset == 0 ? 1e-12 : 1e-11
+            #expect(normwiseError(forward.output, want.output) <= bound)
+            #expect(normwiseError(forward.statistics.invStd, want.invStd) <= bound)
+            let forwardFloat = try BatchNormalization.forwardTraining(xFloat, shape: shape, executor: executor)
+            #expect(normwiseError(forwardFloat.output, wantFloat.output) <= 1e-6)
+        }
+    }
+
     /// The loss L = Σ w·y for fixed random w; backward with dy = w must equal
     /// the central differences (L(p + h) − L(p − h)) / 2h of the forward pass.
     @Test("backward matches central finite differences in double",
