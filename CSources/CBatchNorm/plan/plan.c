@@ -32,6 +32,10 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
         int64_t block = spatial >= CBN_PLANE_RUN_TARGET ? 1 : CBN_PLANE_RUN_TARGET / spatial;
         if (block > CBN_PLANE_MAX_CHANNELS) block = CBN_PLANE_MAX_CHANNELS;
         if (block > shape.channels) block = shape.channels;
+        /* A fused block beats a longer run, down to runs of CBN_PLANE_RUN_MIN values. */
+        const int64_t fusable = fuse_limit / plan.m;
+        const int64_t shortest = spatial >= CBN_PLANE_RUN_MIN ? 1 : CBN_PLANE_RUN_MIN / spatial;
+        if (block > fusable && fusable >= shortest) block = fusable;
         plan.channel_block = block;
         plan.channel_blocks = ceil_div(shape.channels, block);
         int64_t values = CBN_PART_BYTES / (bytes * block);

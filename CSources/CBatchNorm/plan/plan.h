@@ -29,6 +29,8 @@
 #define CBN_PLANE_BLOCK 2048
 /// Planes with shorter runs put this many values of adjacent channels in one item's run.
 #define CBN_PLANE_RUN_TARGET 4096
+/// ...but no fewer than this many when that lets the block be fused.
+#define CBN_PLANE_RUN_MIN 1024
 /// The most channels one planes item handles (each has a vector accumulator).
 #define CBN_PLANE_MAX_CHANNELS 128
 /// Channels per item in the columns layout: rows of 4 KiB (float) stream well.
