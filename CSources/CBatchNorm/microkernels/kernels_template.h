@@ -210,10 +210,9 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item)
             memset(sumsq, 0, sizeof(cbn_vd) * w);
             memset(tail_sum, 0, sizeof(double) * w);
             memset(tail_sumsq, 0, sizeof(double) * w);
+            const int64_t first = cbn_plane_offset(b0, S, plan->shape.channels * S);
+            for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[k * S + first];
             cbn_runs runs = cbn_runs_make(plan, b0, b1);
-            cbn_runs_next(&runs, &offset, &length);
-            for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[k * S + offset];
-            runs = cbn_runs_make(plan, b0, b1);
             while (cbn_runs_next(&runs, &offset, &length))
                 for (int64_t k = 0; k < w; k++)
                     FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k],

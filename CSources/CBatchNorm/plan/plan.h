@@ -111,13 +111,17 @@ static inline cbn_runs cbn_runs_make(const cbn_plan *plan, int64_t begin, int64_
     return runs;
 }
 
+/// Where value `value` of a channel lies, relative to the channel's first
+/// value: `stride` apart per image, `spatial` values per image.
+static inline int64_t cbn_plane_offset(int64_t value, int64_t spatial, int64_t stride) {
+    return value / spatial * stride + value % spatial;
+}
+
 static inline int cbn_runs_next(cbn_runs *runs, int64_t *offset, int64_t *length) {
     if (runs->next >= runs->end) return 0;
-    int64_t image = runs->next / runs->spatial;
-    int64_t within = runs->next - image * runs->spatial;
-    int64_t len = runs->spatial - within;
+    int64_t len = runs->spatial - runs->next % runs->spatial;
     if (len > runs->end - runs->next) len = runs->end - runs->next;
-    *offset = image * runs->stride + within;
+    *offset = cbn_plane_offset(runs->next, runs->spatial, runs->stride);
     *length = len;
     runs->next += len;
     return 1;
