@@ -18,10 +18,11 @@ static int valid_dtype(cbn_dtype dtype) {
     return dtype == CBN_FLOAT32 || dtype == CBN_FLOAT64;
 }
 
-/// Every extent at least 1, and n*channels*spatial elements addressable in
-/// int64 and in bytes.
+/// Every extent at least 1, a known layout, and n*channels*spatial elements
+/// addressable in int64 and in bytes.
 static cbn_status check_shape(cbn_shape shape, cbn_dtype dtype) {
     if (shape.n < 1 || shape.channels < 1 || shape.spatial < 1) return CBN_INVALID_SHAPE;
+    if (shape.layout != CBN_CHANNELS_FIRST && shape.layout != CBN_CHANNELS_LAST) return CBN_INVALID_SHAPE;
     int64_t count;
     if (__builtin_mul_overflow(shape.n, shape.channels, &count)) return CBN_INVALID_SHAPE;
     if (__builtin_mul_overflow(count, shape.spatial, &count)) return CBN_INVALID_SHAPE;

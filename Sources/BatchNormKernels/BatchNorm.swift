@@ -65,13 +65,14 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
     /// Whether running statistics are kept.
     public var tracksRunningStatistics: Bool { runningMean != nil }
 
-    /// Normalizes `input` of shape `[N, featureCount, …]` in the layer's mode,
-    /// updating the running statistics in training mode. Returns y and the
-    /// statistics `backward` needs. On error nothing about the layer changes.
-    public mutating func forward(_ input: [Scalar], shape: [Int]) throws(BatchNormError)
-        -> BatchNormForwardResult<Scalar>
-    {
-        let shape = try BatchNormShape(shape)
+    /// Normalizes `input` of shape `[N, featureCount, …]` (or, channels last,
+    /// `[N, …, featureCount]`) in the layer's mode, updating the running
+    /// statistics in training mode. Returns y and the statistics `backward`
+    /// needs. On error nothing about the layer changes.
+    public mutating func forward(
+        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst
+    ) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
+        let shape = try BatchNormShape(shape, layout: layout)
         try checkState(shape: shape)
         try Check.count(input.count, equals: shape.count, argument: "input")
         var statistics: BatchNormStatistics?
@@ -144,9 +145,10 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
     /// `statistics` (whose mode decides whether dx flows through μ and σ).
     /// Returns dx, and dγ, dβ when the layer is affine.
     public func backward(
-        outputGradient: [Scalar], input: [Scalar], shape: [Int], statistics: BatchNormStatistics
+        outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        statistics: BatchNormStatistics
     ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
-        let shape = try BatchNormShape(shape)
+        let shape = try BatchNormShape(shape, layout: layout)
         try checkState(shape: shape)
         try Check.count(input.count, equals: shape.count, argument: "input")
         try Check.count(outputGradient.count, equals: shape.count, argument: "outputGradient")
@@ -181,7 +183,8 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
 
     /// The layer's own properties are public and mutable: check them at each call.
     private func checkState(shape: BatchNormShape) throws(BatchNormError) {
-        try Check.count(shape.channels, equals: featureCount, argument: "shape[1]", what: "channels")
+        try Check.count(shape.channels, equals: featureCount, argument: "shape[\(shape.channelAxis)]",
+                        what: "channels")
         try Check.epsilon(epsilon)
         if let momentum { try Check.momentum(momentum) }
         try executor.validate()

@@ -3,11 +3,11 @@
 extension BatchNormalization {
     /// Training-mode forward over an array: y with the batch's own μ and biased σ².
     public static func forwardTraining<Scalar: BatchNormScalar>(
-        _ input: [Scalar], shape: [Int],
+        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         weight: [Scalar]? = nil, bias: [Scalar]? = nil,
         epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic
     ) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
-        let shape = try BatchNormShape(shape)
+        let shape = try BatchNormShape(shape, layout: layout)
         var mean = [Double](repeating: 0, count: shape.channels)
         var invStd = [Double](repeating: 0, count: shape.channels)
         let output = try makeArray(count: shape.count) { (output) throws(BatchNormError) in
@@ -31,12 +31,12 @@ extension BatchNormalization {
 
     /// Inference-mode forward over an array: y with the running statistics.
     public static func forwardInference<Scalar: BatchNormScalar>(
-        _ input: [Scalar], shape: [Int],
+        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         runningMean: [Scalar], runningVariance: [Scalar],
         weight: [Scalar]? = nil, bias: [Scalar]? = nil,
         epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic
     ) throws(BatchNormError) -> [Scalar] {
-        let shape = try BatchNormShape(shape)
+        let shape = try BatchNormShape(shape, layout: layout)
         return try makeArray(count: shape.count) { (output) throws(BatchNormError) in
             try input.withUnsafeBufferPointer { input throws(BatchNormError) in
                 try runningMean.withUnsafeBufferPointer { runningMean throws(BatchNormError) in
@@ -57,11 +57,11 @@ extension BatchNormalization {
 
     /// Backward over arrays, in the mode of `statistics`: returns dx, dγ and dβ.
     public static func backward<Scalar: BatchNormScalar>(
-        outputGradient: [Scalar], input: [Scalar], shape: [Int],
+        outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, weight: [Scalar]? = nil,
         executor: BatchNormExecutor = .automatic
     ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
-        let shape = try BatchNormShape(shape)
+        let shape = try BatchNormShape(shape, layout: layout)
         var dWeight = [Scalar](repeating: 0, count: shape.channels)
         var dBias = [Scalar](repeating: 0, count: shape.channels)
         let dx = try makeArray(count: shape.count) { (dx) throws(BatchNormError) in

@@ -44,7 +44,8 @@ public struct BatchNormGradients<Scalar: BatchNormScalar>: Sendable {
     public var bias: [Scalar]?
 }
 
-/// Batch-normalization kernels over caller-owned NCHW memory.
+/// Batch-normalization kernels over caller-owned memory, channels first
+/// (NCHW) or channels last (NHWC) as the shape's `layout` says.
 ///
 /// With x̂ = (x − μ_c) · r_c and r_c = 1 / sqrt(σ²_c + ε), the forward pass
 /// computes y = γ_c · x̂ + β_c (γ = 1, β = 0 when `weight`/`bias` are nil).
@@ -255,6 +256,7 @@ public enum BatchNormalization {
 
 extension BatchNormShape {
     var core: cbn_shape {
-        cbn_shape(n: Int64(batchSize), channels: Int64(channels), spatial: Int64(spatialSize))
+        cbn_shape(n: Int64(batchSize), channels: Int64(channels), spatial: Int64(spatialSize),
+                  layout: layout == .channelsFirst ? CBN_CHANNELS_FIRST : CBN_CHANNELS_LAST)
     }
 }

@@ -2,8 +2,10 @@
 /// no cleverness: the yardstick that tests and benchmarks measure the
 /// kernels against. Slow on purpose; use it on small tensors.
 ///
-/// Shapes are `[N, C, …]` NCHW; x[n][c][s] is at `(n·C + c)·S + s` with S the
-/// product of the dimensions after C. m = N·S values per channel.
+/// Shapes are `[N, C, …]` channels first, where x[n][c][s] is at
+/// `(n·C + c)·S + s`, or, with `channelsLast`, `[N, …, C]`, where x[n][s][c]
+/// is at `(n·S + s)·C + c`; S is the product of the dimensions other than N
+/// and C, and m = N·S values per channel.
 public enum ReferenceBatchNorm {
     /// The result of `forward`.
     public struct Forward: Sendable {
@@ -25,42 +27,59 @@ public enum ReferenceBatchNorm {
         public var biasGradient: [Double]
     }
 
+    /// C: `shape[1]`, or the last dimension with `channelsLast`.
+    public static func channels(shape: [Int], channelsLast: Bool = false) -> Int {
+        channelsLast ? shape[shape.count - 1] : shape[1]
+    }
+
+    /// m = N·S, the values per channel.
+    static func valuesPerChannel(shape: [Int], channelsLast: Bool) -> Double {
+        Double(shape.reduce(1, *) / channels(shape: shape, channelsLast: channelsLast))
+    }
+
     /// Calls `body(channel, index)` for every index of the tensor, channel by channel.
-    static func forEachIndex(shape: [Int], _ body: (Int, Int) -> Void) {
-        let n = shape[0], channels = shape[1], spatial = shape.dropFirst(2).reduce(1, *)
+    static func forEachIndex(shape: [Int], channelsLast: Bool, _ body: (Int, Int) -> Void) {
+        let n = shape[0], channels = channels(shape: shape, channelsLast: channelsLast)
+        let spatial = shape.reduce(1, *) / (n * channels)
         for c in 0..<channels {
             for i in 0..<n {
-                for s in 0..<spatial { body(c, (i * channels + c) * spatial + s) }
+                for s in 0..<spatial {
+                    body(c, channelsLast ? (i * spatial + s) * channels + c : (i * channels + c) * spatial + s)
+                }
             }
         }
     }
 
     /// Per-channel mean and biased variance, two passes in `Double`.
-    public static func statistics(_ x: [Double], shape: [Int]) -> (mean: [Double], variance: [Double]) {
-        let channels = shape[1]
-        let m = Double(shape[0] * shape.dropFirst(2).reduce(1, *))
+    public static func statistics(_ x: [Double], shape: [Int], channelsLast: Bool = false)
+        -> (mean: [Double], variance: [Double])
+    {
+        let channels = channels(shape: shape, channelsLast: channelsLast)
+        let m = valuesPerChannel(shape: shape, channelsLast: channelsLast)
         var sum = [Double](repeating: 0, count: channels)
-        forEachIndex(shape: shape) { c, i in sum[c] += x[i] }
+        forEachIndex(shape: shape, channelsLast: channelsLast) { c, i in sum[c] += x[i] }
         let mean = sum.map { $0 / m }
         var squares = [Double](repeating: 0, count: channels)
-        forEachIndex(shape: shape) { c, i in squares[c] += (x[i] - mean[c]) * (x[i] - mean[c]) }
+        forEachIndex(shape: shape, channelsLast: channelsLast) { c, i in
+            squares[c] += (x[i] - mean[c]) * (x[i] - mean[c])
+        }
         return (mean, squares.map { $0 / m })
     }
 
     /// Training: batch statistics, running ← (1 − momentum)·running + momentum·batch with the
     /// unbiased variance σ²·m/(m − 1). Inference: the running statistics.
     public static func forward(
-        _ x: [Double], shape: [Int], training: Bool,
+        _ x: [Double], shape: [Int], channelsLast: Bool = false, training: Bool,
         weight: [Double]? = nil, bias: [Double]? = nil,
         runningMean: [Double]? = nil, runningVariance: [Double]? = nil,
         momentum: Double = 0.1, epsilon: Double = 1e-5
     ) -> Forward {
-        let channels = shape[1]
-        let m = Double(shape[0] * shape.dropFirst(2).reduce(1, *))
+        let channels = channels(shape: shape, channelsLast: channelsLast)
+        let m = valuesPerChannel(shape: shape, channelsLast: channelsLast)
         var mean: [Double], variance: [Double]
         var newRunningMean = runningMean, newRunningVariance = runningVariance
         if training {
-            (mean, variance) = statistics(x, shape: shape)
+            (mean, variance) = statistics(x, shape: shape, channelsLast: channelsLast)
             if let runningMean, let runningVariance {
                 newRunningMean = (0..<channels).map { (1 - momentum) * runningMean[$0] + momentum * mean[$0] }
                 newRunningVariance = (0..<channels).map {
@@ -73,7 +92,7 @@ public enum ReferenceBatchNorm {
         }
         let invStd = variance.map { 1 / ($0 + epsilon).squareRoot() }
         var y = [Double](repeating: 0, count: x.count)
-        forEachIndex(shape: shape) { c, i in
+        forEachIndex(shape: shape, channelsLast: channelsLast) { c, i in
             y[i] = (weight?[c] ?? 1) * (x[i] - mean[c]) * invStd[c] + (bias?[c] ?? 0)
         }
         return Forward(output: y, mean: mean, invStd: invStd,
@@ -83,19 +102,19 @@ public enum ReferenceBatchNorm {
     /// With x̂ = (x − μ)·r: dβ = Σ dy, dγ = Σ dy·x̂, and
     /// dx = γ·r/m · (m·dy − dβ − x̂·dγ) in training, dx = γ·r·dy in inference.
     public static func backward(
-        _ x: [Double], outputGradient dy: [Double], shape: [Int], training: Bool,
+        _ x: [Double], outputGradient dy: [Double], shape: [Int], channelsLast: Bool = false, training: Bool,
         mean: [Double], invStd: [Double], weight: [Double]? = nil
     ) -> Backward {
-        let channels = shape[1]
-        let m = Double(shape[0] * shape.dropFirst(2).reduce(1, *))
+        let channels = channels(shape: shape, channelsLast: channelsLast)
+        let m = valuesPerChannel(shape: shape, channelsLast: channelsLast)
         var dBias = [Double](repeating: 0, count: channels)
         var dWeight = [Double](repeating: 0, count: channels)
-        forEachIndex(shape: shape) { c, i in
+        forEachIndex(shape: shape, channelsLast: channelsLast) { c, i in
             dBias[c] += dy[i]
             dWeight[c] += dy[i] * (x[i] - mean[c]) * invStd[c]
         }
         var dx = [Double](repeating: 0, count: x.count)
-        forEachIndex(shape: shape) { c, i in
+        forEachIndex(shape: shape, channelsLast: channelsLast) { c, i in
             let gamma = weight?[c] ?? 1
             if training {
                 let xHat = (x[i] - mean[c]) * invStd[c]

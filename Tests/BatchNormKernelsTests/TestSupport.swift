@@ -86,3 +86,33 @@ enum Bound {
     static func forward<S: BatchNormScalar>(_: S.Type) -> Double { S.self == Float.self ? 1e-6 : 1e-13 }
     static func backward<S: BatchNormScalar>(_: S.Type) -> Double { S.self == Float.self ? 5e-6 : 1e-12 }
 }
+
+/// The dimensions of a tensor given as `[N, C, S₁, …]`, as laid out in
+/// `layout`: channels last moves C to the end.
+func dimensions(_ nchw: [Int], in layout: BatchNormLayout) -> [Int] {
+    layout == .channelsFirst ? nchw : [nchw[0]] + nchw.dropFirst(2) + [nchw[1]]
+}
+
+/// Values of an NCHW tensor `[N, C, S…]` rearranged for `layout`
+/// (channels last: x[n][s][c] = x_nchw[n][c][s]); with `inverse`, values laid
+/// out in `layout` put back in NCHW order.
+func arranged<S>(_ x: [S], nchw: [Int], in layout: BatchNormLayout, inverse: Bool = false) -> [S] {
+    guard layout == .channelsLast else { return x }
+    let n = nchw[0], channels = nchw[1], spatial = nchw.dropFirst(2).reduce(1, *)
+    var out = x
+    for i in 0..<n {
+        for c in 0..<channels {
+            for s in 0..<spatial {
+                let first = (i * channels + c) * spatial + s, last = (i * spatial + s) * channels + c
+                if inverse { out[first] = x[last] } else { out[last] = x[first] }
+            }
+        }
+    }
+    return out
+}
+
+/// The bit pattern of a `Float` or `Double`, widened: equal only for the same bits (NaNs included).
+func bitPattern<S: BatchNormScalar>(_ value: S) -> UInt64 {
+    if let value = value as? Float { return UInt64(value.bitPattern) }
+    return (value as! Double).bitPattern
+}

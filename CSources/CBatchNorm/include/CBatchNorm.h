@@ -1,8 +1,9 @@
 /*
  * CBatchNorm: the C core of swift-batchnorm.
  *
- * Batch normalization over NCHW tensors folded to (n, channels, spatial),
- * float and double. Every exported symbol is prefixed `cbn_`.
+ * Batch normalization over tensors folded to (n, channels, spatial), in
+ * either memory layout (channels first, NCHW, or channels last, NHWC), float
+ * and double. Every exported symbol is prefixed `cbn_`.
  *
  * How a call runs:
  *   1. The caller fills a `cbn_forward_desc` or `cbn_backward_desc` and
@@ -45,17 +46,27 @@ typedef enum cbn_dtype {
 /// Outcome of job creation.
 typedef enum cbn_status {
     CBN_OK = 0,
-    CBN_INVALID_SHAPE = 1,           ///< a dimension below 1, or n*channels*spatial overflows int64
+    CBN_INVALID_SHAPE = 1,           ///< a dimension below 1, n*channels*spatial overflows int64, or an unknown layout
     CBN_TOO_FEW_VALUES = 2,          ///< training mode with one value per channel
     CBN_INVALID_ARGUMENT = 3,        ///< a required pointer is NULL, or eps/momentum out of range
     CBN_OUT_OF_MEMORY = 4,
 } cbn_status;
 
-/// Shape folded to three extents: x[i][c][s] lives at (i*channels + c)*spatial + s.
+/// Where the channel index lies in memory.
+typedef enum cbn_memory_layout {
+    CBN_CHANNELS_FIRST = 0,    ///< (N, C, S1…Sk): x[i][c][s] at (i*channels + c)*spatial + s
+    CBN_CHANNELS_LAST = 1,     ///< (N, S1…Sk, C): x[i][s][c] at (i*spatial + s)*channels + c
+} cbn_memory_layout;
+
+/// Shape folded to three extents and a memory layout. Channel c's m =
+/// n*spatial values are taken in the order (i, s) in either layout, and the
+/// results of a channels-last call equal, bit for bit, those of the
+/// channels-first call on the transposed tensor.
 typedef struct cbn_shape {
     int64_t n;
     int64_t channels;
     int64_t spatial;
+    cbn_memory_layout layout;
 } cbn_shape;
 
 /// Forward pass, training or inference.

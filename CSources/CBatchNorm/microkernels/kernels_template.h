@@ -31,7 +31,7 @@ CBN_INLINE FN(cbn_split_mean) FN(split_mean)(double mean) {
     return s;
 }
 
-/* ---------- contiguous runs (planes layout) ---------- */
+/* ---------- contiguous runs (planes walk) ---------- */
 
 /// With d = x[i] - pivot: *sum += d and *sumsq += d^2, sixteen lanes at a
 /// time; the values past the last full sixteen go to the tails. Accumulating
@@ -132,45 +132,131 @@ CBN_INLINE void FN(run_scale)(const T *dy, T *dx, int64_t n, T k1, int stream) {
     CBN_WRITE_RUN(dx, n, stream, dx[i] = dy[i] * k1, LOAD(dy + i) * k1);
 }
 
-/* ---------- rows of a channel block (columns layout) ---------- */
+/* ---------- rows of a channel block (columns walk) ---------- */
 
-/// With d = x[j*stride + k] - pivot[k]: sum[k] += Σ_{j < rows} d and
-/// sumsq[k] += Σ_{j < rows} d^2 for k < w, rows ≤ 4. Rows are walked in
-/// memory order, so that wide rows stream; up to four rows are summed in
-/// registers before the accumulators in L1 are touched.
+/// For k < w, with d = x[j*stride + k] - pivot[k]: adds d to sum[k] and d^2
+/// to sumsq[k] for j = 0, 1, ... rows - 1, in that order (one lane or the
+/// tail of the reduction order, see plan.h). The accumulators stay in
+/// registers for the `rows` rows, so a call with several rows touches L1
+/// once.
 CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const T *x, int64_t stride,
                                      int64_t rows, const double *pivot, int64_t w) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         const cbn_vd p = cbn_vd_load(pivot + k);
-        cbn_vd d = WIDEN(LOAD(x + k)) - p;
-        cbn_vd s = d, q = d * d;
-        for (int64_t j = 1; j < rows; j++) {
-            d = WIDEN(LOAD(x + j * stride + k)) - p;
+        cbn_vd s = cbn_vd_load(sum + k), q = cbn_vd_load(sumsq + k);
+        for (int64_t j = 0; j < rows; j++) {
+            cbn_vd d = WIDEN(LOAD(x + j * stride + k)) - p;
             s += d;
             q += d * d;
         }
-        cbn_vd_store(sum + k, cbn_vd_load(sum + k) + s);
-        cbn_vd_store(sumsq + k, cbn_vd_load(sumsq + k) + q);
+        cbn_vd_store(sum + k, s);
+        cbn_vd_store(sumsq + k, q);
     }
     for (; k < w; k++) {
-        double d = (double)x[k] - pivot[k];
-        double s = d, q = d * d;
-        for (int64_t j = 1; j < rows; j++) {
-            d = (double)x[j * stride + k] - pivot[k];
+        double s = sum[k], q = sumsq[k];
+        for (int64_t j = 0; j < rows; j++) {
+            double d = (double)x[j * stride + k] - pivot[k];
             s += d;
             q += d * d;
         }
-        sum[k] += s;
-        sumsq[k] += q;
+        sum[k] = s;
+        sumsq[k] = q;
     }
 }
 
-/// Per-channel element-type coefficients of a channel block (both layouts).
+/// Per-channel element-type coefficients of a channel block (both walks).
 typedef struct FN(cbn_block_coefficients) {
     T hi[CBN_MAX_BLOCK_CHANNELS], lo[CBN_MAX_BLOCK_CHANNELS];
     T k1[CBN_MAX_BLOCK_CHANNELS], k2[CBN_MAX_BLOCK_CHANNELS], k3[CBN_MAX_BLOCK_CHANNELS];
 } FN(cbn_block_coefficients);
+
+/// The backward sums' counterpart of rows_add_shifted: with g = dy and
+/// d = (x - hi) - lo at row j, adds g to sum_dy[k] and g*d to sum_dyd[k] in
+/// row order; if dx is not NULL, also writes dx = k1*g (inference mode).
+CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const T *x, const T *dy, T *dx,
+                                  int64_t stride, int64_t rows, const FN(cbn_block_coefficients) *bc,
+                                  int64_t w) {
+    int64_t k = 0;
+    for (; k + 16 <= w; k += 16) {
+        const VT hi = LOAD(bc->hi + k), lo = LOAD(bc->lo + k), k1 = LOAD(bc->k1 + k);
+        cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
+        for (int64_t j = 0; j < rows; j++) {
+            VT g = LOAD(dy + j * stride + k);
+            VT d = (LOAD(x + j * stride + k) - hi) - lo;
+            cbn_vd gw = WIDEN(g);
+            a_dy += gw;
+            a_dyd += gw * WIDEN(d);
+            if (dx) STORE(dx + j * stride + k, g * k1);
+        }
+        cbn_vd_store(sum_dy + k, a_dy);
+        cbn_vd_store(sum_dyd + k, a_dyd);
+    }
+    for (; k < w; k++) {
+        double t_dy = sum_dy[k], t_dyd = sum_dyd[k];
+        for (int64_t j = 0; j < rows; j++) {
+            T g = dy[j * stride + k];
+            T d = (x[j * stride + k] - bc->hi[k]) - bc->lo[k];
+            t_dy += (double)g;
+            t_dyd += (double)g * (double)d;
+            if (dx) dx[j * stride + k] = g * bc->k1[k];
+        }
+        sum_dy[k] = t_dy;
+        sum_dyd[k] = t_dyd;
+    }
+}
+
+/// Sixteen lane accumulators per channel (lane l of channel k at [l*w + k])
+/// and a tail per channel, for the columns walk.
+typedef struct FN(cbn_column_lanes) {
+    double lane_a[CBN_LANES * CBN_COLUMN_LANE_CHANNELS], lane_b[CBN_LANES * CBN_COLUMN_LANE_CHANNELS];
+    double tail_a[CBN_MAX_BLOCK_CHANNELS], tail_b[CBN_MAX_BLOCK_CHANNELS];
+} FN(cbn_column_lanes);
+
+CBN_INLINE void FN(column_lanes_clear)(FN(cbn_column_lanes) *acc, int64_t w, int lanes) {
+    if (lanes) {
+        memset(acc->lane_a, 0, sizeof(double) * CBN_LANES * w);
+        memset(acc->lane_b, 0, sizeof(double) * CBN_LANES * w);
+    }
+    memset(acc->tail_a, 0, sizeof(double) * w);
+    memset(acc->tail_b, 0, sizeof(double) * w);
+}
+
+/// Channel k's totals: the lanes' pairwise sum (cbn_vd_sum, as a planes walk
+/// reduces its vector accumulator) plus the tail.
+CBN_INLINE void FN(column_lanes_total)(const FN(cbn_column_lanes) *acc, int64_t w, int lanes, int64_t k,
+                                       double *a, double *b) {
+    cbn_vd va = {0}, vb = {0};
+    if (lanes)
+        for (int l = 0; l < CBN_LANES; l++) {
+            va[l] = acc->lane_a[l * w + k];
+            vb[l] = acc->lane_b[l * w + k];
+        }
+    *a = cbn_vd_sum(&va) + acc->tail_a[k];
+    *b = cbn_vd_sum(&vb) + acc->tail_b[k];
+}
+
+/// Calls ADD(a, b, first_row, stride, rows) over the segments of rows
+/// [begin, end) in the reduction order: lane l gets rows first + l,
+/// first + l + 16, ... (up to four per call), the tail the rows past the
+/// segment's last multiple of 16 (up to four per call, in order).
+#define CBN_COLUMN_SEGMENTS(plan, begin, end, acc, w, lanes, ADD)                                \
+    do {                                                                                         \
+        const int64_t C_ = (plan)->shape.channels;                                               \
+        int64_t first_, length_;                                                                 \
+        cbn_segments segments_ = cbn_segments_make((plan), (begin), (end));                      \
+        while (cbn_segments_next(&segments_, &first_, &length_)) {                               \
+            const int64_t full_ = (lanes) ? length_ / CBN_LANES * CBN_LANES : 0;                 \
+            for (int64_t g_ = 0; g_ < full_; g_ += 4 * CBN_LANES) {                              \
+                const int64_t rows_ = cbn_min((full_ - g_) / CBN_LANES, 4);                      \
+                for (int64_t l_ = 0; l_ < CBN_LANES; l_++)                                       \
+                    ADD((acc)->lane_a + l_ * (w), (acc)->lane_b + l_ * (w), first_ + g_ + l_,    \
+                        CBN_LANES * C_, rows_);                                                  \
+            }                                                                                    \
+            for (int64_t r_ = first_ + full_; r_ < first_ + length_; r_ += 4)                    \
+                ADD((acc)->tail_a, (acc)->tail_b, r_, C_, cbn_min(4, first_ + length_ - r_));    \
+        }                                                                                        \
+    } while (0)
 
 CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
                                         FN(cbn_block_coefficients) *bc) {
@@ -188,81 +274,102 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
 
 /* ---------- item microkernels ---------- */
 
-/// Moments of one item into its partials (a = count, b = mean, c = M2).
-/// The item's values are taken in blocks; each block's sums of d and d^2,
-/// d = x - (the block's first value of the channel), come from one sweep and
-/// are merged with Chan's formula (cbn_moments_merge_shifted).
+/// Merges the moments of block [b0, b1) of channels item.c0 + k, k < w, into
+/// acc[k] (planes walk). Each channel's sums of d and d^2, d = x - (the
+/// block's first value of the channel), come from one sweep.
+CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
+                                         cbn_moments *acc) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+    const T *x = (const T *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
+    cbn_vd sum[CBN_PLANE_MAX_CHANNELS], sumsq[CBN_PLANE_MAX_CHANNELS];
+    double tail_sum[CBN_PLANE_MAX_CHANNELS], tail_sumsq[CBN_PLANE_MAX_CHANNELS];
+    double pivot[CBN_PLANE_MAX_CHANNELS];
+    memset(sum, 0, sizeof(cbn_vd) * w);
+    memset(sumsq, 0, sizeof(cbn_vd) * w);
+    memset(tail_sum, 0, sizeof(double) * w);
+    memset(tail_sumsq, 0, sizeof(double) * w);
+    const int64_t first = cbn_plane_offset(plan, b0);
+    for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[k * S + first];
+    int64_t value, length;
+    cbn_segments segments = cbn_segments_make(plan, b0, b1);
+    while (cbn_segments_next(&segments, &value, &length)) {
+        const int64_t offset = cbn_plane_offset(plan, value);
+        for (int64_t k = 0; k < w; k++)
+            FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k], &tail_sum[k],
+                                &tail_sumsq[k]);
+    }
+    for (int64_t k = 0; k < w; k++)
+        cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], cbn_vd_sum(&sum[k]) + tail_sum[k],
+                                  cbn_vd_sum(&sumsq[k]) + tail_sumsq[k]);
+}
+
+/// block_moments_planes for the columns walk: the same sums in the same
+/// order, with lanes kept per channel.
+CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
+                                          cbn_moments *acc) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+    const int lanes = plan->shape.spatial >= CBN_LANES;
+    const T *x = (const T *)job->x + item.c0;        /* row r, channel k at x[r*C + k] */
+    double pivot[CBN_MAX_BLOCK_CHANNELS];
+    FN(cbn_column_lanes) sums;
+    FN(column_lanes_clear)(&sums, w, lanes);
+    for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[b0 * C + k];
+#define ADD(a, b, row, stride, rows) FN(rows_add_shifted)(a, b, x + (row) * C, stride, rows, pivot, w)
+    CBN_COLUMN_SEGMENTS(plan, b0, b1, &sums, w, lanes, ADD);
+#undef ADD
+    for (int64_t k = 0; k < w; k++) {
+        double sum, sumsq;
+        FN(column_lanes_total)(&sums, w, lanes, k, &sum, &sumsq);
+        cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], sum, sumsq);
+    }
+}
+
+/// Moments of each part of one item into its partials (a = count, b = mean,
+/// c = M2): the part's blocks merged in order with Chan's formula.
 CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item) {
     const cbn_plan *plan = &job->plan;
     const int64_t w = item.c1 - item.c0;
     cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
-    memset(acc, 0, sizeof(cbn_moments) * w);
-    if (plan->layout == CBN_LAYOUT_PLANES) {
-        const int64_t S = plan->shape.spatial;
-        const T *x = (const T *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
-        cbn_vd sum[CBN_PLANE_MAX_CHANNELS], sumsq[CBN_PLANE_MAX_CHANNELS];
-        double tail_sum[CBN_PLANE_MAX_CHANNELS], tail_sumsq[CBN_PLANE_MAX_CHANNELS];
-        double pivot[CBN_PLANE_MAX_CHANNELS];
-        for (int64_t b0 = item.begin; b0 < item.end; b0 += plan->block_length) {
-            const int64_t b1 = cbn_min(item.end, b0 + plan->block_length);
-            int64_t offset, length;
-            memset(sum, 0, sizeof(cbn_vd) * w);
-            memset(sumsq, 0, sizeof(cbn_vd) * w);
-            memset(tail_sum, 0, sizeof(double) * w);
-            memset(tail_sumsq, 0, sizeof(double) * w);
-            const int64_t first = cbn_plane_offset(b0, S, plan->shape.channels * S);
-            for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[k * S + first];
-            cbn_runs runs = cbn_runs_make(plan, b0, b1);
-            while (cbn_runs_next(&runs, &offset, &length))
-                for (int64_t k = 0; k < w; k++)
-                    FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k],
-                                        &tail_sum[k], &tail_sumsq[k]);
-            for (int64_t k = 0; k < w; k++)
-                cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k],
-                                          cbn_vd_sum(&sum[k]) + tail_sum[k],
-                                          cbn_vd_sum(&sumsq[k]) + tail_sumsq[k]);
+    int64_t part = item.part;
+    for (int64_t p0 = item.begin; p0 < item.end; p0 += plan->part_length, part++) {
+        const int64_t p1 = cbn_min(item.end, p0 + plan->part_length);
+        memset(acc, 0, sizeof(cbn_moments) * w);
+        for (int64_t b0 = p0; b0 < p1; b0 += plan->block_length) {
+            const int64_t b1 = cbn_min(p1, b0 + plan->block_length);
+            if (plan->walk == CBN_WALK_PLANES)
+                FN(block_moments_planes)(job, item, b0, b1, acc);
+            else
+                FN(block_moments_columns)(job, item, b0, b1, acc);
         }
-    } else {
-        const int64_t C = plan->shape.channels;
-        const T *x = (const T *)job->x + item.c0;
-        double sum[CBN_MAX_BLOCK_CHANNELS], sumsq[CBN_MAX_BLOCK_CHANNELS], pivot[CBN_MAX_BLOCK_CHANNELS];
-        for (int64_t r0 = item.begin; r0 < item.end; r0 += plan->block_length) {
-            const int64_t r1 = cbn_min(item.end, r0 + plan->block_length);
-            memset(sum, 0, sizeof(double) * w);
-            memset(sumsq, 0, sizeof(double) * w);
-            for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[r0 * C + k];
-            for (int64_t r = r0; r < r1; r += 4)
-                FN(rows_add_shifted)(sum, sumsq, x + r * C, C, cbn_min(4, r1 - r), pivot, w);
-            for (int64_t k = 0; k < w; k++)
-                cbn_moments_merge_shifted(&acc[k], (double)(r1 - r0), pivot[k], sum[k], sumsq[k]);
+        for (int64_t k = 0; k < w; k++) {
+            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + part];
+            p->a = acc[k].count; p->b = acc[k].mean; p->c = acc[k].m2;
         }
-    }
-    for (int64_t k = 0; k < w; k++) {
-        cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
-        p->a = acc[k].count; p->b = acc[k].mean; p->c = acc[k].m2;
     }
 }
 
 CBN_MULTIVERSIONED static void FN(normalize)(const cbn_job *job, cbn_item item) {
     const cbn_plan *plan = &job->plan;
-    if (plan->layout == CBN_LAYOUT_PLANES) {
+    FN(cbn_block_coefficients) bc;
+    FN(load_block_coefficients)(job, item, &bc);
+    if (plan->walk == CBN_WALK_PLANES) {
         const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
         const T *x = (const T *)job->x + base;
         T *y = (T *)job->out + base;
-        FN(cbn_block_coefficients) bc;
-        FN(load_block_coefficients)(job, item, &bc);
-        int64_t offset, length;
-        cbn_runs runs = cbn_runs_make(plan, item.begin, item.end);
-        while (cbn_runs_next(&runs, &offset, &length))
+        int64_t value, length;
+        cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
+        while (cbn_segments_next(&segments, &value, &length)) {
+            const int64_t offset = cbn_plane_offset(plan, value);
             for (int64_t k = 0; k < w; k++) {
                 FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
                 FN(run_normalize)(x + k * S + offset, y + k * S + offset, length, mu, bc.k1[k], bc.k3[k],
                                   plan->streaming);
             }
+        }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-        FN(cbn_block_coefficients) bc;
-        FN(load_block_coefficients)(job, item, &bc);
         for (int64_t r = item.begin; r < item.end; r++) {
             const T *x = (const T *)job->x + r * C + item.c0;
             T *y = (T *)job->out + r * C + item.c0;
@@ -274,81 +381,76 @@ CBN_MULTIVERSIONED static void FN(normalize)(const cbn_job *job, cbn_item item) 
     CBN_FENCE_STREAMS(plan->streaming);
 }
 
-/// Backward sums of one item into its partials (a = sum dy, b = sum dy*(x - mean)).
-/// With scale_dy, also writes dx = k1*dy in the same pass (inference mode).
+/// Backward sums of part [p0, p1) of channels item.c0 + k (planes walk) into
+/// sum_dy[k] and sum_dyd[k]; with dx_all, also dx = k1*dy in the same pass.
+CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
+                                     const FN(cbn_block_coefficients) *bc, T *dx_all, double *sum_dy,
+                                     double *sum_dyd) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
+    const T *x = (const T *)job->x + base, *dy = (const T *)job->dy + base;
+    T *dx = dx_all ? dx_all + base : NULL;
+    cbn_vd lanes_dy[CBN_PLANE_MAX_CHANNELS], lanes_dyd[CBN_PLANE_MAX_CHANNELS];
+    double tails_dy[CBN_PLANE_MAX_CHANNELS], tails_dyd[CBN_PLANE_MAX_CHANNELS];
+    memset(lanes_dy, 0, sizeof(cbn_vd) * w);
+    memset(lanes_dyd, 0, sizeof(cbn_vd) * w);
+    memset(tails_dy, 0, sizeof(double) * w);
+    memset(tails_dyd, 0, sizeof(double) * w);
+    int64_t value, length;
+    cbn_segments segments = cbn_segments_make(plan, p0, p1);
+    while (cbn_segments_next(&segments, &value, &length)) {
+        const int64_t offset = cbn_plane_offset(plan, value);
+        for (int64_t k = 0; k < w; k++) {
+            FN(cbn_split_mean) mu = {bc->hi[k], bc->lo[k]};
+            const int64_t at = k * S + offset;
+            FN(run_sums)(x + at, dy + at, dx ? dx + at : NULL, length, mu, bc->k1[k], &lanes_dy[k],
+                         &lanes_dyd[k], &tails_dy[k], &tails_dyd[k]);
+        }
+    }
+    for (int64_t k = 0; k < w; k++) {
+        sum_dy[k] = cbn_vd_sum(&lanes_dy[k]) + tails_dy[k];
+        sum_dyd[k] = cbn_vd_sum(&lanes_dyd[k]) + tails_dyd[k];
+    }
+}
+
+/// part_sums_planes for the columns walk: the same sums in the same order.
+CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
+                                      const FN(cbn_block_coefficients) *bc, T *dx_all, double *sum_dy,
+                                      double *sum_dyd) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+    const int lanes = plan->shape.spatial >= CBN_LANES;
+    const T *x = (const T *)job->x + item.c0, *dy = (const T *)job->dy + item.c0;
+    T *dx = dx_all ? dx_all + item.c0 : NULL;
+    FN(cbn_column_lanes) sums;
+    FN(column_lanes_clear)(&sums, w, lanes);
+#define ADD(a, b, row, stride, rows) \
+    FN(rows_add_sums)(a, b, x + (row) * C, dy + (row) * C, dx ? dx + (row) * C : NULL, stride, rows, bc, w)
+    CBN_COLUMN_SEGMENTS(plan, p0, p1, &sums, w, lanes, ADD);
+#undef ADD
+    for (int64_t k = 0; k < w; k++) FN(column_lanes_total)(&sums, w, lanes, k, &sum_dy[k], &sum_dyd[k]);
+}
+
+/// Backward sums of each part of one item into its partials (a = sum dy,
+/// b = sum dy*(x - mean)). With scale_dy, also writes dx = k1*dy in the same
+/// pass (inference mode).
 CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy) {
     const cbn_plan *plan = &job->plan;
+    const int64_t w = item.c1 - item.c0;
     T *dx_all = scale_dy ? (T *)job->out : NULL;
-    if (plan->layout == CBN_LAYOUT_PLANES) {
-        const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
-        const T *x = (const T *)job->x + base, *dy = (const T *)job->dy + base;
-        T *dx = dx_all ? dx_all + base : NULL;
-        FN(cbn_block_coefficients) bc;
-        FN(load_block_coefficients)(job, item, &bc);
-        cbn_vd lanes_dy[CBN_PLANE_MAX_CHANNELS], lanes_dyd[CBN_PLANE_MAX_CHANNELS];
-        double tails_dy[CBN_PLANE_MAX_CHANNELS], tails_dyd[CBN_PLANE_MAX_CHANNELS];
-        memset(lanes_dy, 0, sizeof(cbn_vd) * w);
-        memset(lanes_dyd, 0, sizeof(cbn_vd) * w);
-        memset(tails_dy, 0, sizeof(double) * w);
-        memset(tails_dyd, 0, sizeof(double) * w);
-        int64_t offset, length;
-        cbn_runs runs = cbn_runs_make(plan, item.begin, item.end);
-        while (cbn_runs_next(&runs, &offset, &length))
-            for (int64_t k = 0; k < w; k++) {
-                FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
-                const int64_t at = k * S + offset;
-                FN(run_sums)(x + at, dy + at, dx ? dx + at : NULL, length, mu, bc.k1[k], &lanes_dy[k],
-                             &lanes_dyd[k], &tails_dy[k], &tails_dyd[k]);
-            }
+    FN(cbn_block_coefficients) bc;
+    FN(load_block_coefficients)(job, item, &bc);
+    double sum_dy[CBN_MAX_BLOCK_CHANNELS], sum_dyd[CBN_MAX_BLOCK_CHANNELS];
+    int64_t part = item.part;
+    for (int64_t p0 = item.begin; p0 < item.end; p0 += plan->part_length, part++) {
+        const int64_t p1 = cbn_min(item.end, p0 + plan->part_length);
+        if (plan->walk == CBN_WALK_PLANES)
+            FN(part_sums_planes)(job, item, p0, p1, &bc, dx_all, sum_dy, sum_dyd);
+        else
+            FN(part_sums_columns)(job, item, p0, p1, &bc, dx_all, sum_dy, sum_dyd);
         for (int64_t k = 0; k < w; k++) {
-            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
-            p->a = cbn_vd_sum(&lanes_dy[k]) + tails_dy[k];
-            p->b = cbn_vd_sum(&lanes_dyd[k]) + tails_dyd[k];
-            p->c = 0;
-        }
-    } else {
-        const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-        FN(cbn_block_coefficients) bc;
-        FN(load_block_coefficients)(job, item, &bc);
-        double s_dy[CBN_MAX_BLOCK_CHANNELS], s_dyd[CBN_MAX_BLOCK_CHANNELS];
-        memset(s_dy, 0, sizeof(double) * w);
-        memset(s_dyd, 0, sizeof(double) * w);
-        /* Up to four rows at a time in registers, rows walked in memory order. */
-        for (int64_t r = item.begin; r < item.end; r += 4) {
-            const int64_t rows = cbn_min(4, item.end - r), at = r * C + item.c0;
-            const T *x = (const T *)job->x + at, *dy = (const T *)job->dy + at;
-            T *dx = dx_all ? dx_all + at : NULL;
-            int64_t k = 0;
-            for (; k + 16 <= w; k += 16) {
-                const VT hi = LOAD(bc.hi + k), lo = LOAD(bc.lo + k);
-                cbn_vd a_dy = {0}, a_dyd = {0};
-                for (int64_t j = 0; j < rows; j++) {
-                    VT g = LOAD(dy + j * C + k);
-                    VT d = (LOAD(x + j * C + k) - hi) - lo;
-                    cbn_vd gw = WIDEN(g);
-                    a_dy += gw;
-                    a_dyd += gw * WIDEN(d);
-                    if (dx) STORE(dx + j * C + k, g * LOAD(bc.k1 + k));
-                }
-                cbn_vd_store(s_dy + k, cbn_vd_load(s_dy + k) + a_dy);
-                cbn_vd_store(s_dyd + k, cbn_vd_load(s_dyd + k) + a_dyd);
-            }
-            for (; k < w; k++) {
-                double a_dy = 0, a_dyd = 0;
-                for (int64_t j = 0; j < rows; j++) {
-                    T g = dy[j * C + k];
-                    T d = (x[j * C + k] - bc.hi[k]) - bc.lo[k];
-                    a_dy += (double)g;
-                    a_dyd += (double)g * (double)d;
-                    if (dx) dx[j * C + k] = g * bc.k1[k];
-                }
-                s_dy[k] += a_dy;
-                s_dyd[k] += a_dyd;
-            }
-        }
-        for (int64_t k = 0; k < w; k++) {
-            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + item.part];
-            p->a = s_dy[k]; p->b = s_dyd[k]; p->c = 0;
+            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + part];
+            p->a = sum_dy[k]; p->b = sum_dyd[k]; p->c = 0;
         }
     }
 }
@@ -357,15 +459,16 @@ CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int s
 CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
     const cbn_plan *plan = &job->plan;
     const int through_statistics = job->training;
-    if (plan->layout == CBN_LAYOUT_PLANES) {
+    FN(cbn_block_coefficients) bc;
+    FN(load_block_coefficients)(job, item, &bc);
+    if (plan->walk == CBN_WALK_PLANES) {
         const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
         const T *dy = (const T *)job->dy + base;
         T *dx = (T *)job->out + base;
-        FN(cbn_block_coefficients) bc;
-        FN(load_block_coefficients)(job, item, &bc);
-        int64_t offset, length;
-        cbn_runs runs = cbn_runs_make(plan, item.begin, item.end);
-        while (cbn_runs_next(&runs, &offset, &length))
+        int64_t value, length;
+        cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
+        while (cbn_segments_next(&segments, &value, &length)) {
+            const int64_t offset = cbn_plane_offset(plan, value);
             for (int64_t k = 0; k < w; k++) {
                 const int64_t at = k * S + offset;
                 if (through_statistics) {
@@ -376,10 +479,9 @@ CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item i
                     FN(run_scale)(dy + at, dx + at, length, bc.k1[k], plan->streaming);
                 }
             }
+        }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-        FN(cbn_block_coefficients) bc;
-        FN(load_block_coefficients)(job, item, &bc);
         for (int64_t r = item.begin; r < item.end; r++) {
             const int64_t at = r * C + item.c0;
             const T *dy = (const T *)job->dy + at;
@@ -500,6 +602,7 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 
 #undef CBN_CAT2
 #undef CBN_WRITE_RUN
+#undef CBN_COLUMN_SEGMENTS
 #undef CBN_FENCE_STREAMS
 #undef CBN_CAT
 #undef FN

@@ -1,77 +1,108 @@
 /*
- * The plan: how a shape is cut into work items. A pure function of the
- * shape and element size, never of the thread count, so that partial
- * results merge in the same order whatever runs them.
+ * The plan: how a shape is cut into work. A pure function of the shape (its
+ * memory layout included) and of the element size, never of the thread
+ * count, so that partial results merge in the same order whatever runs them.
  *
- * Two layouts:
- *  - planes: a channel's m = n*spatial values lie in n runs of `spatial`
- *    contiguous values. An item is a block of channels and a range of their
- *    m values (a "part"), walked run by run and, within a run index, channel
- *    by channel: the block's runs for one image are adjacent in memory, so
- *    small planes (7x7) still stream. Statistics are taken in blocks of
- *    about CBN_PLANE_BLOCK values, whole runs when a run is shorter.
- *  - columns (spatial == 1, channels > 1): x is an (n, channels) matrix
- *    whose channels are contiguous. An item is a block of up to
- *    CBN_COLUMN_CHANNELS channels and a range of rows; microkernels vector
- *    across channels. Statistics are taken in blocks of CBN_COLUMN_ROWS rows.
+ * It fixes two things, kept apart:
  *
- * A plan is "fused" when every channel (block) is a single part: its item
- * computes the statistics (or backward sums), finalizes them and then
- * normalizes (or writes dx) while the slice is still in cache.
+ * 1. The reduction order: which roundings the sums make. It depends on n,
+ *    spatial and the element size only, not on the memory layout, so that
+ *    both layouts give the same bits. Channel c's m = n*spatial values, in
+ *    the order (i, s), are cut into parts of `part_length` values (one
+ *    partial result each, merged in part order by the finalize step), and
+ *    each part into statistics blocks of `block_length` values (merged with
+ *    Chan's formula, each summed about its first value). A block (for the
+ *    statistics) or a part (for the backward sums) is cut into segments: the
+ *    pieces of it that share an image i, at most `spatial` values. Value j
+ *    of a segment goes to lane j mod 16 while j is below the segment's last
+ *    multiple of 16, and to the tail after that. Each lane and the tail add
+ *    their values in order; the total is the lanes' pairwise sum plus the
+ *    tail. A planes walk gets this from sixteen-wide vectors along a run; a
+ *    columns walk keeps sixteen accumulators per channel.
+ *
+ * 2. The walk: how items cover memory. An item is a block of adjacent
+ *    channels and a range of whole parts.
+ *    - planes (channels first, and any shape with one channel): a channel's
+ *      values lie in n runs of `spatial` contiguous values. An item walks
+ *      its range run by run and, within a run index, channel by channel:
+ *      the block's runs for one image are adjacent in memory, so small
+ *      planes (7x7) still stream.
+ *    - columns (channels last, and spatial == 1): x is a matrix of m rows
+ *      whose channels are contiguous. An item covers up to
+ *      CBN_COLUMN_CHANNELS channels of a range of rows; microkernels vector
+ *      across channels.
+ *
+ * An item is "fused" when it holds every part of its channels: it computes
+ * the statistics (or backward sums), finalizes them and then normalizes (or
+ * writes dx) while the slice is still in cache. Fused or not, the partial
+ * results and their merge are the same.
  */
 #ifndef CBN_PLAN_H
 #define CBN_PLAN_H
 
 #include "CBatchNorm.h"
 
-/// Values of each channel per statistics block (planes). Each block is summed
-/// about its own first value and merged with Chan's formula.
-#define CBN_PLANE_BLOCK 2048
+/// Lanes of the reduction order: values j and j + 16 of a segment share one.
+#define CBN_LANES 16
+/// Values per statistics block, whole runs when runs are shorter.
+#define CBN_BLOCK_VALUES 2048
+/// ...and when runs are shorter than CBN_LANES (all their values are tail).
+#define CBN_SHORT_BLOCK_VALUES 128
+/// Values per part: a few blocks. Shorter for runs below CBN_LANES, whose
+/// rows are short too, so that those shapes still split among threads.
+#define CBN_PART_VALUES 4096
+#define CBN_SHORT_PART_VALUES 1024
 /// Planes with shorter runs put this many values of adjacent channels in one item's run.
 #define CBN_PLANE_RUN_TARGET 4096
 /// ...but no fewer than this many when that lets the block be fused.
 #define CBN_PLANE_RUN_MIN 1024
 /// The most channels one planes item handles (each has a vector accumulator).
 #define CBN_PLANE_MAX_CHANNELS 128
-/// Channels per item in the columns layout: rows of 4 KiB (float) stream well.
+/// Channels per columns item: rows of 4 KiB (float) stream well.
 #define CBN_COLUMN_CHANNELS 1024
-/// The most channels one item of either layout handles.
+/// ...when segments have lanes: sixteen accumulators per channel stay in L1.
+#define CBN_COLUMN_LANE_CHANNELS 64
+/// The most channels one item of either walk handles.
 #define CBN_MAX_BLOCK_CHANNELS CBN_COLUMN_CHANNELS
-/// Rows per statistics block in the columns layout.
-#define CBN_COLUMN_ROWS 128
-/// Bytes of one tensor per part of a split channel.
-#define CBN_PART_BYTES (128 * 1024)
+/// Bytes of one tensor an unfused item covers, about.
+#define CBN_ITEM_BYTES (128 * 1024)
 /// Outputs of at least this size are written with non-temporal stores: they
 /// will not be read again before they leave the cache anyway.
 #define CBN_STREAMING_BYTES (48 * 1024 * 1024)
 /// Channels per item of a finalize phase.
 #define CBN_FINALIZE_CHANNELS 64
-/// A channel's slice (all tensors the pass reads) up to this size is fused.
+/// A channel block's slice (all tensors the pass reads) up to this size is fused.
 #define CBN_FUSE_BYTES (1024 * 1024)
 /// Fewer channel blocks than this are split into parts so that many
-/// threads share them, unless a block fits in one part anyway.
+/// threads share them, unless a block fits in one item anyway.
 #define CBN_MIN_FUSED_BLOCKS 8
 
-typedef enum cbn_layout {
-    CBN_LAYOUT_PLANES = 0,
-    CBN_LAYOUT_COLUMNS = 1,
-} cbn_layout;
+typedef enum cbn_walk {
+    CBN_WALK_PLANES = 0,
+    CBN_WALK_COLUMNS = 1,
+} cbn_walk;
 
 typedef struct cbn_plan {
-    cbn_shape shape;
+    cbn_shape shape;            ///< as given, but one channel is always channels first (the same memory)
     int64_t m;                  ///< values per channel: n * spatial
-    cbn_layout layout;
+
+    /* the reduction order */
+    int64_t block_length;       ///< values per statistics block
+    int64_t part_length;        ///< values per part, a multiple of block_length
+    int64_t parts;              ///< partial results per channel: ceil(m / part_length)
+
+    /* the walk */
+    cbn_walk walk;
     int64_t channel_block;      ///< channels per item, at most CBN_MAX_BLOCK_CHANNELS
     int64_t channel_blocks;     ///< ceil(channels / channel_block)
-    int64_t block_length;       ///< statistics block: values (planes) or rows (columns)
-    int64_t part_length;        ///< planes: values per part; columns: rows per part
-    int64_t parts;              ///< parts per channel block
-    int64_t items;              ///< channel_blocks * parts
+    int64_t item_parts;         ///< parts per item (all of them when fused)
+    int64_t part_ranges;        ///< items per channel block: ceil(parts / item_parts)
+    int64_t items;              ///< channel_blocks * part_ranges
     int streaming;              ///< write outputs with non-temporal stores
 } cbn_plan;
 
-/// The extent of one item: channels [c0, c1) and range [begin, end) of
-/// values (planes) or rows (columns). `part` indexes the partial results.
+/// The extent of one item: channels [c0, c1) and values [begin, end) of
+/// each, which are parts part, part + 1, ... of the reduction order.
 typedef struct cbn_item {
     int64_t c0, c1;
     int64_t begin, end;
@@ -82,49 +113,47 @@ typedef struct cbn_item {
 /// (1 for forward, 2 for backward). Requires a valid shape.
 cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pass);
 
-static inline int cbn_plan_is_fused(const cbn_plan *plan) { return plan->parts == 1; }
+static inline int cbn_plan_is_fused(const cbn_plan *plan) { return plan->item_parts == plan->parts; }
+
+static inline int64_t cbn_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 static inline cbn_item cbn_plan_item(const cbn_plan *plan, int64_t index) {
     cbn_item item;
-    int64_t block = index / plan->parts;
-    item.part = index % plan->parts;
+    const int64_t block = index / plan->part_ranges;
+    item.part = index % plan->part_ranges * plan->item_parts;
     item.c0 = block * plan->channel_block;
-    item.c1 = item.c0 + plan->channel_block;
-    if (item.c1 > plan->shape.channels) item.c1 = plan->shape.channels;
-    int64_t extent = plan->layout == CBN_LAYOUT_PLANES ? plan->m : plan->shape.n;
+    item.c1 = cbn_min64(item.c0 + plan->channel_block, plan->shape.channels);
     item.begin = item.part * plan->part_length;
-    item.end = item.begin + plan->part_length;
-    if (item.end > extent) item.end = extent;
+    item.end = cbn_min64(item.begin + plan->item_parts * plan->part_length, plan->m);
     return item;
 }
 
-/// Iterates the contiguous runs that make up values [begin, end) of one
-/// channel in the planes layout. Offsets are relative to the channel's
-/// first value, x + c*spatial.
-typedef struct cbn_runs {
-    int64_t next, end, spatial, stride;
-} cbn_runs;
+/// Iterates the segments of values [begin, end) of one channel: the pieces
+/// that share an image, at most `spatial` values each.
+typedef struct cbn_segments {
+    int64_t next, end, spatial;
+} cbn_segments;
 
-static inline cbn_runs cbn_runs_make(const cbn_plan *plan, int64_t begin, int64_t end) {
-    cbn_runs runs = { begin, end, plan->shape.spatial,
-                      plan->shape.channels * plan->shape.spatial };
-    return runs;
+static inline cbn_segments cbn_segments_make(const cbn_plan *plan, int64_t begin, int64_t end) {
+    cbn_segments segments = { begin, end, plan->shape.spatial };
+    return segments;
 }
 
-/// Where value `value` of a channel lies, relative to the channel's first
-/// value: `stride` apart per image, `spatial` values per image.
-static inline int64_t cbn_plane_offset(int64_t value, int64_t spatial, int64_t stride) {
-    return value / spatial * stride + value % spatial;
-}
-
-static inline int cbn_runs_next(cbn_runs *runs, int64_t *offset, int64_t *length) {
-    if (runs->next >= runs->end) return 0;
-    int64_t len = runs->spatial - runs->next % runs->spatial;
-    if (len > runs->end - runs->next) len = runs->end - runs->next;
-    *offset = cbn_plane_offset(runs->next, runs->spatial, runs->stride);
-    *length = len;
-    runs->next += len;
+/// The next segment's first value and length; 0 when there is none.
+static inline int cbn_segments_next(cbn_segments *segments, int64_t *first, int64_t *length) {
+    if (segments->next >= segments->end) return 0;
+    const int64_t spatial = segments->spatial;
+    *first = segments->next;
+    *length = cbn_min64(spatial - segments->next % spatial, segments->end - segments->next);
+    segments->next += *length;
     return 1;
+}
+
+/// Planes walk: where value `value` of a channel lies, relative to the
+/// channel's first value: `channels * spatial` apart per image.
+static inline int64_t cbn_plane_offset(const cbn_plan *plan, int64_t value) {
+    const int64_t spatial = plan->shape.spatial;
+    return value / spatial * (plan->shape.channels * spatial) + value % spatial;
 }
 
 #endif /* CBN_PLAN_H */
