@@ -4,17 +4,24 @@ import Testing
 /// The plan depends only on the shape and partial results merge in its fixed
 /// order, so every executor and thread count gives the same bits.
 @Suite struct DeterminismTests {
-    static let shapes: [[Int]] = [[2, 3, 150, 150], [1, 1, 70_001], [10_000, 20], [17, 130], [4, 100, 3, 3], [1000, 3, 5, 5]]
+    static let shapes: [BatchNormShape] = [
+        try! BatchNormShape([2, 3, 150, 150]), try! BatchNormShape([1, 1, 70_001]), try! BatchNormShape([10_000, 20]),
+        try! BatchNormShape([17, 130]), try! BatchNormShape([4, 100, 3, 3]), try! BatchNormShape([1000, 3, 5, 5]),
+        try! BatchNormShape([2, 150, 150, 3], layout: .channelsLast),
+        try! BatchNormShape([16, 7, 7, 130], layout: .channelsLast),
+        try! BatchNormShape([100, 5, 5, 3], layout: .channelsLast),
+    ]
 
-    func outputs<S: BatchNormScalar>(_: S.Type, shape: [Int], executor: BatchNormExecutor) throws -> [[S]] {
-        let count = shape.reduce(1, *), channels = shape[1]
+    func outputs<S: BatchNormScalar>(_: S.Type, shape: BatchNormShape, executor: BatchNormExecutor) throws -> [[S]] {
+        let count = shape.count, channels = shape.channels
+        let layout = shape.layout, shape = shape.dimensions
         let x: [S] = randomValues(count, center: 3, spread: 2, seed: 3)
         let dy: [S] = randomValues(count, seed: 4)
         let weight: [S] = randomValues(channels, center: 1, spread: 0.5, seed: 5)
         let bias: [S] = randomValues(channels, seed: 6)
-        let forward = try BatchNormalization.forwardTraining(x, shape: shape, weight: weight, bias: bias,
-                                                             executor: executor)
-        let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
+        let forward = try BatchNormalization.forwardTraining(x, shape: shape, layout: layout, weight: weight,
+                                                             bias: bias, executor: executor)
+        let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
                                                         statistics: forward.statistics, weight: weight,
                                                         executor: executor)
         let statistics = (forward.statistics.mean + forward.statistics.invStd).map { S($0) }
@@ -22,7 +29,7 @@ import Testing
     }
 
     @Test("bitwise identical for thread counts 1 to 4 and OpenMP, Dispatch, serial", arguments: shapes)
-    func bitwiseIdentical(shape: [Int]) throws {
+    func bitwiseIdentical(shape: BatchNormShape) throws {
         let expectedFloat = try outputs(Float.self, shape: shape, executor: .serial)
         let expectedDouble = try outputs(Double.self, shape: shape, executor: .serial)
         for executor in allExecutors {

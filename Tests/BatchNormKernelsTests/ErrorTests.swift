@@ -158,6 +158,55 @@ import Testing
         #expect(buffer == outOfPlace)
     }
 
+    @Test("channels last: C is the last dimension in every count check, the layer and the rank message")
+    func channelsLastCounts() throws {
+        let shape = try BatchNormShape([2, 4, 3], layout: .channelsLast)    // 24 values, 3 channels
+        #expect(shape.channels == 3 && shape.spatialSize == 4 && shape.channelAxis == 2)
+        expectError(.countMismatch, argument: "weight") { a throws(BatchNormError) in
+            try forwardTraining(a, shape: shape, weight: a.region(200, 4))
+        }
+        expectError(.countMismatch, argument: "runningMean") { a throws(BatchNormError) in
+            try forwardTraining(a, shape: shape, runningMean: a.region(220, 4))
+        }
+        var layer = try BatchNorm<Float>(featureCount: 3, executor: .serial)
+        #expect { _ = try layer.forward(randomValues(24, seed: 3), shape: [2, 3, 4], layout: .channelsLast) } throws: {
+            ($0 as! BatchNormError).argument == "shape[2]"
+        }
+        #expect(layer.batchesTracked == 0)
+        #expect { try BatchNormShape([3], layout: .channelsLast) } throws: {
+            ($0 as! BatchNormError).expected == "rank 2 to 5 ([N, …, C])"
+        }
+    }
+
+    @Test("in place, channels last: output may be the input, dx may be dy, with the out-of-place results")
+    func inPlaceChannelsLast() throws {
+        let dims = [2, 9, 17, 5], shape = try BatchNormShape(dims, layout: .channelsLast)
+        let x: [Float] = randomValues(shape.count, center: 2, seed: 8)
+        let dy: [Float] = randomValues(shape.count, seed: 9)
+        let forward = try BatchNormalization.forwardTraining(x, shape: dims, layout: .channelsLast, executor: .serial)
+        let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: dims,
+                                                        layout: .channelsLast, statistics: forward.statistics,
+                                                        executor: .serial)
+        var y = x, dxInPlace = dy
+        try y.withUnsafeMutableBufferPointer { b throws(BatchNormError) in
+            try BatchNormalization.forwardTraining(input: UnsafeBufferPointer(b), output: b, shape: shape,
+                                                   executor: .serial)
+        }
+        try x.withUnsafeBufferPointer { x throws(BatchNormError) in
+            try forward.statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
+                try forward.statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
+                    try dxInPlace.withUnsafeMutableBufferPointer { g throws(BatchNormError) in
+                        try BatchNormalization.backward(mode: .training, input: x, outputGradient: UnsafeBufferPointer(g),
+                                                        shape: shape, mean: mean, invStd: invStd, inputGradient: g,
+                                                        executor: .serial)
+                    }
+                }
+            }
+        }
+        #expect(y == forward.output)
+        #expect(dxInPlace == gradients.input!)
+    }
+
     @Test("a failing layer call leaves the layer unchanged")
     func layerUnchangedOnError() throws {
         var layer = try BatchNorm<Float>(featureCount: 3, executor: .serial)

@@ -8,29 +8,39 @@ import Testing
     /// Shapes for each layout: long planes, short planes (blocks of channels), columns.
     static let shapes: [[Int]] = [[4, 3, 5, 5], [8, 40, 7, 7], [64, 100]]
 
-    /// Indices of channel `c` in an NCHW tensor.
-    func indices(of c: Int, in shape: [Int]) -> [Int] {
-        let channels = shape[1], spatial = shape.dropFirst(2).reduce(1, *)
-        return (0..<shape[0]).flatMap { n in ((n * channels + c) * spatial)..<((n * channels + c) * spatial + spatial) }
+    /// Every walk: long and short planes, columns, channels last with lanes and without.
+    static let layoutShapes: [BatchNormShape] = shapes.map { try! BatchNormShape($0) } + [
+        try! BatchNormShape([8, 7, 7, 40], layout: .channelsLast), try! BatchNormShape([9, 5, 3], layout: .channelsLast),
+    ]
+
+    /// Indices of channel `c` in a tensor of `shape`.
+    func indices(of c: Int, in shape: BatchNormShape) -> [Int] {
+        let channels = shape.channels, spatial = shape.spatialSize
+        return (0..<shape.batchSize).flatMap { n in
+            (0..<spatial).map { s in
+                shape.layout == .channelsFirst ? (n * channels + c) * spatial + s : (n * spatial + s) * channels + c
+            }
+        }
     }
 
     @Test("NaN or ±Inf in one channel changes only that channel's outputs and statistics",
-          arguments: shapes, [Float.nan, .infinity, -.infinity])
-    func nonFiniteStaysInItsChannel(shape: [Int], poison: Float) throws {
-        let count = shape.reduce(1, *), channels = shape[1], bad = 1
+          arguments: layoutShapes, [Float.nan, .infinity, -.infinity])
+    func nonFiniteStaysInItsChannel(shapeValue: BatchNormShape, poison: Float) throws {
+        let shape = shapeValue.dimensions, layout = shapeValue.layout
+        let count = shapeValue.count, channels = shapeValue.channels, bad = 1
         let clean: [Float] = randomValues(count, center: 1, spread: 2, seed: 71)
         var dirty = clean
-        dirty[indices(of: bad, in: shape)[3]] = poison
+        dirty[indices(of: bad, in: shapeValue)[3]] = poison
         let dy: [Float] = randomValues(count, seed: 72)
         for executor in someExecutors {
-            let a = try BatchNormalization.forwardTraining(clean, shape: shape, executor: executor)
-            let b = try BatchNormalization.forwardTraining(dirty, shape: shape, executor: executor)
-            let ga = try BatchNormalization.backward(outputGradient: dy, input: clean, shape: shape,
+            let a = try BatchNormalization.forwardTraining(clean, shape: shape, layout: layout, executor: executor)
+            let b = try BatchNormalization.forwardTraining(dirty, shape: shape, layout: layout, executor: executor)
+            let ga = try BatchNormalization.backward(outputGradient: dy, input: clean, shape: shape, layout: layout,
                                                      statistics: a.statistics, executor: executor)
-            let gb = try BatchNormalization.backward(outputGradient: dy, input: dirty, shape: shape,
+            let gb = try BatchNormalization.backward(outputGradient: dy, input: dirty, shape: shape, layout: layout,
                                                      statistics: b.statistics, executor: executor)
             for c in 0..<channels {
-                let at = indices(of: c, in: shape)
+                let at = indices(of: c, in: shapeValue)
                 if c == bad {
                     #expect(at.allSatisfy { !b.output[$0].isFinite }, "the poisoned channel's y is not finite")
                     #expect(!b.statistics.mean[c].isFinite || !b.statistics.invStd[c].isFinite)
@@ -48,17 +58,20 @@ import Testing
     /// pass 1e72) do not overflow. PyTorch's CPU kernel returns zeros here.
     @Test("values near ±1e30 and beyond normalize correctly", arguments: [1e30, -1e30, 1e36])
     func hugeValues(center: Double) throws {
-        for shape in Self.shapes {
-            let count = shape.reduce(1, *)
+        for shapeValue in Self.layoutShapes {
+            let shape = shapeValue.dimensions, layout = shapeValue.layout, channelsLast = layout == .channelsLast
+            let count = shapeValue.count
             let x: [Float] = randomValues(count, center: center, spread: abs(center) / 10, seed: 73)
             #expect(x.allSatisfy { $0.isFinite })
             let dy: [Float] = randomValues(count, seed: 74)
-            let want = ReferenceBatchNorm.forward(doubles(x), shape: shape, training: true)
+            let want = ReferenceBatchNorm.forward(doubles(x), shape: shape, channelsLast: channelsLast,
+                                                  training: true)
             let wantBack = ReferenceBatchNorm.backward(doubles(x), outputGradient: doubles(dy), shape: shape,
-                                                       training: true, mean: want.mean, invStd: want.invStd)
-            let got = try BatchNormalization.forwardTraining(x, shape: shape)
+                                                       channelsLast: channelsLast, training: true, mean: want.mean,
+                                                       invStd: want.invStd)
+            let got = try BatchNormalization.forwardTraining(x, shape: shape, layout: layout)
             let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
-                                                            statistics: got.statistics)
+                                                            layout: layout, statistics: got.statistics)
             #expect(normwiseError(got.output, want.output) <= Bound.forward(Float.self))
             #expect(normwiseError(gradients.weight!, wantBack.weightGradient) <= Bound.backward(Float.self))
             #expect(gradients.input!.allSatisfy { $0.isFinite })
@@ -70,22 +83,23 @@ import Testing
     /// than returning NaN, and reports invStd = +∞.
     @Test("a constant channel normalizes to β, also with ε = 0", arguments: [1e-5, 0.0])
     func constantChannel(epsilon: Double) throws {
-        for shape in Self.shapes {
-            let count = shape.reduce(1, *), channels = shape[1]
+        for shapeValue in Self.layoutShapes {
+            let shape = shapeValue.dimensions, layout = shapeValue.layout
+            let count = shapeValue.count, channels = shapeValue.channels
             var x: [Float] = randomValues(count, center: 1, spread: 2, seed: 75)
-            for i in indices(of: 0, in: shape) { x[i] = 0.3 }
+            for i in indices(of: 0, in: shapeValue) { x[i] = 0.3 }
             let dy: [Float] = randomValues(count, seed: 76)
             let weight = [Float](repeating: 1.5, count: channels), bias = [Float](repeating: -0.25, count: channels)
-            let forward = try BatchNormalization.forwardTraining(x, shape: shape, weight: weight, bias: bias,
-                                                                 epsilon: epsilon)
-            let at = indices(of: 0, in: shape)
+            let forward = try BatchNormalization.forwardTraining(x, shape: shape, layout: layout, weight: weight,
+                                                                 bias: bias, epsilon: epsilon)
+            let at = indices(of: 0, in: shapeValue)
             #expect(at.allSatisfy { forward.output[$0] == -0.25 })
             #expect(forward.statistics.mean[0] == Double(Float(0.3)))
             #expect(epsilon > 0 ? forward.statistics.invStd[0].isFinite : forward.statistics.invStd[0] == .infinity)
             for mode in [BatchNormMode.training, .inference] {
                 var statistics = forward.statistics
                 statistics.mode = mode
-                let g = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
+                let g = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
                                                         statistics: statistics, weight: weight)
                 let sumDy = at.reduce(0.0) { $0 + Double(dy[$1]) }
                 #expect(abs(Double(g.bias![0]) - sumDy) <= 1e-5 * max(1, abs(sumDy)))
@@ -96,7 +110,7 @@ import Testing
             }
             // Inference with a zero running variance and ε = 0 follows the same rule.
             let y = try BatchNormalization.forwardInference(
-                x, shape: shape, runningMean: [Float](repeating: 0.3, count: channels),
+                x, shape: shape, layout: layout, runningMean: [Float](repeating: 0.3, count: channels),
                 runningVariance: [Float](repeating: 0, count: channels), bias: bias, epsilon: epsilon)
             if epsilon == 0 { #expect(y.allSatisfy { $0 == -0.25 }) }
         }
@@ -108,21 +122,24 @@ import Testing
     /// `bench-threads --data subnormal` measures it, and CI checks it stays within 10x.
     @Test("subnormal inputs match the float64 reference (no flush to zero)")
     func subnormalInputs() throws {
-        for shape in Self.shapes {
-            let count = shape.reduce(1, *)
+        for shapeValue in Self.layoutShapes {
+            let shape = shapeValue.dimensions, layout = shapeValue.layout, channelsLast = layout == .channelsLast
+            let count = shapeValue.count
             let x: [Float] = randomValues(count, center: 0, spread: 1, seed: 77).map { $0 * 1e-40 }
             #expect(x.contains { $0 != 0 && !$0.isNormal })
             let dy: [Float] = randomValues(count, seed: 78)
-            let want = ReferenceBatchNorm.forward(doubles(x), shape: shape, training: true)
-            let got = try BatchNormalization.forwardTraining(x, shape: shape)
+            let want = ReferenceBatchNorm.forward(doubles(x), shape: shape, channelsLast: channelsLast,
+                                                  training: true)
+            let got = try BatchNormalization.forwardTraining(x, shape: shape, layout: layout)
             // Near 1e-40 a float has about 17 significant bits: the spacing 1.4e-45 is
             // 1.4e-5 of the values, so x − μ in float (μ itself rounded to that grid)
             // cannot be better than about 1e-5 normwise. The bound is that limit.
             #expect(normwiseError(got.output, want.output) <= 1e-5)
             let wantBack = ReferenceBatchNorm.backward(doubles(x), outputGradient: doubles(dy), shape: shape,
-                                                       training: true, mean: want.mean, invStd: want.invStd)
+                                                       channelsLast: channelsLast, training: true, mean: want.mean,
+                                                       invStd: want.invStd)
             let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
-                                                            statistics: got.statistics)
+                                                            layout: layout, statistics: got.statistics)
             #expect(normwiseError(gradients.input!, wantBack.inputGradient) <= 1e-5)
             #expect(normwiseError(gradients.bias!, wantBack.biasGradient) <= Bound.backward(Float.self))
         }
