@@ -1,8 +1,8 @@
 /*
  * libFuzzer target over the C core's entry points.
  *
- * The input decodes into a call: element type, mode, shape (sometimes
- * invalid), which optional buffers are present and whether outputs alias
+ * The input decodes into a call: element type, mode, shape and memory
+ * layout (sometimes invalid), which optional buffers are present and whether outputs alias
  * inputs, epsilon and momentum (sometimes invalid), the executor, and data
  * drawn from classes that include NaN, ±Inf, zeros, subnormals, huge and
  * tiny values. Each call is checked for:
@@ -142,6 +142,12 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
     return status;
 }
 
+/* Where x[n][c][s] lies in the call's layout. */
+static size_t at(const call *k, int64_t n, int64_t c, int64_t s) {
+    const int64_t C = k->shape.channels, S = k->shape.spatial;
+    return (size_t)(k->shape.layout == CBN_CHANNELS_LAST ? (n * S + s) * C + c : (n * C + c) * S + s);
+}
+
 /* y against a float64 reference written from the formulas, normwise:
  * max |y - y_ref| / max(|y_ref|, |γ x̂|, |β|) <= 1e-6 (float) or 1e-12
  * (double), the bounds the Swift tests assert (the terms' size enters because
@@ -155,11 +161,11 @@ static void check_forward_against_reference(const call *k, buffer *before, buffe
         if (k->training) {
             double sum = 0, sq = 0;
             for (int64_t n = 0; n < N; n++)
-                for (int64_t s = 0; s < S; s++) sum += get(&before[X], (size_t)((n * C + c) * S + s));
+                for (int64_t s = 0; s < S; s++) sum += get(&before[X], at(k, n, c, s));
             mean = sum / (double)(N * S);
             for (int64_t n = 0; n < N; n++)
                 for (int64_t s = 0; s < S; s++) {
-                    const double d = get(&before[X], (size_t)((n * C + c) * S + s)) - mean;
+                    const double d = get(&before[X], at(k, n, c, s)) - mean;
                     sq += d * d;
                 }
             var = sq / (double)(N * S);
@@ -172,7 +178,7 @@ static void check_forward_against_reference(const call *k, buffer *before, buffe
         const double beta = k->has[BIAS] ? get(&before[BIAS], (size_t)c) : 0.0;
         for (int64_t n = 0; n < N; n++)
             for (int64_t s = 0; s < S; s++) {
-                const size_t i = (size_t)((n * C + c) * S + s);
+                const size_t i = at(k, n, c, s);
                 const double term = gamma * (get(&before[X], i) - mean) * r, want = term + beta;
                 max_diff = fmax(max_diff, fabs(get(y, i) - want));
                 /* normwise against the size of the terms, which may cancel */
@@ -199,6 +205,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (shape_kind % 16 == 15) k.shape.spatial = 0;                      /* invalid shapes */
     if (shape_kind % 16 == 14) k.shape.n = -3;
     if (shape_kind % 16 == 13) { k.shape.n = INT64_MAX / 2; k.shape.channels = 4; }
+    k.shape.layout = (flags2 >> 4) & 1 ? CBN_CHANNELS_LAST : CBN_CHANNELS_FIRST;
+    if (shape_kind % 16 == 12) k.shape.layout = (cbn_memory_layout)(2 + (flags2 >> 5));   /* invalid */
     const int64_t valid = k.shape.n > 0 && k.shape.spatial > 0 && k.shape.n < (1 << 20);
     for (int i = 0; i < BUFFERS; i++) k.has[i] = 1;
     k.has[WEIGHT] = flags & 1; k.has[BIAS] = (flags >> 1) & 1; k.has[RMEAN] = (flags >> 2) & 1;
@@ -262,7 +270,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                     double sum = 0, scale = 0;
                     for (int64_t n = 0; n < k.shape.n; n++)
                         for (int64_t s = 0; s < S; s++) {
-                            double v = get(&before[X], (size_t)((n * C + c) * S + s));
+                            double v = get(&before[X], at(&k, n, c, s));
                             sum += v;
                             scale = fmax(scale, fabs(v));
                         }

@@ -21,8 +21,10 @@ static void run_forward(cbn_shape shape, int training, float *x, float *y, doubl
 }
 
 int main(void) {
-    /* long planes split into parts, short planes in channel blocks, columns split into parts */
-    const cbn_shape shapes[] = {{2, 2, 40000}, {8, 40, 49}, {3000, 70, 1}};
+    /* long planes split into parts, short planes in channel blocks, columns split into parts,
+       channels last with lanes (two channel blocks, several parts) */
+    const cbn_shape shapes[] = {{2, 2, 40000, CBN_CHANNELS_FIRST}, {8, 40, 49, CBN_CHANNELS_FIRST},
+                                {3000, 70, 1, CBN_CHANNELS_FIRST}, {40, 70, 49, CBN_CHANNELS_LAST}};
     for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
         const cbn_shape s = shapes[k];
         const size_t count = (size_t)(s.n * s.channels * s.spatial), c = (size_t)s.channels;

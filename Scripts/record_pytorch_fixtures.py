@@ -10,7 +10,16 @@ virtual environment outside the package, and commit the small JSON files.
 Each fixture holds the inputs (x, dy, weight, bias, running statistics
 before), what the module computed (y, dx, dweight, dbias, running statistics
 after every call) and the settings. Data come from a seeded generator.
+
+Channels-last fixtures ("layout": "channels-last") run the module on tensors
+in PyTorch's channels_last (rank 4) or channels_last_3d (rank 5) memory
+format, or, for rank 3, on the NCL view of an NLC tensor; their "shape" is
+[N, spatial..., C] and every tensor is listed in that memory order.
+
+With --new-only, fixtures whose file exists are recomputed (so that the
+generator reaches the new cases in the same state) but not rewritten.
 """
+import argparse
 import json
 import pathlib
 
@@ -19,7 +28,7 @@ import torch
 OUT = pathlib.Path(__file__).resolve().parent.parent / "Tests" / "BatchNormKernelsTests" / "Fixtures"
 
 CASES = [
-    # name, shape, dtype, training, affine, momentum, eps, calls
+    # name, shape (NCHW), dtype, training, affine, momentum, eps, calls[, "channels-last"]
     ("bn2d_training_affine_float", [4, 3, 5, 5], torch.float32, True, True, 0.1, 1e-5, 1),
     ("bn2d_training_no_affine_float", [2, 4, 3, 3], torch.float32, True, False, 0.1, 1e-5, 1),
     ("bn2d_inference_float", [3, 2, 4, 4], torch.float32, False, True, 0.1, 1e-5, 1),
@@ -27,6 +36,14 @@ CASES = [
     ("bn3d_rank5_training_double", [2, 3, 2, 3, 4], torch.float64, True, True, 0.1, 1e-5, 1),
     ("bn1d_rank3_cumulative_double", [4, 3, 7], torch.float64, True, True, None, 1e-5, 3),
     ("bn1d_rank5_inference_double", [2, 2, 3, 2, 2], torch.float64, False, False, 0.1, 1e-5, 1),
+    ("bn2d_channels_last_training_float", [4, 3, 5, 5], torch.float32, True, True, 0.1, 1e-5, 1, "channels-last"),
+    ("bn2d_channels_last_lanes_training_float", [2, 70, 9, 9], torch.float32, True, True, 0.1, 1e-5, 2,
+     "channels-last"),
+    ("bn2d_channels_last_inference_float", [3, 20, 7, 7], torch.float32, False, True, 0.1, 1e-5, 1, "channels-last"),
+    ("bn3d_channels_last_training_double", [2, 3, 2, 3, 4], torch.float64, True, True, 0.1, 1e-5, 1,
+     "channels-last"),
+    ("bn1d_channels_last_rank3_training_float", [4, 3, 17], torch.float32, True, False, 0.2, 1e-4, 1,
+     "channels-last"),
 ]
 
 
@@ -40,8 +57,27 @@ def flat(t):
     return [float(v) for v in t.detach().reshape(-1).tolist()]
 
 
-def record(name, shape, dtype, training, affine, momentum, eps, calls, generator):
+def to_layout(t, channels_last):
+    """t (NC...) in the memory format the fixture asks for; values unchanged."""
+    if not channels_last:
+        return t
+    if t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    if t.dim() == 5:
+        return t.contiguous(memory_format=torch.channels_last_3d)
+    return t.transpose(1, 2).contiguous().transpose(1, 2)    # an NCL view of NLC memory
+
+
+def flat_in_layout(t, channels_last):
+    """t's values in the layout's memory order: N, spatial..., C for channels last."""
+    if not channels_last or t.dim() == 2:
+        return flat(t)
+    return flat(t.movedim(1, -1))
+
+
+def record(name, shape, dtype, training, affine, momentum, eps, calls, layout, generator):
     channels = shape[1]
+    channels_last = layout == "channels-last"
     bn = module_for(shape, affine, momentum, eps, dtype)
     with torch.no_grad():
         if affine:
@@ -51,22 +87,25 @@ def record(name, shape, dtype, training, affine, momentum, eps, calls, generator
         bn.running_var.copy_(torch.rand(channels, generator=generator, dtype=dtype) + 0.5)
     bn.train(training)
     fixture = {
-        "name": name, "shape": shape, "dtype": "float" if dtype == torch.float32 else "double",
+        "name": name, "shape": [shape[0]] + shape[2:] + [shape[1]] if channels_last else shape,
+        "layout": layout, "dtype": "float" if dtype == torch.float32 else "double",
         "training": training, "affine": affine, "momentum": momentum, "epsilon": eps,
         "weight": flat(bn.weight) if affine else None, "bias": flat(bn.bias) if affine else None,
         "running_mean_before": flat(bn.running_mean), "running_var_before": flat(bn.running_var),
         "calls": [],
     }
     for _ in range(calls):
-        x = (torch.randn(shape, generator=generator, dtype=dtype) * 2 + 0.7).requires_grad_(True)
-        dy = torch.randn(shape, generator=generator, dtype=dtype)
+        x = to_layout(torch.randn(shape, generator=generator, dtype=dtype) * 2 + 0.7, channels_last)
+        x.requires_grad_(True)
+        dy = to_layout(torch.randn(shape, generator=generator, dtype=dtype), channels_last)
         if affine:
             bn.weight.grad = None
             bn.bias.grad = None
         y = bn(x)
         y.backward(dy)
         fixture["calls"].append({
-            "x": flat(x), "dy": flat(dy), "y": flat(y), "dx": flat(x.grad),
+            "x": flat_in_layout(x, channels_last), "dy": flat_in_layout(dy, channels_last),
+            "y": flat_in_layout(y, channels_last), "dx": flat_in_layout(x.grad, channels_last),
             "dweight": flat(bn.weight.grad) if affine else None,
             "dbias": flat(bn.bias.grad) if affine else None,
             "running_mean_after": flat(bn.running_mean), "running_var_after": flat(bn.running_var),
@@ -76,12 +115,19 @@ def record(name, shape, dtype, training, affine, momentum, eps, calls, generator
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--new-only", action="store_true", help="write only fixtures whose file is missing")
+    arguments = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(20261121)
     for case in CASES:
-        fixture = record(*case, generator)
+        name, *settings = case
+        layout = settings.pop() if settings[-1] == "channels-last" else "channels-first"
+        fixture = record(name, *settings, layout, generator)
         fixture["torch_version"] = torch.__version__.split("+")[0]
-        path = OUT / f"{case[0]}.json"
+        path = OUT / f"{name}.json"
+        if arguments.new_only and path.exists():
+            continue
         path.write_text(json.dumps(fixture, indent=None, separators=(",", ":")) + "\n")
         print(f"wrote {path.relative_to(OUT.parent.parent.parent)}")
 

@@ -3,7 +3,9 @@ import Foundation
 import Testing
 
 /// Results recorded from PyTorch's `nn.BatchNorm{1,2,3}d` and autograd by
-/// Scripts/record_pytorch_fixtures.py, replayed through the `BatchNorm` layer.
+/// Scripts/record_pytorch_fixtures.py, replayed through the `BatchNorm` layer:
+/// channels-first tensors, and channels-last ones (`memory_format=
+/// torch.channels_last` / `channels_last_3d`, and NLC for rank 3).
 @Suite struct PyTorchFixtureTests {
     struct Fixture: Decodable, CustomTestStringConvertible {
         struct Call: Decodable {
@@ -13,7 +15,10 @@ import Testing
             var batches_tracked_after: Int
         }
         var name: String
+        /// `[N, C, …]`, or `[N, …, C]` for channels last.
         var shape: [Int]
+        /// "channels-last", or absent (channels first).
+        var layout: String?
         var dtype: String
         var training, affine: Bool
         var momentum: Double?
@@ -33,14 +38,17 @@ import Testing
     }()
 
     @Test("all fixtures are present") func fixturesPresent() {
-        #expect(Self.fixtures.count == 7)
+        #expect(Self.fixtures.count == 12)
+        #expect(Self.fixtures.filter { $0.layout == "channels-last" }.count == 5)
     }
 
     func replay<S: BatchNormScalar>(_ fixture: Fixture, as _: S.Type) throws {
         // PyTorch's float32 results carry their own rounding error, so the float bound is
         // both kernels' errors together (seen: at most 1.5e-7). Double agrees to ~1e-15.
         let bound = S.self == Float.self ? 1e-6 : 1e-14
-        var layer = try BatchNorm<S>(featureCount: fixture.shape[1], epsilon: fixture.epsilon,
+        let layout: BatchNormLayout = fixture.layout == "channels-last" ? .channelsLast : .channelsFirst
+        let shape = try BatchNormShape(fixture.shape, layout: layout)
+        var layer = try BatchNorm<S>(featureCount: shape.channels, epsilon: fixture.epsilon,
                                      momentum: fixture.momentum, affine: fixture.affine,
                                      mode: fixture.training ? .training : .inference)
         layer.weight = fixture.weight?.map { S($0) }
@@ -49,10 +57,11 @@ import Testing
         layer.runningVariance = fixture.running_var_before.map { S($0) }
         for call in fixture.calls {
             let x = call.x.map { S($0) }
-            let forward = try layer.forward(x, shape: fixture.shape)
+            let forward = try layer.forward(x, shape: fixture.shape, layout: layout)
             #expect(normwiseError(forward.output, call.y) <= bound, "y")
             let gradients = try layer.backward(outputGradient: call.dy.map { S($0) }, input: x,
-                                               shape: fixture.shape, statistics: forward.statistics)
+                                               shape: fixture.shape, layout: layout,
+                                               statistics: forward.statistics)
             #expect(normwiseError(gradients.input!, call.dx) <= bound, "dx")
             if let dweight = call.dweight, let dbias = call.dbias {
                 #expect(normwiseError(gradients.weight!, dweight) <= bound, "dγ")

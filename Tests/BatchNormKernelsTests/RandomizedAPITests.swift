@@ -5,7 +5,7 @@ import Testing
 /// Random shapes, wrong buffer sizes, wrong parameter lengths and bad scalars
 /// thrown at the public API. Each call either succeeds and matches the float64
 /// reference, or throws one of the errors its arguments deserve and leaves
-/// every buffer as it was.
+/// every buffer as it was. Both layouts are drawn.
 @Suite struct RandomizedAPITests {
     static let sentinel: Float = -777
 
@@ -26,9 +26,10 @@ import Testing
             func rare() -> Bool { Int.random(in: 0..<8, using: &rng) == 0 }
             let rank = rare() ? [1, 6].randomElement(using: &rng)! : Int.random(in: 2...5, using: &rng)
             let dimensions = (0..<rank).map { _ in Int.random(in: 0..<30, using: &rng) == 0 ? Int.random(in: -2...0, using: &rng) : Int.random(in: 1...6, using: &rng) }
+            let layout: BatchNormLayout = Bool.random(using: &rng) ? .channelsLast : .channelsFirst
             let shapeOK = (2...5).contains(rank) && dimensions.allSatisfy { $0 >= 1 }
             let count = shapeOK ? dimensions.reduce(1, *) : 8
-            let channels = shapeOK ? dimensions[1] : 2
+            let channels = shapeOK ? dimensions[layout == .channelsFirst ? 1 : rank - 1] : 2
             func perturbed(_ n: Int) -> Int { Int.random(in: 0..<16, using: &rng) == 0 ? max(0, n + [-1, 1, 3].randomElement(using: &rng)!) : n }
             let inputCount = perturbed(count), outputCount = perturbed(count)
             let weightCount: Int? = Bool.random(using: &rng) ? perturbed(channels) : nil
@@ -50,7 +51,7 @@ import Testing
             if inputCount != count || outputCount != count || (weightCount.map { $0 != channels } ?? false)
                 || (runningCount.map { $0 != channels } ?? false) { deserved.insert(.countMismatch) }
             if loneRunning { deserved.insert(.missingArgument) }
-            if shapeOK && dimensions[0] * dimensions.dropFirst(2).reduce(1, *) < 2 { deserved.insert(.tooFewValuesPerChannel) }
+            if shapeOK && count / channels < 2 { deserved.insert(.tooFewValuesPerChannel) }
 
             let x = Self.buffer(inputCount)!, y = Self.buffer(outputCount)!
             let weight = Self.buffer(weightCount), runningMean = Self.buffer(runningCount)
@@ -70,7 +71,7 @@ import Testing
             let savedInvStd = UnsafeMutableBufferPointer(rebasing: saved[channels...])
 
             do throws(BatchNormError) {
-                let shape = try BatchNormShape(dimensions)
+                let shape = try BatchNormShape(dimensions, layout: layout)
                 try BatchNormalization.forwardTraining(
                     input: UnsafeBufferPointer(x), output: y, shape: shape,
                     weight: weight.map(UnsafeBufferPointer.init), runningMean: runningMean,
@@ -79,7 +80,7 @@ import Testing
                 #expect(deserved.isEmpty, "succeeded although it deserved \(deserved): \(dimensions)")
                 succeeded += 1
                 let want = ReferenceBatchNorm.forward(
-                    data.map(Double.init), shape: dimensions, training: true,
+                    data.map(Double.init), shape: dimensions, channelsLast: layout == .channelsLast, training: true,
                     weight: weight.map { Array($0).map(Double.init) },
                     runningMean: runningMean.map { _ in Array(repeating: 0, count: channels) },
                     runningVariance: runningVariance.map { _ in Array(repeating: 1, count: channels) },
