@@ -136,8 +136,9 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
         return status;
     }
     int64_t threads = openmp_threads;
-    if (openmp_threads > 0) cbn_job_run(job, cbn_parallel_openmp, &threads, threads);
-    else cbn_job_run(job, cbn_parallel_serial, NULL, 1);
+    if (openmp_threads > 0) status = cbn_job_run(job, cbn_parallel_openmp, &threads, threads);
+    else status = cbn_job_run(job, cbn_parallel_serial, NULL, 1);
+    CHECK(status == CBN_OK, "the job could not run");
     cbn_job_destroy(job);
     return status;
 }

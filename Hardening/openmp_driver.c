@@ -16,7 +16,7 @@ static void run_forward(cbn_shape shape, int training, float *x, float *y, doubl
     cbn_job *job;
     if (cbn_job_create_forward(&d, &job) != CBN_OK) abort();
     int64_t threads = 3;
-    cbn_job_run(job, cbn_parallel_openmp, &threads, threads);
+    if (cbn_job_run(job, cbn_parallel_openmp, &threads, threads) != CBN_OK) abort();
     cbn_job_destroy(job);
 }
 
@@ -41,7 +41,7 @@ int main(void) {
             cbn_job *job;
             if (cbn_job_create_backward(&d, &job) != CBN_OK) abort();
             int64_t threads = 3;
-            cbn_job_run(job, cbn_parallel_openmp, &threads, threads);
+            if (cbn_job_run(job, cbn_parallel_openmp, &threads, threads) != CBN_OK) abort();
             cbn_job_destroy(job);
         }
         printf("shape %lldx%lldx%lld: y[1] %g dx[1] %g db[0] %g\n", (long long)s.n, (long long)s.channels,

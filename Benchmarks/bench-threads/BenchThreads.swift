@@ -12,7 +12,11 @@ struct BenchThreads: ParsableCommand {
             Inputs and outputs are allocated and written once before any timing. GB/s follow the \
             anchors' byte convention (forward training 3 passes over the tensor, inference 2, \
             backward 5), so a kernel that keeps a channel in cache between passes can pass the \
-            memory roof. The roof is a STREAM-like copy measured in the same run at each thread count.
+            memory roof. The roof is a STREAM-like copy measured in the same run at each thread count; \
+            warm figures whose tensors fit in the last-level cache are also set against a copy that \
+            stays there. Shapes are named N×C×H×W in both layouts; --layout says how they lie in memory. \
+            Cold figures write over a buffer larger than the last-level cache before each call, \
+            outside the timed region.
             """)
 
     @Option(help: "Shape sets (default, resnet50, small) or shapes like 32x64x112x112, comma-separated.")
@@ -29,6 +33,15 @@ struct BenchThreads: ParsableCommand {
 
     @Option(help: "Element types, comma-separated: float, double.")
     var dtype: String = "float"
+
+    @Option(help: "Memory layouts, comma-separated: channels-first, channels-last (rank 2 and one-channel shapes are the same memory in both, and run once).")
+    var layout: String = BatchNormLayout.allCases.map(\.description).joined(separator: ",")
+
+    @Option(help: "Cache states, comma-separated: warm (tensors as the previous call left them), cold (evicted before each call).")
+    var cache: String = CacheState.allCases.map(\.rawValue).joined(separator: ",")
+
+    @Option(name: .customLong("flush-mb"), help: "MiB written over before each cold call (default: twice the last-level cache, at least 64).")
+    var flushMB: Int?
 
     @Option(help: "Input data: normal, subnormal (every x a float subnormal: shows their cost; no flush-to-zero), shifted (1e4 ± 2).")
     var data: String = "normal"
@@ -47,11 +60,30 @@ struct BenchThreads: ParsableCommand {
 
     func validate() throws {
         if let repetitions, repetitions < 1 { throw ValidationError("--repeat must be at least 1") }
+        if let flushMB, flushMB < 1 { throw ValidationError("--flush-mb must be at least 1") }
     }
 
     func run() throws {
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        let shapeList = try ShapeSets.parse(shapes ?? (quick ? "small" : "default")).map { try BatchNormShape($0) }
+        let layouts = try layout.split(separator: ",").map { item in
+            guard let value = BatchNormLayout.allCases.first(where: { $0.description == item }) else {
+                throw ValidationError("unknown layout '\(item)' (channels-first, channels-last)")
+            }
+            return value
+        }
+        let caches = try list(cache, CacheState.self)
+        let named = try ShapeSets.parse(shapes ?? (quick ? "small" : "default"))
+        // Each shape as N×C×H×W in every layout asked for; a layout that is the same memory runs once.
+        var shapeList = [BatchNormShape]()
+        for dimensions in named {
+            for layout in layouts {
+                let sameMemory = dimensions.count == 2 || dimensions[1] == 1
+                if layout == .channelsLast && sameMemory && layouts.contains(.channelsFirst) { continue }
+                let arranged = layout == .channelsFirst ? dimensions
+                    : [dimensions[0]] + dimensions.dropFirst(2) + [dimensions[1]]
+                shapeList.append(try BatchNormShape(arranged, layout: layout))
+            }
+        }
         let modeList = try list(modes, Mode.self)
         let dtypes = try list(dtype, DType.self)
         var kinds = try list(executors, ExecutorKind.self)
@@ -72,24 +104,28 @@ struct BenchThreads: ParsableCommand {
         print("inputs and outputs allocated and written once before timing; each figure is the median (min–max) of \(repeatCount) calls after 2 warm-ups")
         if dataKind != .normal { print("input data: \(dataKind.rawValue)") }
         print("GB/s by the anchors' convention (forward training 3 passes, inference 2, backward 5, \(dtypes.map { "\($0.size) bytes per \($0.rawValue)" }.joined(separator: ", ")))")
+        let cacheBytes = lastLevelCacheBytes()
+        let evictor = caches.contains(.cold) ? CacheEvictor(bytes: (flushMB ?? max(64, 2 * cacheBytes >> 20)) << 20) : nil
+        if let evictor { print("cold figures: \(evictor.bytes >> 20) MiB written over before each call; last-level cache \(cacheBytes >> 20) MiB") }
 
         // The roof, measured first so that the tensors are not yet resident.
         var roofs = [Int: Bandwidth]()
         for t in threadList {
             log("bandwidth probe, \(t) thread(s)")
-            roofs[t] = BandwidthProbe.measure(threads: t, elements: quick ? 8 << 20 : 64 << 20,
+            roofs[t] = BandwidthProbe.measure(threads: t, elements: quick ? 8 << 20 : 64 << 20, cacheBytes: cacheBytes,
                                               repetitions: quick ? 3 : 5)
         }
-        print("\nmemory bandwidth (STREAM-like, GB/s):")
-        print("| threads | copy | copy, non-temporal stores | read |")
-        print("| ---: | ---: | ---: | ---: |")
+        print("\nmemory bandwidth (STREAM-like, GB/s), and a copy that stays in the last-level cache:")
+        print("| threads | copy | copy, non-temporal stores | read | copy in cache (\(roofs[threadList[0]]!.cacheCopyBytes >> 20) MiB) |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
         for t in threadList {
             let b = roofs[t]!
-            print("| \(t) | \(f1(b.copy)) | \(f1(b.copyNonTemporal)) | \(f1(b.read)) |")
+            print("| \(t) | \(f1(b.copy)) | \(f1(b.copyNonTemporal)) | \(f1(b.read)) | \(f1(b.cacheCopy)) |")
         }
 
-        let perShape = modeList.count * (kinds.filter { $0 == .openmp || $0 == .dispatch }.count * threadList.count
-            + (kinds.contains(.serial) ? 1 : 0) + (kinds.contains(.reference) ? 1 : 0))
+        let perShape = caches.count * modeList.count
+            * (kinds.filter { $0 == .openmp || $0 == .dispatch }.count * threadList.count
+               + (kinds.contains(.serial) ? 1 : 0)) + (kinds.contains(.reference) ? modeList.count : 0)
         var progress = Progress(total: perShape * shapeList.count * dtypes.count)
         var figures = [Figure]()
         var quiet = OpenMPQuiet()
@@ -98,9 +134,11 @@ struct BenchThreads: ParsableCommand {
                 let shapeFigures: [Figure]
                 switch dtype {
                 case .float:
-                    shapeFigures = measure(Float.self, dtype, shape, dataKind, modeList, kinds, threadList, repeatCount, roofs, &progress, &quiet)
+                    shapeFigures = measure(Float.self, dtype, shape, dataKind, modeList, kinds, threadList, caches,
+                                           evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
                 case .double:
-                    shapeFigures = measure(Double.self, dtype, shape, dataKind, modeList, kinds, threadList, repeatCount, roofs, &progress, &quiet)
+                    shapeFigures = measure(Double.self, dtype, shape, dataKind, modeList, kinds, threadList, caches,
+                                           evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
                 }
                 Report.printTable(shapeFigures, shape: shape, dtype: dtype)
                 figures += shapeFigures
@@ -128,8 +166,8 @@ struct BenchThreads: ParsableCommand {
 
     func measure<S: BatchNormScalar>(
         _: S.Type, _ dtype: DType, _ shape: BatchNormShape, _ data: DataKind, _ modes: [Mode], _ kinds: [ExecutorKind],
-        _ threads: [Int], _ repetitions: Int, _ roofs: [Int: Bandwidth],
-        _ progress: inout Progress, _ quiet: inout OpenMPQuiet
+        _ threads: [Int], _ caches: [CacheState], _ evictor: CacheEvictor?, _ cacheBytes: Int, _ repetitions: Int,
+        _ roofs: [Int: Bandwidth], _ progress: inout Progress, _ quiet: inout OpenMPQuiet
     ) -> [Figure] {
         log("preparing \(shape) \(dtype.rawValue)")
         let workload = Workload<S>(shape: shape, data: data)
@@ -146,25 +184,35 @@ struct BenchThreads: ParsableCommand {
                 let scaled = Timing(median: t.median * scale, min: t.min * scale, max: t.max * scale)
                 referenceMs = scaled.median
                 figures.append(Figure(shape: shape, mode: mode, executor: .reference, threads: 1, dtype: dtype,
-                                      timing: scaled, bytes: mode.passes * bytesPerPass, roof: roofs[1]?.copy,
-                                      note: "pure-Swift float64 on \(sample.dimensions.map(String.init).joined(separator: "x")), time scaled to the full tensor"))
+                                      cache: .warm, timing: scaled, bytes: mode.passes * bytesPerPass,
+                                      roof: roofs[1]?.copy, note: "pure-Swift float64 on \(sample.dimensions.map(String.init).joined(separator: "x")), time scaled to the full tensor"))
             }
             var runs: [(ExecutorKind, Int, BatchNormExecutor)] = []
             for kind in [ExecutorKind.openmp, .dispatch] where kinds.contains(kind) {
                 for t in threads { runs.append((kind, t, kind == .openmp ? .openMP(threads: t) : .dispatch(threads: t))) }
             }
             if kinds.contains(.serial) { runs.append((.serial, 1, .serial)) }
-            var oneThread = [ExecutorKind: Double]()
-            for (kind, t, executor) in runs {
-                progress.step("\(shape) \(dtype.rawValue) \(mode.rawValue) \(executor)")
-                quiet.before(openMP: kind == .openmp)
-                let timing = Timing.measure(repetitions: repetitions) { workload.run(mode, executor: executor) }
-                if t == 1 { oneThread[kind] = timing.median }
-                var figure = Figure(shape: shape, mode: mode, executor: kind, threads: t, dtype: dtype, timing: timing,
-                                    bytes: mode.passes * bytesPerPass, roof: roofs[t]?.copy)
-                if let base = oneThread[kind] { figure.speedupVsOneThread = base / timing.median }
-                if let referenceMs { figure.ratioToReference = referenceMs / timing.median }
-                figures.append(figure)
+            // The distinct bytes a call touches: x and y, or x, dy and dx.
+            let resident = (mode == .backward ? 3 : 2) * bytesPerPass
+            for cache in caches {
+                var oneThread = [ExecutorKind: Double]()
+                for (kind, t, executor) in runs {
+                    progress.step("\(shape) \(dtype.rawValue) \(mode.rawValue) \(executor) \(cache.rawValue)")
+                    quiet.before(openMP: kind == .openmp)
+                    let timing = Timing.measure(repetitions: repetitions, prepare: { if cache == .cold { evictor?.evict() } }) {
+                        workload.run(mode, executor: executor)
+                    }
+                    if t == 1 { oneThread[kind] = timing.median }
+                    var figure = Figure(shape: shape, mode: mode, executor: kind, threads: t, dtype: dtype, cache: cache,
+                                        timing: timing, bytes: mode.passes * bytesPerPass, roof: roofs[t]?.copy)
+                    if cache == .warm, resident <= Double(cacheBytes), let roof = roofs[t] {
+                        figure.cacheRoofGbps = roof.cacheCopy
+                        figure.cacheRoofFraction = figure.gbps / roof.cacheCopy
+                    }
+                    if let base = oneThread[kind] { figure.speedupVsOneThread = base / timing.median }
+                    if let referenceMs, cache == .warm { figure.ratioToReference = referenceMs / timing.median }
+                    figures.append(figure)
+                }
             }
         }
         return figures

@@ -3,8 +3,12 @@ import Foundation
 
 /// One timed figure; the JSON record.
 struct Figure: Codable {
+    /// N×C×H×W as given, whatever the layout.
     var shape: String
-    var layout = "NCHW"
+    /// channels-first or channels-last.
+    var layout: String
+    /// warm or cold.
+    var cache: String
     var mode: String
     var executor: String
     var threads: Int
@@ -17,13 +21,21 @@ struct Figure: Codable {
     /// The copy bandwidth measured at this thread count in the same run.
     var roofGbps: Double?
     var roofFraction: Double?
+    /// Warm figures whose tensors fit in the last-level cache: the in-cache
+    /// copy bandwidth measured in the same run, and the fraction of it reached.
+    var cacheRoofGbps: Double?
+    var cacheRoofFraction: Double?
     var speedupVsOneThread: Double?
     var ratioToReference: Double?
     var note: String?
 
-    init(shape: BatchNormShape, mode: Mode, executor: ExecutorKind, threads: Int, dtype: DType, timing: Timing,
-         bytes: Double, roof: Double?, note: String? = nil) {
-        self.shape = shape.dimensions.map(String.init).joined(separator: "x")
+    init(shape: BatchNormShape, mode: Mode, executor: ExecutorKind, threads: Int, dtype: DType, cache: CacheState,
+         timing: Timing, bytes: Double, roof: Double?, note: String? = nil) {
+        let d = shape.dimensions
+        let nchw = shape.layout == .channelsFirst ? d : [d[0], d[d.count - 1]] + d.dropFirst().dropLast()
+        self.shape = nchw.map(String.init).joined(separator: "x")
+        layout = shape.layout.description
+        self.cache = cache.rawValue
         self.mode = mode.rawValue
         self.executor = executor.rawValue
         self.threads = threads
@@ -41,15 +53,16 @@ struct Figure: Codable {
 enum Report {
     static func printTable(_ figures: [Figure], shape: BatchNormShape, dtype: DType) {
         print("\n\(shape) \(dtype.rawValue)")
-        print("| mode | executor | threads | median ms (min–max) | GB/s | % copy roof | speed-up vs 1 thread | × reference |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| mode | cache | executor | threads | median ms (min–max) | GB/s | % copy roof | % in-cache copy | speed-up vs 1 thread | × reference |")
+        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for f in figures {
             let range = String(format: "%.3f (%.3f–%.3f)", f.medianMs, f.minMs, f.maxMs)
             let roof = f.roofFraction.map { String(format: "%.0f%%", $0 * 100) } ?? "–"
+            let cacheRoof = f.cacheRoofFraction.map { String(format: "%.0f%%", $0 * 100) } ?? "–"
             let speedup = f.speedupVsOneThread.map { String(format: "%.2f", $0) } ?? "–"
             let reference = f.ratioToReference.map { String(format: "%.1f", $0) } ?? "–"
             let executor = f.executor == "reference" ? "reference (sampled)" : f.executor
-            print("| \(f.mode) | \(executor) | \(f.threads) | \(range) | \(f1(f.gbps)) | \(roof) | \(speedup) | \(reference) |")
+            print("| \(f.mode) | \(f.cache) | \(executor) | \(f.threads) | \(range) | \(f1(f.gbps)) | \(roof) | \(cacheRoof) | \(speedup) | \(reference) |")
         }
     }
 
@@ -59,7 +72,7 @@ enum Report {
         let pairs = openmp.compactMap { o -> (Figure, Figure)? in
             guard let d = figures.first(where: {
                 $0.executor == "dispatch" && $0.shape == o.shape && $0.mode == o.mode && $0.threads == o.threads
-                    && $0.dtype == o.dtype
+                    && $0.dtype == o.dtype && $0.layout == o.layout && $0.cache == o.cache
             }) else { return nil }
             return (o, d)
         }
@@ -86,7 +99,7 @@ enum Report {
     /// A grid of small charts, a row per shape and dtype and a column per mode:
     /// GB/s against threads for each executor, the copy roof as a dashed line.
     static func writeSVG(_ figures: [Figure], roofs: [Bandwidth], to path: String) throws {
-        let rows = uniqued(figures.map { "\($0.shape) \($0.dtype)" })
+        let rows = uniqued(figures.map { "\($0.shape) \($0.layout) \($0.dtype)" })
         let columns = uniqued(figures.map(\.mode))
         let maxThreads = max(2, figures.map(\.threads).max() ?? 2)
         let panelWidth = 300.0, panelHeight = 190.0, left = 50.0, top = 60.0
@@ -97,12 +110,14 @@ enum Report {
             <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="11">
             <rect width="100%" height="100%" fill="white"/>
             <text x="\(left)" y="20" font-size="15">bench-threads: GB/s (anchors' byte convention) against threads</text>
-            <text x="\(left)" y="40" fill="#1f77b4">■ OpenMP</text><text x="\(left + 80)" y="40" fill="#ff7f0e">■ Dispatch</text><text x="\(left + 170)" y="40" fill="#555555">● serial</text><text x="\(left + 240)" y="40" fill="#d62728">- - copy bandwidth · · · copy, non-temporal stores</text>
+            <text x="\(left)" y="40" fill="#1f77b4">■ OpenMP</text><text x="\(left + 80)" y="40" fill="#ff7f0e">■ Dispatch</text><text x="\(left + 170)" y="40" fill="#555555">● serial</text><text x="\(left + 240)" y="40" fill="#d62728">- - copy bandwidth · · · copy, non-temporal stores</text><text x="\(left + 500)" y="40">filled: warm · hollow, dashed: cold</text>
 
             """
         for (r, row) in rows.enumerated() {
             for (c, mode) in columns.enumerated() {
-                let panel = figures.filter { "\($0.shape) \($0.dtype)" == row && $0.mode == mode && $0.executor != "reference" }
+                let panel = figures.filter {
+                    "\($0.shape) \($0.layout) \($0.dtype)" == row && $0.mode == mode && $0.executor != "reference"
+                }
                 let x0 = left + Double(c) * panelWidth, y0 = top + Double(r) * panelHeight
                 let plotW = panelWidth - 60, plotH = panelHeight - 60
                 let yMax = max(1, (panel.map(\.gbps) + roofs.map(\.copyNonTemporal)).max()! * 1.1)
@@ -120,11 +135,14 @@ enum Report {
                 svg += polyline(roofs.map { (px($0.threads), py($0.copy)) }, color: "#d62728", dash: "6,4")
                 svg += polyline(roofs.map { (px($0.threads), py($0.copyNonTemporal)) }, color: "#d62728", dash: "2,3")
                 for executor in ["openmp", "dispatch", "serial"] {
-                    let points = panel.filter { $0.executor == executor }.sorted { $0.threads < $1.threads }
-                        .map { (px($0.threads), py($0.gbps)) }
-                    if points.count > 1 { svg += polyline(points, color: colors[executor]!, dash: nil) }
-                    for (x, y) in points {
-                        svg += "<circle cx=\"\(x)\" cy=\"\(y)\" r=\"3\" fill=\"\(colors[executor]!)\"/>\n"
+                    for cache in ["warm", "cold"] {
+                        let points = panel.filter { $0.executor == executor && $0.cache == cache }
+                            .sorted { $0.threads < $1.threads }.map { (px($0.threads), py($0.gbps)) }
+                        let color = colors[executor]!, fill = cache == "warm" ? color : "white"
+                        if points.count > 1 { svg += polyline(points, color: color, dash: cache == "warm" ? nil : "4,2") }
+                        for (x, y) in points {
+                            svg += "<circle cx=\"\(x)\" cy=\"\(y)\" r=\"3\" fill=\"\(fill)\" stroke=\"\(color)\"/>\n"
+                        }
                     }
                 }
             }

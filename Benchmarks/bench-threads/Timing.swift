@@ -7,11 +7,16 @@ struct Timing: Codable {
     var min: Double
     var max: Double
 
-    /// Runs `body` `warmups` times untimed, then `repetitions` times timed.
-    static func measure(repetitions: Int, warmups: Int = 2, _ body: () -> Void) -> Timing {
-        for _ in 0..<warmups { body() }
+    /// Runs `body` `warmups` times untimed, then `repetitions` times timed;
+    /// `prepare` runs before each call, outside the timed region.
+    static func measure(repetitions: Int, warmups: Int = 2, prepare: () -> Void = {}, _ body: () -> Void) -> Timing {
+        for _ in 0..<warmups {
+            prepare()
+            body()
+        }
         var times = [Double]()
         for _ in 0..<Swift.max(1, repetitions) {
+            prepare()
             let start = DispatchTime.now().uptimeNanoseconds
             body()
             times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
@@ -30,4 +35,45 @@ struct OpenMPQuiet {
         if lastWasOpenMP && !openMP { Thread.sleep(forTimeInterval: 0.25) }
         lastWasOpenMP = openMP
     }
+}
+
+/// Whether a figure's tensors may be in the cache when the call starts.
+enum CacheState: String, CaseIterable, Codable {
+    /// The previous call touched the same tensors: in a network, the layer
+    /// before has usually just written them.
+    case warm
+    /// Before each call (untimed), a buffer larger than the last-level cache
+    /// is written over, so the tensors come from memory.
+    case cold
+}
+
+/// Evicts the caches by writing over a buffer of `bytes`.
+final class CacheEvictor {
+    private let buffer: UnsafeMutableBufferPointer<Float>
+    var bytes: Int { buffer.count * MemoryLayout<Float>.size }
+
+    init(bytes: Int) {
+        buffer = .allocate(capacity: Swift.max(1, bytes / MemoryLayout<Float>.size))
+        buffer.initialize(repeating: 0)
+    }
+
+    deinit { buffer.deallocate() }
+
+    func evict() {
+        for i in stride(from: 0, to: buffer.count, by: 16) { buffer[i] += 1 }
+    }
+}
+
+/// The last-level cache's size in bytes, from sysfs (the largest cache of
+/// cpu0), or 32 MiB when it cannot be read.
+func lastLevelCacheBytes() -> Int {
+    var largest = 0
+    for index in 0..<8 {
+        let path = "/sys/devices/system/cpu/cpu0/cache/index\(index)/size"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let scale = trimmed.hasSuffix("K") ? 1024 : trimmed.hasSuffix("M") ? 1024 * 1024 : 1
+        if let value = Int(trimmed.filter(\.isNumber)) { largest = Swift.max(largest, value * scale) }
+    }
+    return largest > 0 ? largest : 32 << 20
 }

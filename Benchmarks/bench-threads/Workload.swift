@@ -85,6 +85,7 @@ final class Workload<Scalar: BatchNormScalar> {
 /// images, N' chosen so that the sample has at most `limit` values.
 struct ReferenceSample {
     let dimensions: [Int]
+    let channelsLast: Bool
     let x, dy: [Double]
     let weight, bias: [Double]
     let forward: ReferenceBatchNorm.Forward
@@ -94,12 +95,14 @@ struct ReferenceSample {
         let perImage = shape.count / shape.batchSize
         dimensions[0] = max(2, min(shape.batchSize, limit / perImage))
         self.dimensions = dimensions
+        channelsLast = shape.layout == .channelsLast
         let count = dimensions.reduce(1, *)
         x = (0..<count).map { Double(($0 &* 7919) % 1009) / 250 - 1.5 }
         dy = (0..<count).map { Double(($0 &* 104_729) % 997) / 500 - 1 }
         weight = (0..<shape.channels).map { 1 + Double($0 % 5) / 10 }
         bias = (0..<shape.channels).map { Double($0 % 3) / 10 }
-        forward = ReferenceBatchNorm.forward(x, shape: dimensions, training: true, weight: weight, bias: bias)
+        forward = ReferenceBatchNorm.forward(x, shape: dimensions, channelsLast: channelsLast, training: true,
+                                             weight: weight, bias: bias)
     }
 
     var count: Int { x.count }
@@ -107,14 +110,17 @@ struct ReferenceSample {
     func run(_ mode: Mode) {
         switch mode {
         case .forwardTraining:
-            _ = ReferenceBatchNorm.forward(x, shape: dimensions, training: true, weight: weight, bias: bias)
+            _ = ReferenceBatchNorm.forward(x, shape: dimensions, channelsLast: channelsLast, training: true,
+                                           weight: weight, bias: bias)
         case .forwardInference:
-            let channels = dimensions[1]
-            _ = ReferenceBatchNorm.forward(x, shape: dimensions, training: false, weight: weight, bias: bias,
+            let channels = weight.count
+            _ = ReferenceBatchNorm.forward(x, shape: dimensions, channelsLast: channelsLast, training: false,
+                                           weight: weight, bias: bias,
                                            runningMean: Array(repeating: 0.25, count: channels),
                                            runningVariance: Array(repeating: 1.5, count: channels))
         case .backward:
-            _ = ReferenceBatchNorm.backward(x, outputGradient: dy, shape: dimensions, training: true,
+            _ = ReferenceBatchNorm.backward(x, outputGradient: dy, shape: dimensions, channelsLast: channelsLast,
+                                            training: true,
                                             mean: forward.mean, invStd: forward.invStd, weight: weight)
         }
     }

@@ -150,31 +150,31 @@ static int64_t items_in_step(const cbn_plan *plan, cbn_step step) {
                              : plan->items;
 }
 
-static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t index) {
+static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t index, double *scratch) {
     const cbn_item item = is_finalize(step) ? (cbn_item){0, 0, 0, 0, 0} : cbn_plan_item(&job->plan, index);
     switch (step) {
     case CBN_STEP_STATISTICS:
-        k->statistics(job, item);
+        k->statistics(job, item, scratch);
         break;
     case CBN_STEP_NORMALIZE:
         k->normalize(job, item);
         break;
     case CBN_STEP_STATISTICS_FUSED:
-        k->statistics(job, item);
+        k->statistics(job, item, scratch);
         k->finalize_forward(job, item.c0, item.c1);
         k->normalize(job, item);
         break;
     case CBN_STEP_SUMS:
-        k->sums(job, item, 0);
+        k->sums(job, item, 0, scratch);
         break;
     case CBN_STEP_SUMS_AND_SCALE:
-        k->sums(job, item, 1);
+        k->sums(job, item, 1, scratch);
         break;
     case CBN_STEP_INPUT_GRADIENT:
         k->input_gradient(job, item);
         break;
     case CBN_STEP_SUMS_FUSED:
-        k->sums(job, item, 0);
+        k->sums(job, item, 0, scratch);
         k->finalize_backward(job, item.c0, item.c1);
         if (job->out) k->input_gradient(job, item);
         break;
@@ -201,13 +201,17 @@ static inline void cpu_relax(void) {
 
 void cbn_job_work(cbn_job *job) {
     const cbn_kernels *k = kernels_for(job->dtype);
+    const int64_t slot = atomic_fetch_add_explicit(&job->next_slot, 1, memory_order_relaxed);
+    /* More calls than workers asked for: the others finish the job without this one. */
+    if (job->scratch && slot >= job->scratch_slots) return;
+    double *scratch = job->scratch ? job->scratch + slot * job->scratch_doubles : NULL;
     for (int phase = 0; phase < job->phase_count; phase++) {
         const cbn_step step = job->steps[phase];
         const int64_t items = job->phase_items[phase];
         for (;;) {
             const int64_t index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
             if (index >= items) break;
-            run_item(job, k, step, index);
+            run_item(job, k, step, index, scratch);
             atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
         }
         /* The next phase reads what every item of this one wrote. */
@@ -216,8 +220,30 @@ void cbn_job_work(cbn_job *job) {
     }
 }
 
-void cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
-                 int64_t max_workers) {
+/// Whether any phase of the job runs the statistics or the backward sums.
+static int job_reduces(const cbn_job *job) {
+    for (int phase = 0; phase < job->phase_count; phase++) {
+        const cbn_step step = job->steps[phase];
+        if (step != CBN_STEP_NORMALIZE && step != CBN_STEP_INPUT_GRADIENT && !is_finalize(step)) return 1;
+    }
+    return 0;
+}
+
+/// Scratch for `workers` workers, when the plan needs it.
+static cbn_status prepare_scratch(cbn_job *job, int64_t workers) {
+    atomic_store_explicit(&job->next_slot, 0, memory_order_relaxed);
+    if (!cbn_plan_has_column_lanes(&job->plan) || !job_reduces(job)) return CBN_OK;
+    const int64_t doubles = 2 * CBN_LANES * job->plan.channel_block;
+    if (job->scratch && job->scratch_slots >= workers) return CBN_OK;
+    free(job->scratch);
+    job->scratch = malloc((size_t)(workers * doubles) * sizeof(double));
+    job->scratch_doubles = doubles;
+    job->scratch_slots = job->scratch ? workers : 0;
+    return job->scratch ? CBN_OK : CBN_OUT_OF_MEMORY;
+}
+
+cbn_status cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
+                       int64_t max_workers) {
     int64_t most_items = 0;
     for (int phase = 0; phase < job->phase_count; phase++) {
         job->phase_items[phase] = items_in_step(&job->plan, job->steps[phase]);
@@ -225,17 +251,22 @@ void cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
         atomic_store_explicit(&job->done_items[phase], 0, memory_order_relaxed);
         if (job->phase_items[phase] > most_items) most_items = job->phase_items[phase];
     }
-    const int64_t workers = max_workers < most_items ? max_workers : most_items;
-    if (workers <= 1)
+    int64_t workers = max_workers < most_items ? max_workers : most_items;
+    if (workers < 1) workers = 1;
+    const cbn_status status = prepare_scratch(job, workers);
+    if (status != CBN_OK) return status;
+    if (workers == 1)
         cbn_job_work(job);
     else
         parallel(executor_context, cbn_job_work, job, workers);
+    return CBN_OK;
 }
 
 void cbn_job_destroy(cbn_job *job) {
     if (!job) return;
     free(job->coefficients);
     free(job->partials);
+    free(job->scratch);
     free(job);
 }
 

@@ -72,15 +72,24 @@ struct cbn_job {
     int64_t phase_items[CBN_MAX_PHASES];
     _Atomic int64_t next_item[CBN_MAX_PHASES];
     _Atomic int64_t done_items[CBN_MAX_PHASES];
+
+    /* Per-worker scratch (the columns walk's lane accumulators), allocated by
+     * cbn_job_run for the workers it asks for; each worker takes a slot when
+     * it starts. NULL when the plan needs none. */
+    double *scratch;
+    int64_t scratch_doubles;             /* per worker */
+    int64_t scratch_slots;
+    _Atomic int64_t next_slot;
 };
 
 /// The element-type-specific half of the core: microkernels over one item
 /// and the per-channel finalize steps. One table per dtype, generated from
 /// microkernels/kernels.inc.
 typedef struct cbn_kernels {
-    void (*statistics)(const cbn_job *job, cbn_item item);
+    /// `scratch`: the worker's scratch (job->scratch_doubles), or NULL.
+    void (*statistics)(const cbn_job *job, cbn_item item, double *scratch);
     void (*normalize)(const cbn_job *job, cbn_item item);
-    void (*sums)(const cbn_job *job, cbn_item item, int scale_dy);
+    void (*sums)(const cbn_job *job, cbn_item item, int scale_dy, double *scratch);
     void (*input_gradient)(const cbn_job *job, cbn_item item);
     /// Merges the partials of channels [c0, c1) in part order; writes the
     /// saved and running statistics and the coefficients.

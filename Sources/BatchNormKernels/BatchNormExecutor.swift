@@ -61,15 +61,16 @@ public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Runs every phase of `job`.
-    func run(_ job: OpaquePointer) {
+    /// Runs every phase of `job`; throws `outOfMemory`, having written
+    /// nothing, if the workers' scratch space cannot be allocated.
+    func run(_ job: OpaquePointer) throws(BatchNormError) {
         switch self {
         case .serial:
-            cbn_job_run(job, cbn_parallel_serial, nil, 1)
+            try Check.status(cbn_job_run(job, cbn_parallel_serial, nil, 1))
         case .openMP(let threads):
-            cbn_job_run(job, cbn_parallel_openmp, nil, Int64(threads))
+            try Check.status(cbn_job_run(job, cbn_parallel_openmp, nil, Int64(threads)))
         case .dispatch(let threads):
-            cbn_job_run(job, dispatchParallel, nil, Int64(threads))
+            try Check.status(cbn_job_run(job, dispatchParallel, nil, Int64(threads)))
         }
     }
 }

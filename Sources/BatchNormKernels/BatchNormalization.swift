@@ -203,7 +203,7 @@ public enum BatchNormalization {
         var job: OpaquePointer?
         try Check.status(cbn_job_create_backward(&desc, &job))
         defer { cbn_job_destroy(job) }
-        executor.run(job!)
+        try executor.run(job!)
     }
 
     /// The statistics inference mode normalizes with: mean_c = runningMean_c and
@@ -250,7 +250,7 @@ public enum BatchNormalization {
         var job: OpaquePointer?
         try Check.status(cbn_job_create_forward(&desc, &job))
         defer { cbn_job_destroy(job) }
-        executor.run(job!)
+        try executor.run(job!)
     }
 }
 

@@ -7,12 +7,12 @@ import Testing
     /// Shapes `[N, C, S…]` that reach every part of both walks: runs shorter
     /// than 16 (tails only), with lanes and a tail (S = 49, 196), runs split
     /// by statistics blocks (S = 3136, 12544 > 2048), several parts per
-    /// channel, fused and unfused items, ragged channel blocks of the columns
-    /// walk (C = 70, 130), one channel (the same memory in both layouts) and
-    /// rank 2 (likewise).
+    /// channel, fused and unfused items, a ragged second channel block of the
+    /// columns walk (C = 1100), one channel (the same memory in both layouts)
+    /// and rank 2 (likewise).
     static let shapes: [[Int]] = [
         [4, 3, 5], [2, 70, 7, 7], [3, 130, 14, 14], [2, 5, 56, 56], [1, 3, 112, 112], [64, 40, 7, 7],
-        [5, 17, 3, 2, 3], [40, 9, 33], [6, 1, 49], [300, 20], [2, 200, 17],
+        [5, 17, 3, 2, 3], [40, 9, 33], [6, 1, 49], [300, 20], [2, 200, 17], [2, 1100, 17],
     ]
 
     /// Every output of forward (training and inference) and backward (both

@@ -135,12 +135,13 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *desc, cbn_job **job_ou
 cbn_status cbn_job_create_backward(const cbn_backward_desc *desc, cbn_job **job_out);
 
 /// Runs every phase of the job in one call of `parallel`. `max_workers` >= 1
-/// bounds the workers asked of the executor.
-void cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
-                 int64_t max_workers);
+/// bounds the workers asked of the executor. Returns CBN_OUT_OF_MEMORY, having
+/// written nothing, when the workers' scratch space cannot be allocated.
+cbn_status cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
+                       int64_t max_workers);
 
 /// Works through every phase of the job, taking items until none are left.
-/// Thread-safe; any number of concurrent calls.
+/// Thread-safe; up to the `workers` concurrent calls the executor was given.
 void cbn_job_work(cbn_job *job);
 
 void cbn_job_destroy(cbn_job *job);

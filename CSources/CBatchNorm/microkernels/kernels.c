@@ -49,6 +49,60 @@ CBN_INLINE double cbn_vd_sum(const cbn_vd *v) {
 
 CBN_INLINE int64_t cbn_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/// The columns walk's accumulators for w channels: sixteen lanes per channel
+/// (lane l of channel k at lane_a[l*w + k], in the worker's scratch; NULL
+/// when runs are shorter than CBN_LANES and every value goes to the tail)
+/// and a tail per channel. `a` and `b` are the two sums a pass takes.
+typedef struct cbn_column_sums {
+    double *lane_a, *lane_b;
+    double tail_a[CBN_MAX_BLOCK_CHANNELS], tail_b[CBN_MAX_BLOCK_CHANNELS];
+} cbn_column_sums;
+
+/// Zeroes the sums; `lanes` is the worker's scratch (2*CBN_LANES*w doubles) or NULL.
+CBN_INLINE void cbn_column_sums_clear(cbn_column_sums *sums, double *lanes, int64_t w) {
+    sums->lane_a = lanes;
+    sums->lane_b = lanes ? lanes + CBN_LANES * w : NULL;
+    if (lanes) memset(lanes, 0, sizeof(double) * 2 * CBN_LANES * w);
+    memset(sums->tail_a, 0, sizeof(double) * w);
+    memset(sums->tail_b, 0, sizeof(double) * w);
+}
+
+/// Channel k's totals: its lanes' pairwise sum (cbn_vd_sum, as a planes walk
+/// reduces its vector accumulator) plus its tail.
+CBN_INLINE void cbn_column_sums_total(const cbn_column_sums *sums, int64_t w, int64_t k, double *a, double *b) {
+    cbn_vd va = {0}, vb = {0};
+    if (sums->lane_a)
+        for (int l = 0; l < CBN_LANES; l++) {
+            va[l] = sums->lane_a[l * w + k];
+            vb[l] = sums->lane_b[l * w + k];
+        }
+    *a = cbn_vd_sum(&va) + sums->tail_a[k];
+    *b = cbn_vd_sum(&vb) + sums->tail_b[k];
+}
+
+/// Calls ADD(a, b, first_row, stride, rows) over the segments of rows
+/// [begin, end) in the reduction order (plan.h): lane l gets rows first + l,
+/// first + l + 16, ... (up to four per call, so that the accumulators are
+/// touched once per four rows), the tail the rows past the segment's last
+/// multiple of 16 (up to four per call, in order).
+#define CBN_COLUMN_SEGMENTS(plan, begin, end, sums, w, ADD)                                      \
+    do {                                                                                         \
+        const int64_t C_ = (plan)->shape.channels;                                               \
+        int64_t first_, length_;                                                                 \
+        cbn_segments segments_ = cbn_segments_make((plan), (begin), (end));                      \
+        while (cbn_segments_next(&segments_, &first_, &length_)) {                               \
+            const int64_t full_ = (sums)->lane_a ? length_ / CBN_LANES * CBN_LANES : 0;          \
+            for (int64_t g_ = 0; g_ < full_; g_ += 4 * CBN_LANES) {                              \
+                const int64_t rows_ = cbn_min((full_ - g_) / CBN_LANES, 4);                      \
+                for (int64_t l_ = 0; l_ < CBN_LANES; l_++)                                       \
+                    ADD((sums)->lane_a + l_ * (w), (sums)->lane_b + l_ * (w), first_ + g_ + l_,  \
+                        CBN_LANES * C_, rows_);                                                  \
+            }                                                                                    \
+            for (int64_t r_ = first_ + full_; r_ < first_ + length_; r_ += 4)                    \
+                ADD((sums)->tail_a, (sums)->tail_b, r_, C_, cbn_min(4, first_ + length_ - r_));  \
+        }                                                                                        \
+    } while (0)
+
 #define CBN_T float
 #define CBN_SUFFIX f32
 #include "kernels_template.h"

@@ -206,58 +206,6 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const T *x, c
     }
 }
 
-/// Sixteen lane accumulators per channel (lane l of channel k at [l*w + k])
-/// and a tail per channel, for the columns walk.
-typedef struct FN(cbn_column_lanes) {
-    double lane_a[CBN_LANES * CBN_COLUMN_LANE_CHANNELS], lane_b[CBN_LANES * CBN_COLUMN_LANE_CHANNELS];
-    double tail_a[CBN_MAX_BLOCK_CHANNELS], tail_b[CBN_MAX_BLOCK_CHANNELS];
-} FN(cbn_column_lanes);
-
-CBN_INLINE void FN(column_lanes_clear)(FN(cbn_column_lanes) *acc, int64_t w, int lanes) {
-    if (lanes) {
-        memset(acc->lane_a, 0, sizeof(double) * CBN_LANES * w);
-        memset(acc->lane_b, 0, sizeof(double) * CBN_LANES * w);
-    }
-    memset(acc->tail_a, 0, sizeof(double) * w);
-    memset(acc->tail_b, 0, sizeof(double) * w);
-}
-
-/// Channel k's totals: the lanes' pairwise sum (cbn_vd_sum, as a planes walk
-/// reduces its vector accumulator) plus the tail.
-CBN_INLINE void FN(column_lanes_total)(const FN(cbn_column_lanes) *acc, int64_t w, int lanes, int64_t k,
-                                       double *a, double *b) {
-    cbn_vd va = {0}, vb = {0};
-    if (lanes)
-        for (int l = 0; l < CBN_LANES; l++) {
-            va[l] = acc->lane_a[l * w + k];
-            vb[l] = acc->lane_b[l * w + k];
-        }
-    *a = cbn_vd_sum(&va) + acc->tail_a[k];
-    *b = cbn_vd_sum(&vb) + acc->tail_b[k];
-}
-
-/// Calls ADD(a, b, first_row, stride, rows) over the segments of rows
-/// [begin, end) in the reduction order: lane l gets rows first + l,
-/// first + l + 16, ... (up to four per call), the tail the rows past the
-/// segment's last multiple of 16 (up to four per call, in order).
-#define CBN_COLUMN_SEGMENTS(plan, begin, end, acc, w, lanes, ADD)                                \
-    do {                                                                                         \
-        const int64_t C_ = (plan)->shape.channels;                                               \
-        int64_t first_, length_;                                                                 \
-        cbn_segments segments_ = cbn_segments_make((plan), (begin), (end));                      \
-        while (cbn_segments_next(&segments_, &first_, &length_)) {                               \
-            const int64_t full_ = (lanes) ? length_ / CBN_LANES * CBN_LANES : 0;                 \
-            for (int64_t g_ = 0; g_ < full_; g_ += 4 * CBN_LANES) {                              \
-                const int64_t rows_ = cbn_min((full_ - g_) / CBN_LANES, 4);                      \
-                for (int64_t l_ = 0; l_ < CBN_LANES; l_++)                                       \
-                    ADD((acc)->lane_a + l_ * (w), (acc)->lane_b + l_ * (w), first_ + g_ + l_,    \
-                        CBN_LANES * C_, rows_);                                                  \
-            }                                                                                    \
-            for (int64_t r_ = first_ + full_; r_ < first_ + length_; r_ += 4)                    \
-                ADD((acc)->tail_a, (acc)->tail_b, r_, C_, cbn_min(4, first_ + length_ - r_));    \
-        }                                                                                        \
-    } while (0)
-
 CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
                                         FN(cbn_block_coefficients) *bc) {
     for (int64_t c = item.c0; c < item.c1; c++) {
@@ -307,28 +255,28 @@ CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int6
 /// block_moments_planes for the columns walk: the same sums in the same
 /// order, with lanes kept per channel.
 CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
-                                          cbn_moments *acc) {
+                                          double *lanes, cbn_moments *acc) {
     const cbn_plan *plan = &job->plan;
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-    const int lanes = plan->shape.spatial >= CBN_LANES;
     const T *x = (const T *)job->x + item.c0;        /* row r, channel k at x[r*C + k] */
     double pivot[CBN_MAX_BLOCK_CHANNELS];
-    FN(cbn_column_lanes) sums;
-    FN(column_lanes_clear)(&sums, w, lanes);
+    cbn_column_sums sums;
+    cbn_column_sums_clear(&sums, lanes, w);
     for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[b0 * C + k];
 #define ADD(a, b, row, stride, rows) FN(rows_add_shifted)(a, b, x + (row) * C, stride, rows, pivot, w)
-    CBN_COLUMN_SEGMENTS(plan, b0, b1, &sums, w, lanes, ADD);
+    CBN_COLUMN_SEGMENTS(plan, b0, b1, &sums, w, ADD);
 #undef ADD
     for (int64_t k = 0; k < w; k++) {
         double sum, sumsq;
-        FN(column_lanes_total)(&sums, w, lanes, k, &sum, &sumsq);
+        cbn_column_sums_total(&sums, w, k, &sum, &sumsq);
         cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], sum, sumsq);
     }
 }
 
 /// Moments of each part of one item into its partials (a = count, b = mean,
-/// c = M2): the part's blocks merged in order with Chan's formula.
-CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item) {
+/// c = M2): the part's blocks merged in order with Chan's formula. `lanes`:
+/// the worker's scratch for the columns walk's lane accumulators.
+CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item, double *lanes) {
     const cbn_plan *plan = &job->plan;
     const int64_t w = item.c1 - item.c0;
     cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
@@ -341,7 +289,7 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item)
             if (plan->walk == CBN_WALK_PLANES)
                 FN(block_moments_planes)(job, item, b0, b1, acc);
             else
-                FN(block_moments_columns)(job, item, b0, b1, acc);
+                FN(block_moments_columns)(job, item, b0, b1, lanes, acc);
         }
         for (int64_t k = 0; k < w; k++) {
             cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + part];
@@ -415,26 +363,25 @@ CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t 
 
 /// part_sums_planes for the columns walk: the same sums in the same order.
 CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
-                                      const FN(cbn_block_coefficients) *bc, T *dx_all, double *sum_dy,
-                                      double *sum_dyd) {
+                                      const FN(cbn_block_coefficients) *bc, T *dx_all, double *lanes,
+                                      double *sum_dy, double *sum_dyd) {
     const cbn_plan *plan = &job->plan;
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-    const int lanes = plan->shape.spatial >= CBN_LANES;
     const T *x = (const T *)job->x + item.c0, *dy = (const T *)job->dy + item.c0;
     T *dx = dx_all ? dx_all + item.c0 : NULL;
-    FN(cbn_column_lanes) sums;
-    FN(column_lanes_clear)(&sums, w, lanes);
+    cbn_column_sums sums;
+    cbn_column_sums_clear(&sums, lanes, w);
 #define ADD(a, b, row, stride, rows) \
     FN(rows_add_sums)(a, b, x + (row) * C, dy + (row) * C, dx ? dx + (row) * C : NULL, stride, rows, bc, w)
-    CBN_COLUMN_SEGMENTS(plan, p0, p1, &sums, w, lanes, ADD);
+    CBN_COLUMN_SEGMENTS(plan, p0, p1, &sums, w, ADD);
 #undef ADD
-    for (int64_t k = 0; k < w; k++) FN(column_lanes_total)(&sums, w, lanes, k, &sum_dy[k], &sum_dyd[k]);
+    for (int64_t k = 0; k < w; k++) cbn_column_sums_total(&sums, w, k, &sum_dy[k], &sum_dyd[k]);
 }
 
 /// Backward sums of each part of one item into its partials (a = sum dy,
 /// b = sum dy*(x - mean)). With scale_dy, also writes dx = k1*dy in the same
-/// pass (inference mode).
-CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy) {
+/// pass (inference mode). `lanes`: as for statistics.
+CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes) {
     const cbn_plan *plan = &job->plan;
     const int64_t w = item.c1 - item.c0;
     T *dx_all = scale_dy ? (T *)job->out : NULL;
@@ -447,7 +394,7 @@ CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int s
         if (plan->walk == CBN_WALK_PLANES)
             FN(part_sums_planes)(job, item, p0, p1, &bc, dx_all, sum_dy, sum_dyd);
         else
-            FN(part_sums_columns)(job, item, p0, p1, &bc, dx_all, sum_dy, sum_dyd);
+            FN(part_sums_columns)(job, item, p0, p1, &bc, dx_all, lanes, sum_dy, sum_dyd);
         for (int64_t k = 0; k < w; k++) {
             cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + part];
             p->a = sum_dy[k]; p->b = sum_dyd[k]; p->c = 0;
@@ -602,7 +549,6 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 
 #undef CBN_CAT2
 #undef CBN_WRITE_RUN
-#undef CBN_COLUMN_SEGMENTS
 #undef CBN_FENCE_STREAMS
 #undef CBN_CAT
 #undef FN

@@ -42,8 +42,7 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
     const int64_t fuse_limit = CBN_FUSE_BYTES / (bytes * tensors_per_pass);
     if (shape.channels > 1 && (shape.spatial == 1 || shape.layout == CBN_CHANNELS_LAST)) {
         plan.walk = CBN_WALK_COLUMNS;
-        const int64_t most = shape.spatial >= CBN_LANES ? CBN_COLUMN_LANE_CHANNELS : CBN_COLUMN_CHANNELS;
-        plan.channel_block = shape.channels < most ? shape.channels : most;
+        plan.channel_block = shape.channels < CBN_COLUMN_CHANNELS ? shape.channels : CBN_COLUMN_CHANNELS;
     } else {
         plan.walk = CBN_WALK_PLANES;
         plan.channel_block = plane_channel_block(&plan, fuse_limit);

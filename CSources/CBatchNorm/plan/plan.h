@@ -58,10 +58,9 @@
 #define CBN_PLANE_RUN_MIN 1024
 /// The most channels one planes item handles (each has a vector accumulator).
 #define CBN_PLANE_MAX_CHANNELS 128
-/// Channels per columns item: rows of 4 KiB (float) stream well.
+/// Channels per columns item: rows of 4 KiB (float) stream well; items that
+/// read parts of rows (a few hundred bytes each, far apart in time) do not.
 #define CBN_COLUMN_CHANNELS 1024
-/// ...when segments have lanes: sixteen accumulators per channel stay in L1.
-#define CBN_COLUMN_LANE_CHANNELS 64
 /// The most channels one item of either walk handles.
 #define CBN_MAX_BLOCK_CHANNELS CBN_COLUMN_CHANNELS
 /// Bytes of one tensor an unfused item covers, about.
@@ -114,6 +113,12 @@ typedef struct cbn_item {
 cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pass);
 
 static inline int cbn_plan_is_fused(const cbn_plan *plan) { return plan->item_parts == plan->parts; }
+
+/// Whether the columns walk keeps sixteen lane accumulators per channel
+/// (runs of at least CBN_LANES values): they live in per-worker scratch.
+static inline int cbn_plan_has_column_lanes(const cbn_plan *plan) {
+    return plan->walk == CBN_WALK_COLUMNS && plan->shape.spatial >= CBN_LANES;
+}
 
 static inline int64_t cbn_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
