@@ -1,22 +1,30 @@
 #!/usr/bin/env python3
-"""Run bench-threads, then PyTorch's CPU batch norm (and oneDNN's, if given)
-on the same shapes and thread counts, right after, and print the time
-ratios side by side. Never part of the build or of CI.
+"""Time bench-threads, PyTorch's CPU batch norm and oneDNN's on the same
+shapes, layouts, cache states and thread count, interleaved shape by shape,
+and print the ratios (their time / ours: above 1, ours is faster) as median
+and spread over --runs whole comparisons. Never part of the build or of CI.
 
     python3 Benchmarks/compare_anchors.py --python /path/to/venv/bin/python \\
-        [--onednn ../shared/anchors/build/onednn_bn_bench] [--threads 2] [--shapes resnet50]
+        [--onednn /path/to/onednn_bn_bench] [--threads 2] [--shapes default] \\
+        [--layouts channels-first,channels-last] [--caches warm,cold] [--runs 3]
 
---python must be an interpreter with torch installed (a venv outside the
-package: python3 -m venv /tmp/venv-torch && /tmp/venv-torch/bin/pip install torch).
---onednn is the anchors' onednn_bn_bench binary (../shared/anchors/build.sh
-builds it after apt-get install libdnnl-dev); it runs in both NCHW and NHWC.
-Ratios above 1 mean ours is faster. The machine is shared: compare ratios
-from one run, not absolute times across runs.
+--python: an interpreter with torch installed (a venv outside the package:
+python3 -m venv /tmp/venv-torch && /tmp/venv-torch/bin/pip install torch numpy).
+PyTorch runs ../shared/anchors/torch_kernel_bench.py, which times each kernel
+allocating its output (F.batch_norm) and writing into preallocated tensors
+(native_batch_norm.out); the faster of the two is PyTorch's figure.
+--onednn: the anchors' onednn_bn_bench (apt-get install libdnnl-dev, then
+../shared/anchors/build.sh); channels-first figures are set against oneDNN in
+both layouts, channels-last figures against its NHWC kernel.
+Cold figures evict the caches before each call, outside the timed region,
+in all three programs (bench-threads --cache cold, torch --cold MB, oneDNN
+--flush MB). The machine is shared: read ratios, not absolute times.
 """
 import argparse
 import json
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,60 +32,49 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODES = ["forward-training", "forward-inference", "backward"]
 ONEDNN_MODE = {"forward-training": "fwd_training", "forward-inference": "fwd_inference", "backward": "bwd"}
-
-# Runs inside the torch interpreter: one JSON line per (shape, mode).
-TORCH_PROGRAM = r"""
-import json, statistics, sys, time, torch
-import torch.nn.functional as F
-threads, repeat, shapes = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-torch.set_num_threads(threads)
-def median(fn):
-    for _ in range(2): fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
-for shape in shapes:
-    x = torch.randn(*shape)
-    c = shape[1]
-    w, b = torch.ones(c), torch.zeros(c)
-    rm, rv = torch.zeros(c), torch.ones(c)
-    dims = [0] + list(range(2, len(shape)))
-    with torch.no_grad():
-        train = median(lambda: F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5))
-        infer = median(lambda: F.batch_norm(x, rm, rv, w, b, training=False, eps=1e-5))
-        dy = torch.randn_like(x)
-        mean = x.mean(dim=dims)
-        invstd = 1 / torch.sqrt(x.var(dim=dims, unbiased=False) + 1e-5)
-        back = median(lambda: torch.ops.aten.native_batch_norm_backward(
-            dy, x, w, rm, rv, mean, invstd, True, 1e-5, [True, True, True]))
-    for mode, ms in (("forward-training", train), ("forward-inference", infer), ("backward", back)):
-        print(json.dumps({"shape": "x".join(map(str, shape)), "mode": mode, "median_ms": ms}), flush=True)
-"""
+SHAPE_SETS = {
+    "resnet50": ["32x64x112x112", "32x256x56x56", "32x512x28x28", "32x1024x14x14", "32x2048x7x7"],
+    "small": ["8x64x28x28", "16x1x64x64", "256x512"],
+}
+SHAPE_SETS["default"] = SHAPE_SETS["resnet50"] + ["256x1x64x64", "1024x4096"]
 
 
-def run_bench(args, json_path):
-    command = [str(ROOT / ".build" / "release" / "bench-threads"), "--executors", "openmp,dispatch",
-               "--threads", args.threads, "--shapes", args.shapes, "--repeat", str(args.repeat),
-               "--json", json_path]
-    subprocess.run(["swift", "build", "-c", "release", "--product", "bench-threads"], cwd=ROOT, check=True)
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return json.load(open(json_path))
+def bench_threads(args, shape, flush_mb):
+    """Our OpenMP and Dispatch figures for one shape: {(layout, cache, mode, executor): ms}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.json")
+        subprocess.run([str(ROOT / ".build" / "release" / "bench-threads"), "--executors", "openmp,dispatch",
+                        "--threads", str(args.threads), "--shapes", shape, "--layout", args.layouts,
+                        "--cache", args.caches, "--flush-mb", str(flush_mb), "--repeat", str(args.repeat),
+                        "--json", path], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        figures = json.load(open(path))["figures"]
+    return {(f["layout"], f["cache"], f["mode"], f["executor"]): f["median_ms"] for f in figures}
 
 
-def run_torch(args, threads, shapes):
-    out = subprocess.run([args.python, "-c", TORCH_PROGRAM, str(threads), str(args.repeat), json.dumps(shapes)],
-                         check=True, capture_output=True, text=True).stdout
-    return {(r["shape"], r["mode"]): r["median_ms"] for r in map(json.loads, out.splitlines())}
+def torch_figures(args, shape, layout, cache, flush_mb):
+    """PyTorch at its best (the faster of allocating and preallocated outputs): {mode: ms}."""
+    command = [args.python, str(args.torch_bench), str(args.threads), str(args.repeat), shape]
+    if layout == "channels-last":
+        command.append("--channels-last")
+    if cache == "cold":
+        command += ["--cold", str(flush_mb)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    best = {}
+    for record in map(json.loads, out.splitlines()):
+        best[record["mode"]] = min(best.get(record["mode"], float("inf")), record["median_ms"])
+    return best
 
 
-def run_onednn(args, threads, shape, mode, layout):
-    if len(shape) != 4 and len(shape) != 2:
+def onednn_figure(args, shape, mode, layout, cache, flush_mb):
+    dims = [int(d) for d in shape.split("x")]
+    if len(dims) not in (2, 4):
         return None
-    n, c, h, w = (shape + [1, 1])[:4]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([args.onednn, str(n), str(c), str(h), str(w), ONEDNN_MODE[mode], str(args.repeat), layout],
-                         check=True, capture_output=True, text=True, env=env).stdout
+    n, c, h, w = (dims + [1, 1])[:4]
+    command = [args.onednn, str(n), str(c), str(h), str(w), ONEDNN_MODE[mode], str(args.repeat), layout]
+    if cache == "cold":
+        command += ["--flush", str(flush_mb)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     for line in out.splitlines():
         if line.startswith("RESULT"):
             fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
@@ -85,48 +82,82 @@ def run_onednn(args, threads, shape, mode, layout):
     return None
 
 
+def one_run(args, shapes, flush_mb):
+    """Every figure of one whole comparison, shape by shape: {(shape, layout, cache, mode, who): ms}."""
+    times = {}
+    for shape in shapes:
+        dims = [int(d) for d in shape.split("x")]
+        same_memory = len(dims) == 2 or dims[1] == 1
+        print(f"  {shape}", file=sys.stderr, flush=True)
+        ours = bench_threads(args, shape, flush_mb)
+        for (layout, cache, mode, executor), ms in ours.items():
+            times[(shape, layout, cache, mode, executor)] = ms
+        for layout in args.layouts.split(","):
+            if layout == "channels-last" and same_memory and "channels-first" in args.layouts:
+                continue
+            for cache in args.caches.split(","):
+                for mode, ms in torch_figures(args, shape, layout, cache, flush_mb).items():
+                    times[(shape, layout, cache, mode, "pytorch")] = ms
+                if args.onednn:
+                    peers = ["nchw", "nhwc"] if layout == "channels-first" else ["nhwc"]
+                    for peer in peers:
+                        for mode in MODES:
+                            ms = onednn_figure(args, shape, mode, peer, cache, flush_mb)
+                            if ms is not None:
+                                times[(shape, layout, cache, mode, f"onednn-{peer}")] = ms
+    return times
+
+
+def spread(values):
+    values = sorted(values)
+    return f"{statistics.median(values):.2f} ({values[0]:.2f}–{values[-1]:.2f})"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python", required=True, help="a Python interpreter with torch installed")
     parser.add_argument("--onednn", help="the anchors' onednn_bn_bench binary (optional)")
-    parser.add_argument("--threads", default="2", help="comma-separated thread counts (default 2)")
-    parser.add_argument("--shapes", default="default", help="as bench-threads --shapes")
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--torch-bench", default=str(ROOT.parent / "shared" / "anchors" / "torch_kernel_bench.py"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shapes", default="default", help="a set (default, resnet50, small) or NxCxHxW,...")
+    parser.add_argument("--layouts", default="channels-first,channels-last")
+    parser.add_argument("--caches", default="warm,cold")
+    parser.add_argument("--repeat", type=int, default=7, help="timed calls per figure")
+    parser.add_argument("--runs", type=int, default=3, help="whole comparisons; ratios are their median")
+    parser.add_argument("--flush-mb", type=int, default=64, help="MiB written before each cold call")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = run_bench(args, os.path.join(tmp, "bench.json"))
-    figures = ours["figures"]
     shapes = []
-    for f in figures:
-        dims = [int(d) for d in f["shape"].split("x")]
-        if dims not in shapes:
-            shapes.append(dims)
-    bandwidth = ", ".join("%dT copy %.1f GB/s" % (b["threads"], b["copy"]) for b in ours["bandwidth"])
-    print(f"microkernels {ours['microkernels']}, OpenMP {'on' if ours['openmp'] else 'off'}; bandwidth {bandwidth}")
-    print("ratios are other time / our OpenMP time: above 1, ours is faster\n")
-    header = "| shape | mode | threads | ours ms | ours GB/s | PyTorch ms | ×PyTorch | Dispatch/OpenMP |"
-    if args.onednn:
-        header += " oneDNN NCHW ms | ×oneDNN NCHW | oneDNN NHWC ms | ×oneDNN NHWC |"
+    for item in args.shapes.split(","):
+        shapes += SHAPE_SETS.get(item, [item])
+    subprocess.run(["swift", "build", "-c", "release", "--product", "bench-threads"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    runs = []
+    for run in range(args.runs):
+        print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
+        runs.append(one_run(args, shapes, args.flush_mb))
+
+    peers = ["pytorch"] + (["onednn-nchw", "onednn-nhwc"] if args.onednn else [])
+    print(f"{args.threads} threads, {args.runs} runs, {args.repeat} timed calls per figure; "
+          f"ratios are their time / our OpenMP time, median (min–max) over the runs: above 1, ours is faster. "
+          f"PyTorch is the faster of F.batch_norm and native_batch_norm.out.\n")
+    header = "| shape | layout | cache | mode | ours ms | " + " | ".join(f"× {p}" for p in peers) + " | Dispatch / OpenMP |"
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
-    for threads in [int(t) for t in args.threads.split(",")]:
-        torch_ms = run_torch(args, threads, shapes)
-        for f in figures:
-            if f["executor"] != "openmp" or f["threads"] != threads:
-                continue
-            dims = [int(d) for d in f["shape"].split("x")]
-            dispatch = next((g for g in figures if g["executor"] == "dispatch" and g["threads"] == threads
-                             and g["shape"] == f["shape"] and g["mode"] == f["mode"]), None)
-            t = torch_ms[(f["shape"], f["mode"])]
-            ratio = f"{dispatch['median_ms'] / f['median_ms']:.2f}" if dispatch else "–"
-            row = (f"| {f['shape']} | {f['mode']} | {threads} | {f['median_ms']:.2f} | {f['gbps']:.1f} | "
-                   f"{t:.2f} | {t / f['median_ms']:.2f} | {ratio} |")
-            if args.onednn:
-                for layout in ("nchw", "nhwc"):
-                    d = run_onednn(args, threads, dims, f["mode"], layout)
-                    row += f" {d:.2f} | {d / f['median_ms']:.2f} |" if d else " – | – |"
-            print(row, flush=True)
+    keys = sorted({k[:4] for k in runs[0]}, key=lambda k: (shapes.index(k[0]), k[1], k[2] == "cold", MODES.index(k[3])))
+    for shape, layout, cache, mode in keys:
+        ours = [r[(shape, layout, cache, mode, "openmp")] for r in runs if (shape, layout, cache, mode, "openmp") in r]
+        if not ours:
+            continue
+        row = f"| {shape} | {layout} | {cache} | {mode} | {spread(ours)} |"
+        for peer in peers:
+            ratios = [r[(shape, layout, cache, mode, peer)] / r[(shape, layout, cache, mode, "openmp")]
+                      for r in runs if (shape, layout, cache, mode, peer) in r]
+            row += f" {spread(ratios)} |" if ratios else " – |"
+        dispatch = [r[(shape, layout, cache, mode, "dispatch")] / r[(shape, layout, cache, mode, "openmp")]
+                    for r in runs if (shape, layout, cache, mode, "dispatch") in r]
+        row += f" {spread(dispatch)} |" if dispatch else " – |"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
  * element-type-specific work is in the kernel tables (microkernels/).
  */
 #include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include "job.h"
 
@@ -33,6 +34,7 @@ static cbn_status check_shape(cbn_shape shape, cbn_dtype dtype) {
 static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
     cbn_job *job = calloc(1, sizeof *job);
     if (!job) return CBN_OUT_OF_MEMORY;
+    atomic_init(&job->references, 1);
     size_t partial_count;
     if (__builtin_mul_overflow((size_t)plan.shape.channels, (size_t)plan.parts, &partial_count)) {
         free(job);
@@ -199,6 +201,20 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/// Spins until done_items[phase] reaches the phase's item count: the items
+/// other workers hold are short, but a worker may be descheduled, so after a
+/// while the spinning thread yields its core.
+static void wait_for_phase(cbn_job *job, int phase) {
+    const int64_t items = job->phase_items[phase];
+    for (int64_t spins = 0;
+         atomic_load_explicit(&job->done_items[phase], memory_order_acquire) < items; spins++) {
+        if (spins < 4096)
+            cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
 void cbn_job_work(cbn_job *job) {
     const cbn_kernels *k = kernels_for(job->dtype);
     const int64_t slot = atomic_fetch_add_explicit(&job->next_slot, 1, memory_order_relaxed);
@@ -215,9 +231,12 @@ void cbn_job_work(cbn_job *job) {
             atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
         }
         /* The next phase reads what every item of this one wrote. */
-        if (phase + 1 < job->phase_count)
-            while (atomic_load_explicit(&job->done_items[phase], memory_order_acquire) < items) cpu_relax();
+        if (phase + 1 < job->phase_count) wait_for_phase(job, phase);
     }
+}
+
+void cbn_job_wait(cbn_job *job) {
+    if (job->phase_count > 0) wait_for_phase(job, job->phase_count - 1);
 }
 
 /// Whether any phase of the job runs the statistics or the backward sums.
@@ -262,13 +281,21 @@ cbn_status cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_co
     return CBN_OK;
 }
 
-void cbn_job_destroy(cbn_job *job) {
+void cbn_job_retain(cbn_job *job) {
+    atomic_fetch_add_explicit(&job->references, 1, memory_order_relaxed);
+}
+
+void cbn_job_release(cbn_job *job) {
     if (!job) return;
+    /* acq_rel: whoever frees the job sees every other holder's last access. */
+    if (atomic_fetch_sub_explicit(&job->references, 1, memory_order_acq_rel) != 1) return;
     free(job->coefficients);
     free(job->partials);
     free(job->scratch);
     free(job);
 }
+
+void cbn_job_destroy(cbn_job *job) { cbn_job_release(job); }
 
 void cbn_inference_statistics(cbn_dtype dtype, int64_t channels, const void *running_mean,
                               const void *running_var, double eps, double *mean_out,

@@ -80,6 +80,9 @@ struct cbn_job {
     int64_t scratch_doubles;             /* per worker */
     int64_t scratch_slots;
     _Atomic int64_t next_slot;
+
+    /* The creator's reference and one per executor helper still to run. */
+    _Atomic int64_t references;
 };
 
 /// The element-type-specific half of the core: microkernels over one item

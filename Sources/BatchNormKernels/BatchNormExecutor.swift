@@ -21,7 +21,9 @@ public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
     /// An OpenMP parallel region of at most `threads` threads, set per call
     /// (`num_threads`); no process-wide OpenMP setting is changed.
     case openMP(threads: Int)
-    /// `DispatchQueue.concurrentPerform` with at most `threads` workers.
+    /// The calling thread and up to `threads - 1` helpers on Dispatch's
+    /// global queue; the call returns when the work is done, without waiting
+    /// for helpers that have not woken yet.
     case dispatch(threads: Int)
     /// The calling thread alone.
     case serial
@@ -75,11 +77,22 @@ public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The Dispatch executor: `workers` concurrent calls of the C worker loop.
-/// `cbn_job_work` is thread-safe: workers share the job only through its
-/// atomic item counter and write disjoint parts of the outputs.
+/// The Dispatch executor. The calling thread works through items at once,
+/// while `workers - 1` helpers start on the global queue; it returns when
+/// every item is done (`cbn_job_wait`), not when every helper has woken: a
+/// Dispatch thread can take a millisecond to start after an idle spell. Each
+/// helper holds a reference to the job, so a late one finds a finished job,
+/// takes no item, and lets it go.
 private let dispatchParallel: cbn_parallel_fn = { _, work, job, workers in
-    nonisolated(unsafe) let job = job
+    nonisolated(unsafe) let job = job!
     let work = work!
-    DispatchQueue.concurrentPerform(iterations: Int(workers)) { _ in work(job) }
+    for _ in 1..<workers {
+        cbn_job_retain(job)
+        DispatchQueue.global().async {
+            work(job)
+            cbn_job_release(job)
+        }
+    }
+    work(job)
+    cbn_job_wait(job)
 }

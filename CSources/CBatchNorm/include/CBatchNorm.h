@@ -122,10 +122,19 @@ typedef struct cbn_backward_desc {
 /// An opaque job: plan, per-channel parameters, partial results.
 typedef struct cbn_job cbn_job;
 
-/// An executor: runs `work(job)` from up to `workers` workers and returns
-/// when every call has returned. The workers may run concurrently or one
-/// after another: the job completes either way. `workers` >= 2 is already
-/// capped at the number of items in the largest phase.
+/// An executor: runs `work(job)` from up to `workers` workers. It returns
+/// once the job is complete, in one of two ways:
+///  - when every call of `work` has returned (OpenMP, serial); or
+///  - when the calling thread, having called `work(job)` itself, returns from
+///    `cbn_job_wait(job)`: every item is done, though helpers started for
+///    the job may not have run yet (Dispatch, whose threads can wake late).
+///    Each such helper holds a reference, `cbn_job_retain` before it is
+///    started and `cbn_job_release` after its `work(job)` returns, so that
+///    the job outlives it; a helper that comes late finds no items and
+///    touches none of the caller's buffers.
+/// The workers may run concurrently or one after another: the job completes
+/// either way. `workers` >= 2 is already capped at the number of items in the
+/// largest phase.
 typedef void (*cbn_parallel_fn)(void *executor_context,
                                 void (*work)(cbn_job *job),
                                 cbn_job *job,
@@ -144,6 +153,16 @@ cbn_status cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_co
 /// Thread-safe; up to the `workers` concurrent calls the executor was given.
 void cbn_job_work(cbn_job *job);
 
+/// Waits until every item of every phase of a running job is done (the
+/// items other workers hold included), so that its outputs are complete.
+void cbn_job_wait(cbn_job *job);
+
+/// Reference counting: a job starts with one reference, its creator's.
+/// `cbn_job_release` frees the job when the last reference goes.
+void cbn_job_retain(cbn_job *job);
+void cbn_job_release(cbn_job *job);
+
+/// The creator's release: the same as `cbn_job_release`.
 void cbn_job_destroy(cbn_job *job);
 
 /// The serial executor: one worker, on the calling thread.
