@@ -43,7 +43,7 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
     /* Not zeroed: every coefficient and every partial result is written by
      * its own step before any step reads it (and zeroing megabytes of
      * partials on each call would cost page faults and a pass of stores). */
-    job->coefficients = malloc((size_t)plan.shape.channels * sizeof *job->coefficients);
+    job->coefficients = malloc((size_t)plan.shape.channels * CBN_COEFFICIENTS * element_size(dtype));
     job->partials = malloc(partial_count * sizeof *job->partials);
     if (!job->coefficients || !job->partials) {
         cbn_job_destroy(job);
@@ -145,15 +145,21 @@ static int is_finalize(cbn_step step) {
     return step == CBN_STEP_FINALIZE_FORWARD || step == CBN_STEP_FINALIZE_BACKWARD;
 }
 
-/// Finalize phases have one item per CBN_FINALIZE_CHANNELS channels; the
-/// others the plan's items.
+/// Finalize phases have one item per CBN_FINALIZE_CHANNELS channels,
+/// elementwise phases the plan's elementwise items, the others its items.
+static int is_elementwise(cbn_step step) {
+    return step == CBN_STEP_NORMALIZE || step == CBN_STEP_INPUT_GRADIENT;
+}
+
 static int64_t items_in_step(const cbn_plan *plan, cbn_step step) {
-    return is_finalize(step) ? (plan->shape.channels + CBN_FINALIZE_CHANNELS - 1) / CBN_FINALIZE_CHANNELS
-                             : plan->items;
+    if (is_finalize(step)) return (plan->shape.channels + CBN_FINALIZE_CHANNELS - 1) / CBN_FINALIZE_CHANNELS;
+    return is_elementwise(step) ? plan->elementwise_items : plan->items;
 }
 
 static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t index, double *scratch) {
-    const cbn_item item = is_finalize(step) ? (cbn_item){0, 0, 0, 0, 0} : cbn_plan_item(&job->plan, index);
+    const cbn_item item = is_finalize(step)      ? (cbn_item){0, 0, 0, 0, 0}
+                          : is_elementwise(step) ? cbn_plan_elementwise_item(&job->plan, index)
+                                                 : cbn_plan_item(&job->plan, index);
     switch (step) {
     case CBN_STEP_STATISTICS:
         k->statistics(job, item, scratch);
@@ -243,7 +249,7 @@ void cbn_job_wait(cbn_job *job) {
 static int job_reduces(const cbn_job *job) {
     for (int phase = 0; phase < job->phase_count; phase++) {
         const cbn_step step = job->steps[phase];
-        if (step != CBN_STEP_NORMALIZE && step != CBN_STEP_INPUT_GRADIENT && !is_finalize(step)) return 1;
+        if (!is_elementwise(step) && !is_finalize(step)) return 1;
     }
     return 0;
 }

@@ -24,15 +24,16 @@ typedef enum cbn_step {
 
 #define CBN_MAX_PHASES 3
 
-/// Per-channel coefficients, in double, that every normalize or dx item reads.
-///  forward:  y  = ((x - mean_hi) - mean_lo) * a + b          with k1 = a, k3 = b
-///  backward: dx = k1*dy + k2*((x - mean_hi) - mean_lo) + k3
-/// mean_hi is mean rounded to the element type and mean_lo the rest, so that
-/// x - mean keeps its low bits on data far from zero.
-typedef struct cbn_coefficients {
-    double mean;
-    double k1, k2, k3;
-} cbn_coefficients;
+/// Per-channel coefficients, in the element type, that every normalize or dx
+/// item reads:
+///  forward:  y  = ((x - mean_hi) - mean_lo) * k1 + k3
+///  backward: dx = k1*dy + (k2*((x - mean_hi) - mean_lo) + k3)
+/// mean_hi is the mean rounded to the element type and mean_lo the rest, so
+/// that x - mean keeps its low bits on data far from zero. Stored as five
+/// arrays of `channels` values, in this order.
+typedef enum cbn_coefficient {
+    CBN_MEAN_HI = 0, CBN_MEAN_LO, CBN_K1, CBN_K2, CBN_K3, CBN_COEFFICIENTS
+} cbn_coefficient;
 
 /// A partial result for one (channel, part).
 ///  forward:  count, mean and M2 (sum of squared deviations) of the part
@@ -59,7 +60,7 @@ struct cbn_job {
     double eps, momentum;
 
     /* job-owned */
-    cbn_coefficients *coefficients;      /* channels */
+    void *coefficients;                  /* CBN_COEFFICIENTS arrays of `channels` elements */
     cbn_partial *partials;               /* channels * parts, index c*parts + part */
 
     /* The phases run inside one parallel region: each worker takes items of

@@ -165,10 +165,9 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const T *x, int
     }
 }
 
-/// Per-channel element-type coefficients of a channel block (both walks).
+/// The coefficients (job.h) of a channel block's first channel (both walks).
 typedef struct FN(cbn_block_coefficients) {
-    T hi[CBN_MAX_BLOCK_CHANNELS], lo[CBN_MAX_BLOCK_CHANNELS];
-    T k1[CBN_MAX_BLOCK_CHANNELS], k2[CBN_MAX_BLOCK_CHANNELS], k3[CBN_MAX_BLOCK_CHANNELS];
+    const T *hi, *lo, *k1, *k2, *k3;
 } FN(cbn_block_coefficients);
 
 /// The backward sums' counterpart of rows_add_shifted: with g = dy and
@@ -207,17 +206,32 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const T *x, c
 }
 
 CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
-                                        FN(cbn_block_coefficients) *bc) {
-    for (int64_t c = item.c0; c < item.c1; c++) {
-        const cbn_coefficients *co = &job->coefficients[c];
-        FN(cbn_split_mean) mu = FN(split_mean)(co->mean);
-        int64_t k = c - item.c0;
-        bc->hi[k] = mu.hi;
-        bc->lo[k] = mu.lo;
-        bc->k1[k] = (T)co->k1;
-        bc->k2[k] = (T)co->k2;
-        bc->k3[k] = (T)co->k3;
-    }
+                                            FN(cbn_block_coefficients) *bc) {
+    const T *all = (const T *)job->coefficients;
+    const int64_t C = job->plan.shape.channels;
+    bc->hi = all + CBN_MEAN_HI * C + item.c0;
+    bc->lo = all + CBN_MEAN_LO * C + item.c0;
+    bc->k1 = all + CBN_K1 * C + item.c0;
+    bc->k2 = all + CBN_K2 * C + item.c0;
+    bc->k3 = all + CBN_K3 * C + item.c0;
+}
+
+/// Sets channel c's mean (split into hi and lo) in the coefficients.
+static void FN(set_mean)(cbn_job *job, int64_t c, double mean) {
+    T *all = (T *)job->coefficients;
+    const int64_t C = job->plan.shape.channels;
+    const FN(cbn_split_mean) mu = FN(split_mean)(mean);
+    all[CBN_MEAN_HI * C + c] = mu.hi;
+    all[CBN_MEAN_LO * C + c] = mu.lo;
+}
+
+/// Sets channel c's k1, k2, k3, rounded to the element type.
+static void FN(set_factors)(cbn_job *job, int64_t c, double k1, double k2, double k3) {
+    T *all = (T *)job->coefficients;
+    const int64_t C = job->plan.shape.channels;
+    all[CBN_K1 * C + c] = (T)k1;
+    all[CBN_K2 * C + c] = (T)k2;
+    all[CBN_K3 * C + c] = (T)k3;
 }
 
 /* ---------- item microkernels ---------- */
@@ -471,11 +485,8 @@ static void FN(finalize_forward)(cbn_job *job, int64_t c0, int64_t c1) {
             running_var[c] = (T)((1 - momentum) * (double)running_var[c] + momentum * unbiased);
         }
         const double gamma = weight ? (double)weight[c] : 1.0;
-        cbn_coefficients *co = &job->coefficients[c];
-        co->mean = mean;
-        co->k1 = gamma * cbn_normalizing_scale(invstd);
-        co->k2 = 0;
-        co->k3 = bias ? (double)bias[c] : 0.0;
+        FN(set_mean)(job, c, mean);
+        FN(set_factors)(job, c, gamma * cbn_normalizing_scale(invstd), 0, bias ? (double)bias[c] : 0.0);
     }
 }
 
@@ -495,12 +506,9 @@ static void FN(finalize_backward)(cbn_job *job, int64_t c0, int64_t c1) {
         const double grad_bias = sum_dy, grad_weight = sum_dy_d * invstd;
         if (dweight) dweight[c] = (T)grad_weight;
         if (dbias) dbias[c] = (T)grad_bias;
-        if (job->training) {
-            cbn_coefficients *co = &job->coefficients[c];
-            co->k1 = gamma * invstd;
-            co->k2 = -gamma * invstd * invstd * grad_weight / m;
-            co->k3 = -gamma * invstd * grad_bias / m;
-        }
+        if (job->training)
+            FN(set_factors)(job, c, gamma * invstd, -gamma * invstd * invstd * grad_weight / m,
+                            -gamma * invstd * grad_bias / m);
     }
 }
 
@@ -510,19 +518,14 @@ static void FN(prepare)(cbn_job *job) {
     const T *weight = (const T *)job->weight, *bias = (const T *)job->bias;
     for (int64_t c = 0; c < job->plan.shape.channels; c++) {
         const double gamma = weight ? (double)weight[c] : 1.0;
-        cbn_coefficients *co = &job->coefficients[c];
         if (job->backward) {
-            co->mean = job->mean_in[c];
-            co->k1 = gamma * cbn_normalizing_scale(job->invstd_in[c]);
-            co->k2 = 0;
-            co->k3 = 0;
+            FN(set_mean)(job, c, job->mean_in[c]);
+            FN(set_factors)(job, c, gamma * cbn_normalizing_scale(job->invstd_in[c]), 0, 0);
         } else if (!job->training) {
-            const double mean = (double)((const T *)job->running_mean)[c];
             const double variance = (double)((const T *)job->running_var)[c];
-            co->mean = mean;
-            co->k1 = gamma * cbn_normalizing_scale(cbn_inverse_std(variance, job->eps));
-            co->k2 = 0;
-            co->k3 = bias ? (double)bias[c] : 0.0;
+            FN(set_mean)(job, c, (double)((const T *)job->running_mean)[c]);
+            FN(set_factors)(job, c, gamma * cbn_normalizing_scale(cbn_inverse_std(variance, job->eps)), 0,
+                            bias ? (double)bias[c] : 0.0);
         }
     }
 }

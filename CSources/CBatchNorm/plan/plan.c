@@ -57,6 +57,10 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
     plan.item_parts = fused || item_parts > plan.parts ? plan.parts : item_parts;
     plan.part_ranges = ceil_div(plan.parts, plan.item_parts);
     plan.items = plan.channel_blocks * plan.part_ranges;
+    const int64_t elementwise = CBN_ELEMENTWISE_BYTES / (bytes * plan.channel_block);
+    plan.elementwise_length = elementwise > CBN_LANES ? elementwise : CBN_LANES;
+    plan.elementwise_ranges = ceil_div(plan.m, plan.elementwise_length);
+    plan.elementwise_items = plan.channel_blocks * plan.elementwise_ranges;
     plan.streaming = shape.n * shape.channels * shape.spatial >= CBN_STREAMING_BYTES / bytes;
     return plan;
 }

@@ -65,6 +65,9 @@
 #define CBN_MAX_BLOCK_CHANNELS CBN_COLUMN_CHANNELS
 /// Bytes of one tensor an unfused item covers, about.
 #define CBN_ITEM_BYTES (128 * 1024)
+/// ...and an item of an elementwise phase: long enough that each worker
+/// streams, short enough that the workers share a channel block.
+#define CBN_ELEMENTWISE_BYTES (1024 * 1024)
 /// Outputs of at least this size are written with non-temporal stores: they
 /// will not be read again before they leave the cache anyway.
 #define CBN_STREAMING_BYTES (48 * 1024 * 1024)
@@ -97,6 +100,11 @@ typedef struct cbn_plan {
     int64_t item_parts;         ///< parts per item (all of them when fused)
     int64_t part_ranges;        ///< items per channel block: ceil(parts / item_parts)
     int64_t items;              ///< channel_blocks * part_ranges
+    /* Elementwise phases (normalize, dx without sums) have no partials, so
+     * their items need not be whole parts: about CBN_ELEMENTWISE_BYTES each. */
+    int64_t elementwise_length; ///< values per channel of an elementwise item
+    int64_t elementwise_ranges; ///< ceil(m / elementwise_length)
+    int64_t elementwise_items;  ///< channel_blocks * elementwise_ranges
     int streaming;              ///< write outputs with non-temporal stores
 } cbn_plan;
 
@@ -130,6 +138,19 @@ static inline cbn_item cbn_plan_item(const cbn_plan *plan, int64_t index) {
     item.c1 = cbn_min64(item.c0 + plan->channel_block, plan->shape.channels);
     item.begin = item.part * plan->part_length;
     item.end = cbn_min64(item.begin + plan->item_parts * plan->part_length, plan->m);
+    return item;
+}
+
+/// Item `index` of an elementwise phase: values [begin, end) of a channel
+/// block, `part` unused.
+static inline cbn_item cbn_plan_elementwise_item(const cbn_plan *plan, int64_t index) {
+    cbn_item item;
+    const int64_t block = index / plan->elementwise_ranges;
+    item.part = -1;
+    item.c0 = block * plan->channel_block;
+    item.c1 = cbn_min64(item.c0 + plan->channel_block, plan->shape.channels);
+    item.begin = index % plan->elementwise_ranges * plan->elementwise_length;
+    item.end = cbn_min64(item.begin + plan->elementwise_length, plan->m);
     return item;
 }
 
