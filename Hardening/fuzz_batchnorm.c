@@ -2,7 +2,8 @@
  * libFuzzer target over the C core's entry points.
  *
  * The input decodes into a call: element type, mode, shape and memory
- * layout (sometimes invalid), which optional buffers are present and whether outputs alias
+ * layout (sometimes invalid), the epilogue (relu, a residual z and its
+ * gradient dz, the forward output y that backward masks with), which optional buffers are present and whether outputs alias
  * inputs, epsilon and momentum (sometimes invalid), the executor, and data
  * drawn from classes that include NaN, ±Inf, zeros, subnormals, huge and
  * tiny values. Each call is checked for:
@@ -95,10 +96,10 @@ static buffer copy_buffer(const buffer *b) {
         }                                                                        \
     } while (0)
 
-enum { X, DY, Y, DX, WEIGHT, BIAS, RMEAN, RVAR, DWEIGHT, DBIAS, SMEAN, SINVSTD, BUFFERS };
+enum { X, DY, Y, DX, WEIGHT, BIAS, RMEAN, RVAR, DWEIGHT, DBIAS, SMEAN, SINVSTD, Z, DZ, BUFFERS };
 
 typedef struct {
-    int is_double, training, backward, in_place, dx_aliases_dy;
+    int is_double, training, backward, in_place, dx_aliases_dy, relu;
     int has[BUFFERS];
     cbn_shape shape;
     double eps, momentum;
@@ -118,6 +119,8 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
             .running_mean = k->has[RMEAN] ? base(&b[RMEAN]) : NULL,
             .running_var = k->has[RVAR] ? base(&b[RVAR]) : NULL,
             .saved_mean = saved_mean, .saved_invstd = saved_invstd, .eps = k->eps, .momentum = k->momentum,
+            .residual = k->has[Z] ? base(&b[Z]) : NULL,
+            .activation = k->relu ? CBN_ACTIVATION_RELU : CBN_ACTIVATION_IDENTITY,
         };
         status = cbn_job_create_forward(&d, &job);
     } else {
@@ -128,6 +131,9 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
             .dx = k->has[DX] ? (k->dx_aliases_dy ? base(&b[DY]) : base(&b[DX])) : NULL,
             .dweight = k->has[DWEIGHT] ? base(&b[DWEIGHT]) : NULL,
             .dbias = k->has[DBIAS] ? base(&b[DBIAS]) : NULL,
+            .activation = k->relu ? CBN_ACTIVATION_RELU : CBN_ACTIVATION_IDENTITY,
+            .y = k->has[Y] ? base(&b[Y]) : NULL,
+            .dresidual = k->has[DZ] ? base(&b[DZ]) : NULL,
         };
         status = cbn_job_create_backward(&d, &job);
     }
@@ -180,10 +186,16 @@ static void check_forward_against_reference(const call *k, buffer *before, buffe
         for (int64_t n = 0; n < N; n++)
             for (int64_t s = 0; s < S; s++) {
                 const size_t i = at(k, n, c, s);
-                const double term = gamma * (get(&before[X], i) - mean) * r, want = term + beta;
-                max_diff = fmax(max_diff, fabs(get(y, i) - want));
+                const double term = gamma * (get(&before[X], i) - mean) * r;
+                const double z = k->has[Z] ? get(&before[Z], i) : 0.0;
+                double want = term + beta + z;
+                if (k->relu && !(want > 0)) want = 0;
+                /* With relu, a value within rounding of 0 may land on either side. */
+                const double got = get(y, i);
+                const double diff = k->relu && got == 0 ? fmin(fabs(want), fabs(term + beta + z)) : fabs(got - want);
+                max_diff = fmax(max_diff, diff);
                 /* normwise against the size of the terms, which may cancel */
-                max_ref = fmax(max_ref, fmax(fabs(want), fmax(fabs(term), fabs(beta))));
+                max_ref = fmax(max_ref, fmax(fabs(want), fmax(fabs(term), fmax(fabs(beta), fabs(z)))));
             }
     }
     const double bound = k->is_double ? 1e-12 : 1e-6;
@@ -200,6 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     k.backward = (mode >> 2) & 1;
     k.in_place = !k.backward && ((mode >> 3) & 1);
     k.dx_aliases_dy = k.backward && ((mode >> 4) & 1);
+    k.relu = (mode >> 5) & 1;
     k.shape.n = 1 + next_byte(&r) % 12;
     k.shape.channels = 1 + next_byte(&r) % 70;
     k.shape.spatial = 1 + ((next_byte(&r) << 8) | next_byte(&r)) % (shape_kind & 1 ? 3000 : 50);
@@ -214,6 +227,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     k.has[RVAR] = k.has[RMEAN] ^ ((flags >> 3) & 1 && (flags2 & 7) == 0);   /* rarely: only one of them */
     k.has[SMEAN] = k.backward || ((flags >> 4) & 1); k.has[SINVSTD] = k.backward || ((flags >> 5) & 1);
     k.has[DX] = (flags >> 6) & 1; k.has[DWEIGHT] = (flags >> 7) & 1; k.has[DBIAS] = (flags2 >> 3) & 1;
+    k.has[Z] = !k.backward && ((mode >> 6) & 1);
+    k.has[DZ] = k.backward && ((mode >> 6) & 1);
+    k.has[Y] = !k.backward || k.relu ^ ((mode >> 7) & 1 && (flags2 & 7) == 1);   /* rarely: relu without y */
     static const double eps_table[8] = {1e-5, 0, 1e-3, 1, 1e30, -1, NAN, INFINITY};
     static const double momentum_table[8] = {0.1, 0, 1, 0.5, 0.1, -0.1, 1.5, NAN};
     k.eps = eps_table[next_byte(&r) % 8];
@@ -225,11 +241,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (count > (1u << 18)) return 0;
     buffer b[BUFFERS];
     const size_t counts[BUFFERS] = {count, count, count, count, channels, channels, channels, channels,
-                                    channels, channels, channels, channels};
+                                    channels, channels, channels, channels, count, count};
     int moderate = 1;
     for (int i = 0; i < BUFFERS; i++) {
         b[i] = make_buffer(counts[i], i == SMEAN || i == SINVSTD ? 1 : k.is_double);
-        const int is_input = i == X || i == DY || i == WEIGHT || i == BIAS || i == RMEAN || i == RVAR ||
+        const int is_input = i == X || i == DY || i == WEIGHT || i == BIAS || i == RMEAN || i == RVAR || i == Z ||
+                             (k.backward && i == Y) ||
                              (k.backward && (i == SMEAN || i == SINVSTD));
         if (!is_input) continue;
         for (size_t j = 0; j < counts[i]; j++) {
@@ -254,7 +271,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < BUFFERS; i++) { free(b[i].data); b[i] = serial[i]; }
 
         if (moderate) {
-            const int outputs[] = {Y, DX, DWEIGHT, DBIAS, RMEAN, RVAR, SMEAN, SINVSTD};
+            const int outputs[] = {Y, DX, DWEIGHT, DBIAS, RMEAN, RVAR, SMEAN, SINVSTD, DZ};
             for (size_t o = 0; o < sizeof outputs / sizeof *outputs; o++) {
                 const int i = outputs[o];
                 if (i == Y && k.in_place) continue;

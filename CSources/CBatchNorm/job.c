@@ -19,6 +19,10 @@ static int valid_dtype(cbn_dtype dtype) {
     return dtype == CBN_FLOAT32 || dtype == CBN_FLOAT64;
 }
 
+static int valid_activation(cbn_activation activation) {
+    return activation == CBN_ACTIVATION_IDENTITY || activation == CBN_ACTIVATION_RELU;
+}
+
 /// Every extent at least 1, a known layout, and n*channels*spatial elements
 /// addressable in int64 and in bytes.
 static cbn_status check_shape(cbn_shape shape, cbn_dtype dtype) {
@@ -57,7 +61,7 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
 
 cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) {
     *job_out = NULL;
-    if (!valid_dtype(d->dtype) || !d->x || !d->y) return CBN_INVALID_ARGUMENT;
+    if (!valid_dtype(d->dtype) || !d->x || !d->y || !valid_activation(d->activation)) return CBN_INVALID_ARGUMENT;
     cbn_status status = check_shape(d->shape, d->dtype);
     if (status != CBN_OK) return status;
     if (!(d->eps >= 0) || !isfinite(d->eps)) return CBN_INVALID_ARGUMENT;
@@ -80,6 +84,9 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) 
     job->saved_invstd = d->saved_invstd;
     job->eps = d->eps;
     job->momentum = d->momentum;
+    job->residual = d->residual;
+    job->epilogue = (d->activation == CBN_ACTIVATION_RELU ? CBN_EPILOGUE_RELU : 0) |
+                    (d->residual ? CBN_EPILOGUE_RESIDUAL : 0);
 
     if (job->training) {
         if (cbn_plan_is_fused(&plan)) {
@@ -100,13 +107,17 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) 
 cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out) {
     *job_out = NULL;
     if (!valid_dtype(d->dtype) || !d->dy || !d->mean || !d->invstd) return CBN_INVALID_ARGUMENT;
+    if (!valid_activation(d->activation) || (d->activation == CBN_ACTIVATION_RELU && !d->y))
+        return CBN_INVALID_ARGUMENT;
     cbn_status status = check_shape(d->shape, d->dtype);
     if (status != CBN_OK) return status;
     const int training = d->training != 0;
     const int wants_sums = d->dweight || d->dbias || (training && d->dx);
     if (wants_sums && !d->x) return CBN_INVALID_ARGUMENT;
+    const int relu = d->activation == CBN_ACTIVATION_RELU;
 
-    cbn_plan plan = cbn_make_plan(d->shape, element_size(d->dtype), 2);
+    /* A fused item keeps x and dy in cache, and y for the mask. */
+    cbn_plan plan = cbn_make_plan(d->shape, element_size(d->dtype), relu ? 3 : 2);
     cbn_job *job;
     if ((status = allocate_job(plan, d->dtype, &job)) != CBN_OK) return status;
     job->backward = 1;
@@ -119,11 +130,15 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     job->invstd_in = d->invstd;
     job->dweight = d->dweight;
     job->dbias = d->dbias;
+    job->y = d->y;
+    job->dresidual = d->dresidual;
+    job->epilogue = (relu ? CBN_EPILOGUE_RELU : 0) | (d->dresidual ? CBN_EPILOGUE_RESIDUAL : 0);
     kernels_for(d->dtype)->prepare(job);
 
     if (training) {
         if (!wants_sums) {
-            /* nothing asked for */
+            /* dz alone (or nothing) asked for: the masked gradient is all there is to write */
+            if (d->dresidual) job->steps[job->phase_count++] = CBN_STEP_INPUT_GRADIENT;
         } else if (cbn_plan_is_fused(&plan)) {
             job->steps[job->phase_count++] = CBN_STEP_SUMS_FUSED;
         } else {
@@ -134,9 +149,11 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     } else if (wants_sums) {
         job->steps[job->phase_count++] = d->dx ? CBN_STEP_SUMS_AND_SCALE : CBN_STEP_SUMS;
         job->steps[job->phase_count++] = CBN_STEP_FINALIZE_BACKWARD;
-    } else if (d->dx) {
+    } else if (d->dx || d->dresidual) {
         job->steps[job->phase_count++] = CBN_STEP_INPUT_GRADIENT;
     }
+    /* dz is written by the first pass over dy: the sums when there are any. */
+    job->gradient_epilogue = wants_sums ? job->epilogue & ~CBN_EPILOGUE_RESIDUAL : job->epilogue;
     *job_out = job;
     return CBN_OK;
 }

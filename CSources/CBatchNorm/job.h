@@ -24,6 +24,16 @@ typedef enum cbn_step {
 
 #define CBN_MAX_PHASES 3
 
+/// The epilogue of the elementwise passes, a set of flags:
+///  forward:  y = relu(BN(x) + z) with CBN_EPILOGUE_RELU and CBN_EPILOGUE_RESIDUAL;
+///  backward: g = dy masked by y (CBN_EPILOGUE_RELU), and dz = g written
+///            (CBN_EPILOGUE_RESIDUAL).
+enum {
+    CBN_EPILOGUE_RELU = 1,
+    CBN_EPILOGUE_RESIDUAL = 2,
+    CBN_EPILOGUES = 4,
+};
+
 /// Per-channel coefficients, in the element type, that every normalize or dx
 /// item reads:
 ///  forward:  y  = ((x - mean_hi) - mean_lo) * k1 + k3
@@ -58,6 +68,11 @@ struct cbn_job {
     void *dweight, *dbias;
     const double *mean_in, *invstd_in;   /* backward */
     double eps, momentum;
+    int epilogue;                        /* CBN_EPILOGUE_* flags */
+    int gradient_epilogue;               /* backward: the flags of the dx pass (dz only once) */
+    const void *residual;                /* forward: z */
+    const void *y;                       /* backward: the forward output, for the mask */
+    void *dresidual;                     /* backward: dz */
 
     /* job-owned */
     void *coefficients;                  /* CBN_COEFFICIENTS arrays of `channels` elements */

@@ -205,13 +205,3 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
         }
     }
 }
-
-/// Calls `body` with buffers over the arrays that are present.
-private func withOptionalBuffers<Scalar, R>(
-    _ a: [Scalar]?, _ b: [Scalar]?,
-    _ body: (UnsafeBufferPointer<Scalar>?, UnsafeBufferPointer<Scalar>?) throws(BatchNormError) -> R
-) throws(BatchNormError) -> R {
-    try withOptional(a) { a throws(BatchNormError) in
-        try withOptional(b) { b throws(BatchNormError) in try body(a, b) }
-    }
-}

@@ -10,6 +10,28 @@ public enum BatchNormMode: Hashable, Sendable {
     case inference
 }
 
+/// What follows batch normalization in the same pass: y = activation(BN(x) + z),
+/// with z the optional residual. The statistics (saved and running) are
+/// BN(x)'s whatever the activation.
+public enum BatchNormActivation: Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// y = BN(x) (+ z).
+    case identity
+    /// y = max(0, BN(x) (+ z)): v where v > 0, +0 where v ≤ 0 (−0 included), NaN
+    /// where v is NaN. Backward masks the gradient with the forward output as
+    /// PyTorch's `threshold_backward` does: g = dy unless y ≤ 0 (so where y is
+    /// NaN the gradient passes), +0 there.
+    case relu
+
+    public var description: String {
+        switch self {
+        case .identity: "identity"
+        case .relu: "relu"
+        }
+    }
+
+    var core: cbn_activation { self == .relu ? CBN_ACTIVATION_RELU : CBN_ACTIVATION_IDENTITY }
+}
+
 /// The per-channel statistics a forward pass normalized with, as backward needs them.
 public struct BatchNormStatistics: Hashable, Sendable {
     /// `.training`: batch statistics; `.inference`: taken from running statistics.
@@ -42,6 +64,8 @@ public struct BatchNormGradients<Scalar: BatchNormScalar>: Sendable {
     public var weight: [Scalar]?
     /// dL/dβ = Σ dy per channel.
     public var bias: [Scalar]?
+    /// dL/dz for the residual of an epilogue y = activation(BN(x) + z): the (masked) dy.
+    public var residual: [Scalar]? = nil
 }
 
 /// Batch-normalization kernels over caller-owned memory, channels first
@@ -65,12 +89,17 @@ public enum BatchNormalization {
     /// running ← (1 − momentum) · running + momentum · batch, with the unbiased variance
     /// σ²_c · m / (m − 1). `savedMean` and `savedInvStd` receive μ_c and r_c when given.
     /// Requires m ≥ 2. Where σ² + ε = 0, r = +∞ and x̂ is taken as 0 (y = β).
+    ///
+    /// Epilogue: y = activation(BN(x) + residual), the residual z (shaped like the
+    /// input) when given. `output` may be `input` or `residual` itself.
     public static func forwardTraining<Scalar: BatchNormScalar>(
         input: UnsafeBufferPointer<Scalar>,
         output: UnsafeMutableBufferPointer<Scalar>,
         shape: BatchNormShape,
         weight: UnsafeBufferPointer<Scalar>? = nil,
         bias: UnsafeBufferPointer<Scalar>? = nil,
+        residual: UnsafeBufferPointer<Scalar>? = nil,
+        activation: BatchNormActivation = .identity,
         runningMean: UnsafeMutableBufferPointer<Scalar>? = nil,
         runningVariance: UnsafeMutableBufferPointer<Scalar>? = nil,
         momentum: Double = 0.1,
@@ -98,15 +127,17 @@ public enum BatchNormalization {
         }
         if let savedMean { try Check.count(savedMean.count, equals: channels, argument: "savedMean") }
         if let savedInvStd { try Check.count(savedInvStd.count, equals: channels, argument: "savedInvStd") }
+        if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
         try Check.trainable(shape)
         try Check.noOverlaps(
             [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
              .init("runningMean", runningMean), .init("runningVariance", runningVariance),
-             .init("savedMean", savedMean), .init("savedInvStd", savedInvStd)],
-            exactAliases: [["output", "input"]])
+             .init("savedMean", savedMean), .init("savedInvStd", savedInvStd), .init("residual", residual)],
+            exactAliases: [["output", "input"], ["output", "residual"]])
 
         try runForward(
             training: true, input: input, output: output, shape: shape, weight: weight, bias: bias,
+            residual: residual, activation: activation,
             runningMean: runningMean?.rawBase, runningVariance: runningVariance?.rawBase,
             savedMean: savedMean?.baseAddress, savedInvStd: savedInvStd?.baseAddress,
             epsilon: epsilon, momentum: momentum, executor: executor)
@@ -115,7 +146,8 @@ public enum BatchNormalization {
     // MARK: Forward, inference
 
     /// Normalizes `input` with the running statistics:
-    /// y = γ_c · (x − runningMean_c) / sqrt(runningVariance_c + ε) + β_c.
+    /// y = γ_c · (x − runningMean_c) / sqrt(runningVariance_c + ε) + β_c, then the
+    /// epilogue y = activation(y + residual) as in `forwardTraining`.
     public static func forwardInference<Scalar: BatchNormScalar>(
         input: UnsafeBufferPointer<Scalar>,
         output: UnsafeMutableBufferPointer<Scalar>,
@@ -124,6 +156,8 @@ public enum BatchNormalization {
         runningVariance: UnsafeBufferPointer<Scalar>,
         weight: UnsafeBufferPointer<Scalar>? = nil,
         bias: UnsafeBufferPointer<Scalar>? = nil,
+        residual: UnsafeBufferPointer<Scalar>? = nil,
+        activation: BatchNormActivation = .identity,
         epsilon: Double = 1e-5,
         executor: BatchNormExecutor = .automatic
     ) throws(BatchNormError) {
@@ -136,13 +170,16 @@ public enum BatchNormalization {
         try Check.count(runningVariance.count, equals: channels, argument: "runningVariance")
         if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
         if let bias { try Check.count(bias.count, equals: channels, argument: "bias") }
+        if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
         try Check.noOverlaps(
             [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
-             .init("runningMean", runningMean), .init("runningVariance", runningVariance)],
-            exactAliases: [["output", "input"]])
+             .init("runningMean", runningMean), .init("runningVariance", runningVariance),
+             .init("residual", residual)],
+            exactAliases: [["output", "input"], ["output", "residual"]])
 
         try runForward(
             training: false, input: input, output: output, shape: shape, weight: weight, bias: bias,
+            residual: residual, activation: activation,
             runningMean: UnsafeMutableRawPointer(mutating: runningMean.rawBase),
             runningVariance: UnsafeMutableRawPointer(mutating: runningVariance.rawBase),
             savedMean: nil, savedInvStd: nil, epsilon: epsilon, momentum: 0, executor: executor)
@@ -159,6 +196,12 @@ public enum BatchNormalization {
     /// `mean` and `invStd` are what the forward pass used (`savedMean`/`savedInvStd` in
     /// training, `inferenceStatistics` in inference). Each gradient is computed only if its
     /// buffer is given.
+    ///
+    /// After a forward pass with an epilogue, pass its `activation`: with `.relu`,
+    /// `forwardOutput` (the y it wrote) is required and dy is first masked,
+    /// g = dy unless y ≤ 0 (+0 there; where y is NaN, g = dy); g then takes dy's place
+    /// above. `residualGradient` receives dL/dz = g. It may be `outputGradient`
+    /// itself, as `inputGradient` may (but not both).
     public static func backward<Scalar: BatchNormScalar>(
         mode: BatchNormMode,
         input: UnsafeBufferPointer<Scalar>,
@@ -170,10 +213,23 @@ public enum BatchNormalization {
         inputGradient: UnsafeMutableBufferPointer<Scalar>? = nil,
         weightGradient: UnsafeMutableBufferPointer<Scalar>? = nil,
         biasGradient: UnsafeMutableBufferPointer<Scalar>? = nil,
+        activation: BatchNormActivation = .identity,
+        forwardOutput: UnsafeBufferPointer<Scalar>? = nil,
+        residualGradient: UnsafeMutableBufferPointer<Scalar>? = nil,
         executor: BatchNormExecutor = .automatic
     ) throws(BatchNormError) {
         try executor.validate()
         let channels = shape.channels
+        if activation == .relu && forwardOutput == nil {
+            throw BatchNormError(.missingArgument, argument: "forwardOutput",
+                                 expected: "the forward pass's output, for the relu mask", actual: "nil")
+        }
+        if let forwardOutput {
+            try Check.count(forwardOutput.count, equals: shape.count, argument: "forwardOutput")
+        }
+        if let residualGradient {
+            try Check.count(residualGradient.count, equals: shape.count, argument: "residualGradient")
+        }
         try Check.count(input.count, equals: shape.count, argument: "input")
         try Check.count(outputGradient.count, equals: shape.count, argument: "outputGradient")
         try Check.count(mean.count, equals: channels, argument: "mean")
@@ -185,8 +241,10 @@ public enum BatchNormalization {
         try Check.noOverlaps(
             [.init("input", input), .init("outputGradient", outputGradient), .init("mean", mean),
              .init("invStd", invStd), .init("weight", weight), .init("inputGradient", inputGradient),
-             .init("weightGradient", weightGradient), .init("biasGradient", biasGradient)],
-            exactAliases: [["inputGradient", "outputGradient"], ["inputGradient", "input"]])
+             .init("weightGradient", weightGradient), .init("biasGradient", biasGradient),
+             .init("forwardOutput", forwardOutput), .init("residualGradient", residualGradient)],
+            exactAliases: [["inputGradient", "outputGradient"], ["inputGradient", "input"],
+                           ["residualGradient", "outputGradient"]])
 
         var desc = cbn_backward_desc()
         desc.dtype = Scalar.coreType
@@ -200,6 +258,9 @@ public enum BatchNormalization {
         desc.dx = inputGradient?.rawBase
         desc.dweight = weightGradient?.rawBase
         desc.dbias = biasGradient?.rawBase
+        desc.activation = activation.core
+        desc.y = forwardOutput?.rawBase
+        desc.dresidual = residualGradient?.rawBase
         var job: OpaquePointer?
         try Check.status(cbn_job_create_backward(&desc, &job))
         defer { cbn_job_destroy(job) }
@@ -229,6 +290,7 @@ public enum BatchNormalization {
     private static func runForward<Scalar: BatchNormScalar>(
         training: Bool, input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>,
         shape: BatchNormShape, weight: UnsafeBufferPointer<Scalar>?, bias: UnsafeBufferPointer<Scalar>?,
+        residual: UnsafeBufferPointer<Scalar>?, activation: BatchNormActivation,
         runningMean: UnsafeMutableRawPointer?, runningVariance: UnsafeMutableRawPointer?,
         savedMean: UnsafeMutablePointer<Double>?, savedInvStd: UnsafeMutablePointer<Double>?,
         epsilon: Double, momentum: Double, executor: BatchNormExecutor
@@ -247,6 +309,8 @@ public enum BatchNormalization {
         desc.saved_invstd = savedInvStd
         desc.eps = epsilon
         desc.momentum = momentum
+        desc.residual = residual?.rawBase
+        desc.activation = activation.core
         var job: OpaquePointer?
         try Check.status(cbn_job_create_forward(&desc, &job))
         defer { cbn_job_destroy(job) }

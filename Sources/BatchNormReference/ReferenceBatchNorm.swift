@@ -25,7 +25,12 @@ public enum ReferenceBatchNorm {
         public var inputGradient: [Double]
         public var weightGradient: [Double]
         public var biasGradient: [Double]
+        /// dL/dz for an epilogue with a residual z: the (masked) gradient g.
+        public var residualGradient: [Double]
     }
+
+    /// relu(v): v where v > 0 or v is NaN, 0 elsewhere.
+    public static func relu(_ v: Double) -> Double { v > 0 || v.isNaN ? v : 0 }
 
     /// C: `shape[1]`, or the last dimension with `channelsLast`.
     public static func channels(shape: [Int], channelsLast: Bool = false) -> Int {
@@ -67,12 +72,14 @@ public enum ReferenceBatchNorm {
     }
 
     /// Training: batch statistics, running ← (1 − momentum)·running + momentum·batch with the
-    /// unbiased variance σ²·m/(m − 1). Inference: the running statistics.
+    /// unbiased variance σ²·m/(m − 1). Inference: the running statistics. With an epilogue,
+    /// y = relu(BN(x) + z) (`relu`, `residual` z); the statistics are BN(x)'s.
     public static func forward(
         _ x: [Double], shape: [Int], channelsLast: Bool = false, training: Bool,
         weight: [Double]? = nil, bias: [Double]? = nil,
         runningMean: [Double]? = nil, runningVariance: [Double]? = nil,
-        momentum: Double = 0.1, epsilon: Double = 1e-5
+        momentum: Double = 0.1, epsilon: Double = 1e-5,
+        residual: [Double]? = nil, relu: Bool = false
     ) -> Forward {
         let channels = channels(shape: shape, channelsLast: channelsLast)
         let m = valuesPerChannel(shape: shape, channelsLast: channelsLast)
@@ -93,7 +100,9 @@ public enum ReferenceBatchNorm {
         let invStd = variance.map { 1 / ($0 + epsilon).squareRoot() }
         var y = [Double](repeating: 0, count: x.count)
         forEachIndex(shape: shape, channelsLast: channelsLast) { c, i in
-            y[i] = (weight?[c] ?? 1) * (x[i] - mean[c]) * invStd[c] + (bias?[c] ?? 0)
+            let normalized = (weight?[c] ?? 1) * (x[i] - mean[c]) * invStd[c] + (bias?[c] ?? 0)
+            let sum = normalized + (residual?[i] ?? 0)
+            y[i] = relu ? Self.relu(sum) : sum
         }
         return Forward(output: y, mean: mean, invStd: invStd,
                        runningMean: newRunningMean, runningVariance: newRunningVariance)
@@ -101,10 +110,13 @@ public enum ReferenceBatchNorm {
 
     /// With x̂ = (x − μ)·r: dβ = Σ dy, dγ = Σ dy·x̂, and
     /// dx = γ·r/m · (m·dy − dβ − x̂·dγ) in training, dx = γ·r·dy in inference.
+    /// After a relu epilogue that wrote `forwardOutput` y, dy is first replaced by
+    /// g = (y ≤ 0 ? 0 : dy), which is also the residual's gradient.
     public static func backward(
-        _ x: [Double], outputGradient dy: [Double], shape: [Int], channelsLast: Bool = false, training: Bool,
-        mean: [Double], invStd: [Double], weight: [Double]? = nil
+        _ x: [Double], outputGradient: [Double], shape: [Int], channelsLast: Bool = false, training: Bool,
+        mean: [Double], invStd: [Double], weight: [Double]? = nil, forwardOutput: [Double]? = nil
     ) -> Backward {
+        let dy = forwardOutput.map { y in zip(outputGradient, y).map { $1 <= 0 ? 0 : $0 } } ?? outputGradient
         let channels = channels(shape: shape, channelsLast: channelsLast)
         let m = valuesPerChannel(shape: shape, channelsLast: channelsLast)
         var dBias = [Double](repeating: 0, count: channels)
@@ -123,6 +135,6 @@ public enum ReferenceBatchNorm {
                 dx[i] = gamma * invStd[c] * dy[i]
             }
         }
-        return Backward(inputGradient: dx, weightGradient: dWeight, biasGradient: dBias)
+        return Backward(inputGradient: dx, weightGradient: dWeight, biasGradient: dBias, residualGradient: dy)
     }
 }

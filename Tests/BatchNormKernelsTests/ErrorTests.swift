@@ -207,6 +207,96 @@ import Testing
         #expect(dxInPlace == gradients.input!)
     }
 
+    @Test("epilogues: relu without the forward output, a residual of the wrong size, outputs over the residual or dz")
+    func epilogueErrors() {
+        expectError(.countMismatch, argument: "residual") { a throws(BatchNormError) in
+            try BatchNormalization.forwardTraining(
+                input: UnsafeBufferPointer(a.region(0, 24)), output: a.region(100, 24), shape: Self.shape,
+                residual: UnsafeBufferPointer(a.region(300, 23)), activation: .relu, executor: .serial)
+        }
+        expectError(.overlappingBuffers, argument: "output, residual") { a throws(BatchNormError) in
+            try BatchNormalization.forwardInference(
+                input: UnsafeBufferPointer(a.region(0, 24)), output: a.region(100, 24), shape: Self.shape,
+                runningMean: UnsafeBufferPointer(a.region(220, 3)), runningVariance: UnsafeBufferPointer(a.region(230, 3)),
+                residual: UnsafeBufferPointer(a.region(110, 24)), activation: .relu, executor: .serial)
+        }
+        let mean = { (a: Arena) in UnsafeBufferPointer(a.doubleRegion(0, 3)) }
+        let invStd = { (a: Arena) in UnsafeBufferPointer(a.doubleRegion(10, 3)) }
+        expectError(.missingArgument, argument: "forwardOutput") { a throws(BatchNormError) in
+            try BatchNormalization.backward(
+                mode: .training, input: UnsafeBufferPointer(a.region(0, 24)),
+                outputGradient: UnsafeBufferPointer(a.region(100, 24)), shape: Self.shape, mean: mean(a),
+                invStd: invStd(a), inputGradient: a.region(300, 24), activation: .relu, executor: .serial)
+        }
+        expectError(.countMismatch, argument: "residualGradient") { a throws(BatchNormError) in
+            try BatchNormalization.backward(
+                mode: .training, input: UnsafeBufferPointer(a.region(0, 24)),
+                outputGradient: UnsafeBufferPointer(a.region(100, 24)), shape: Self.shape, mean: mean(a),
+                invStd: invStd(a), residualGradient: a.region(300, 25), executor: .serial)
+        }
+        expectError(.overlappingBuffers, argument: "inputGradient, residualGradient") { a throws(BatchNormError) in
+            try BatchNormalization.backward(
+                mode: .training, input: UnsafeBufferPointer(a.region(0, 24)),
+                outputGradient: UnsafeBufferPointer(a.region(100, 24)), shape: Self.shape, mean: mean(a),
+                invStd: invStd(a), inputGradient: a.region(300, 24), activation: .relu,
+                forwardOutput: UnsafeBufferPointer(a.region(200, 24)), residualGradient: a.region(300, 24),
+                executor: .serial)
+        }
+        expectError(.overlappingBuffers, argument: "input, residualGradient") { a throws(BatchNormError) in
+            try BatchNormalization.backward(
+                mode: .training, input: UnsafeBufferPointer(a.region(0, 24)),
+                outputGradient: UnsafeBufferPointer(a.region(100, 24)), shape: Self.shape, mean: mean(a),
+                invStd: invStd(a), residualGradient: a.region(0, 24), executor: .serial)
+        }
+    }
+
+    @Test("epilogues in place: y over x or over z, dz over dy, give the out-of-place results")
+    func epilogueAliases() throws {
+        let dims = [2, 3, 4], shape = Self.shape
+        let x: [Float] = randomValues(24, center: 0.3, seed: 18), z: [Float] = randomValues(24, seed: 19)
+        let dy: [Float] = randomValues(24, seed: 20)
+        let forward = try BatchNormalization.forwardTraining(x, shape: dims, residual: z, activation: .relu,
+                                                             executor: .serial)
+        let gradients = try BatchNormalization.backward(
+            outputGradient: dy, input: x, shape: dims, statistics: forward.statistics, activation: .relu,
+            forwardOutput: forward.output, wantsResidualGradient: true, executor: .serial)
+        var overX = x, overZ = z
+        try overX.withUnsafeMutableBufferPointer { y throws(BatchNormError) in
+            try z.withUnsafeBufferPointer { z throws(BatchNormError) in
+                try BatchNormalization.forwardTraining(input: UnsafeBufferPointer(y), output: y, shape: shape,
+                                                       residual: z, activation: .relu, executor: .serial)
+            }
+        }
+        try x.withUnsafeBufferPointer { x throws(BatchNormError) in
+            try overZ.withUnsafeMutableBufferPointer { y throws(BatchNormError) in
+                try BatchNormalization.forwardTraining(input: x, output: y, shape: shape,
+                                                       residual: UnsafeBufferPointer(y), activation: .relu,
+                                                       executor: .serial)
+            }
+        }
+        #expect(overX == forward.output && overZ == forward.output)
+        var dzOverDy = dy
+        var dx = [Float](repeating: 0, count: 24)
+        try x.withUnsafeBufferPointer { x throws(BatchNormError) in
+            try forward.output.withUnsafeBufferPointer { y throws(BatchNormError) in
+                try forward.statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
+                    try forward.statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
+                        try dx.withUnsafeMutableBufferPointer { dx throws(BatchNormError) in
+                            try dzOverDy.withUnsafeMutableBufferPointer { g throws(BatchNormError) in
+                                try BatchNormalization.backward(
+                                    mode: .training, input: x, outputGradient: UnsafeBufferPointer(g), shape: shape,
+                                    mean: mean, invStd: invStd, inputGradient: dx, activation: .relu,
+                                    forwardOutput: y, residualGradient: g, executor: .serial)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(dzOverDy == gradients.residual!)
+        #expect(dx == gradients.input!)
+    }
+
     @Test("a failing layer call leaves the layer unchanged")
     func layerUnchangedOnError() throws {
         var layer = try BatchNorm<Float>(featureCount: 3, executor: .serial)

@@ -69,6 +69,13 @@ typedef struct cbn_shape {
     cbn_memory_layout layout;
 } cbn_shape;
 
+/// An activation applied after batch normalization (and the residual).
+typedef enum cbn_activation {
+    CBN_ACTIVATION_IDENTITY = 0,
+    /// relu(v) = v where v > 0 or v is NaN, +0 elsewhere (-0 included).
+    CBN_ACTIVATION_RELU = 1,
+} cbn_activation;
+
 /// Forward pass, training or inference.
 ///
 /// Training (`training != 0`): per channel c over its m = n*spatial values,
@@ -79,6 +86,8 @@ typedef struct cbn_shape {
 ///   running_var  <- (1 - momentum) running_var  + momentum var_c m/(m-1).
 /// Inference: the same y with mean = running_mean, var = running_var.
 /// Where var + eps = 0, invstd is +inf and x̂ is taken as 0 (y = bias).
+/// Epilogue: y = activation(BN(x) + residual), the residual z when given;
+/// the saved and running statistics are BN(x)'s, whatever the epilogue.
 typedef struct cbn_forward_desc {
     cbn_dtype dtype;
     cbn_shape shape;
@@ -93,6 +102,8 @@ typedef struct cbn_forward_desc {
     double *saved_invstd;      ///< training: invstd_c out (NULL: not wanted); ignored in inference
     double eps;                ///< >= 0 and finite
     double momentum;           ///< weight of this batch in the running update, in [0, 1]
+    const void *residual;      ///< z, like x; NULL: none. y may equal z exactly
+    cbn_activation activation;
 } cbn_forward_desc;
 
 /// Backward pass. With xhat = (x - mean) * invstd:
@@ -117,6 +128,9 @@ typedef struct cbn_backward_desc {
     void *dx;                  ///< NULL: not wanted; may equal dy or x exactly
     void *dweight;             ///< NULL: not wanted
     void *dbias;               ///< NULL: not wanted
+    cbn_activation activation; ///< the forward epilogue's activation
+    const void *y;             ///< the forward output; required with CBN_ACTIVATION_RELU
+    void *dresidual;           ///< dz = g; NULL: not wanted; may equal dy exactly
 } cbn_backward_desc;
 
 /// An opaque job: plan, per-channel parameters, partial results.

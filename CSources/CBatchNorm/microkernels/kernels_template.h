@@ -85,51 +85,111 @@ CBN_INLINE void FN(add_run_shifted)(const T *x, int64_t n, double pivot, cbn_vd 
 #define CBN_FENCE_STREAMS(stream) do { (void)(stream); } while (0)
 #endif
 
-CBN_INLINE void FN(run_normalize)(const T *x, T *y, int64_t n, FN(cbn_split_mean) mu, T a, T b,
-                                  int stream) {
+/* ---------- epilogues: the activation and the residual ---------- */
+
+/// Integer lanes the width of T's: what comparing two VTs gives.
+typedef __typeof__((VT){0} <= (VT){0}) FN(cbn_lane_mask);
+
+/// v where y > 0 or y is NaN, +0 elsewhere: relu(v) is KEEP(v, v), and the
+/// gradient mask of y = relu(...) is KEEP(dy, y) (PyTorch's threshold_backward
+/// passes the gradient unless y <= 0). A bit mask, so that the values kept
+/// keep their bits in vectors and single values alike.
+#define KEEP(v, y) ((VT)((FN(cbn_lane_mask))(v) & ~((y) <= (VT){0})))
+CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
+
+/// The forward epilogue of v = BN(x) at element i: v + z[i] with
+/// CBN_EPILOGUE_RESIDUAL, then relu with CBN_EPILOGUE_RELU. Each step is its
+/// own rounding, in vectors and single values alike; `epi` is a constant
+/// where these are used, so the unused steps compile away.
+#define EPILOGUE_V(v, z, i, epi)                                                     \
+    ({                                                                               \
+        VT e_ = (v);                                                                 \
+        if ((epi) & CBN_EPILOGUE_RESIDUAL) e_ = e_ + LOAD((z) + (i));                \
+        if ((epi) & CBN_EPILOGUE_RELU) e_ = KEEP(e_, e_);                            \
+        e_;                                                                          \
+    })
+#define EPILOGUE_S(v, z, i, epi)                                                     \
+    ({                                                                               \
+        T e_ = (v);                                                                  \
+        if ((epi) & CBN_EPILOGUE_RESIDUAL) e_ = e_ + (z)[i];                         \
+        if ((epi) & CBN_EPILOGUE_RELU) e_ = FN(keep)(e_, e_);                        \
+        e_;                                                                          \
+    })
+
+/// The backward epilogue: g = dy[i], masked by y[i] with CBN_EPILOGUE_RELU.
+#define GRADIENT_V(dy, y, i, epi) \
+    ((epi) & CBN_EPILOGUE_RELU ? KEEP(LOAD((dy) + (i)), LOAD((y) + (i))) : LOAD((dy) + (i)))
+#define GRADIENT_S(dy, y, i, epi) ((epi) & CBN_EPILOGUE_RELU ? FN(keep)((dy)[i], (y)[i]) : (dy)[i])
+
+/// Calls CALL(e) with the constant e equal to `epi` (0 to 3), so that each
+/// epilogue gets loops of its own from one piece of code.
+#define CBN_EPILOGUE_SWITCH(epi, CALL) \
+    switch (epi) {                     \
+    case 0: CALL(0); break;            \
+    case 1: CALL(1); break;            \
+    case 2: CALL(2); break;            \
+    default: CALL(3); break;           \
+    }
+
+/* ---------- contiguous runs (planes walk), continued ---------- */
+
+/// y = epilogue(((x - mean_hi) - mean_lo) * a + b), z the residual.
+CBN_INLINE void FN(run_normalize)(const T *x, const T *z, T *y, int64_t n, FN(cbn_split_mean) mu, T a, T b,
+                                  int stream, const int epi) {
     CBN_WRITE_RUN(y, n, stream,
-                  y[i] = ((x[i] - mu.hi) - mu.lo) * a + b,
-                  ((LOAD(x + i) - mu.hi) - mu.lo) * a + b);
+                  y[i] = EPILOGUE_S(((x[i] - mu.hi) - mu.lo) * a + b, z, i, epi),
+                  EPILOGUE_V(((LOAD(x + i) - mu.hi) - mu.lo) * a + b, z, i, epi));
 }
 
-/// Adds dy and dy*d to the accumulators (lanes and tails); if dx is not
-/// NULL, also writes dx = k1*dy (inference mode, where dx needs no sums).
-CBN_INLINE void FN(run_sums)(const T *x, const T *dy, T *dx, int64_t n, FN(cbn_split_mean) mu,
-                             T k1, cbn_vd *acc_dy, cbn_vd *acc_dyd, double *tail_dy,
-                             double *tail_dyd) {
+/// With g the (masked) gradient: adds g and g*d to the accumulators (lanes
+/// and tails); writes dz = g with CBN_EPILOGUE_RESIDUAL, and, if dx is not
+/// NULL, dx = k1*g (inference mode, where dx needs no sums).
+CBN_INLINE void FN(run_sums)(const T *x, const T *dy, const T *y, T *dz, T *dx, int64_t n,
+                             FN(cbn_split_mean) mu, T k1, cbn_vd *acc_dy, cbn_vd *acc_dyd, double *tail_dy,
+                             double *tail_dyd, const int epi) {
     cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        VT g = LOAD(dy + i);
+        VT g = GRADIENT_V(dy, y, i, epi);
         VT d = (LOAD(x + i) - mu.hi) - mu.lo;
         cbn_vd gw = WIDEN(g);
         a_dy += gw;
         a_dyd += gw * WIDEN(d);
+        if (epi & CBN_EPILOGUE_RESIDUAL) STORE(dz + i, g);
         if (dx) STORE(dx + i, g * k1);
     }
     *acc_dy = a_dy;
     *acc_dyd = a_dyd;
     double t_dy = *tail_dy, t_dyd = *tail_dyd;
     for (; i < n; i++) {
-        T g = dy[i];
+        T g = GRADIENT_S(dy, y, i, epi);
         T d = (x[i] - mu.hi) - mu.lo;
         t_dy += (double)g;
         t_dyd += (double)g * (double)d;
+        if (epi & CBN_EPILOGUE_RESIDUAL) dz[i] = g;
         if (dx) dx[i] = g * k1;
     }
     *tail_dy = t_dy;
     *tail_dyd = t_dyd;
 }
 
-CBN_INLINE void FN(run_input_gradient)(const T *x, const T *dy, T *dx, int64_t n,
-                                       FN(cbn_split_mean) mu, T k1, T k2, T k3, int stream) {
-    CBN_WRITE_RUN(dx, n, stream,
-                  dx[i] = k1 * dy[i] + (k2 * ((x[i] - mu.hi) - mu.lo) + k3),
-                  k1 * LOAD(dy + i) + (k2 * ((LOAD(x + i) - mu.hi) - mu.lo) + k3));
+/// dz = g for the passes that write it without sums (dx alone, or dz alone).
+CBN_INLINE void FN(run_residual_gradient)(const T *dy, const T *y, T *dz, int64_t n, int stream,
+                                          const int epi) {
+    CBN_WRITE_RUN(dz, n, stream, dz[i] = GRADIENT_S(dy, y, i, epi), GRADIENT_V(dy, y, i, epi));
 }
 
-CBN_INLINE void FN(run_scale)(const T *dy, T *dx, int64_t n, T k1, int stream) {
-    CBN_WRITE_RUN(dx, n, stream, dx[i] = dy[i] * k1, LOAD(dy + i) * k1);
+/// dx = k1*g + (k2*((x - mean_hi) - mean_lo) + k3), g the (masked) gradient.
+CBN_INLINE void FN(run_input_gradient)(const T *x, const T *dy, const T *y, T *dx, int64_t n,
+                                       FN(cbn_split_mean) mu, T k1, T k2, T k3, int stream, const int epi) {
+    CBN_WRITE_RUN(dx, n, stream,
+                  dx[i] = k1 * GRADIENT_S(dy, y, i, epi) + (k2 * ((x[i] - mu.hi) - mu.lo) + k3),
+                  k1 * GRADIENT_V(dy, y, i, epi) + (k2 * ((LOAD(x + i) - mu.hi) - mu.lo) + k3));
+}
+
+/// dx = k1*g (inference mode).
+CBN_INLINE void FN(run_scale)(const T *dy, const T *y, T *dx, int64_t n, T k1, int stream, const int epi) {
+    CBN_WRITE_RUN(dx, n, stream, dx[i] = GRADIENT_S(dy, y, i, epi) * k1, GRADIENT_V(dy, y, i, epi) * k1);
 }
 
 /* ---------- rows of a channel block (columns walk) ---------- */
@@ -170,23 +230,26 @@ typedef struct FN(cbn_block_coefficients) {
     const T *hi, *lo, *k1, *k2, *k3;
 } FN(cbn_block_coefficients);
 
-/// The backward sums' counterpart of rows_add_shifted: with g = dy and
-/// d = (x - hi) - lo at row j, adds g to sum_dy[k] and g*d to sum_dyd[k] in
-/// row order; if dx is not NULL, also writes dx = k1*g (inference mode).
-CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const T *x, const T *dy, T *dx,
-                                  int64_t stride, int64_t rows, const FN(cbn_block_coefficients) *bc,
-                                  int64_t w) {
+/// The backward sums' counterpart of rows_add_shifted: with g the (masked)
+/// gradient and d = (x - hi) - lo at row j, adds g to sum_dy[k] and g*d to
+/// sum_dyd[k] in row order; writes dz = g with CBN_EPILOGUE_RESIDUAL and, if
+/// dx is not NULL, dx = k1*g (inference mode).
+CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const T *x, const T *dy, const T *y, T *dz,
+                                  T *dx, int64_t stride, int64_t rows, const FN(cbn_block_coefficients) *bc,
+                                  int64_t w, const int epi) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         const VT hi = LOAD(bc->hi + k), lo = LOAD(bc->lo + k), k1 = LOAD(bc->k1 + k);
         cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
         for (int64_t j = 0; j < rows; j++) {
-            VT g = LOAD(dy + j * stride + k);
-            VT d = (LOAD(x + j * stride + k) - hi) - lo;
+            const int64_t at = j * stride + k;
+            VT g = GRADIENT_V(dy, y, at, epi);
+            VT d = (LOAD(x + at) - hi) - lo;
             cbn_vd gw = WIDEN(g);
             a_dy += gw;
             a_dyd += gw * WIDEN(d);
-            if (dx) STORE(dx + j * stride + k, g * k1);
+            if (epi & CBN_EPILOGUE_RESIDUAL) STORE(dz + at, g);
+            if (dx) STORE(dx + at, g * k1);
         }
         cbn_vd_store(sum_dy + k, a_dy);
         cbn_vd_store(sum_dyd + k, a_dyd);
@@ -194,11 +257,13 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const T *x, c
     for (; k < w; k++) {
         double t_dy = sum_dy[k], t_dyd = sum_dyd[k];
         for (int64_t j = 0; j < rows; j++) {
-            T g = dy[j * stride + k];
-            T d = (x[j * stride + k] - bc->hi[k]) - bc->lo[k];
+            const int64_t at = j * stride + k;
+            T g = GRADIENT_S(dy, y, at, epi);
+            T d = (x[at] - bc->hi[k]) - bc->lo[k];
             t_dy += (double)g;
             t_dyd += (double)g * (double)d;
-            if (dx) dx[j * stride + k] = g * bc->k1[k];
+            if (epi & CBN_EPILOGUE_RESIDUAL) dz[at] = g;
+            if (dx) dx[at] = g * bc->k1[k];
         }
         sum_dy[k] = t_dy;
         sum_dyd[k] = t_dyd;
@@ -312,45 +377,58 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item,
     }
 }
 
-CBN_MULTIVERSIONED static void FN(normalize)(const cbn_job *job, cbn_item item) {
+/// y = epilogue(BN(x)) over one item, for the constant epilogue `epi`.
+CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int epi) {
     const cbn_plan *plan = &job->plan;
     FN(cbn_block_coefficients) bc;
     FN(load_block_coefficients)(job, item, &bc);
     if (plan->walk == CBN_WALK_PLANES) {
         const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
-        const T *x = (const T *)job->x + base;
+        const T *x = (const T *)job->x + base, *z = job->residual ? (const T *)job->residual + base : NULL;
         T *y = (T *)job->out + base;
         int64_t value, length;
         cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
         while (cbn_segments_next(&segments, &value, &length)) {
             const int64_t offset = cbn_plane_offset(plan, value);
             for (int64_t k = 0; k < w; k++) {
+                const int64_t at = k * S + offset;
                 FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
-                FN(run_normalize)(x + k * S + offset, y + k * S + offset, length, mu, bc.k1[k], bc.k3[k],
-                                  plan->streaming);
+                FN(run_normalize)(x + at, z ? z + at : NULL, y + at, length, mu, bc.k1[k], bc.k3[k],
+                                  plan->streaming, epi);
             }
         }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
         for (int64_t r = item.begin; r < item.end; r++) {
-            const T *x = (const T *)job->x + r * C + item.c0;
-            T *y = (T *)job->out + r * C + item.c0;
+            const int64_t at = r * C + item.c0;
+            const T *x = (const T *)job->x + at, *z = job->residual ? (const T *)job->residual + at : NULL;
+            T *y = (T *)job->out + at;
             CBN_WRITE_RUN(y, w, plan->streaming,
-                          y[i] = ((x[i] - bc.hi[i]) - bc.lo[i]) * bc.k1[i] + bc.k3[i],
-                          ((LOAD(x + i) - LOAD(bc.hi + i)) - LOAD(bc.lo + i)) * LOAD(bc.k1 + i) + LOAD(bc.k3 + i));
+                          y[i] = EPILOGUE_S(((x[i] - bc.hi[i]) - bc.lo[i]) * bc.k1[i] + bc.k3[i], z, i, epi),
+                          EPILOGUE_V(((LOAD(x + i) - LOAD(bc.hi + i)) - LOAD(bc.lo + i)) * LOAD(bc.k1 + i) +
+                                         LOAD(bc.k3 + i),
+                                     z, i, epi));
         }
     }
     CBN_FENCE_STREAMS(plan->streaming);
 }
 
+CBN_MULTIVERSIONED static void FN(normalize)(const cbn_job *job, cbn_item item) {
+#define CALL(e) FN(normalize_item)(job, item, e)
+    CBN_EPILOGUE_SWITCH(job->epilogue, CALL)
+#undef CALL
+}
+
 /// Backward sums of part [p0, p1) of channels item.c0 + k (planes walk) into
-/// sum_dy[k] and sum_dyd[k]; with dx_all, also dx = k1*dy in the same pass.
+/// sum_dy[k] and sum_dyd[k]; with dx_all, also dx = k1*g in the same pass.
 CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
                                      const FN(cbn_block_coefficients) *bc, T *dx_all, double *sum_dy,
-                                     double *sum_dyd) {
+                                     double *sum_dyd, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
     const T *x = (const T *)job->x + base, *dy = (const T *)job->dy + base;
+    const T *y = job->y ? (const T *)job->y + base : NULL;
+    T *dz = job->dresidual ? (T *)job->dresidual + base : NULL;
     T *dx = dx_all ? dx_all + base : NULL;
     cbn_vd lanes_dy[CBN_PLANE_MAX_CHANNELS], lanes_dyd[CBN_PLANE_MAX_CHANNELS];
     double tails_dy[CBN_PLANE_MAX_CHANNELS], tails_dyd[CBN_PLANE_MAX_CHANNELS];
@@ -365,8 +443,8 @@ CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t 
         for (int64_t k = 0; k < w; k++) {
             FN(cbn_split_mean) mu = {bc->hi[k], bc->lo[k]};
             const int64_t at = k * S + offset;
-            FN(run_sums)(x + at, dy + at, dx ? dx + at : NULL, length, mu, bc->k1[k], &lanes_dy[k],
-                         &lanes_dyd[k], &tails_dy[k], &tails_dyd[k]);
+            FN(run_sums)(x + at, dy + at, y ? y + at : NULL, dz ? dz + at : NULL, dx ? dx + at : NULL, length, mu,
+                         bc->k1[k], &lanes_dy[k], &lanes_dyd[k], &tails_dy[k], &tails_dyd[k], epi);
         }
     }
     for (int64_t k = 0; k < w; k++) {
@@ -378,24 +456,26 @@ CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t 
 /// part_sums_planes for the columns walk: the same sums in the same order.
 CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
                                       const FN(cbn_block_coefficients) *bc, T *dx_all, double *lanes,
-                                      double *sum_dy, double *sum_dyd) {
+                                      double *sum_dy, double *sum_dyd, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
     const T *x = (const T *)job->x + item.c0, *dy = (const T *)job->dy + item.c0;
+    const T *y = job->y ? (const T *)job->y + item.c0 : NULL;
+    T *dz = job->dresidual ? (T *)job->dresidual + item.c0 : NULL;
     T *dx = dx_all ? dx_all + item.c0 : NULL;
     cbn_column_sums sums;
     cbn_column_sums_clear(&sums, lanes, w);
-#define ADD(a, b, row, stride, rows) \
-    FN(rows_add_sums)(a, b, x + (row) * C, dy + (row) * C, dx ? dx + (row) * C : NULL, stride, rows, bc, w)
+#define ADD(a, b, row, stride, rows)                                                                         \
+    FN(rows_add_sums)(a, b, x + (row) * C, dy + (row) * C, y ? y + (row) * C : NULL, dz ? dz + (row) * C : NULL, \
+                      dx ? dx + (row) * C : NULL, stride, rows, bc, w, epi)
     CBN_COLUMN_SEGMENTS(plan, p0, p1, &sums, w, ADD);
 #undef ADD
     for (int64_t k = 0; k < w; k++) cbn_column_sums_total(&sums, w, k, &sum_dy[k], &sum_dyd[k]);
 }
 
-/// Backward sums of each part of one item into its partials (a = sum dy,
-/// b = sum dy*(x - mean)). With scale_dy, also writes dx = k1*dy in the same
-/// pass (inference mode). `lanes`: as for statistics.
-CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes) {
+/// Backward sums of each part of one item into its partials (a = sum g,
+/// b = sum g*(x - mean)), for the constant epilogue `epi`.
+CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int64_t w = item.c1 - item.c0;
     T *dx_all = scale_dy ? (T *)job->out : NULL;
@@ -406,9 +486,9 @@ CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int s
     for (int64_t p0 = item.begin; p0 < item.end; p0 += plan->part_length, part++) {
         const int64_t p1 = cbn_min(item.end, p0 + plan->part_length);
         if (plan->walk == CBN_WALK_PLANES)
-            FN(part_sums_planes)(job, item, p0, p1, &bc, dx_all, sum_dy, sum_dyd);
+            FN(part_sums_planes)(job, item, p0, p1, &bc, dx_all, sum_dy, sum_dyd, epi);
         else
-            FN(part_sums_columns)(job, item, p0, p1, &bc, dx_all, lanes, sum_dy, sum_dyd);
+            FN(part_sums_columns)(job, item, p0, p1, &bc, dx_all, lanes, sum_dy, sum_dyd, epi);
         for (int64_t k = 0; k < w; k++) {
             cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + part];
             p->a = sum_dy[k]; p->b = sum_dyd[k]; p->c = 0;
@@ -416,28 +496,42 @@ CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int s
     }
 }
 
-/// dx from the coefficients. Inference mode needs no x: dx = k1*dy.
-CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
+/// Backward sums of one item; with scale_dy, also dx = k1*g in the same pass
+/// (inference mode); dz = g with a residual. `lanes`: as for statistics.
+CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes) {
+#define CALL(e) FN(sums_item)(job, item, scale_dy, lanes, e)
+    CBN_EPILOGUE_SWITCH(job->epilogue, CALL)
+#undef CALL
+}
+
+/// dx from the coefficients over one item, for the constant epilogue `epi`;
+/// inference mode needs no x: dx = k1*g. Writes dz = g when no sums pass has.
+CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int through_statistics = job->training;
     FN(cbn_block_coefficients) bc;
     FN(load_block_coefficients)(job, item, &bc);
     if (plan->walk == CBN_WALK_PLANES) {
         const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
-        const T *dy = (const T *)job->dy + base;
-        T *dx = (T *)job->out + base;
+        const T *dy = (const T *)job->dy + base, *y = job->y ? (const T *)job->y + base : NULL;
+        T *dx = job->out ? (T *)job->out + base : NULL;
+        T *dz = job->dresidual ? (T *)job->dresidual + base : NULL;
         int64_t value, length;
         cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
         while (cbn_segments_next(&segments, &value, &length)) {
             const int64_t offset = cbn_plane_offset(plan, value);
             for (int64_t k = 0; k < w; k++) {
                 const int64_t at = k * S + offset;
+                const T *y_at = y ? y + at : NULL;
+                if (epi & CBN_EPILOGUE_RESIDUAL)
+                    FN(run_residual_gradient)(dy + at, y_at, dz + at, length, plan->streaming, epi);
+                if (!dx) continue;
                 if (through_statistics) {
                     FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
-                    FN(run_input_gradient)((const T *)job->x + base + at, dy + at, dx + at, length, mu,
-                                           bc.k1[k], bc.k2[k], bc.k3[k], plan->streaming);
+                    FN(run_input_gradient)((const T *)job->x + base + at, dy + at, y_at, dx + at, length, mu,
+                                           bc.k1[k], bc.k2[k], bc.k3[k], plan->streaming, epi);
                 } else {
-                    FN(run_scale)(dy + at, dx + at, length, bc.k1[k], plan->streaming);
+                    FN(run_scale)(dy + at, y_at, dx + at, length, bc.k1[k], plan->streaming, epi);
                 }
             }
         }
@@ -445,21 +539,32 @@ CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item i
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
         for (int64_t r = item.begin; r < item.end; r++) {
             const int64_t at = r * C + item.c0;
-            const T *dy = (const T *)job->dy + at;
-            T *dx = (T *)job->out + at;
+            const T *dy = (const T *)job->dy + at, *y = job->y ? (const T *)job->y + at : NULL;
+            T *dx = job->out ? (T *)job->out + at : NULL;
+            if (epi & CBN_EPILOGUE_RESIDUAL)
+                FN(run_residual_gradient)(dy, y, (T *)job->dresidual + at, w, plan->streaming, epi);
+            if (!dx) continue;
             if (through_statistics) {
                 const T *x = (const T *)job->x + at;
                 CBN_WRITE_RUN(dx, w, plan->streaming,
-                              dx[i] = bc.k1[i] * dy[i] + (bc.k2[i] * ((x[i] - bc.hi[i]) - bc.lo[i]) + bc.k3[i]),
-                              LOAD(bc.k1 + i) * LOAD(dy + i) +
+                              dx[i] = bc.k1[i] * GRADIENT_S(dy, y, i, epi) +
+                                      (bc.k2[i] * ((x[i] - bc.hi[i]) - bc.lo[i]) + bc.k3[i]),
+                              LOAD(bc.k1 + i) * GRADIENT_V(dy, y, i, epi) +
                                   (LOAD(bc.k2 + i) * ((LOAD(x + i) - LOAD(bc.hi + i)) - LOAD(bc.lo + i)) +
                                    LOAD(bc.k3 + i)));
             } else {
-                CBN_WRITE_RUN(dx, w, plan->streaming, dx[i] = dy[i] * bc.k1[i], LOAD(dy + i) * LOAD(bc.k1 + i));
+                CBN_WRITE_RUN(dx, w, plan->streaming, dx[i] = GRADIENT_S(dy, y, i, epi) * bc.k1[i],
+                              GRADIENT_V(dy, y, i, epi) * LOAD(bc.k1 + i));
             }
         }
     }
     CBN_FENCE_STREAMS(plan->streaming);
+}
+
+CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
+#define CALL(e) FN(input_gradient_item)(job, item, e)
+    CBN_EPILOGUE_SWITCH(job->gradient_epilogue, CALL)
+#undef CALL
 }
 
 /* ---------- per-channel finalize ---------- */
@@ -552,6 +657,12 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 
 #undef CBN_CAT2
 #undef CBN_WRITE_RUN
+#undef CBN_EPILOGUE_SWITCH
+#undef EPILOGUE_V
+#undef EPILOGUE_S
+#undef GRADIENT_V
+#undef GRADIENT_S
+#undef KEEP
 #undef CBN_FENCE_STREAMS
 #undef CBN_CAT
 #undef FN

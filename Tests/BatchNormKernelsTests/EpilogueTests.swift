@@ -1,0 +1,197 @@
+import BatchNormKernels
+import BatchNormReference
+import Testing
+
+/// The fused epilogues y = relu(BN(x)), BN(x) + z and relu(BN(x) + z), forward
+/// and backward, against the float64 reference written from the formulas.
+@Suite struct EpilogueTests {
+    /// (activation, with a residual)
+    static let epilogues: [(BatchNormActivation, Bool)] = [(.relu, false), (.identity, true), (.relu, true)]
+
+    static let shapes: [BatchNormShape] = [
+        try! BatchNormShape([4, 3, 5, 5]), try! BatchNormShape([64, 40, 7, 7]), try! BatchNormShape([3000, 5]),
+        try! BatchNormShape([2, 3, 150, 150]), try! BatchNormShape([1, 1, 70_001]),
+        try! BatchNormShape([8, 7, 7, 40], layout: .channelsLast),
+        try! BatchNormShape([2, 17, 1100], layout: .channelsLast),
+        try! BatchNormShape([9, 5, 3], layout: .channelsLast),
+    ]
+
+    func check<S: BatchNormScalar>(_: S.Type, shape: BatchNormShape, activation: BatchNormActivation,
+                                   residual hasResidual: Bool, seed: UInt64) throws {
+        let dims = shape.dimensions, layout = shape.layout, channelsLast = layout == .channelsLast
+        let channels = shape.channels
+        let x: [S] = randomValues(shape.count, center: 0.5, spread: 2, seed: seed)
+        let z: [S]? = hasResidual ? randomValues(shape.count, seed: seed + 1) : nil
+        let dy: [S] = randomValues(shape.count, seed: seed + 2)
+        let weight: [S] = randomValues(channels, center: 1, spread: 0.5, seed: seed + 3)
+        let bias: [S] = randomValues(channels, seed: seed + 4)
+        let runningMean: [S] = randomValues(channels, seed: seed + 5)
+        let runningVariance: [S] = randomValues(channels, center: 1.5, spread: 1, seed: seed + 6)
+        let relu = activation == .relu
+        let want = ReferenceBatchNorm.forward(doubles(x), shape: dims, channelsLast: channelsLast, training: true,
+                                              weight: doubles(weight), bias: doubles(bias),
+                                              residual: z.map(doubles), relu: relu)
+        let wantInference = ReferenceBatchNorm.forward(
+            doubles(x), shape: dims, channelsLast: channelsLast, training: false, weight: doubles(weight),
+            bias: doubles(bias), runningMean: doubles(runningMean), runningVariance: doubles(runningVariance),
+            residual: z.map(doubles), relu: relu)
+        // dx's terms cancel (see ReferenceAgreementTests): measure against their size.
+        let termScale = (0..<channels).map { abs(Double(weight[$0])) * want.invStd[$0] }.max()!
+            * doubles(dy).map(abs).max()!
+
+        for executor in someExecutors {
+            let context: Comment = "\(S.self) \(shape) \(activation) residual \(hasResidual) \(executor)"
+            let forward = try BatchNormalization.forwardTraining(
+                x, shape: dims, layout: layout, weight: weight, bias: bias, residual: z, activation: activation,
+                executor: executor)
+            #expect(normwiseError(forward.output, want.output) <= Bound.forward(S.self), context)
+            // The statistics are BN(x)'s, whatever the epilogue.
+            #expect(normwiseError(forward.statistics.mean, want.mean) <= 1e-12, context)
+
+            // Backward is given y: the reference masks with the kernel's own y, so that
+            // values within rounding of 0 cannot make the two masks differ.
+            let wantBack = ReferenceBatchNorm.backward(
+                doubles(x), outputGradient: doubles(dy), shape: dims, channelsLast: channelsLast, training: true,
+                mean: want.mean, invStd: want.invStd, weight: doubles(weight),
+                forwardOutput: relu ? doubles(forward.output) : nil)
+            let gradients = try BatchNormalization.backward(
+                outputGradient: dy, input: x, shape: dims, layout: layout, statistics: forward.statistics,
+                weight: weight, activation: activation, forwardOutput: relu ? forward.output : nil,
+                wantsResidualGradient: true, executor: executor)
+            #expect(normwiseError(gradients.input!, wantBack.inputGradient, scale: termScale)
+                        <= Bound.backward(S.self), context)
+            #expect(normwiseError(gradients.weight!, wantBack.weightGradient) <= Bound.backward(S.self), context)
+            #expect(normwiseError(gradients.bias!, wantBack.biasGradient) <= Bound.backward(S.self), context)
+            // dz is dy itself, masked: exact.
+            #expect(gradients.residual!.map(bitPattern) == wantBack.residualGradient.map { bitPattern(S($0)) },
+                    context)
+
+            let y = try BatchNormalization.forwardInference(
+                x, shape: dims, layout: layout, runningMean: runningMean, runningVariance: runningVariance,
+                weight: weight, bias: bias, residual: z, activation: activation, executor: executor)
+            #expect(normwiseError(y, wantInference.output) <= Bound.forward(S.self), context)
+            let statistics = try BatchNormalization.inferenceStatistics(runningMean: runningMean,
+                                                                        runningVariance: runningVariance)
+            let wantInferenceBack = ReferenceBatchNorm.backward(
+                doubles(x), outputGradient: doubles(dy), shape: dims, channelsLast: channelsLast, training: false,
+                mean: statistics.mean, invStd: statistics.invStd, weight: doubles(weight),
+                forwardOutput: relu ? doubles(y) : nil)
+            let inferenceGradients = try BatchNormalization.backward(
+                outputGradient: dy, input: x, shape: dims, layout: layout, statistics: statistics, weight: weight,
+                activation: activation, forwardOutput: relu ? y : nil, wantsResidualGradient: true,
+                executor: executor)
+            #expect(normwiseError(inferenceGradients.input!, wantInferenceBack.inputGradient)
+                        <= Bound.backward(S.self), context)
+            #expect(normwiseError(inferenceGradients.weight!, wantInferenceBack.weightGradient)
+                        <= Bound.backward(S.self), context)
+            #expect(inferenceGradients.residual!.map(bitPattern)
+                        == wantInferenceBack.residualGradient.map { bitPattern(S($0)) }, context)
+        }
+    }
+
+    @Test("relu, residual add and both match the float64 reference, forward and backward, both modes",
+          arguments: shapes, 0..<3)
+    func matchesReference(shape: BatchNormShape, epilogue: Int) throws {
+        let (activation, residual) = Self.epilogues[epilogue]
+        try check(Float.self, shape: shape, activation: activation, residual: residual, seed: 51)
+        try check(Double.self, shape: shape, activation: activation, residual: residual, seed: 61)
+    }
+
+    /// relu(v) is v where v > 0 or v is NaN, and +0 where v ≤ 0 (−0 included);
+    /// backward passes dy unless y ≤ 0, so where y is NaN the gradient passes
+    /// (PyTorch's threshold_backward), and where y is ±0 it does not.
+    @Test("the relu at 0, −0, below 0 and NaN, forward and backward")
+    func reluAtTheEdges() throws {
+        // Inference with mean 0, variance 1 - ε, γ = 1, β = 0: BN(x) = x exactly.
+        let x: [Float] = [2, 0, -0.0, -3, .nan, 0.5]
+        let shape = [6, 1]
+        let y = try BatchNormalization.forwardInference(
+            x, shape: shape, runningMean: [0], runningVariance: [Float(1 - 1e-5)], activation: .relu, executor: .serial)
+        #expect(y[0] == 2 && y[5] == 0.5)
+        #expect(y[1].bitPattern == Float(0).bitPattern && y[2].bitPattern == Float(0).bitPattern)
+        #expect(y[3].bitPattern == Float(0).bitPattern)
+        #expect(y[4].isNaN)
+        let dy: [Float] = [1, 2, 3, 4, 5, 6]
+        let statistics = try BatchNormalization.inferenceStatistics(runningMean: [Float(0)],
+                                                                    runningVariance: [Float(1 - 1e-5)])
+        let gradients = try BatchNormalization.backward(
+            outputGradient: dy, input: x, shape: shape, statistics: statistics, activation: .relu, forwardOutput: y,
+            wantsResidualGradient: true, executor: .serial)
+        #expect(gradients.residual! == [1, 0, 0, 0, 5, 6])
+        #expect(gradients.input! == gradients.residual!.map { $0 * Float(statistics.invStd[0]) })
+        // A given y of −0, or negative, masks too.
+        let masked = try BatchNormalization.backward(
+            outputGradient: dy, input: x, shape: shape, statistics: statistics, activation: .relu,
+            forwardOutput: [-0.0, -1, 1, .nan, 0, 3], wantsResidualGradient: true, executor: .serial)
+        #expect(masked.residual! == [0, 0, 3, 4, 0, 6])
+    }
+
+    /// The loss L = Σ w·relu(BN(x) + z) for fixed random w; backward with dy = w must
+    /// equal its central differences in x, γ, β and z (away from relu's kink: the
+    /// data keep |BN(x) + z| well above h).
+    @Test("relu(BN(x) + z) backward matches central finite differences in double",
+          arguments: [try! BatchNormShape([3, 2, 4]), try! BatchNormShape([2, 3, 3, 4], layout: .channelsLast)])
+    func finiteDifferences(shape: BatchNormShape) throws {
+        let dims = shape.dimensions, count = shape.count, channels = shape.channels
+        let x: [Double] = randomValues(count, center: 0.3, spread: 1.5, seed: 71)
+        let z: [Double] = randomValues(count, seed: 72)
+        let w: [Double] = randomValues(count, seed: 73)
+        let gamma: [Double] = randomValues(channels, center: 1, spread: 0.5, seed: 74)
+        let beta: [Double] = randomValues(channels, seed: 75)
+        let h = 1e-6
+        func loss(_ x: [Double], _ gamma: [Double], _ beta: [Double], _ z: [Double]) throws -> Double {
+            let y = try BatchNormalization.forwardTraining(x, shape: dims, layout: shape.layout, weight: gamma,
+                                                           bias: beta, residual: z, activation: .relu).output
+            return zip(y, w).reduce(0) { $0 + $1.0 * $1.1 }
+        }
+        let forward = try BatchNormalization.forwardTraining(x, shape: dims, layout: shape.layout, weight: gamma,
+                                                             bias: beta, residual: z, activation: .relu)
+        #expect(forward.output.allSatisfy { $0 == 0 || $0 > 1e-4 }, "a value too close to the kink")
+        let gradients = try BatchNormalization.backward(
+            outputGradient: w, input: x, shape: dims, layout: shape.layout, statistics: forward.statistics,
+            weight: gamma, activation: .relu, forwardOutput: forward.output, wantsResidualGradient: true)
+        func central(_ values: [Double], _ i: Int, _ f: ([Double]) throws -> Double) throws -> Double {
+            var plus = values, minus = values
+            plus[i] += h
+            minus[i] -= h
+            return (try f(plus) - f(minus)) / (2 * h)
+        }
+        let numericX = try (0..<count).map { i in try central(x, i) { try loss($0, gamma, beta, z) } }
+        let numericZ = try (0..<count).map { i in try central(z, i) { try loss(x, gamma, beta, $0) } }
+        let numericGamma = try (0..<channels).map { c in try central(gamma, c) { try loss(x, $0, beta, z) } }
+        let numericBeta = try (0..<channels).map { c in try central(beta, c) { try loss(x, gamma, $0, z) } }
+        // Truncation O(h²) and rounding O(ε/h) ≈ 1e-10 relative to the loss; 1e-7 covers both.
+        #expect(normwiseError(gradients.input!, numericX) <= 1e-7)
+        #expect(normwiseError(gradients.residual!, numericZ) <= 1e-7)
+        #expect(normwiseError(gradients.weight!, numericGamma) <= 1e-7)
+        #expect(normwiseError(gradients.bias!, numericBeta) <= 1e-7)
+    }
+
+    @Test("with an epilogue, channels last equals transposed channels first, and every executor the serial bits",
+          arguments: [[2, 70, 7, 7], [3, 130, 14, 14], [2, 5, 56, 56], [40, 9, 33]])
+    func bitwiseAcrossLayoutsAndExecutors(nchw: [Int]) throws {
+        let count = nchw.reduce(1, *), channels = nchw[1]
+        let x: [Float] = randomValues(count, center: 0.2, spread: 2, seed: 81)
+        let z: [Float] = randomValues(count, seed: 82), dy: [Float] = randomValues(count, seed: 83)
+        let weight: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 84)
+        func run(_ layout: BatchNormLayout, _ executor: BatchNormExecutor) throws -> [[UInt64]] {
+            let dims = dimensions(nchw, in: layout)
+            func arrange(_ v: [Float]) -> [Float] { arranged(v, nchw: nchw, in: layout) }
+            func back(_ v: [Float]) -> [UInt64] { arranged(v, nchw: nchw, in: layout, inverse: true).map(bitPattern) }
+            let forward = try BatchNormalization.forwardTraining(
+                arrange(x), shape: dims, layout: layout, weight: weight, residual: arrange(z), activation: .relu,
+                executor: executor)
+            let g = try BatchNormalization.backward(
+                outputGradient: arrange(dy), input: arrange(x), shape: dims, layout: layout,
+                statistics: forward.statistics, weight: weight, activation: .relu, forwardOutput: forward.output,
+                wantsResidualGradient: true, executor: executor)
+            return [back(forward.output), back(g.input!), back(g.residual!), g.weight!.map(bitPattern),
+                    g.bias!.map(bitPattern)]
+        }
+        let expected = try run(.channelsFirst, .serial)
+        for executor in someExecutors {
+            #expect(try run(.channelsLast, executor) == expected, "channels last \(executor)")
+            #expect(try run(.channelsFirst, executor) == expected, "channels first \(executor)")
+        }
+    }
+}
