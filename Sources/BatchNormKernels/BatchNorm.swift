@@ -29,6 +29,10 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
     public var mode: BatchNormMode
     /// Who runs the kernels.
     public var executor: BatchNormExecutor
+    /// Applied in the same pass after BN (and a residual, when `forward` is
+    /// given one): y = activation(BN(x) + z). `.relu` makes the layer a fused
+    /// BN + ReLU; its `backward` then needs the output `forward` returned.
+    public var activation: BatchNormActivation
 
     /// A layer with γ = 1, β = 0 (if `affine`) and running mean 0, variance 1
     /// (if `tracksRunningStatistics`).
@@ -39,6 +43,7 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
         affine: Bool = true,
         tracksRunningStatistics: Bool = true,
         mode: BatchNormMode = .training,
+        activation: BatchNormActivation = .identity,
         executor: BatchNormExecutor = .automatic
     ) throws(BatchNormError) {
         guard featureCount >= 1 else {
@@ -57,6 +62,7 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
         self.runningVariance = tracksRunningStatistics ? Array(repeating: 1, count: featureCount) : nil
         self.batchesTracked = 0
         self.mode = mode
+        self.activation = activation
         self.executor = executor
     }
 
@@ -67,26 +73,28 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
 
     /// Normalizes `input` of shape `[N, featureCount, …]` (or, channels last,
     /// `[N, …, featureCount]`) in the layer's mode, updating the running
-    /// statistics in training mode. Returns y and the statistics `backward`
-    /// needs. On error nothing about the layer changes.
+    /// statistics in training mode: y = activation(BN(x) + residual), the
+    /// residual (shaped like the input) when given. Returns y and the
+    /// statistics `backward` needs. On error nothing about the layer changes.
     public mutating func forward(
-        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst
+        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst, residual: [Scalar]? = nil
     ) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
         let shape = try BatchNormShape(shape, layout: layout)
         try checkState(shape: shape)
         try Check.count(input.count, equals: shape.count, argument: "input")
         var statistics: BatchNormStatistics?
-        let output = try input.withUnsafeBufferPointer { input throws(BatchNormError) in
+        let output = try withOptionalBuffers(input, residual) { (input, residual) throws(BatchNormError) in
             try makeArray(count: shape.count) { (output) throws(BatchNormError) in
-                statistics = try forward(input: input, output: output, shape: shape)
+                statistics = try forward(input: input!, output: output, shape: shape, residual: residual)
             }
         }
         return BatchNormForwardResult(output: output, statistics: statistics!)
     }
 
-    /// `forward` over caller-owned memory; `output` may be `input` itself.
+    /// `forward` over caller-owned memory; `output` may be `input` or `residual` itself.
     public mutating func forward(
-        input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>, shape: BatchNormShape
+        input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>, shape: BatchNormShape,
+        residual: UnsafeBufferPointer<Scalar>? = nil
     ) throws(BatchNormError) -> BatchNormStatistics {
         try checkState(shape: shape)
         let channels = featureCount
@@ -96,8 +104,8 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
                     try runningVariance.withUnsafeBufferPointer { variance throws(BatchNormError) in
                         try BatchNormalization.forwardInference(
                             input: input, output: output, shape: shape, runningMean: mean,
-                            runningVariance: variance, weight: weight, bias: bias, epsilon: epsilon,
-                            executor: executor)
+                            runningVariance: variance, weight: weight, bias: bias, residual: residual,
+                            activation: activation, epsilon: epsilon, executor: executor)
                     }
                 }
             }
@@ -124,6 +132,7 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
                         try newVariance.withUnsafeMutableBufferPointer { runVariance throws(BatchNormError) in
                             try BatchNormalization.forwardTraining(
                                 input: input, output: output, shape: shape, weight: weight, bias: bias,
+                                residual: residual, activation: activation,
                                 runningMean: updatesRunning ? runMean : nil,
                                 runningVariance: updatesRunning ? runVariance : nil,
                                 momentum: factor, epsilon: epsilon, savedMean: mean, savedInvStd: invStd,
@@ -143,42 +152,26 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
 
     /// Back-propagates `outputGradient` through the forward call that returned
     /// `statistics` (whose mode decides whether dx flows through μ and σ).
-    /// Returns dx, and dγ, dβ when the layer is affine.
+    /// Returns dx, dγ and dβ when the layer is affine, and dz for the residual
+    /// when `wantsResidualGradient`. With `activation == .relu`, pass the output
+    /// that forward returned as `forwardOutput`: the gradient is masked with it.
     public func backward(
         outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
-        statistics: BatchNormStatistics
+        statistics: BatchNormStatistics, forwardOutput: [Scalar]? = nil, wantsResidualGradient: Bool = false
     ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
-        let shape = try BatchNormShape(shape, layout: layout)
-        try checkState(shape: shape)
-        try Check.count(input.count, equals: shape.count, argument: "input")
-        try Check.count(outputGradient.count, equals: shape.count, argument: "outputGradient")
+        let shapeValue = try BatchNormShape(shape, layout: layout)
+        try checkState(shape: shapeValue)
         try Check.count(statistics.mean.count, equals: featureCount, argument: "statistics.mean")
         try Check.count(statistics.invStd.count, equals: featureCount, argument: "statistics.invStd")
-        let affine = isAffine
-        var dWeight = [Scalar](repeating: 0, count: affine ? featureCount : 0)
-        var dBias = [Scalar](repeating: 0, count: affine ? featureCount : 0)
-        let dx = try makeArray(count: shape.count) { (dx) throws(BatchNormError) in
-            try withOptional(weight) { weight throws(BatchNormError) in
-                try input.withUnsafeBufferPointer { x throws(BatchNormError) in
-                    try outputGradient.withUnsafeBufferPointer { dy throws(BatchNormError) in
-                        try statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
-                            try statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
-                                try dWeight.withUnsafeMutableBufferPointer { dWeight throws(BatchNormError) in
-                                    try dBias.withUnsafeMutableBufferPointer { dBias throws(BatchNormError) in
-                                        try BatchNormalization.backward(
-                                            mode: statistics.mode, input: x, outputGradient: dy, shape: shape,
-                                            mean: mean, invStd: invStd, weight: weight, inputGradient: dx,
-                                            weightGradient: affine ? dWeight : nil,
-                                            biasGradient: affine ? dBias : nil, executor: executor)
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+        var gradients = try BatchNormalization.backward(
+            outputGradient: outputGradient, input: input, shape: shape, layout: layout, statistics: statistics,
+            weight: weight, activation: activation, forwardOutput: forwardOutput,
+            wantsResidualGradient: wantsResidualGradient, executor: executor)
+        if !isAffine {
+            gradients.weight = nil
+            gradients.bias = nil
         }
-        return BatchNormGradients(input: dx, weight: affine ? dWeight : nil, bias: affine ? dBias : nil)
+        return gradients
     }
 
     /// The layer's own properties are public and mutable: check them at each call.

@@ -195,3 +195,29 @@ import Testing
         }
     }
 }
+
+/// The layer with `activation = .relu` and a residual: the same results as the
+/// kernels, running statistics of BN(x), and a backward that needs the output.
+@Test("a relu layer with a residual gives the kernels' results and tracks BN(x)'s statistics")
+func reluLayer() throws {
+    let dims = [4, 3, 5, 5]
+    let x: [Float] = randomValues(300, center: 0.4, spread: 2, seed: 91), z: [Float] = randomValues(300, seed: 92)
+    let dy: [Float] = randomValues(300, seed: 93)
+    var layer = try BatchNorm<Float>(featureCount: 3, activation: .relu, executor: .serial)
+    var plain = try BatchNorm<Float>(featureCount: 3, executor: .serial)
+    let forward = try layer.forward(x, shape: dims, residual: z)
+    _ = try plain.forward(x, shape: dims)
+    #expect(layer.runningMean == plain.runningMean && layer.runningVariance == plain.runningVariance)
+    let kernels = try BatchNormalization.forwardTraining(x, shape: dims, weight: [1, 1, 1], bias: [0, 0, 0],
+                                                         residual: z, activation: .relu, executor: .serial)
+    #expect(forward.output == kernels.output)
+    #expect(forward.output.allSatisfy { $0 >= 0 } && forward.output.contains(0))
+    #expect { _ = try layer.backward(outputGradient: dy, input: x, shape: dims, statistics: forward.statistics) }
+        throws: { ($0 as! BatchNormError).argument == "forwardOutput" }
+    let gradients = try layer.backward(outputGradient: dy, input: x, shape: dims, statistics: forward.statistics,
+                                       forwardOutput: forward.output, wantsResidualGradient: true)
+    let want = try BatchNormalization.backward(
+        outputGradient: dy, input: x, shape: dims, statistics: forward.statistics, weight: [1, 1, 1],
+        activation: .relu, forwardOutput: kernels.output, wantsResidualGradient: true, executor: .serial)
+    #expect(gradients.input! == want.input! && gradients.weight! == want.weight! && gradients.residual! == want.residual!)
+}
