@@ -16,6 +16,10 @@ in PyTorch's channels_last (rank 4) or channels_last_3d (rank 5) memory
 format, or, for rank 3, on the NCL view of an NLC tensor; their "shape" is
 [N, spatial..., C] and every tensor is listed in that memory order.
 
+Epilogue fixtures ("epilogue": "relu" or "add-relu") record
+y = relu(batch_norm(x)) or relu(batch_norm(x) + z), with z per call, and the
+gradients of both (dz included) through autograd.
+
 With --new-only, fixtures whose file exists are recomputed (so that the
 generator reaches the new cases in the same state) but not rewritten.
 """
@@ -44,6 +48,11 @@ CASES = [
      "channels-last"),
     ("bn1d_channels_last_rank3_training_float", [4, 3, 17], torch.float32, True, False, 0.2, 1e-4, 1,
      "channels-last"),
+    ("bn2d_relu_training_float", [4, 5, 6, 6], torch.float32, True, True, 0.1, 1e-5, 1, "relu"),
+    ("bn2d_add_relu_training_float", [3, 4, 7, 7], torch.float32, True, True, 0.1, 1e-5, 2, "add-relu"),
+    ("bn2d_channels_last_add_relu_training_double", [2, 20, 5, 5], torch.float64, True, True, 0.1, 1e-5, 1,
+     "channels-last", "add-relu"),
+    ("bn2d_add_relu_inference_float", [3, 6, 4, 4], torch.float32, False, True, 0.1, 1e-5, 1, "add-relu"),
 ]
 
 
@@ -75,7 +84,7 @@ def flat_in_layout(t, channels_last):
     return flat(t.movedim(1, -1))
 
 
-def record(name, shape, dtype, training, affine, momentum, eps, calls, layout, generator):
+def record(name, shape, dtype, training, affine, momentum, eps, calls, layout, epilogue, generator):
     channels = shape[1]
     channels_last = layout == "channels-last"
     bn = module_for(shape, affine, momentum, eps, dtype)
@@ -88,7 +97,7 @@ def record(name, shape, dtype, training, affine, momentum, eps, calls, layout, g
     bn.train(training)
     fixture = {
         "name": name, "shape": [shape[0]] + shape[2:] + [shape[1]] if channels_last else shape,
-        "layout": layout, "dtype": "float" if dtype == torch.float32 else "double",
+        "layout": layout, "epilogue": epilogue, "dtype": "float" if dtype == torch.float32 else "double",
         "training": training, "affine": affine, "momentum": momentum, "epsilon": eps,
         "weight": flat(bn.weight) if affine else None, "bias": flat(bn.bias) if affine else None,
         "running_mean_before": flat(bn.running_mean), "running_var_before": flat(bn.running_var),
@@ -98,12 +107,22 @@ def record(name, shape, dtype, training, affine, momentum, eps, calls, layout, g
         x = to_layout(torch.randn(shape, generator=generator, dtype=dtype) * 2 + 0.7, channels_last)
         x.requires_grad_(True)
         dy = to_layout(torch.randn(shape, generator=generator, dtype=dtype), channels_last)
+        z = None
+        if epilogue == "add-relu":
+            z = to_layout(torch.randn(shape, generator=generator, dtype=dtype), channels_last).requires_grad_(True)
         if affine:
             bn.weight.grad = None
             bn.bias.grad = None
         y = bn(x)
+        if z is not None:
+            y = y + z
+        if epilogue in ("relu", "add-relu"):
+            y = torch.relu(y)
         y.backward(dy)
-        fixture["calls"].append({
+        extra = {}
+        if z is not None:
+            extra = {"z": flat_in_layout(z, channels_last), "dz": flat_in_layout(z.grad, channels_last)}
+        fixture["calls"].append({**extra,
             "x": flat_in_layout(x, channels_last), "dy": flat_in_layout(dy, channels_last),
             "y": flat_in_layout(y, channels_last), "dx": flat_in_layout(x.grad, channels_last),
             "dweight": flat(bn.weight.grad) if affine else None,
@@ -122,8 +141,9 @@ def main():
     generator = torch.Generator().manual_seed(20261121)
     for case in CASES:
         name, *settings = case
+        epilogue = settings.pop() if settings[-1] in ("relu", "add-relu") else None
         layout = settings.pop() if settings[-1] == "channels-last" else "channels-first"
-        fixture = record(name, *settings, layout, generator)
+        fixture = record(name, *settings, layout, epilogue, generator)
         fixture["torch_version"] = torch.__version__.split("+")[0]
         path = OUT / f"{name}.json"
         if arguments.new_only and path.exists():

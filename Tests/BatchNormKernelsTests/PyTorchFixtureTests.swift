@@ -10,6 +10,8 @@ import Testing
     struct Fixture: Decodable, CustomTestStringConvertible {
         struct Call: Decodable {
             var x, dy, y, dx: [Double]
+            /// The residual and its gradient, for "add-relu".
+            var z, dz: [Double]?
             var dweight, dbias: [Double]?
             var running_mean_after, running_var_after: [Double]
             var batches_tracked_after: Int
@@ -19,6 +21,8 @@ import Testing
         var shape: [Int]
         /// "channels-last", or absent (channels first).
         var layout: String?
+        /// "relu" (relu(bn(x))), "add-relu" (relu(bn(x) + z)), or absent.
+        var epilogue: String?
         var dtype: String
         var training, affine: Bool
         var momentum: Double?
@@ -38,8 +42,9 @@ import Testing
     }()
 
     @Test("all fixtures are present") func fixturesPresent() {
-        #expect(Self.fixtures.count == 12)
-        #expect(Self.fixtures.filter { $0.layout == "channels-last" }.count == 5)
+        #expect(Self.fixtures.count == 16)
+        #expect(Self.fixtures.filter { $0.layout == "channels-last" }.count == 6)
+        #expect(Self.fixtures.filter { $0.epilogue != nil }.count == 4)
     }
 
     func replay<S: BatchNormScalar>(_ fixture: Fixture, as _: S.Type) throws {
@@ -50,19 +55,23 @@ import Testing
         let shape = try BatchNormShape(fixture.shape, layout: layout)
         var layer = try BatchNorm<S>(featureCount: shape.channels, epsilon: fixture.epsilon,
                                      momentum: fixture.momentum, affine: fixture.affine,
-                                     mode: fixture.training ? .training : .inference)
+                                     mode: fixture.training ? .training : .inference,
+                                     activation: fixture.epilogue == nil ? .identity : .relu)
         layer.weight = fixture.weight?.map { S($0) }
         layer.bias = fixture.bias?.map { S($0) }
         layer.runningMean = fixture.running_mean_before.map { S($0) }
         layer.runningVariance = fixture.running_var_before.map { S($0) }
         for call in fixture.calls {
             let x = call.x.map { S($0) }
-            let forward = try layer.forward(x, shape: fixture.shape, layout: layout)
+            let z = call.z?.map { S($0) }
+            let forward = try layer.forward(x, shape: fixture.shape, layout: layout, residual: z)
             #expect(normwiseError(forward.output, call.y) <= bound, "y")
             let gradients = try layer.backward(outputGradient: call.dy.map { S($0) }, input: x,
                                                shape: fixture.shape, layout: layout,
-                                               statistics: forward.statistics)
+                                               statistics: forward.statistics, forwardOutput: forward.output,
+                                               wantsResidualGradient: z != nil)
             #expect(normwiseError(gradients.input!, call.dx) <= bound, "dx")
+            if let dz = call.dz { #expect(normwiseError(gradients.residual!, dz) <= bound, "dz") }
             if let dweight = call.dweight, let dbias = call.dbias {
                 #expect(normwiseError(gradients.weight!, dweight) <= bound, "dγ")
                 #expect(normwiseError(gradients.bias!, dbias) <= bound, "dβ")
