@@ -46,3 +46,19 @@ double cbench_read(const float *src, int64_t n) {
     for (; i < n; i++) s += src[i];
     return s;
 }
+
+#define CBENCH_ELEMENTWISE(T, SUFFIX)                                                        \
+    CBENCH_MULTIVERSIONED                                                                    \
+    void cbench_relu_##SUFFIX(T *y, const T *z, int64_t n) {                                 \
+        if (z)                                                                               \
+            for (int64_t i = 0; i < n; i++) { T v = y[i] + z[i]; y[i] = v > 0 ? v : 0; }     \
+        else                                                                                 \
+            for (int64_t i = 0; i < n; i++) { T v = y[i]; y[i] = v > 0 ? v : 0; }           \
+    }                                                                                        \
+    CBENCH_MULTIVERSIONED                                                                    \
+    void cbench_relu_mask_##SUFFIX(T *g, const T *dy, const T *y, int64_t n) {               \
+        for (int64_t i = 0; i < n; i++) g[i] = y[i] > 0 ? dy[i] : 0;                         \
+    }
+
+CBENCH_ELEMENTWISE(float, f32)
+CBENCH_ELEMENTWISE(double, f64)

@@ -34,6 +34,9 @@ struct BenchThreads: ParsableCommand {
     @Option(help: "Element types, comma-separated: float, double.")
     var dtype: String = "float"
 
+    @Option(help: "Epilogues, comma-separated: none, relu, add-relu (fused), relu-separate, add-relu-separate (our batch norm, then a separate elementwise pass on the same threads).")
+    var activation: String = "none"
+
     @Option(help: "Memory layouts, comma-separated: channels-first, channels-last (rank 2 and one-channel shapes are the same memory in both, and run once).")
     var layout: String = BatchNormLayout.allCases.map(\.description).joined(separator: ",")
 
@@ -72,6 +75,7 @@ struct BenchThreads: ParsableCommand {
             return value
         }
         let caches = try list(cache, CacheState.self)
+        let epilogues = try list(activation, Epilogue.self)
         let named = try ShapeSets.parse(shapes ?? (quick ? "small" : "default"))
         // Each shape as N×C×H×W in every layout asked for; a layout that is the same memory runs once.
         var shapeList = [BatchNormShape]()
@@ -123,7 +127,7 @@ struct BenchThreads: ParsableCommand {
             print("| \(t) | \(f1(b.copy)) | \(f1(b.copyNonTemporal)) | \(f1(b.read)) | \(f1(b.cacheCopy)) |")
         }
 
-        let perShape = caches.count * modeList.count
+        let perShape = caches.count * modeList.count * epilogues.count
             * (kinds.filter { $0 == .openmp || $0 == .dispatch }.count * threadList.count
                + (kinds.contains(.serial) ? 1 : 0)) + (kinds.contains(.reference) ? modeList.count : 0)
         var progress = Progress(total: perShape * shapeList.count * dtypes.count)
@@ -134,11 +138,11 @@ struct BenchThreads: ParsableCommand {
                 let shapeFigures: [Figure]
                 switch dtype {
                 case .float:
-                    shapeFigures = measure(Float.self, dtype, shape, dataKind, modeList, kinds, threadList, caches,
-                                           evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
+                    shapeFigures = measure(Float.self, dtype, shape, dataKind, modeList, epilogues, kinds, threadList,
+                                           caches, evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
                 case .double:
-                    shapeFigures = measure(Double.self, dtype, shape, dataKind, modeList, kinds, threadList, caches,
-                                           evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
+                    shapeFigures = measure(Double.self, dtype, shape, dataKind, modeList, epilogues, kinds, threadList,
+                                           caches, evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
                 }
                 Report.printTable(shapeFigures, shape: shape, dtype: dtype)
                 figures += shapeFigures
@@ -165,7 +169,8 @@ struct BenchThreads: ParsableCommand {
     }
 
     func measure<S: BatchNormScalar>(
-        _: S.Type, _ dtype: DType, _ shape: BatchNormShape, _ data: DataKind, _ modes: [Mode], _ kinds: [ExecutorKind],
+        _: S.Type, _ dtype: DType, _ shape: BatchNormShape, _ data: DataKind, _ modes: [Mode],
+        _ epilogues: [Epilogue], _ kinds: [ExecutorKind],
         _ threads: [Int], _ caches: [CacheState], _ evictor: CacheEvictor?, _ cacheBytes: Int, _ repetitions: Int,
         _ roofs: [Int: Bandwidth], _ progress: inout Progress, _ quiet: inout OpenMPQuiet
     ) -> [Figure] {
@@ -194,25 +199,32 @@ struct BenchThreads: ParsableCommand {
             if kinds.contains(.serial) { runs.append((.serial, 1, .serial)) }
             // The distinct bytes a call touches: x and y, or x, dy and dx.
             let resident = (mode == .backward ? 3 : 2) * bytesPerPass
+            for epilogue in epilogues {
+            if mode == .backward && epilogue != .none { workload.prepare(epilogue) }
             for cache in caches {
                 var oneThread = [ExecutorKind: Double]()
                 for (kind, t, executor) in runs {
-                    progress.step("\(shape) \(dtype.rawValue) \(mode.rawValue) \(executor) \(cache.rawValue)")
+                    let label = epilogue == .none ? mode.rawValue : "\(mode.rawValue) \(epilogue.rawValue)"
+                    progress.step("\(shape) \(dtype.rawValue) \(label) \(executor) \(cache.rawValue)")
                     quiet.before(openMP: kind == .openmp)
                     let timing = Timing.measure(repetitions: repetitions, prepare: { if cache == .cold { evictor?.evict() } }) {
-                        workload.run(mode, executor: executor)
+                        workload.run(mode, epilogue: epilogue, executor: executor)
                     }
                     if t == 1 { oneThread[kind] = timing.median }
                     var figure = Figure(shape: shape, mode: mode, executor: kind, threads: t, dtype: dtype, cache: cache,
                                         timing: timing, bytes: mode.passes * bytesPerPass, roof: roofs[t]?.copy)
+                    figure.activation = epilogue.rawValue
                     if cache == .warm, resident <= Double(cacheBytes), let roof = roofs[t] {
                         figure.cacheRoofGbps = roof.cacheCopy
                         figure.cacheRoofFraction = figure.gbps / roof.cacheCopy
                     }
                     if let base = oneThread[kind] { figure.speedupVsOneThread = base / timing.median }
-                    if let referenceMs, cache == .warm { figure.ratioToReference = referenceMs / timing.median }
+                    if let referenceMs, cache == .warm, epilogue == .none {
+                        figure.ratioToReference = referenceMs / timing.median
+                    }
                     figures.append(figure)
                 }
+            }
             }
         }
         return figures

@@ -10,6 +10,10 @@ struct Figure: Codable {
     /// warm or cold.
     var cache: String
     var mode: String
+    /// none, relu, add-relu (fused), relu-separate, add-relu-separate. Bytes
+    /// follow the plain batch-norm convention whatever the epilogue, so that
+    /// GB/s compare as times do.
+    var activation = "none"
     var executor: String
     var threads: Int
     var dtype: String
@@ -62,7 +66,8 @@ enum Report {
             let speedup = f.speedupVsOneThread.map { String(format: "%.2f", $0) } ?? "–"
             let reference = f.ratioToReference.map { String(format: "%.1f", $0) } ?? "–"
             let executor = f.executor == "reference" ? "reference (sampled)" : f.executor
-            print("| \(f.mode) | \(f.cache) | \(executor) | \(f.threads) | \(range) | \(f1(f.gbps)) | \(roof) | \(cacheRoof) | \(speedup) | \(reference) |")
+            let mode = f.activation == "none" ? f.mode : "\(f.mode) \(f.activation)"
+            print("| \(mode) | \(f.cache) | \(executor) | \(f.threads) | \(range) | \(f1(f.gbps)) | \(roof) | \(cacheRoof) | \(speedup) | \(reference) |")
         }
     }
 
@@ -73,6 +78,7 @@ enum Report {
             guard let d = figures.first(where: {
                 $0.executor == "dispatch" && $0.shape == o.shape && $0.mode == o.mode && $0.threads == o.threads
                     && $0.dtype == o.dtype && $0.layout == o.layout && $0.cache == o.cache
+                    && $0.activation == o.activation
             }) else { return nil }
             return (o, d)
         }

@@ -1,9 +1,28 @@
 import BatchNormKernels
 import BatchNormReference
+import CBenchSupport
+
+import Dispatch
 
 /// The kind of input data a run uses.
 enum DataKind: String, CaseIterable, Codable {
     case normal, subnormal, shifted
+}
+
+/// What follows batch norm: nothing, the fused epilogues, or the same work as
+/// a user would do it without them (our batch norm, then a separate
+/// elementwise pass over the tensor on the same threads; backward: the relu
+/// mask pass, whose output is also dz, then our backward).
+enum Epilogue: String, CaseIterable, Codable {
+    case none
+    case relu
+    case addRelu = "add-relu"
+    case reluSeparate = "relu-separate"
+    case addReluSeparate = "add-relu-separate"
+
+    var activation: BatchNormActivation { self == .relu || self == .addRelu ? .relu : .identity }
+    var hasResidual: Bool { self == .addRelu || self == .addReluSeparate }
+    var isSeparate: Bool { self == .reluSeparate || self == .addReluSeparate }
 }
 
 /// One shape's buffers, allocated and written once before any timing, and
@@ -11,6 +30,8 @@ enum DataKind: String, CaseIterable, Codable {
 final class Workload<Scalar: BatchNormScalar> {
     let shape: BatchNormShape
     let x, dy, y, dx: UnsafeMutableBufferPointer<Scalar>
+    /// The residual z, its gradient dz, and the masked gradient of the separate passes.
+    let z, dz, masked: UnsafeMutableBufferPointer<Scalar>
     let weight, bias, runningMean, runningVariance, dWeight, dBias: UnsafeMutableBufferPointer<Scalar>
     let mean, invStd: UnsafeMutableBufferPointer<Double>
 
@@ -34,6 +55,9 @@ final class Workload<Scalar: BatchNormScalar> {
             }
         }
         dy = buffer(count) { Scalar(Double(($0 &* 104_729) % 997) / 500 - 1) }
+        z = buffer(count) { Scalar(Double(($0 &* 7_727) % 991) / 500 - 1) }
+        dz = buffer(count) { _ in 0 }
+        masked = buffer(count) { _ in 0 }
         y = buffer(count) { _ in 0 }
         dx = buffer(count) { _ in 0 }
         weight = buffer(channels) { Scalar(1 + Double($0 % 5) / 10) }
@@ -49,34 +73,95 @@ final class Workload<Scalar: BatchNormScalar> {
     }
 
     deinit {
-        for b in [x, dy, y, dx, weight, bias, runningMean, runningVariance, dWeight, dBias] { b.deallocate() }
+        for b in [x, dy, y, dx, z, dz, masked, weight, bias, runningMean, runningVariance, dWeight, dBias] {
+            b.deallocate()
+        }
         mean.deallocate()
         invStd.deallocate()
     }
 
-    /// One call of `mode`: affine, with saved statistics (forward training) and
-    /// all three gradients through the batch statistics (backward).
-    func run(_ mode: Mode, executor: BatchNormExecutor) {
+    /// Makes y and the saved statistics those of a training forward pass with
+    /// `epilogue` (what backward with that epilogue needs), untimed.
+    func prepare(_ epilogue: Epilogue) {
+        run(.forwardTraining, epilogue: epilogue, executor: .serial)
+    }
+
+    /// One call of `mode` with `epilogue`: affine, with saved statistics
+    /// (forward training) and all gradients through the batch statistics
+    /// (backward; dz too with a residual).
+    func run(_ mode: Mode, epilogue: Epilogue = .none, executor: BatchNormExecutor) {
+        let residual = epilogue.hasResidual && !epilogue.isSeparate ? UnsafeBufferPointer(z) : nil
+        let activation = epilogue.activation
         do {
             switch mode {
             case .forwardTraining:
                 try BatchNormalization.forwardTraining(
                     input: UnsafeBufferPointer(x), output: y, shape: shape, weight: UnsafeBufferPointer(weight),
-                    bias: UnsafeBufferPointer(bias), savedMean: mean, savedInvStd: invStd, executor: executor)
+                    bias: UnsafeBufferPointer(bias), residual: residual, activation: activation,
+                    savedMean: mean, savedInvStd: invStd, executor: executor)
             case .forwardInference:
                 try BatchNormalization.forwardInference(
                     input: UnsafeBufferPointer(x), output: y, shape: shape,
                     runningMean: UnsafeBufferPointer(runningMean), runningVariance: UnsafeBufferPointer(runningVariance),
-                    weight: UnsafeBufferPointer(weight), bias: UnsafeBufferPointer(bias), executor: executor)
+                    weight: UnsafeBufferPointer(weight), bias: UnsafeBufferPointer(bias), residual: residual,
+                    activation: activation, executor: executor)
             case .backward:
+                if epilogue.isSeparate { maskPass(threads: executor.threads) }
                 try BatchNormalization.backward(
-                    mode: .training, input: UnsafeBufferPointer(x), outputGradient: UnsafeBufferPointer(dy),
+                    mode: .training, input: UnsafeBufferPointer(x),
+                    outputGradient: UnsafeBufferPointer(epilogue.isSeparate ? masked : dy),
                     shape: shape, mean: UnsafeBufferPointer(mean), invStd: UnsafeBufferPointer(invStd),
                     weight: UnsafeBufferPointer(weight), inputGradient: dx, weightGradient: dWeight,
-                    biasGradient: dBias, executor: executor)
+                    biasGradient: dBias, activation: activation,
+                    forwardOutput: epilogue == .none || epilogue.isSeparate ? nil : UnsafeBufferPointer(y),
+                    residualGradient: epilogue == .addRelu ? dz : nil, executor: executor)
             }
         } catch {
             fatalError("bench-threads: \(error)")
+        }
+        if mode != .backward && epilogue.isSeparate { activationPass(residual: epilogue.hasResidual, threads: executor.threads) }
+    }
+
+    /// The separate forward pass: y = max(0, y (+ z)), vectorized C on `threads` threads.
+    private func activationPass(residual: Bool, threads: Int) {
+        nonisolated(unsafe) let y = UnsafeMutableRawPointer(y.baseAddress!)
+        nonisolated(unsafe) let z = residual ? UnsafeRawPointer(z.baseAddress!) : nil
+        let isFloat = Scalar.self == Float.self
+        parallelChunks(threads: threads) { range in
+            let n = Int64(range.count)
+            if isFloat {
+                cbench_relu_f32(y.assumingMemoryBound(to: Float.self) + range.lowerBound,
+                                z.map { $0.assumingMemoryBound(to: Float.self) + range.lowerBound }, n)
+            } else {
+                cbench_relu_f64(y.assumingMemoryBound(to: Double.self) + range.lowerBound,
+                                z.map { $0.assumingMemoryBound(to: Double.self) + range.lowerBound }, n)
+            }
+        }
+    }
+
+    /// The separate backward pass: g = dy where y > 0, else 0 (g is also dz).
+    private func maskPass(threads: Int) {
+        nonisolated(unsafe) let g = UnsafeMutableRawPointer(masked.baseAddress!)
+        nonisolated(unsafe) let dy = UnsafeRawPointer(dy.baseAddress!), y = UnsafeRawPointer(y.baseAddress!)
+        let isFloat = Scalar.self == Float.self
+        parallelChunks(threads: threads) { range in
+            let n = Int64(range.count), at = range.lowerBound
+            if isFloat {
+                cbench_relu_mask_f32(g.assumingMemoryBound(to: Float.self) + at,
+                                     dy.assumingMemoryBound(to: Float.self) + at,
+                                     y.assumingMemoryBound(to: Float.self) + at, n)
+            } else {
+                cbench_relu_mask_f64(g.assumingMemoryBound(to: Double.self) + at,
+                                     dy.assumingMemoryBound(to: Double.self) + at,
+                                     y.assumingMemoryBound(to: Double.self) + at, n)
+            }
+        }
+    }
+
+    private func parallelChunks(threads: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        let count = shape.count
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            body((count * t / threads)..<(count * (t + 1) / threads))
         }
     }
 }

@@ -14,4 +14,12 @@ void cbench_copy_nontemporal(float *dst, const float *src, int64_t n);
 /// Sum of src[0..<n], so that the reads cannot be optimized away.
 double cbench_read(const float *src, int64_t n);
 
+/// The elementwise passes a user would run around a batch norm without a
+/// fused epilogue, on one slice: y = max(0, y + z) (z may be NULL: max(0, y)),
+/// and the relu mask g = (y > 0 ? dy : 0). Float and double.
+void cbench_relu_f32(float *y, const float *z, int64_t n);
+void cbench_relu_f64(double *y, const double *z, int64_t n);
+void cbench_relu_mask_f32(float *g, const float *dy, const float *y, int64_t n);
+void cbench_relu_mask_f64(double *g, const double *dy, const double *y, int64_t n);
+
 #endif
