@@ -16,6 +16,10 @@ allocating its output (F.batch_norm) and writing into preallocated tensors
 --onednn: the anchors' onednn_bn_bench (apt-get install libdnnl-dev, then
 ../shared/anchors/build.sh); channels-first figures are set against oneDNN in
 both layouts, channels-last figures against its NHWC kernel.
+--activations relu,add-relu: the fused epilogues instead of plain batch norm,
+set against the same work done separately (our batch norm, then a separate
+vectorized pass: bench-threads' relu-separate) and, for relu, oneDNN's
+fuse_norm_relu (--relu); PyTorch does not fuse, and is not run then.
 Cold figures evict the caches before each call, outside the timed region,
 in all three programs (bench-threads --cache cold, torch --cold MB, oneDNN
 --flush MB). The machine is shared: read ratios, not absolute times.
@@ -40,15 +44,23 @@ SHAPE_SETS["default"] = SHAPE_SETS["resnet50"] + ["256x1x64x64", "1024x4096"]
 
 
 def bench_threads(args, shape, flush_mb):
-    """Our OpenMP and Dispatch figures for one shape: {(layout, cache, mode, executor): ms}."""
+    """Our figures for one shape: {(layout, cache, mode, executor, activation): ms}."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.json")
         subprocess.run([str(ROOT / ".build" / "release" / "bench-threads"), "--executors", "openmp,dispatch",
                         "--threads", str(args.threads), "--shapes", shape, "--layout", args.layouts,
                         "--cache", args.caches, "--flush-mb", str(flush_mb), "--repeat", str(args.repeat),
-                        "--json", path], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        "--activation", bench_activations(args), "--json", path],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         figures = json.load(open(path))["figures"]
-    return {(f["layout"], f["cache"], f["mode"], f["executor"]): f["median_ms"] for f in figures}
+    return {(f["layout"], f["cache"], f["mode"], f["executor"], f["activation"]): f["median_ms"] for f in figures}
+
+
+def bench_activations(args):
+    """none, or each fused epilogue asked for and its separate counterpart."""
+    if args.activations == "none":
+        return "none"
+    return ",".join(a + suffix for a in args.activations.split(",") for suffix in ("", "-separate"))
 
 
 def torch_figures(args, shape, layout, cache, flush_mb):
@@ -65,7 +77,7 @@ def torch_figures(args, shape, layout, cache, flush_mb):
     return best
 
 
-def onednn_figure(args, shape, mode, layout, cache, flush_mb):
+def onednn_figure(args, shape, mode, layout, cache, flush_mb, relu=False):
     dims = [int(d) for d in shape.split("x")]
     if len(dims) not in (2, 4):
         return None
@@ -73,6 +85,8 @@ def onednn_figure(args, shape, mode, layout, cache, flush_mb):
     command = [args.onednn, str(n), str(c), str(h), str(w), ONEDNN_MODE[mode], str(args.repeat), layout]
     if cache == "cold":
         command += ["--flush", str(flush_mb)]
+    if relu:
+        command.append("--relu")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     for line in out.splitlines():
@@ -83,15 +97,34 @@ def onednn_figure(args, shape, mode, layout, cache, flush_mb):
 
 
 def one_run(args, shapes, flush_mb):
-    """Every figure of one whole comparison, shape by shape: {(shape, layout, cache, mode, who): ms}."""
+    """Every figure of one whole comparison, shape by shape: {(shape, layout, cache, mode, who): ms}.
+    With epilogues, the mode is e.g. "backward relu" and who is ours, separate or oneDNN."""
     times = {}
     for shape in shapes:
         dims = [int(d) for d in shape.split("x")]
         same_memory = len(dims) == 2 or dims[1] == 1
         print(f"  {shape}", file=sys.stderr, flush=True)
         ours = bench_threads(args, shape, flush_mb)
-        for (layout, cache, mode, executor), ms in ours.items():
-            times[(shape, layout, cache, mode, executor)] = ms
+        for (layout, cache, mode, executor, activation), ms in ours.items():
+            if activation == "none":
+                times[(shape, layout, cache, mode, executor)] = ms
+            elif activation.endswith("-separate"):
+                if executor == "openmp":
+                    times[(shape, layout, cache, f"{mode} {activation[:-9]}", "separate")] = ms
+            else:
+                times[(shape, layout, cache, f"{mode} {activation}", executor)] = ms
+        if args.activations != "none":
+            if args.onednn and "relu" in args.activations.split(","):
+                for layout in args.layouts.split(","):
+                    if layout == "channels-last" and same_memory and "channels-first" in args.layouts:
+                        continue
+                    for cache in args.caches.split(","):
+                        for peer in (["nchw", "nhwc"] if layout == "channels-first" else ["nhwc"]):
+                            for mode in MODES:
+                                ms = onednn_figure(args, shape, mode, peer, cache, flush_mb, relu=True)
+                                if ms is not None:
+                                    times[(shape, layout, cache, f"{mode} relu", f"onednn-{peer}")] = ms
+            continue
         for layout in args.layouts.split(","):
             if layout == "channels-last" and same_memory and "channels-first" in args.layouts:
                 continue
@@ -125,6 +158,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=7, help="timed calls per figure")
     parser.add_argument("--runs", type=int, default=3, help="whole comparisons; ratios are their median")
     parser.add_argument("--flush-mb", type=int, default=64, help="MiB written before each cold call")
+    parser.add_argument("--activations", default="none", help="none, or fused epilogues: relu,add-relu")
     args = parser.parse_args()
 
     shapes = []
@@ -137,14 +171,19 @@ def main():
         print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
         runs.append(one_run(args, shapes, args.flush_mb))
 
-    peers = ["pytorch"] + (["onednn-nchw", "onednn-nhwc"] if args.onednn else [])
+    peers = ["pytorch"] if args.activations == "none" else ["separate"]
+    peers += ["onednn-nchw", "onednn-nhwc"] if args.onednn else []
     print(f"{args.threads} threads, {args.runs} runs, {args.repeat} timed calls per figure; "
           f"ratios are their time / our OpenMP time, median (min–max) over the runs: above 1, ours is faster. "
-          f"PyTorch is the faster of F.batch_norm and native_batch_norm.out.\n")
+          + ("PyTorch is the faster of F.batch_norm and native_batch_norm.out.\n" if args.activations == "none" else
+             "separate: our batch norm, then a separate vectorized pass; oneDNN: fuse_norm_relu.\n"))
     header = "| shape | layout | cache | mode | ours ms | " + " | ".join(f"× {p}" for p in peers) + " | Dispatch / OpenMP |"
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
-    keys = sorted({k[:4] for k in runs[0]}, key=lambda k: (shapes.index(k[0]), k[1], k[2] == "cold", MODES.index(k[3])))
+    def mode_order(mode):
+        base, _, activation = mode.partition(" ")
+        return MODES.index(base), activation
+    keys = sorted({k[:4] for k in runs[0]}, key=lambda k: (shapes.index(k[0]), k[1], k[2] == "cold", mode_order(k[3])))
     for shape, layout, cache, mode in keys:
         ours = [r[(shape, layout, cache, mode, "openmp")] for r in runs if (shape, layout, cache, mode, "openmp") in r]
         if not ours:
