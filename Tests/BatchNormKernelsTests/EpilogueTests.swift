@@ -14,7 +14,10 @@ import Testing
         try! BatchNormShape([8, 7, 7, 40], layout: .channelsLast),
         try! BatchNormShape([2, 17, 1100], layout: .channelsLast),
         try! BatchNormShape([9, 5, 3], layout: .channelsLast),
-    ]
+    ] + randomShapes(count: 8, seed: 13).enumerated().map { i, nchw in
+        let layout: BatchNormLayout = i % 2 == 0 ? .channelsFirst : .channelsLast
+        return try! BatchNormShape(dimensions(nchw, in: layout), layout: layout)
+    }
 
     func check<S: BatchNormScalar>(_: S.Type, shape: BatchNormShape, activation: BatchNormActivation,
                                    residual hasResidual: Bool, seed: UInt64) throws {
