@@ -103,7 +103,7 @@ struct cbn_job {
 
 /// The element-type-specific half of the core: microkernels over one item
 /// and the per-channel finalize steps. One table per dtype, generated from
-/// microkernels/kernels.inc.
+/// microkernels/kernels_template.h.
 typedef struct cbn_kernels {
     /// `scratch`: the worker's scratch (job->scratch_doubles), or NULL.
     void (*statistics)(const cbn_job *job, cbn_item item, double *scratch);

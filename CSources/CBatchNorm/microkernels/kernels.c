@@ -47,7 +47,6 @@ CBN_INLINE double cbn_vd_sum(const cbn_vd *v) {
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
-CBN_INLINE int64_t cbn_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /// The columns walk's accumulators for w channels: sixteen lanes per channel
 /// (lane l of channel k at lane_a[l*w + k], in the worker's scratch; NULL
@@ -93,13 +92,13 @@ CBN_INLINE void cbn_column_sums_total(const cbn_column_sums *sums, int64_t w, in
         while (cbn_segments_next(&segments_, &first_, &length_)) {                               \
             const int64_t full_ = (sums)->lane_a ? length_ / CBN_LANES * CBN_LANES : 0;          \
             for (int64_t g_ = 0; g_ < full_; g_ += 4 * CBN_LANES) {                              \
-                const int64_t rows_ = cbn_min((full_ - g_) / CBN_LANES, 4);                      \
+                const int64_t rows_ = cbn_min64((full_ - g_) / CBN_LANES, 4);                      \
                 for (int64_t l_ = 0; l_ < CBN_LANES; l_++)                                       \
                     ADD((sums)->lane_a + l_ * (w), (sums)->lane_b + l_ * (w), first_ + g_ + l_,  \
                         CBN_LANES * C_, rows_);                                                  \
             }                                                                                    \
             for (int64_t r_ = first_ + full_; r_ < first_ + length_; r_ += 4)                    \
-                ADD((sums)->tail_a, (sums)->tail_b, r_, C_, cbn_min(4, first_ + length_ - r_));  \
+                ADD((sums)->tail_a, (sums)->tail_b, r_, C_, cbn_min64(4, first_ + length_ - r_));  \
         }                                                                                        \
     } while (0)
 

@@ -361,10 +361,10 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item,
     cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
     int64_t part = item.part;
     for (int64_t p0 = item.begin; p0 < item.end; p0 += plan->part_length, part++) {
-        const int64_t p1 = cbn_min(item.end, p0 + plan->part_length);
+        const int64_t p1 = cbn_min64(item.end, p0 + plan->part_length);
         memset(acc, 0, sizeof(cbn_moments) * w);
         for (int64_t b0 = p0; b0 < p1; b0 += plan->block_length) {
-            const int64_t b1 = cbn_min(p1, b0 + plan->block_length);
+            const int64_t b1 = cbn_min64(p1, b0 + plan->block_length);
             if (plan->walk == CBN_WALK_PLANES)
                 FN(block_moments_planes)(job, item, b0, b1, acc);
             else
@@ -484,7 +484,7 @@ CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, d
     double sum_dy[CBN_MAX_BLOCK_CHANNELS], sum_dyd[CBN_MAX_BLOCK_CHANNELS];
     int64_t part = item.part;
     for (int64_t p0 = item.begin; p0 < item.end; p0 += plan->part_length, part++) {
-        const int64_t p1 = cbn_min(item.end, p0 + plan->part_length);
+        const int64_t p1 = cbn_min64(item.end, p0 + plan->part_length);
         if (plan->walk == CBN_WALK_PLANES)
             FN(part_sums_planes)(job, item, p0, p1, &bc, dx_all, sum_dy, sum_dyd, epi);
         else

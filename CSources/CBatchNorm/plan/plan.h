@@ -130,28 +130,32 @@ static inline int cbn_plan_has_column_lanes(const cbn_plan *plan) {
 
 static inline int64_t cbn_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-static inline cbn_item cbn_plan_item(const cbn_plan *plan, int64_t index) {
+/// Channel block `block` and values [begin, begin + length), cut at m.
+static inline cbn_item cbn_plan_block_range(const cbn_plan *plan, int64_t block, int64_t begin,
+                                            int64_t length, int64_t part) {
     cbn_item item;
-    const int64_t block = index / plan->part_ranges;
-    item.part = index % plan->part_ranges * plan->item_parts;
+    item.part = part;
     item.c0 = block * plan->channel_block;
     item.c1 = cbn_min64(item.c0 + plan->channel_block, plan->shape.channels);
-    item.begin = item.part * plan->part_length;
-    item.end = cbn_min64(item.begin + plan->item_parts * plan->part_length, plan->m);
+    item.begin = begin;
+    item.end = cbn_min64(begin + length, plan->m);
     return item;
+}
+
+/// Item `index` of a phase that takes partials: a channel block and a range
+/// of whole parts.
+static inline cbn_item cbn_plan_item(const cbn_plan *plan, int64_t index) {
+    const int64_t part = index % plan->part_ranges * plan->item_parts;
+    return cbn_plan_block_range(plan, index / plan->part_ranges, part * plan->part_length,
+                                plan->item_parts * plan->part_length, part);
 }
 
 /// Item `index` of an elementwise phase: values [begin, end) of a channel
 /// block, `part` unused.
 static inline cbn_item cbn_plan_elementwise_item(const cbn_plan *plan, int64_t index) {
-    cbn_item item;
-    const int64_t block = index / plan->elementwise_ranges;
-    item.part = -1;
-    item.c0 = block * plan->channel_block;
-    item.c1 = cbn_min64(item.c0 + plan->channel_block, plan->shape.channels);
-    item.begin = index % plan->elementwise_ranges * plan->elementwise_length;
-    item.end = cbn_min64(item.begin + plan->elementwise_length, plan->m);
-    return item;
+    return cbn_plan_block_range(plan, index / plan->elementwise_ranges,
+                                index % plan->elementwise_ranges * plan->elementwise_length,
+                                plan->elementwise_length, -1);
 }
 
 /// Iterates the segments of values [begin, end) of one channel: the pieces
