@@ -3,8 +3,11 @@
  *
  * The input decodes into a call: element type, mode, shape and memory
  * layout (sometimes invalid), the epilogue (relu, a residual z and its
- * gradient dz, the forward output y that backward masks with), which optional buffers are present and whether outputs alias
- * inputs, epsilon and momentum (sometimes invalid), the executor, and data
+ * gradient dz, the forward output y that backward masks with), the
+ * partials of batch norm across processes (moments_out/moments,
+ * sums_out/sums, fuzzed or both at once), which optional buffers are present
+ * and whether outputs alias inputs, epsilon and momentum (sometimes
+ * invalid), the executor, and data
  * drawn from classes that include NaN, ±Inf, zeros, subnormals, huge and
  * tiny values. Each call is checked for:
  *   - no crash and no out-of-bounds access (ASan, UBSan);
@@ -12,7 +15,10 @@
  *   - no write at all when the call is rejected;
  *   - finite outputs when every input is finite and moderate and eps >= 1e-5;
  *   - agreement with a float64 reference on moderate data;
- *   - bitwise agreement between the serial executor and OpenMP with 3 threads.
+ *   - bitwise agreement between the serial executor and OpenMP with 3 threads;
+ *   - a call split as one rank of batch norm across processes (this slice's
+ *     partials, then the call with them as the whole batch's) writes the same
+ *     bits as the plain call, and its first half writes nothing but them.
  * Build and run: Hardening/run-fuzzer.sh [seconds].
  */
 #include <math.h>
@@ -96,10 +102,13 @@ static buffer copy_buffer(const buffer *b) {
         }                                                                        \
     } while (0)
 
-enum { X, DY, Y, DX, WEIGHT, BIAS, RMEAN, RVAR, DWEIGHT, DBIAS, SMEAN, SINVSTD, Z, DZ, BUFFERS };
+enum { X, DY, Y, DX, WEIGHT, BIAS, RMEAN, RVAR, DWEIGHT, DBIAS, SMEAN, SINVSTD, Z, DZ, POUT, PIN, BUFFERS };
+
+/* Partials across processes: none, this slice's out, the whole batch's in, both (invalid). */
+enum { PARTIALS_NONE, PARTIALS_OUT, PARTIALS_IN, PARTIALS_BOTH };
 
 typedef struct {
-    int is_double, training, backward, in_place, dx_aliases_dy, relu;
+    int is_double, training, backward, in_place, dx_aliases_dy, relu, partials;
     int has[BUFFERS];
     cbn_shape shape;
     double eps, momentum;
@@ -121,6 +130,8 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
             .saved_mean = saved_mean, .saved_invstd = saved_invstd, .eps = k->eps, .momentum = k->momentum,
             .residual = k->has[Z] ? base(&b[Z]) : NULL,
             .activation = k->relu ? CBN_ACTIVATION_RELU : CBN_ACTIVATION_IDENTITY,
+            .moments_out = k->partials & PARTIALS_OUT ? base(&b[POUT]) : NULL,
+            .moments = k->partials & PARTIALS_IN ? base(&b[PIN]) : NULL,
         };
         status = cbn_job_create_forward(&d, &job);
     } else {
@@ -134,7 +145,13 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
             .activation = k->relu ? CBN_ACTIVATION_RELU : CBN_ACTIVATION_IDENTITY,
             .y = k->has[Y] ? base(&b[Y]) : NULL,
             .dresidual = k->has[DZ] ? base(&b[DZ]) : NULL,
+            .sums_out = k->partials & PARTIALS_OUT ? base(&b[POUT]) : NULL,
+            .sums = k->partials & PARTIALS_IN ? base(&b[PIN]) : NULL,
         };
+        if (k->partials == PARTIALS_OUT && k->has[PIN]) {
+            /* the first half of a split call asks for the sums alone */
+            d.dx = d.dweight = d.dbias = d.dresidual = NULL;
+        }
         status = cbn_job_create_backward(&d, &job);
     }
     if (status != CBN_OK) {
@@ -202,8 +219,31 @@ static void check_forward_against_reference(const call *k, buffer *before, buffe
     CHECK(max_diff <= bound * max_ref || max_diff <= 1e-300, "y differs from the float64 reference");
 }
 
+/* The call split as one rank of batch norm across processes: this slice's
+ * partials (writing nothing else), then the call with them as the whole
+ * batch's, must write what the plain call wrote (`plain`), bit for bit. */
+static void split_as_one_rank(const call *plain_call, buffer *before, buffer *plain) {
+    call k = *plain_call;
+    buffer b[BUFFERS];
+    for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i]);
+    k.partials = PARTIALS_OUT;
+    k.has[PIN] = 1;   /* marks the split, see run() */
+    CHECK(run(&k, b, 0) == CBN_OK, "this slice's partials were rejected");
+    for (int i = 0; i < BUFFERS; i++)
+        if (i != POUT) CHECK(same_bits(&b[i], &before[i]), "the partials call wrote something else");
+    memcpy(base(&b[PIN]), base(&b[POUT]), b[POUT].count * sizeof(double));
+    k.partials = PARTIALS_IN;
+    CHECK(run(&k, b, 2) == CBN_OK, "the call with the merged partials was rejected");
+    for (int i = 0; i < BUFFERS; i++)
+        if (i != POUT && i != PIN) CHECK(same_bits(&b[i], &plain[i]), "a split call differs from the plain call");
+    for (int i = 0; i < BUFFERS; i++) free(b[i].data);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    reader r = { data, size };
+    /* The partials mode is the input's last byte, so that the older seeds
+     * decode as before in everything else. */
+    const uint8_t flags3 = size > 0 ? data[size - 1] : 0;
+    reader r = { data, size > 0 ? size - 1 : 0 };
     call k;
     memset(&k, 0, sizeof k);
     const uint8_t mode = next_byte(&r), flags = next_byte(&r), flags2 = next_byte(&r), shape_kind = next_byte(&r);
@@ -213,6 +253,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     k.in_place = !k.backward && ((mode >> 3) & 1);
     k.dx_aliases_dy = k.backward && ((mode >> 4) & 1);
     k.relu = (mode >> 5) & 1;
+    k.partials = flags3 & 3;
     k.shape.n = 1 + next_byte(&r) % 12;
     k.shape.channels = 1 + next_byte(&r) % 70;
     k.shape.spatial = 1 + ((next_byte(&r) << 8) | next_byte(&r)) % (shape_kind & 1 ? 3000 : 50);
@@ -241,22 +282,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (count > (1u << 18)) return 0;
     buffer b[BUFFERS];
     const size_t counts[BUFFERS] = {count, count, count, count, channels, channels, channels, channels,
-                                    channels, channels, channels, channels, count, count};
+                                    channels, channels, channels, channels, count, count,
+                                    3 * channels, 3 * channels};
     int moderate = 1;
     for (int i = 0; i < BUFFERS; i++) {
-        b[i] = make_buffer(counts[i], i == SMEAN || i == SINVSTD ? 1 : k.is_double);
+        b[i] = make_buffer(counts[i], i == SMEAN || i == SINVSTD || i == POUT || i == PIN ? 1 : k.is_double);
         const int is_input = i == X || i == DY || i == WEIGHT || i == BIAS || i == RMEAN || i == RVAR || i == Z ||
                              (k.backward && i == Y) ||
-                             (k.backward && (i == SMEAN || i == SINVSTD));
+                             (k.backward && (i == SMEAN || i == SINVSTD)) || i == PIN;
         if (!is_input) continue;
         for (size_t j = 0; j < counts[i]; j++) {
-            double v = next_value(&r, &moderate);
-            if (i == RVAR || i == SINVSTD) v = fabs(v);     /* variances and inverse deviations are >= 0 */
+            int ignored = 1;
+            /* given partials: a count (sometimes below 2), then fuzzed values */
+            double v = i == PIN && j % 3 == 0 ? (double)(next_byte(&r) % 40) : next_value(&r, i == PIN ? &ignored : &moderate);
+            if (i == RVAR || i == SINVSTD || (i == PIN && !k.backward && j % 3 == 2)) v = fabs(v);   /* variances, M2 >= 0 */
             set(&b[i], j, v);
         }
     }
     moderate = moderate && k.eps >= 1e-5 && k.eps <= 1;
 
+    if (k.partials != PARTIALS_NONE) moderate = 0;   /* fuzzed partials: no reference to compare with */
     buffer before[BUFFERS], serial[BUFFERS];
     for (int i = 0; i < BUFFERS; i++) before[i] = copy_buffer(&b[i]);
     const cbn_status status = run(&k, b, 0);
@@ -269,6 +314,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         CHECK(run(&k, b, threads) == CBN_OK, "the second run was rejected");
         for (int i = 0; i < BUFFERS; i++) CHECK(same_bits(&b[i], &serial[i]), "executors disagree");
         for (int i = 0; i < BUFFERS; i++) { free(b[i].data); b[i] = serial[i]; }
+
+        if (k.partials == PARTIALS_NONE && k.training) split_as_one_rank(&k, before, b);
 
         if (moderate) {
             const int outputs[] = {Y, DX, DWEIGHT, DBIAS, RMEAN, RVAR, SMEAN, SINVSTD, DZ};

@@ -59,15 +59,30 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
     return CBN_OK;
 }
 
+/// Given moments or sums (3 doubles per channel, the count first) count at
+/// least `least` values in every channel.
+static cbn_status check_given_counts(const double *given, int64_t channels, double least) {
+    for (int64_t c = 0; c < channels; c++)
+        if (!(given[3 * c] >= least)) return CBN_TOO_FEW_VALUES;
+    return CBN_OK;
+}
+
 cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) {
     *job_out = NULL;
-    if (!valid_dtype(d->dtype) || !d->x || !d->y || !valid_activation(d->activation)) return CBN_INVALID_ARGUMENT;
+    const int moments_only = d->moments_out != NULL;
+    if (!valid_dtype(d->dtype) || !d->x || (!d->y && !moments_only) || !valid_activation(d->activation))
+        return CBN_INVALID_ARGUMENT;
     cbn_status status = check_shape(d->shape, d->dtype);
     if (status != CBN_OK) return status;
     if (!(d->eps >= 0) || !isfinite(d->eps)) return CBN_INVALID_ARGUMENT;
     if (!(d->momentum >= 0 && d->momentum <= 1)) return CBN_INVALID_ARGUMENT;
     if ((d->running_mean == NULL) != (d->running_var == NULL)) return CBN_INVALID_ARGUMENT;
-    if (d->training && d->shape.n * d->shape.spatial < 2) return CBN_TOO_FEW_VALUES;
+    if ((d->moments_out || d->moments) && (!d->training || (d->moments_out && d->moments)))
+        return CBN_INVALID_ARGUMENT;
+    if (d->moments && (status = check_given_counts(d->moments, d->shape.channels, 2)) != CBN_OK) return status;
+    /* a slice's moments may count one value: the whole batch's are checked when given */
+    if (d->training && !d->moments && !moments_only && d->shape.n * d->shape.spatial < 2)
+        return CBN_TOO_FEW_VALUES;
     if (!d->training && !d->running_mean) return CBN_INVALID_ARGUMENT;
 
     cbn_plan plan = cbn_make_plan(d->shape, element_size(d->dtype), 1);
@@ -87,8 +102,22 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) 
     job->residual = d->residual;
     job->epilogue = (d->activation == CBN_ACTIVATION_RELU ? CBN_EPILOGUE_RELU : 0) |
                     (d->residual ? CBN_EPILOGUE_RESIDUAL : 0);
+    job->moments_out = d->moments_out;
+    job->moments_in = d->moments;
 
-    if (job->training) {
+    if (moments_only) {
+        /* the statistics pass and the merge of its parts, no y */
+        job->out = NULL;
+        if (cbn_plan_is_fused(&plan)) {
+            job->steps[job->phase_count++] = CBN_STEP_STATISTICS_FUSED;
+        } else {
+            job->steps[job->phase_count++] = CBN_STEP_STATISTICS;
+            job->steps[job->phase_count++] = CBN_STEP_FINALIZE_FORWARD;
+        }
+    } else if (d->moments) {
+        job->steps[job->phase_count++] = CBN_STEP_FINALIZE_FORWARD;
+        job->steps[job->phase_count++] = CBN_STEP_NORMALIZE;
+    } else if (job->training) {
         if (cbn_plan_is_fused(&plan)) {
             job->steps[job->phase_count++] = CBN_STEP_STATISTICS_FUSED;
         } else {
@@ -112,8 +141,12 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     cbn_status status = check_shape(d->shape, d->dtype);
     if (status != CBN_OK) return status;
     const int training = d->training != 0;
-    const int wants_sums = d->dweight || d->dbias || (training && d->dx);
-    if (wants_sums && !d->x) return CBN_INVALID_ARGUMENT;
+    if (d->sums_out && d->sums) return CBN_INVALID_ARGUMENT;
+    if (d->sums_out && (d->dx || d->dweight || d->dbias || d->dresidual)) return CBN_INVALID_ARGUMENT;
+    if (d->sums && (status = check_given_counts(d->sums, d->shape.channels, 1)) != CBN_OK) return status;
+    /* the passes over this slice: given sums leave only dx (and dz) to write */
+    const int wants_sums = d->sums_out || (!d->sums && (d->dweight || d->dbias || (training && d->dx)));
+    if ((wants_sums || (training && d->dx)) && !d->x) return CBN_INVALID_ARGUMENT;
     const int relu = d->activation == CBN_ACTIVATION_RELU;
 
     /* A fused item keeps x and dy in cache. The budget does not count the
@@ -136,9 +169,14 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     job->y = d->y;
     job->dresidual = d->dresidual;
     job->epilogue = (relu ? CBN_EPILOGUE_RELU : 0) | (d->dresidual ? CBN_EPILOGUE_RESIDUAL : 0);
+    job->sums_out = d->sums_out;
+    job->sums_in = d->sums;
     kernels_for(d->dtype)->prepare(job);
 
-    if (training) {
+    if (d->sums) {
+        if (d->dweight || d->dbias || d->dx) job->steps[job->phase_count++] = CBN_STEP_FINALIZE_BACKWARD;
+        if (d->dx || d->dresidual) job->steps[job->phase_count++] = CBN_STEP_INPUT_GRADIENT;
+    } else if (training) {
         if (!wants_sums) {
             /* dz alone (or nothing) asked for: the masked gradient is all there is to write */
             if (d->dresidual) job->steps[job->phase_count++] = CBN_STEP_INPUT_GRADIENT;
@@ -190,7 +228,7 @@ static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t 
     case CBN_STEP_STATISTICS_FUSED:
         k->statistics(job, item, scratch);
         k->finalize_forward(job, item.c0, item.c1);
-        k->normalize(job, item);
+        if (job->out) k->normalize(job, item);   /* no y: the moments alone (moments_out) */
         break;
     case CBN_STEP_SUMS:
         k->sums(job, item, 0, scratch);

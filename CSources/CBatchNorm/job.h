@@ -73,6 +73,8 @@ struct cbn_job {
     const void *residual;                /* forward: z */
     const void *y;                       /* backward: the forward output, for the mask */
     void *dresidual;                     /* backward: dz */
+    double *moments_out, *sums_out;      /* across processes: this slice's partials out, 3 per channel */
+    const double *moments_in, *sums_in;  /* across processes: the whole batch's, used instead */
 
     /* job-owned */
     void *coefficients;                  /* CBN_COEFFICIENTS arrays of `channels` elements */
@@ -110,13 +112,16 @@ typedef struct cbn_kernels {
     void (*normalize)(const cbn_job *job, cbn_item item);
     void (*sums)(const cbn_job *job, cbn_item item, int scale_dy, double *scratch);
     void (*input_gradient)(const cbn_job *job, cbn_item item);
-    /// Merges the partials of channels [c0, c1) in part order; writes the
-    /// saved and running statistics and the coefficients.
+    /// Merges the partials of channels [c0, c1) in part order (or takes the
+    /// given moments_in); writes the saved and running statistics and the
+    /// coefficients (or only the merged moments, to moments_out).
     void (*finalize_forward)(cbn_job *job, int64_t c0, int64_t c1);
-    /// Merges backward partials; writes dweight, dbias and the coefficients.
+    /// Merges backward partials (or takes the given sums_in); writes
+    /// dweight, dbias and the coefficients (or only the merged sums, to
+    /// sums_out).
     void (*finalize_backward)(cbn_job *job, int64_t c0, int64_t c1);
-    /// Coefficients from given statistics (inference forward, and backward
-    /// before any sums are known).
+    /// Coefficients from statistics known before any pass (inference
+    /// forward, and backward before any sums are known).
     void (*prepare)(cbn_job *job);
     /// mean_c = running_mean_c, invstd_c = 1/sqrt(running_var_c + eps).
     void (*inference_statistics)(int64_t channels, const void *running_mean,

@@ -76,16 +76,27 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
     /// statistics in training mode: y = activation(BN(x) + residual), the
     /// residual (shaped like the input) when given. Returns y and the
     /// statistics `backward` needs. On error nothing about the layer changes.
+    ///
+    /// With a `reducer`, the layer is synchronized batch norm: every rank calls
+    /// `forward` collectively with its slice of the batch, and batch statistics
+    /// (and the running statistics' update, with the whole batch's m) are the
+    /// whole batch's, bitwise the same on every rank. Inference with running
+    /// statistics stays local. Every rank throws if any rank's call fails its
+    /// checks or the ranks disagree (mode, channels, layout, ε, …).
     public mutating func forward(
-        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst, residual: [Scalar]? = nil
+        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst, residual: [Scalar]? = nil,
+        reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
-        let shape = try BatchNormShape(shape, layout: layout)
-        try checkState(shape: shape)
-        try Check.count(input.count, equals: shape.count, argument: "input")
+        let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
+            let shape = try BatchNormShape(shape, layout: layout)
+            try Check.count(input.count, equals: shape.count, argument: "input")
+            return shape
+        }
         var statistics: BatchNormStatistics?
         let output = try withOptionalBuffers(input, residual) { (input, residual) throws(BatchNormError) in
             try makeArray(count: shape.count) { (output) throws(BatchNormError) in
-                statistics = try forward(input: input!, output: output, shape: shape, residual: residual)
+                statistics = try forward(input: input!, output: output, shape: shape, residual: residual,
+                                         reducer: reducer)
             }
         }
         return BatchNormForwardResult(output: output, statistics: statistics!)
@@ -94,9 +105,9 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
     /// `forward` over caller-owned memory; `output` may be `input` or `residual` itself.
     public mutating func forward(
         input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>, shape: BatchNormShape,
-        residual: UnsafeBufferPointer<Scalar>? = nil
+        residual: UnsafeBufferPointer<Scalar>? = nil, reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormStatistics {
-        try checkState(shape: shape)
+        try Synchronization.precheck(reducer) { () throws(BatchNormError) in try checkState(shape: shape) }
         let channels = featureCount
         if mode == .inference, let runningMean, let runningVariance {
             try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
@@ -105,7 +116,7 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
                         try BatchNormalization.forwardInference(
                             input: input, output: output, shape: shape, runningMean: mean,
                             runningVariance: variance, weight: weight, bias: bias, residual: residual,
-                            activation: activation, epsilon: epsilon, executor: executor)
+                            activation: activation, epsilon: epsilon, executor: executor, reducer: reducer)
                     }
                 }
             }
@@ -113,8 +124,9 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
                 runningMean: runningMean, runningVariance: runningVariance, epsilon: epsilon)
         }
 
-        // Training mode, or inference without running statistics: batch statistics.
-        try Check.trainable(shape)
+        // Training mode, or inference without running statistics: batch statistics
+        // (the whole batch's m ≥ 2 is checked by the synchronized call).
+        if reducer == nil { try Check.trainable(shape) }
         let updatesRunning = mode == .training && tracksRunningStatistics
         let factor: Double
         if updatesRunning {
@@ -136,7 +148,7 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
                                 runningMean: updatesRunning ? runMean : nil,
                                 runningVariance: updatesRunning ? runVariance : nil,
                                 momentum: factor, epsilon: epsilon, savedMean: mean, savedInvStd: invStd,
-                                executor: executor)
+                                executor: executor, reducer: reducer)
                         }
                     }
                 }
@@ -155,18 +167,23 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
     /// Returns dx, dγ and dβ when the layer is affine, and dz for the residual
     /// when `wantsResidualGradient`. With `activation == .relu`, pass the output
     /// that forward returned as `forwardOutput`: the gradient is masked with it.
+    /// With the `reducer` the forward call was synchronized by, dγ and dβ are the
+    /// whole batch's, bitwise the same on every rank, and dx is this rank's.
     public func backward(
         outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
-        statistics: BatchNormStatistics, forwardOutput: [Scalar]? = nil, wantsResidualGradient: Bool = false
+        statistics: BatchNormStatistics, forwardOutput: [Scalar]? = nil, wantsResidualGradient: Bool = false,
+        reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
-        let shapeValue = try BatchNormShape(shape, layout: layout)
-        try checkState(shape: shapeValue)
-        try Check.count(statistics.mean.count, equals: featureCount, argument: "statistics.mean")
-        try Check.count(statistics.invStd.count, equals: featureCount, argument: "statistics.invStd")
+        try Synchronization.precheck(reducer) { () throws(BatchNormError) in
+            let shapeValue = try BatchNormShape(shape, layout: layout)
+            try checkState(shape: shapeValue)
+            try Check.count(statistics.mean.count, equals: featureCount, argument: "statistics.mean")
+            try Check.count(statistics.invStd.count, equals: featureCount, argument: "statistics.invStd")
+        }
         var gradients = try BatchNormalization.backward(
             outputGradient: outputGradient, input: input, shape: shape, layout: layout, statistics: statistics,
             weight: weight, activation: activation, forwardOutput: forwardOutput,
-            wantsResidualGradient: wantsResidualGradient, executor: executor)
+            wantsResidualGradient: wantsResidualGradient, executor: executor, reducer: reducer)
         if !isAffine {
             gradients.weight = nil
             gradients.bias = nil

@@ -36,6 +36,25 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
         public static let modeMismatch = Code("mode mismatch")
         /// The core could not allocate its scratch space.
         public static let outOfMemory = Code("out of memory")
+        /// Synchronized batch norm: the ranks disagree on something every rank
+        /// must share (pass, mode, scalar type, layout, channels, spatial
+        /// extent, ε). Thrown on every rank alike, before any buffer is written.
+        public static let rankMismatch = Code("rank mismatch")
+        /// Synchronized batch norm: another rank's arguments failed its checks
+        /// (that rank throws the reason); thrown on the other ranks, before any
+        /// buffer is written.
+        public static let rankFailed = Code("rank failed")
+        /// Synchronized batch norm: the reducer threw, timed out or returned
+        /// the wrong number of values.
+        public static let communicationFailed = Code("communication failed")
+
+        /// Every code, in a fixed order (synchronized calls send a failed
+        /// rank's code to the others as its index here).
+        static let all: [Code] = [
+            .invalidRank, .invalidDimension, .shapeTooLarge, .countMismatch, .tooFewValuesPerChannel,
+            .invalidEpsilon, .invalidMomentum, .invalidThreadCount, .overlappingBuffers, .missingArgument,
+            .executorUnavailable, .modeMismatch, .outOfMemory, .rankMismatch, .rankFailed, .communicationFailed,
+        ]
     }
 
     public var code: Code

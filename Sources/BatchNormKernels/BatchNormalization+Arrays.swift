@@ -2,14 +2,17 @@
 /// returning new arrays. For running statistics use the `BatchNorm` layer.
 extension BatchNormalization {
     /// Training-mode forward over an array: y = activation(BN(x) + residual) with the
-    /// batch's own μ and biased σ².
+    /// batch's own μ and biased σ² (the whole batch's over the ranks of `reducer`).
     public static func forwardTraining<Scalar: BatchNormScalar>(
         _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         weight: [Scalar]? = nil, bias: [Scalar]? = nil,
         residual: [Scalar]? = nil, activation: BatchNormActivation = .identity,
-        epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic
+        epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic,
+        reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
-        let shape = try BatchNormShape(shape, layout: layout)
+        let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
+            try BatchNormShape(shape, layout: layout)
+        }
         var mean = [Double](repeating: 0, count: shape.channels)
         var invStd = [Double](repeating: 0, count: shape.channels)
         let output = try makeArray(count: shape.count) { (output) throws(BatchNormError) in
@@ -21,7 +24,7 @@ extension BatchNormalization {
                                 try forwardTraining(
                                     input: input, output: output, shape: shape, weight: weight, bias: bias,
                                     residual: residual, activation: activation, epsilon: epsilon,
-                                    savedMean: mean, savedInvStd: invStd, executor: executor)
+                                    savedMean: mean, savedInvStd: invStd, executor: executor, reducer: reducer)
                             }
                         }
                     }
@@ -33,15 +36,19 @@ extension BatchNormalization {
     }
 
     /// Inference-mode forward over an array: y = activation(BN(x) + residual) with the
-    /// running statistics.
+    /// running statistics (local, and collective with a `reducer`, as the buffer
+    /// `forwardInference` says).
     public static func forwardInference<Scalar: BatchNormScalar>(
         _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         runningMean: [Scalar], runningVariance: [Scalar],
         weight: [Scalar]? = nil, bias: [Scalar]? = nil,
         residual: [Scalar]? = nil, activation: BatchNormActivation = .identity,
-        epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic
+        epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic,
+        reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> [Scalar] {
-        let shape = try BatchNormShape(shape, layout: layout)
+        let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
+            try BatchNormShape(shape, layout: layout)
+        }
         return try makeArray(count: shape.count) { (output) throws(BatchNormError) in
             try input.withUnsafeBufferPointer { input throws(BatchNormError) in
                 try runningMean.withUnsafeBufferPointer { runningMean throws(BatchNormError) in
@@ -52,7 +59,7 @@ extension BatchNormalization {
                                     input: input, output: output, shape: shape, runningMean: runningMean,
                                     runningVariance: runningVariance, weight: weight, bias: bias,
                                     residual: residual, activation: activation, epsilon: epsilon,
-                                    executor: executor)
+                                    executor: executor, reducer: reducer)
                             }
                         }
                     }
@@ -63,15 +70,19 @@ extension BatchNormalization {
 
     /// Backward over arrays, in the mode of `statistics`: returns dx, dγ and dβ, and
     /// dz when `wantsResidualGradient`. After a forward pass with `.relu`, pass it as
-    /// `activation` with the output it returned as `forwardOutput` (the mask).
+    /// `activation` with the output it returned as `forwardOutput` (the mask). With a
+    /// `reducer`, dγ and dβ are the whole batch's, as in the buffer `backward`.
     public static func backward<Scalar: BatchNormScalar>(
         outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, weight: [Scalar]? = nil,
         activation: BatchNormActivation = .identity, forwardOutput: [Scalar]? = nil,
         wantsResidualGradient: Bool = false,
-        executor: BatchNormExecutor = .automatic
+        executor: BatchNormExecutor = .automatic,
+        reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
-        let shape = try BatchNormShape(shape, layout: layout)
+        let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
+            try BatchNormShape(shape, layout: layout)
+        }
         var dWeight = [Scalar](repeating: 0, count: shape.channels)
         var dBias = [Scalar](repeating: 0, count: shape.channels)
         var dResidual = [Scalar](repeating: 0, count: wantsResidualGradient ? shape.count : 0)
@@ -92,7 +103,7 @@ extension BatchNormalization {
                                                     biasGradient: dBias, activation: activation,
                                                     forwardOutput: y,
                                                     residualGradient: wantsResidualGradient ? dz : nil,
-                                                    executor: executor)
+                                                    executor: executor, reducer: reducer)
                                             }
                                         }
                                     }

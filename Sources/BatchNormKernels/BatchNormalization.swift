@@ -92,6 +92,13 @@ public enum BatchNormalization {
     ///
     /// Epilogue: y = activation(BN(x) + residual), the residual z (shaped like the
     /// input) when given. `output` may be `input` or `residual` itself.
+    ///
+    /// With a `reducer`, batch norm is synchronized across its ranks: every rank calls
+    /// this collectively with its own slice of the batch, and μ, σ² and m above are the
+    /// whole batch's (the ranks' slices concatenated along N), bitwise the same on every
+    /// rank; m ≥ 2 is required of the whole batch only. If any rank's arguments fail
+    /// their checks, or the ranks disagree on the shape's channels, spatial extent or
+    /// layout, the scalar type or ε, every rank throws and none writes anything.
     public static func forwardTraining<Scalar: BatchNormScalar>(
         input: UnsafeBufferPointer<Scalar>,
         output: UnsafeMutableBufferPointer<Scalar>,
@@ -106,41 +113,66 @@ public enum BatchNormalization {
         epsilon: Double = 1e-5,
         savedMean: UnsafeMutableBufferPointer<Double>? = nil,
         savedInvStd: UnsafeMutableBufferPointer<Double>? = nil,
-        executor: BatchNormExecutor = .automatic
+        executor: BatchNormExecutor = .automatic,
+        reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) {
-        try executor.validate()
-        try Check.epsilon(epsilon)
-        try Check.momentum(momentum)
-        let channels = shape.channels
-        try Check.count(input.count, equals: shape.count, argument: "input")
-        try Check.count(output.count, equals: shape.count, argument: "output")
-        if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
-        if let bias { try Check.count(bias.count, equals: channels, argument: "bias") }
-        if (runningMean == nil) != (runningVariance == nil) {
-            throw BatchNormError(.missingArgument, argument: runningMean == nil ? "runningMean" : "runningVariance",
-                                 expected: "runningMean and runningVariance together, or neither",
-                                 actual: "only one of them")
+        let check = { () throws(BatchNormError) in
+            try executor.validate()
+            try Check.epsilon(epsilon)
+            try Check.momentum(momentum)
+            let channels = shape.channels
+            try Check.count(input.count, equals: shape.count, argument: "input")
+            try Check.count(output.count, equals: shape.count, argument: "output")
+            if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
+            if let bias { try Check.count(bias.count, equals: channels, argument: "bias") }
+            if (runningMean == nil) != (runningVariance == nil) {
+                throw BatchNormError(.missingArgument,
+                                     argument: runningMean == nil ? "runningMean" : "runningVariance",
+                                     expected: "runningMean and runningVariance together, or neither",
+                                     actual: "only one of them")
+            }
+            if let runningMean { try Check.count(runningMean.count, equals: channels, argument: "runningMean") }
+            if let runningVariance {
+                try Check.count(runningVariance.count, equals: channels, argument: "runningVariance")
+            }
+            if let savedMean { try Check.count(savedMean.count, equals: channels, argument: "savedMean") }
+            if let savedInvStd { try Check.count(savedInvStd.count, equals: channels, argument: "savedInvStd") }
+            if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
+            try Check.noOverlaps(
+                [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
+                 .init("runningMean", runningMean), .init("runningVariance", runningVariance),
+                 .init("savedMean", savedMean), .init("savedInvStd", savedInvStd), .init("residual", residual)],
+                exactAliases: [["output", "input"], ["output", "residual"]])
         }
-        if let runningMean { try Check.count(runningMean.count, equals: channels, argument: "runningMean") }
-        if let runningVariance {
-            try Check.count(runningVariance.count, equals: channels, argument: "runningVariance")
-        }
-        if let savedMean { try Check.count(savedMean.count, equals: channels, argument: "savedMean") }
-        if let savedInvStd { try Check.count(savedInvStd.count, equals: channels, argument: "savedInvStd") }
-        if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
-        try Check.trainable(shape)
-        try Check.noOverlaps(
-            [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
-             .init("runningMean", runningMean), .init("runningVariance", runningVariance),
-             .init("savedMean", savedMean), .init("savedInvStd", savedInvStd), .init("residual", residual)],
-            exactAliases: [["output", "input"], ["output", "residual"]])
-
-        try runForward(
+        var run = ForwardCall(
             training: true, input: input, output: output, shape: shape, weight: weight, bias: bias,
             residual: residual, activation: activation,
             runningMean: runningMean?.rawBase, runningVariance: runningVariance?.rawBase,
             savedMean: savedMean?.baseAddress, savedInvStd: savedInvStd?.baseAddress,
             epsilon: epsilon, momentum: momentum, executor: executor)
+        guard let reducer else {
+            try check()
+            try Check.trainable(shape)
+            return try run.execute()
+        }
+
+        // Synchronized: agree, this slice's moments, the whole batch's, then y.
+        try Synchronization.agree(
+            reducer, header: .init(pass: .forward, mode: .training, scalar: Scalar.coreType, shape: shape,
+                                   epsilon: epsilon),
+            check: check)
+        var moments = [Double](repeating: 0, count: 3 * shape.channels)
+        try moments.withUnsafeMutableBufferPointer { moments throws(BatchNormError) in
+            var partial = run
+            partial.momentsOut = moments.baseAddress
+            try partial.execute()
+        }
+        let whole = try Synchronization.combine(reducer, moments, merge: cbn_merge_moments)
+        try Check.trainable(wholeBatchCounts: whole, shape: shape)
+        try whole.withUnsafeBufferPointer { whole throws(BatchNormError) in
+            run.moments = whole.baseAddress
+            try run.execute()
+        }
     }
 
     // MARK: Forward, inference
@@ -148,6 +180,11 @@ public enum BatchNormalization {
     /// Normalizes `input` with the running statistics:
     /// y = γ_c · (x − runningMean_c) / sqrt(runningVariance_c + ε) + β_c, then the
     /// epilogue y = activation(y + residual) as in `forwardTraining`.
+    ///
+    /// With a `reducer` the call stays local (running statistics need no exchange)
+    /// but is collective: the ranks check that they agree, so that a rank in
+    /// inference mode beside one in training mode throws instead of leaving the
+    /// other waiting.
     public static func forwardInference<Scalar: BatchNormScalar>(
         input: UnsafeBufferPointer<Scalar>,
         output: UnsafeMutableBufferPointer<Scalar>,
@@ -159,30 +196,42 @@ public enum BatchNormalization {
         residual: UnsafeBufferPointer<Scalar>? = nil,
         activation: BatchNormActivation = .identity,
         epsilon: Double = 1e-5,
-        executor: BatchNormExecutor = .automatic
+        executor: BatchNormExecutor = .automatic,
+        reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) {
-        try executor.validate()
-        try Check.epsilon(epsilon)
-        let channels = shape.channels
-        try Check.count(input.count, equals: shape.count, argument: "input")
-        try Check.count(output.count, equals: shape.count, argument: "output")
-        try Check.count(runningMean.count, equals: channels, argument: "runningMean")
-        try Check.count(runningVariance.count, equals: channels, argument: "runningVariance")
-        if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
-        if let bias { try Check.count(bias.count, equals: channels, argument: "bias") }
-        if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
-        try Check.noOverlaps(
-            [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
-             .init("runningMean", runningMean), .init("runningVariance", runningVariance),
-             .init("residual", residual)],
-            exactAliases: [["output", "input"], ["output", "residual"]])
+        let check = { () throws(BatchNormError) in
+            try executor.validate()
+            try Check.epsilon(epsilon)
+            let channels = shape.channels
+            try Check.count(input.count, equals: shape.count, argument: "input")
+            try Check.count(output.count, equals: shape.count, argument: "output")
+            try Check.count(runningMean.count, equals: channels, argument: "runningMean")
+            try Check.count(runningVariance.count, equals: channels, argument: "runningVariance")
+            if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
+            if let bias { try Check.count(bias.count, equals: channels, argument: "bias") }
+            if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
+            try Check.noOverlaps(
+                [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
+                 .init("runningMean", runningMean), .init("runningVariance", runningVariance),
+                 .init("residual", residual)],
+                exactAliases: [["output", "input"], ["output", "residual"]])
+        }
+        if let reducer {
+            try Synchronization.agree(
+                reducer, header: .init(pass: .forward, mode: .inference, scalar: Scalar.coreType, shape: shape,
+                                       epsilon: epsilon),
+                check: check)
+        } else {
+            try check()
+        }
 
-        try runForward(
+        try ForwardCall(
             training: false, input: input, output: output, shape: shape, weight: weight, bias: bias,
             residual: residual, activation: activation,
             runningMean: UnsafeMutableRawPointer(mutating: runningMean.rawBase),
             runningVariance: UnsafeMutableRawPointer(mutating: runningVariance.rawBase),
-            savedMean: nil, savedInvStd: nil, epsilon: epsilon, momentum: 0, executor: executor)
+            savedMean: nil, savedInvStd: nil, epsilon: epsilon, momentum: 0, executor: executor
+        ).execute()
     }
 
     // MARK: Backward
@@ -202,6 +251,12 @@ public enum BatchNormalization {
     /// g = dy unless y ≤ 0 (+0 there; where y is NaN, g = dy); g then takes dy's place
     /// above. `residualGradient` receives dL/dz = g. It may be `outputGradient`
     /// itself, as `inputGradient` may (but not both).
+    ///
+    /// With a `reducer` (after a forward pass synchronized by it, whose statistics
+    /// `mean` and `invStd` are), the sums Σg and Σg·x̂ and m above are the whole
+    /// batch's, in either mode: every rank gets its own dx and the whole batch's dγ
+    /// and dβ, bitwise the same on every rank. Errors are collective as in
+    /// `forwardTraining`.
     public static func backward<Scalar: BatchNormScalar>(
         mode: BatchNormMode,
         input: UnsafeBufferPointer<Scalar>,
@@ -216,35 +271,42 @@ public enum BatchNormalization {
         activation: BatchNormActivation = .identity,
         forwardOutput: UnsafeBufferPointer<Scalar>? = nil,
         residualGradient: UnsafeMutableBufferPointer<Scalar>? = nil,
-        executor: BatchNormExecutor = .automatic
+        executor: BatchNormExecutor = .automatic,
+        reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) {
-        try executor.validate()
-        let channels = shape.channels
-        if activation == .relu && forwardOutput == nil {
-            throw BatchNormError(.missingArgument, argument: "forwardOutput",
-                                 expected: "the forward pass's output, for the relu mask", actual: "nil")
+        let check = { () throws(BatchNormError) in
+            try executor.validate()
+            let channels = shape.channels
+            if activation == .relu && forwardOutput == nil {
+                throw BatchNormError(.missingArgument, argument: "forwardOutput",
+                                     expected: "the forward pass's output, for the relu mask", actual: "nil")
+            }
+            if let forwardOutput {
+                try Check.count(forwardOutput.count, equals: shape.count, argument: "forwardOutput")
+            }
+            if let residualGradient {
+                try Check.count(residualGradient.count, equals: shape.count, argument: "residualGradient")
+            }
+            try Check.count(input.count, equals: shape.count, argument: "input")
+            try Check.count(outputGradient.count, equals: shape.count, argument: "outputGradient")
+            try Check.count(mean.count, equals: channels, argument: "mean")
+            try Check.count(invStd.count, equals: channels, argument: "invStd")
+            if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
+            if let inputGradient {
+                try Check.count(inputGradient.count, equals: shape.count, argument: "inputGradient")
+            }
+            if let weightGradient {
+                try Check.count(weightGradient.count, equals: channels, argument: "weightGradient")
+            }
+            if let biasGradient { try Check.count(biasGradient.count, equals: channels, argument: "biasGradient") }
+            try Check.noOverlaps(
+                [.init("input", input), .init("outputGradient", outputGradient), .init("mean", mean),
+                 .init("invStd", invStd), .init("weight", weight), .init("inputGradient", inputGradient),
+                 .init("weightGradient", weightGradient), .init("biasGradient", biasGradient),
+                 .init("forwardOutput", forwardOutput), .init("residualGradient", residualGradient)],
+                exactAliases: [["inputGradient", "outputGradient"], ["inputGradient", "input"],
+                               ["residualGradient", "outputGradient"]])
         }
-        if let forwardOutput {
-            try Check.count(forwardOutput.count, equals: shape.count, argument: "forwardOutput")
-        }
-        if let residualGradient {
-            try Check.count(residualGradient.count, equals: shape.count, argument: "residualGradient")
-        }
-        try Check.count(input.count, equals: shape.count, argument: "input")
-        try Check.count(outputGradient.count, equals: shape.count, argument: "outputGradient")
-        try Check.count(mean.count, equals: channels, argument: "mean")
-        try Check.count(invStd.count, equals: channels, argument: "invStd")
-        if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
-        if let inputGradient { try Check.count(inputGradient.count, equals: shape.count, argument: "inputGradient") }
-        if let weightGradient { try Check.count(weightGradient.count, equals: channels, argument: "weightGradient") }
-        if let biasGradient { try Check.count(biasGradient.count, equals: channels, argument: "biasGradient") }
-        try Check.noOverlaps(
-            [.init("input", input), .init("outputGradient", outputGradient), .init("mean", mean),
-             .init("invStd", invStd), .init("weight", weight), .init("inputGradient", inputGradient),
-             .init("weightGradient", weightGradient), .init("biasGradient", biasGradient),
-             .init("forwardOutput", forwardOutput), .init("residualGradient", residualGradient)],
-            exactAliases: [["inputGradient", "outputGradient"], ["inputGradient", "input"],
-                           ["residualGradient", "outputGradient"]])
 
         var desc = cbn_backward_desc()
         desc.dtype = Scalar.coreType
@@ -255,12 +317,36 @@ public enum BatchNormalization {
         desc.weight = weight?.rawBase
         desc.mean = mean.baseAddress
         desc.invstd = invStd.baseAddress
+        desc.activation = activation.core
+        desc.y = forwardOutput?.rawBase
+        var partial = desc
         desc.dx = inputGradient?.rawBase
         desc.dweight = weightGradient?.rawBase
         desc.dbias = biasGradient?.rawBase
-        desc.activation = activation.core
-        desc.y = forwardOutput?.rawBase
         desc.dresidual = residualGradient?.rawBase
+        guard let reducer else {
+            try check()
+            return try runBackward(desc, executor: executor)
+        }
+
+        // Synchronized: agree, this slice's sums, the whole batch's, then the gradients.
+        try Synchronization.agree(
+            reducer, header: .init(pass: .backward, mode: mode, scalar: Scalar.coreType, shape: shape, epsilon: 0),
+            check: check)
+        var sums = [Double](repeating: 0, count: 3 * shape.channels)
+        try sums.withUnsafeMutableBufferPointer { sums throws(BatchNormError) in
+            partial.sums_out = sums.baseAddress
+            try runBackward(partial, executor: executor)
+        }
+        let whole = try Synchronization.combine(reducer, sums, merge: cbn_merge_sums)
+        try whole.withUnsafeBufferPointer { whole throws(BatchNormError) in
+            desc.sums = whole.baseAddress
+            try runBackward(desc, executor: executor)
+        }
+    }
+
+    private static func runBackward(_ desc: cbn_backward_desc, executor: BatchNormExecutor) throws(BatchNormError) {
+        var desc = desc
         var job: OpaquePointer?
         try Check.status(cbn_job_create_backward(&desc, &job))
         defer { cbn_job_destroy(job) }
@@ -286,16 +372,21 @@ public enum BatchNormalization {
         return BatchNormStatistics(mode: .inference, mean: mean, invStd: invStd)
     }
 
-    /// Builds the core's forward descriptor from checked arguments and runs it.
-    private static func runForward<Scalar: BatchNormScalar>(
+}
+
+/// A forward call of the core, from checked arguments: its descriptor and executor.
+private struct ForwardCall {
+    var desc = cbn_forward_desc()
+    let executor: BatchNormExecutor
+
+    init<Scalar: BatchNormScalar>(
         training: Bool, input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>,
         shape: BatchNormShape, weight: UnsafeBufferPointer<Scalar>?, bias: UnsafeBufferPointer<Scalar>?,
         residual: UnsafeBufferPointer<Scalar>?, activation: BatchNormActivation,
         runningMean: UnsafeMutableRawPointer?, runningVariance: UnsafeMutableRawPointer?,
         savedMean: UnsafeMutablePointer<Double>?, savedInvStd: UnsafeMutablePointer<Double>?,
         epsilon: Double, momentum: Double, executor: BatchNormExecutor
-    ) throws(BatchNormError) {
-        var desc = cbn_forward_desc()
+    ) {
         desc.dtype = Scalar.coreType
         desc.shape = shape.core
         desc.training = training ? 1 : 0
@@ -311,6 +402,23 @@ public enum BatchNormalization {
         desc.momentum = momentum
         desc.residual = residual?.rawBase
         desc.activation = activation.core
+        self.executor = executor
+    }
+
+    /// Synchronized batch norm, first call: this slice's moments, and nothing else written.
+    var momentsOut: UnsafeMutablePointer<Double>? {
+        get { desc.moments_out }
+        set { desc.moments_out = newValue }
+    }
+
+    /// Synchronized batch norm, second call: the whole batch's moments.
+    var moments: UnsafePointer<Double>? {
+        get { desc.moments }
+        set { desc.moments = newValue }
+    }
+
+    func execute() throws(BatchNormError) {
+        var desc = desc
         var job: OpaquePointer?
         try Check.status(cbn_job_create_forward(&desc, &job))
         defer { cbn_job_destroy(job) }

@@ -34,6 +34,17 @@ enum Check {
         }
     }
 
+    /// Synchronized training needs m ≥ 2 values per channel in the whole batch:
+    /// `moments` holds the merged count, mean and M2 of each channel.
+    static func trainable(wholeBatchCounts moments: [Double], shape: BatchNormShape) throws(BatchNormError) {
+        let count = moments.isEmpty ? 0 : moments[0]
+        guard count >= 2 else {
+            throw BatchNormError(.tooFewValuesPerChannel, argument: "shape",
+                                 expected: "more than 1 value per channel in the whole batch in training mode",
+                                 actual: "\(Int(count)) value per channel over every rank's \(shape)")
+        }
+    }
+
     /// A buffer's byte range, for the aliasing rules.
     struct Region {
         let name: String

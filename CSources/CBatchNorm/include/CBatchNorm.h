@@ -47,7 +47,7 @@ typedef enum cbn_dtype {
 typedef enum cbn_status {
     CBN_OK = 0,
     CBN_INVALID_SHAPE = 1,           ///< a dimension below 1, n*channels*spatial overflows int64, or an unknown layout
-    CBN_TOO_FEW_VALUES = 2,          ///< training mode with one value per channel
+    CBN_TOO_FEW_VALUES = 2,          ///< training with one value per channel, or given moments counting fewer than 2 (sums 1)
     CBN_INVALID_ARGUMENT = 3,        ///< a required pointer is NULL, or eps/momentum out of range
     CBN_OUT_OF_MEMORY = 4,
 } cbn_status;
@@ -104,6 +104,13 @@ typedef struct cbn_forward_desc {
     double momentum;           ///< weight of this batch in the running update, in [0, 1]
     const void *residual;      ///< z, like x; NULL: none. y may equal z exactly
     cbn_activation activation;
+    /* Batch norm across processes, training only, at most one of the two
+     * (see cbn_merge_moments): */
+    double *moments_out;       ///< this slice's moments, count_c, mean_c, M2_c at 3c..3c+2;
+                               ///< the job writes nothing else (y may be NULL)
+    const double *moments;     ///< the whole batch's moments, laid out as moments_out, used
+                               ///< instead of this slice's: saved statistics, running statistics
+                               ///< (unbiased with the whole count) and y; x is read once
 } cbn_forward_desc;
 
 /// Backward pass. With xhat = (x - mean) * invstd:
@@ -131,6 +138,12 @@ typedef struct cbn_backward_desc {
     cbn_activation activation; ///< the forward epilogue's activation
     const void *y;             ///< the forward output; required with CBN_ACTIVATION_RELU
     void *dresidual;           ///< dz = g; NULL: not wanted; may equal dy exactly
+    /* Batch norm across processes, either mode, at most one of the two (see
+     * cbn_merge_sums); mean and invstd are then the whole batch's: */
+    double *sums_out;          ///< this slice's count_c, sum g, sum g*(x - mean_c) at 3c..3c+2;
+                               ///< dx, dweight, dbias and dresidual must be NULL
+    const double *sums;        ///< the whole batch's sums, laid out as sums_out (counts >= 1), used
+                               ///< instead of this slice's: m is their count, dweight and dbias theirs
 } cbn_backward_desc;
 
 /// An opaque job: plan, per-channel parameters, partial results.
@@ -190,6 +203,19 @@ void cbn_parallel_openmp(void *executor_context, void (*work)(cbn_job *job),
 
 /// 1 when the core was compiled with OpenMP, else 0.
 int cbn_openmp_available(void);
+
+/// Batch norm across processes (data-parallel ranks) in three steps per pass:
+///  1. each rank runs a job with `moments_out` (forward) or `sums_out`
+///     (backward) over its own slice of the batch;
+///  2. the ranks exchange these `3*channels` doubles (an all-gather) and each
+///     merges all of them, in rank order, with the function below: every rank
+///     gets bitwise the same result;
+///  3. each rank runs the job again with `moments` or `sums` set to the merge.
+/// `partials` holds `sets` arrays of `3*channels` doubles, one after another;
+/// `out` gets `3*channels`. Moments merge with Chan's formula, set 0 first
+/// (a set of count 0 changes nothing); sums add in set order, counts too.
+void cbn_merge_moments(int64_t channels, int64_t sets, const double *partials, double *out);
+void cbn_merge_sums(int64_t channels, int64_t sets, const double *partials, double *out);
 
 /// mean_c = running_mean_c, invstd_c = 1 / sqrt(running_var_c + eps), in double.
 void cbn_inference_statistics(cbn_dtype dtype, int64_t channels,

@@ -569,51 +569,82 @@ CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item i
 
 /* ---------- per-channel finalize ---------- */
 
-static void FN(finalize_forward)(cbn_job *job, int64_t c0, int64_t c1) {
+/// Statistics, running statistics and coefficients of channel c from its
+/// moments (this slice's, or the whole batch's across processes).
+static void FN(finish_forward)(cbn_job *job, int64_t c, cbn_moments acc) {
     const T *weight = (const T *)job->weight, *bias = (const T *)job->bias;
     T *running_mean = (T *)job->running_mean, *running_var = (T *)job->running_var;
-    const double m = (double)job->plan.m, momentum = job->momentum;
+    const double m = acc.count, momentum = job->momentum;
+    const double mean = acc.mean, variance = acc.m2 / m;
+    const double invstd = cbn_inverse_std(variance, job->eps);
+    if (job->saved_mean) job->saved_mean[c] = mean;
+    if (job->saved_invstd) job->saved_invstd[c] = invstd;
+    if (running_mean) {
+        const double unbiased = acc.m2 / (m - 1);
+        running_mean[c] = (T)((1 - momentum) * (double)running_mean[c] + momentum * mean);
+        running_var[c] = (T)((1 - momentum) * (double)running_var[c] + momentum * unbiased);
+    }
+    const double gamma = weight ? (double)weight[c] : 1.0;
+    FN(set_mean)(job, c, mean);
+    FN(set_factors)(job, c, gamma * cbn_normalizing_scale(invstd), 0, bias ? (double)bias[c] : 0.0);
+}
+
+static void FN(finalize_forward)(cbn_job *job, int64_t c0, int64_t c1) {
     const int64_t parts = job->plan.parts;
     for (int64_t c = c0; c < c1; c++) {
+        if (job->moments_in) {
+            const double *given = job->moments_in + 3 * c;
+            FN(finish_forward)(job, c, (cbn_moments){given[0], given[1], given[2]});
+            continue;
+        }
         cbn_moments acc = {0, 0, 0};
         for (int64_t p = 0; p < parts; p++) {
             const cbn_partial *part = &job->partials[c * parts + p];
             cbn_moments_merge(&acc, part->a, part->b, part->c);
         }
-        const double mean = acc.mean, variance = acc.m2 / m;
-        const double invstd = cbn_inverse_std(variance, job->eps);
-        if (job->saved_mean) job->saved_mean[c] = mean;
-        if (job->saved_invstd) job->saved_invstd[c] = invstd;
-        if (running_mean) {
-            const double unbiased = acc.m2 / (m - 1);
-            running_mean[c] = (T)((1 - momentum) * (double)running_mean[c] + momentum * mean);
-            running_var[c] = (T)((1 - momentum) * (double)running_var[c] + momentum * unbiased);
+        if (job->moments_out) {
+            double *out = job->moments_out + 3 * c;
+            out[0] = acc.count; out[1] = acc.mean; out[2] = acc.m2;
+        } else {
+            FN(finish_forward)(job, c, acc);
         }
-        const double gamma = weight ? (double)weight[c] : 1.0;
-        FN(set_mean)(job, c, mean);
-        FN(set_factors)(job, c, gamma * cbn_normalizing_scale(invstd), 0, bias ? (double)bias[c] : 0.0);
     }
 }
 
-static void FN(finalize_backward)(cbn_job *job, int64_t c0, int64_t c1) {
+/// dweight, dbias and the dx coefficients of channel c from the sums of its
+/// m values (this slice's, or the whole batch's across processes).
+static void FN(finish_backward)(cbn_job *job, int64_t c, double m, double sum_dy, double sum_dy_d) {
     const T *weight = (const T *)job->weight;
     T *dweight = (T *)job->dweight, *dbias = (T *)job->dbias;
-    const double m = (double)job->plan.m;
+    const double invstd = cbn_normalizing_scale(job->invstd_in[c]);
+    const double gamma = weight ? (double)weight[c] : 1.0;
+    const double grad_bias = sum_dy, grad_weight = sum_dy_d * invstd;
+    if (dweight) dweight[c] = (T)grad_weight;
+    if (dbias) dbias[c] = (T)grad_bias;
+    if (job->training)
+        FN(set_factors)(job, c, gamma * invstd, -gamma * invstd * invstd * grad_weight / m,
+                        -gamma * invstd * grad_bias / m);
+}
+
+static void FN(finalize_backward)(cbn_job *job, int64_t c0, int64_t c1) {
     const int64_t parts = job->plan.parts;
     for (int64_t c = c0; c < c1; c++) {
+        if (job->sums_in) {
+            const double *given = job->sums_in + 3 * c;
+            FN(finish_backward)(job, c, given[0], given[1], given[2]);
+            continue;
+        }
         double sum_dy = 0, sum_dy_d = 0;
         for (int64_t p = 0; p < parts; p++) {
             sum_dy += job->partials[c * parts + p].a;
             sum_dy_d += job->partials[c * parts + p].b;
         }
-        const double invstd = cbn_normalizing_scale(job->invstd_in[c]);
-        const double gamma = weight ? (double)weight[c] : 1.0;
-        const double grad_bias = sum_dy, grad_weight = sum_dy_d * invstd;
-        if (dweight) dweight[c] = (T)grad_weight;
-        if (dbias) dbias[c] = (T)grad_bias;
-        if (job->training)
-            FN(set_factors)(job, c, gamma * invstd, -gamma * invstd * invstd * grad_weight / m,
-                            -gamma * invstd * grad_bias / m);
+        if (job->sums_out) {
+            double *out = job->sums_out + 3 * c;
+            out[0] = (double)job->plan.m; out[1] = sum_dy; out[2] = sum_dy_d;
+        } else {
+            FN(finish_backward)(job, c, (double)job->plan.m, sum_dy, sum_dy_d);
+        }
     }
 }
 

@@ -1,0 +1,375 @@
+import BatchNormKernels
+import BatchNormReference
+import Foundation
+import Testing
+
+/// Runs `body(rank)` on `count` threads at once (each rank blocks in the
+/// reducer until the others arrive, so they cannot share a smaller pool) and
+/// returns the results in rank order.
+func onRanks<T>(_ count: Int, _ body: @escaping @Sendable (Int) -> T) -> [T] {
+    let results = RankResults<T>(count)
+    let done = DispatchGroup()
+    for rank in 0..<count {
+        done.enter()
+        let thread = Thread {
+            let value = body(rank)
+            results.lock.withLock { results.values[rank] = value }
+            done.leave()
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+    done.wait()
+    return results.values.map { $0! }
+}
+
+/// The results of `onRanks`, filled by its threads under a lock.
+final class RankResults<T>: @unchecked Sendable {
+    var values: [T?]
+    let lock = NSLock()
+    init(_ count: Int) { values = Array(repeating: nil, count: count) }
+}
+
+/// A slice's outcome: the forward output, statistics, running statistics and
+/// the gradients, or the error the rank threw.
+struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
+    var output: [S] = [], mean: [Double] = [], invStd: [Double] = []
+    var runningMean: [S] = [], runningVariance: [S] = []
+    var dx: [S] = [], dWeight: [S] = [], dBias: [S] = []
+    var error: BatchNormError?
+}
+
+/// Synchronized batch norm (a `reducer` on each call) over R ranks, each with
+/// its own slice of one batch along N, against single-process batch norm on
+/// the whole batch.
+@Suite struct SynchronizedTests {
+    /// The layer every rank (and the single process) starts from.
+    static func layer<S: BatchNormScalar>(_: S.Type, channels: Int, executor: BatchNormExecutor,
+                                           activation: BatchNormActivation = .identity) throws -> BatchNorm<S> {
+        var layer = try BatchNorm<S>(featureCount: channels, momentum: 0.3, activation: activation,
+                                     executor: executor)
+        layer.weight = randomValues(channels, center: 1, spread: 0.5, seed: 71)
+        layer.bias = randomValues(channels, seed: 72)
+        layer.runningMean = randomValues(channels, seed: 73)
+        layer.runningVariance = randomValues(channels, center: 2, spread: 1, seed: 74)
+        return layer
+    }
+
+    /// Forward and backward on each rank's slice (`slices[r]` images of the
+    /// shape's other dimensions), training mode then, with the layer's updated
+    /// running statistics, inference mode.
+    static func synchronized<S: BatchNormScalar>(
+        _: S.Type, shape: [Int], layout: BatchNormLayout, slices: [Int], x: [S], dy: [S],
+        executor: BatchNormExecutor, mode: BatchNormMode, activation: BatchNormActivation = .identity
+    ) throws -> [RankOutcome<S>] {
+        let channels = layout == .channelsFirst ? shape[1] : shape.last!
+        let image = shape.dropFirst().reduce(1, *)
+        let reducers = try InProcessReducer.makeGroup(rankCount: slices.count, timeout: .seconds(60))
+        let starts = slices.indices.map { slices[..<$0].reduce(0, +) * image }
+        let base = try layer(S.self, channels: channels, executor: executor, activation: activation)
+        return onRanks(slices.count) { rank in
+            var outcome = RankOutcome<S>()
+            do throws(BatchNormError) {
+                var layer = base
+                layer.mode = mode
+                var mine = shape
+                mine[0] = slices[rank]
+                let range = starts[rank]..<(starts[rank] + slices[rank] * image)
+                let input = Array(x[range]), gradient = Array(dy[range])
+                let forward = try layer.forward(input, shape: mine, layout: layout, reducer: reducers[rank])
+                let gradients = try layer.backward(
+                    outputGradient: gradient, input: input, shape: mine, layout: layout,
+                    statistics: forward.statistics, forwardOutput: forward.output, reducer: reducers[rank])
+                outcome.output = forward.output
+                outcome.mean = forward.statistics.mean
+                outcome.invStd = forward.statistics.invStd
+                outcome.runningMean = layer.runningMean!
+                outcome.runningVariance = layer.runningVariance!
+                outcome.dx = gradients.input!
+                outcome.dWeight = gradients.weight!
+                outcome.dBias = gradients.bias!
+            } catch {
+                outcome.error = error
+            }
+            return outcome
+        }
+    }
+
+    /// The same on one process with the whole batch.
+    static func single<S: BatchNormScalar>(
+        _: S.Type, shape: [Int], layout: BatchNormLayout, x: [S], dy: [S], executor: BatchNormExecutor,
+        mode: BatchNormMode, activation: BatchNormActivation = .identity
+    ) throws -> RankOutcome<S> {
+        let channels = layout == .channelsFirst ? shape[1] : shape.last!
+        var layer = try layer(S.self, channels: channels, executor: executor, activation: activation)
+        layer.mode = mode
+        let forward = try layer.forward(x, shape: shape, layout: layout)
+        let gradients = try layer.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
+                                           statistics: forward.statistics, forwardOutput: forward.output)
+        return RankOutcome(output: forward.output, mean: forward.statistics.mean, invStd: forward.statistics.invStd,
+                           runningMean: layer.runningMean!, runningVariance: layer.runningVariance!,
+                           dx: gradients.input!, dWeight: gradients.weight!, dBias: gradients.bias!)
+    }
+
+    func checkAgreement<S: BatchNormScalar>(
+        _: S.Type, shape: [Int], layout: BatchNormLayout, slices: [Int], executor: BatchNormExecutor,
+        mode: BatchNormMode, activation: BatchNormActivation
+    ) throws {
+        let count = shape.reduce(1, *)
+        let x: [S] = randomValues(count, center: 5, spread: 3, seed: UInt64(count))
+        let dy: [S] = randomValues(count, seed: UInt64(count) + 1)
+        let ranks = try Self.synchronized(S.self, shape: shape, layout: layout, slices: slices, x: x, dy: dy,
+                                          executor: executor, mode: mode, activation: activation)
+        let whole = try Self.single(S.self, shape: shape, layout: layout, x: x, dy: dy, executor: executor,
+                                    mode: mode, activation: activation)
+        let context = "\(shape) \(layout) slices \(slices) \(executor) \(mode) \(activation) \(S.self)"
+        for rank in ranks { #expect(rank.error == nil, "\(context): \(rank.error!)") }
+        guard ranks.allSatisfy({ $0.error == nil }) else { return }
+
+        // Every rank holds bitwise the same statistics, running statistics, dγ and dβ.
+        for rank in ranks.dropFirst() {
+            #expect(rank.mean.map(\.bitPattern) == ranks[0].mean.map(\.bitPattern), "\(context): mean")
+            #expect(rank.invStd.map(\.bitPattern) == ranks[0].invStd.map(\.bitPattern), "\(context): invStd")
+            #expect(rank.runningMean.map(bitPattern) == ranks[0].runningMean.map(bitPattern), "\(context)")
+            #expect(rank.runningVariance.map(bitPattern) == ranks[0].runningVariance.map(bitPattern), "\(context)")
+            #expect(rank.dWeight.map(bitPattern) == ranks[0].dWeight.map(bitPattern), "\(context): dγ")
+            #expect(rank.dBias.map(bitPattern) == ranks[0].dBias.map(bitPattern), "\(context): dβ")
+        }
+        // ... equal, within the bounds the issue sets, to one process on the whole batch.
+        let bound = S.self == Float.self ? 1e-6 : 1e-12
+        let pairs: [(String, [Double], [Double])] = [
+            ("y", doubles(ranks.flatMap(\.output)), doubles(whole.output)),
+            ("mean", ranks[0].mean, whole.mean), ("invStd", ranks[0].invStd, whole.invStd),
+            ("running mean", doubles(ranks[0].runningMean), doubles(whole.runningMean)),
+            ("running variance", doubles(ranks[0].runningVariance), doubles(whole.runningVariance)),
+            ("dx", doubles(ranks.flatMap(\.dx)), doubles(whole.dx)),
+            ("dγ", doubles(ranks[0].dWeight), doubles(whole.dWeight)),
+            ("dβ", doubles(ranks[0].dBias), doubles(whole.dBias)),
+        ]
+        for (name, got, want) in pairs {
+            let error = ReferenceBatchNorm.normwiseError(got, want)
+            #expect(error <= bound, "\(context): \(name) normwise error \(error)")
+        }
+    }
+
+    /// 1 to 4 ranks with uneven slices (a slice of one image; with spatial
+    /// size 1, one value per channel on a rank), both layouts and scalar types,
+    /// training and inference, plain and with the fused ReLU.
+    @Test(arguments: [
+        ([4, 6, 5, 3], [4]), ([7, 6, 5, 3], [3, 4]), ([6, 3, 49], [1, 2, 3]), ([9, 20, 7, 7], [2, 3, 1, 3]),
+        ([5, 130], [1, 1, 3]), ([4, 17, 1, 1], [1, 2, 1]), ([3, 40, 56, 56], [2, 1]), ([5, 4, 2, 3, 5], [2, 3]),
+    ])
+    func ranksAgreeWithOneProcessOnTheWholeBatch(shape: [Int], slices: [Int]) throws {
+        for (index, layout) in [BatchNormLayout.channelsFirst, .channelsLast].enumerated() {
+            let dims = dimensions(shape, in: layout)
+            let executor = someExecutors[(index + slices.count) % someExecutors.count]
+            let activation: BatchNormActivation = slices.count % 2 == 0 ? .relu : .identity
+            for mode in [BatchNormMode.training, .inference] {
+                try checkAgreement(Float.self, shape: dims, layout: layout, slices: slices, executor: executor,
+                                   mode: mode, activation: activation)
+                try checkAgreement(Double.self, shape: dims, layout: layout, slices: slices, executor: executor,
+                                   mode: mode, activation: activation)
+            }
+        }
+    }
+
+    /// With one rank, synchronized batch norm is the single-process kernel bit
+    /// for bit: the merge of one set of partials is that set.
+    @Test func oneRankIsTheSingleProcessKernelBitForBit() throws {
+        for shape in [[4, 6, 5, 3], [300, 20], [2, 5, 56, 56]] {
+            let count = shape.reduce(1, *)
+            let x: [Float] = randomValues(count, center: 5, spread: 3, seed: 81)
+            let dy: [Float] = randomValues(count, seed: 82)
+            let rank = try Self.synchronized(Float.self, shape: shape, layout: .channelsFirst, slices: [shape[0]],
+                                             x: x, dy: dy, executor: .dispatch(threads: 2), mode: .training)[0]
+            let whole = try Self.single(Float.self, shape: shape, layout: .channelsFirst, x: x, dy: dy,
+                                        executor: .dispatch(threads: 2), mode: .training)
+            #expect(rank.error == nil)
+            #expect(rank.output.map(bitPattern) == whole.output.map(bitPattern))
+            #expect(rank.mean.map(\.bitPattern) == whole.mean.map(\.bitPattern))
+            #expect(rank.invStd.map(\.bitPattern) == whole.invStd.map(\.bitPattern))
+            #expect(rank.runningVariance.map(bitPattern) == whole.runningVariance.map(bitPattern))
+            #expect(rank.dx.map(bitPattern) == whole.dx.map(bitPattern))
+            #expect(rank.dWeight.map(bitPattern) == whole.dWeight.map(bitPattern))
+        }
+    }
+
+    /// The ranks merge (count, mean, M2), so the variance stays exact where σ²
+    /// is far below ε; rebuilding it from a rounded invstd, as a merge of
+    /// means and inverse standard deviations must, loses it.
+    @Test func varianceMergeStaysExactWhenVarianceIsFarBelowEpsilon() throws {
+        let shape = [8, 3, 4, 4], slices = [3, 1, 4]
+        let count = shape.reduce(1, *)
+        // Values ±1e-6: σ² ≈ 3e-13, ε = 1e-5, so σ² + ε holds σ² in its last few float bits.
+        let x: [Float] = randomValues(count, spread: 1e-6, seed: 91)
+        let reducers = try InProcessReducer.makeGroup(rankCount: slices.count, timeout: .seconds(60))
+        let image = shape.dropFirst().reduce(1, *)
+        let outcomes = onRanks(slices.count) { rank -> (variance: [Float], invStd: [Double])? in
+            guard var layer = try? BatchNorm<Float>(featureCount: 3, momentum: 1) else { return nil }
+            let start = slices[..<rank].reduce(0, +) * image
+            let input = Array(x[start..<(start + slices[rank] * image)])
+            var mine = shape
+            mine[0] = slices[rank]
+            guard let forward = try? layer.forward(input, shape: mine, reducer: reducers[rank]) else { return nil }
+            return (layer.runningVariance!, forward.statistics.invStd)
+        }
+        let truth = ReferenceBatchNorm.statistics(x.map(Double.init), shape: shape)
+        for outcome in outcomes {
+            let outcome = try #require(outcome)
+            var rebuiltErrors: [Double] = []
+            for c in 0..<3 {
+                let m = Double(count / 3)
+                let unbiased = truth.variance[c] * m / (m - 1)
+                // Ours: the running variance (momentum 1) is the whole batch's unbiased σ², rounded to float.
+                #expect(abs(Double(outcome.variance[c]) - unbiased) <= 1e-6 * unbiased)
+                // From the same invstd rounded to float (PyTorch's SyncBatchNorm keeps invstd in the
+                // tensor's type and each rank's variance is rebuilt as 1/invstd² − ε):
+                let invStd = Double(Float(outcome.invStd[c]))
+                rebuiltErrors.append(abs(1 / (invStd * invStd) - 1e-5 - truth.variance[c]) / truth.variance[c])
+            }
+            #expect(rebuiltErrors.max()! > 0.1, "rebuilding σ² from invstd lost only \(rebuiltErrors)")
+        }
+    }
+}
+
+/// Errors of synchronized calls are collective: every rank throws, none waits
+/// for ever, and none writes anything.
+@Suite struct SynchronizedErrorTests {
+    /// What one rank does: its layer, its call, and what it saw afterwards.
+    struct Call: Sendable {
+        var shape: [Int]
+        var layout: BatchNormLayout = .channelsFirst
+        var mode: BatchNormMode = .training
+        var epsilon = 1e-5
+        var weightCount: Int? = nil
+        var double = false
+    }
+
+    /// Runs `calls[r]` on rank r (forward) and returns each rank's error, and
+    /// whether its layer and output stayed as they were.
+    static func run(_ calls: [Call]) throws -> [(error: BatchNormError?, untouched: Bool)] {
+        let reducers = try InProcessReducer.makeGroup(rankCount: calls.count, timeout: .seconds(60))
+        return onRanks(calls.count) { rank in
+            let call = calls[rank]
+            let channels = call.layout == .channelsFirst ? call.shape[1] : call.shape.last!
+            func attempt<S: BatchNormScalar>(_: S.Type) -> (BatchNormError?, Bool) {
+                do throws(BatchNormError) {
+                    var layer = try BatchNorm<S>(featureCount: channels, epsilon: call.epsilon, mode: call.mode)
+                    if let count = call.weightCount { layer.weight = Array(repeating: 1, count: count) }
+                    let before = (layer.runningMean, layer.runningVariance, layer.batchesTracked)
+                    let x: [S] = randomValues(call.shape.reduce(1, *), seed: 5)
+                    var output = [S](repeating: 7, count: x.count)
+                    do throws(BatchNormError) {
+                        let shape = try BatchNormShape(call.shape, layout: call.layout)
+                        try x.withUnsafeBufferPointer { x throws(BatchNormError) in
+                            try output.withUnsafeMutableBufferPointer { y throws(BatchNormError) in
+                                _ = try layer.forward(input: x, output: y, shape: shape, reducer: reducers[rank])
+                            }
+                        }
+                        return (nil, false)
+                    } catch {
+                        let untouched = output.allSatisfy { $0 == 7 } && layer.runningMean == before.0
+                            && layer.runningVariance == before.1 && layer.batchesTracked == before.2
+                        return (error, untouched)
+                    }
+                } catch {
+                    return (error, true)
+                }
+            }
+            return call.double ? attempt(Double.self) : attempt(Float.self)
+        }
+    }
+
+    @Test(arguments: [
+        ("channels", [Call(shape: [2, 3, 4]), Call(shape: [2, 4, 4])]),
+        ("spatial size", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 5]), Call(shape: [2, 3, 4])]),
+        ("layout", [Call(shape: [2, 3, 4]), Call(shape: [2, 4, 3], layout: .channelsLast)]),
+        ("scalar type", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], double: true)]),
+        ("mode", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], mode: .inference)]),
+        ("epsilon", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], epsilon: 1e-3)]),
+    ])
+    func ranksThatDisagreeAllThrowTheSameErrorAndWriteNothing(field: String, calls: [Call]) throws {
+        let outcomes = try Self.run(calls)
+        let first = try #require(outcomes[0].error)
+        #expect(first.code == .rankMismatch && first.argument == field, "\(first)")
+        for outcome in outcomes {
+            #expect(outcome.error == first)
+            #expect(outcome.untouched)
+        }
+    }
+
+    @Test func aRankWhoseArgumentsFailMakesEveryRankThrow() throws {
+        let outcomes = try Self.run([Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], weightCount: 2),
+                                     Call(shape: [2, 3, 4])])
+        #expect(outcomes[1].error?.code == .countMismatch && outcomes[1].error?.argument == "weight")
+        for rank in [0, 2] {
+            #expect(outcomes[rank].error?.code == .rankFailed && outcomes[rank].error?.argument == "rank 1",
+                    "\(String(describing: outcomes[rank].error))")
+        }
+        #expect(outcomes.allSatisfy { $0.untouched })
+    }
+
+    @Test func aShapeErrorBeforeTheKernelCallIsCollectiveToo() throws {
+        let reducers = try InProcessReducer.makeGroup(rankCount: 2, timeout: .seconds(60))
+        let errors = onRanks(2) { rank -> BatchNormError? in
+            let shape = rank == 0 ? [2, 3, 4] : [2, 0, 4]
+            do throws(BatchNormError) {
+                _ = try BatchNormalization.forwardTraining([Float](repeating: 1, count: 24), shape: shape,
+                                                          reducer: reducers[rank])
+                return nil
+            } catch { return error }
+        }
+        #expect(errors[0]?.code == .rankFailed)
+        #expect(errors[1]?.code == .invalidDimension)
+    }
+
+    @Test func tooFewValuesInTheWholeBatchThrowsOnEveryRank() throws {
+        // One value per channel on the only rank: m = 1 over the whole batch.
+        let reducers = try InProcessReducer.makeGroup(rankCount: 1)
+        #expect(throws: BatchNormError.self) {
+            _ = try BatchNormalization.forwardTraining([Float](repeating: 1, count: 3), shape: [1, 3],
+                                                      reducer: reducers[0])
+        }
+        // One value per channel on each of two ranks: m = 2, allowed.
+        let pair = try InProcessReducer.makeGroup(rankCount: 2, timeout: .seconds(60))
+        let outputs = onRanks(2) { rank in
+            try? BatchNormalization.forwardTraining([Float(rank), 5], shape: [1, 2], reducer: pair[rank]).output
+        }
+        // Channel 0 holds {0, 1} over the two ranks: y = ∓0.5 / sqrt(0.25 + ε); channel 1 is constant.
+        let y = Float(0.5 / (0.25 + 1e-5).squareRoot())
+        #expect(outputs[0] == [-y, 0] && outputs[1] == [y, 0], "\(outputs)")
+    }
+
+    /// A reducer that fails the way a transport can.
+    struct FaultyReducer: BatchNormReducer {
+        enum Fault { case throwing, shortResult }
+        let fault: Fault
+        var rank: Int { 0 }
+        var rankCount: Int { 2 }
+        struct TransportDown: Error {}
+        func allGather(_ local: [Double]) throws -> [Double] {
+            switch fault {
+            case .throwing: throw TransportDown()
+            case .shortResult: return local
+            }
+        }
+    }
+
+    @Test(arguments: [FaultyReducer.Fault.throwing, .shortResult])
+    func aFailingReducerThrowsCommunicationFailedAndWritesNothing(fault: FaultyReducer.Fault) throws {
+        var layer = try BatchNorm<Float>(featureCount: 3)
+        #expect {
+            _ = try layer.forward([Float](repeating: 1, count: 24), shape: [2, 3, 4],
+                                  reducer: FaultyReducer(fault: fault))
+        } throws: { ($0 as? BatchNormError)?.code == .communicationFailed }
+        #expect(layer.runningMean == [0, 0, 0] && layer.batchesTracked == 0)
+    }
+
+    @Test func aRankThatNeverCallsTimesOutInsteadOfHanging() throws {
+        let reducers = try InProcessReducer.makeGroup(rankCount: 2, timeout: .milliseconds(200))
+        #expect {
+            _ = try BatchNormalization.forwardTraining([Float](repeating: 1, count: 24), shape: [2, 3, 4],
+                                                      reducer: reducers[0])
+        } throws: { ($0 as? BatchNormError)?.code == .communicationFailed }
+    }
+}
