@@ -11,6 +11,11 @@
 //   - an LLVM OpenMP runtime (Debian's libomp-dev) is installed.
 // Otherwise the package builds without it and runs on Dispatch;
 // `isOpenMPAvailable` tells which at run time.
+//
+// Open MPI (for `BatchNormMPI`'s `MPIReducer`) is used in the same way: when
+// the trait "MPI" is enabled (by default), BATCHNORM_MPI is not "0" and
+// Debian's libopenmpi-dev is installed. Otherwise `BatchNormMPI` still builds,
+// and `MPIReducer.isAvailable` is false.
 
 import Foundation
 import PackageDescription
@@ -27,6 +32,16 @@ func openMPLibraryDirectory() -> String? {
     return candidates.first { fileManager.fileExists(atPath: "\($0)/libomp.so") }
 }
 
+/// Whether Open MPI's headers (as <mpi/mpi.h>, Debian's layout) and library are installed.
+func openMPIInstalled() -> Bool {
+    if ProcessInfo.processInfo.environment["BATCHNORM_MPI"] == "0" { return false }
+    let fileManager = FileManager.default
+    return ["x86_64-linux-gnu", "aarch64-linux-gnu"].contains { triple in
+        fileManager.fileExists(atPath: "/usr/include/\(triple)/mpi/mpi.h")
+            && fileManager.fileExists(atPath: "/usr/lib/\(triple)/libmpi.so")
+    }
+}
+
 let whenOpenMPTrait = BuildSettingCondition.when(traits: ["OpenMP"])
 // The core is compiled optimized in debug builds too: its loops are written
 // for the vectorizer, and `swift test` would otherwise spend its time there.
@@ -38,16 +53,27 @@ if let directory = openMPLibraryDirectory() {
     coreLinkerSettings.append(.linkedLibrary("omp", whenOpenMPTrait))
 }
 
+let whenMPITrait = BuildSettingCondition.when(traits: ["MPI"])
+var mpiCSettings: [CSetting] = []
+var mpiLinkerSettings: [LinkerSetting] = []
+if openMPIInstalled() {
+    mpiCSettings.append(.define("CBN_WITH_MPI", whenMPITrait))
+    mpiLinkerSettings.append(.linkedLibrary("mpi", whenMPITrait))
+}
+
 let package = Package(
     name: "swift-batchnorm",
     products: [
         .library(name: "BatchNormKernels", targets: ["BatchNormKernels"]),
         .library(name: "BatchNormReference", targets: ["BatchNormReference"]),
+        .library(name: "BatchNormMPI", targets: ["BatchNormMPI"]),
         .executable(name: "bench-threads", targets: ["bench-threads"]),
+        .executable(name: "bench-sync", targets: ["bench-sync"]),
     ],
     traits: [
         .trait(name: "OpenMP", description: "Run the C core's OpenMP executor when libomp is installed."),
-        .default(enabledTraits: ["OpenMP"]),
+        .trait(name: "MPI", description: "Build MPIReducer on Open MPI when libopenmpi-dev is installed."),
+        .default(enabledTraits: ["OpenMP", "MPI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -64,6 +90,16 @@ let package = Package(
             dependencies: ["CBatchNorm"]
         ),
         .target(
+            name: "CBatchNormMPI",
+            path: "CSources/CBatchNormMPI",
+            cSettings: mpiCSettings,
+            linkerSettings: mpiLinkerSettings
+        ),
+        .target(
+            name: "BatchNormMPI",
+            dependencies: ["BatchNormKernels", "CBatchNormMPI"]
+        ),
+        .target(
             name: "BatchNormReference",
             // Optimized in debug builds too, so that `swift test` is not dominated by it.
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
@@ -77,9 +113,23 @@ let package = Package(
             ],
             path: "Benchmarks/bench-threads"
         ),
+        .executableTarget(
+            name: "bench-sync",
+            dependencies: [
+                "BatchNormKernels", "BatchNormMPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/bench-sync"
+        ),
+        // The multi-process tests, run by Scripts/mpi-tests.sh under mpirun.
+        .executableTarget(
+            name: "mpi-tests",
+            dependencies: ["BatchNormKernels", "BatchNormMPI", "BatchNormReference"],
+            path: "Tests/MPITests"
+        ),
         .testTarget(
             name: "BatchNormKernelsTests",
-            dependencies: ["BatchNormKernels", "BatchNormReference"],
+            dependencies: ["BatchNormKernels", "BatchNormReference", "BatchNormMPI"],
             resources: [.copy("Fixtures")]
         ),
     ]

@@ -1,4 +1,5 @@
 import BatchNormKernels
+import BatchNormMPI
 import Foundation
 import Testing
 
@@ -44,15 +45,30 @@ import Testing
     }
 }
 
-/// CI sets BATCHNORM_EXPECT_OPENMP and BATCHNORM_EXPECT_ISA to say which build
-/// it made; the package must then report it truthfully.
-@Test("isOpenMPAvailable and microkernelInstructionSet report what the build compiled in")
+/// CI sets BATCHNORM_EXPECT_OPENMP, BATCHNORM_EXPECT_MPI and
+/// BATCHNORM_EXPECT_ISA to say which build it made; the package must then
+/// report it truthfully.
+@Test("isOpenMPAvailable, MPIReducer.isAvailable and microkernelInstructionSet report what the build compiled in")
 func buildReportedAsBuilt() {
     let environment = ProcessInfo.processInfo.environment
     if let expected = environment["BATCHNORM_EXPECT_OPENMP"] {
         #expect(isOpenMPAvailable == (expected == "1"))
     }
+    if let expected = environment["BATCHNORM_EXPECT_MPI"] {
+        #expect(MPIReducer.isAvailable == (expected == "1"))
+    }
     if let expected = environment["BATCHNORM_EXPECT_ISA"] {
         #expect(microkernelInstructionSet.contains(expected), "\(microkernelInstructionSet)")
+    }
+}
+
+/// Built without Open MPI, an MPIReducer cannot be made, and says why.
+@Test func mpiReducerWithoutOpenMPThrowsCommunicationFailed() throws {
+    guard !MPIReducer.isAvailable else { return }
+    #expect {
+        _ = try MPIReducer()
+    } throws: { error in
+        let error = error as? BatchNormError
+        return error?.code == .communicationFailed && error?.actual.contains("libopenmpi-dev") == true
     }
 }

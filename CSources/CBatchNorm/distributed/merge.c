@@ -2,34 +2,35 @@
  * The rank-ordered merge of batch norm across processes: every rank merges
  * the same gathered partials in the same order, so every rank gets bitwise
  * the same whole-batch statistics and sums (see CBatchNorm.h).
+ *
+ * Sets are walked one after another, each in channel order, so that the
+ * gathered partials stream through once (R·C·24 bytes: 48 MiB for 1024 ranks
+ * of 2048 channels) while the C running results stay in cache; each channel
+ * still takes its sets in set order.
  */
+#include <string.h>
 #include "CBatchNorm.h"
 #include "../microkernels/moments.h"
 
 void cbn_merge_moments(int64_t channels, int64_t sets, const double *partials, double *out) {
-    for (int64_t c = 0; c < channels; c++) {
-        cbn_moments acc = {0, 0, 0};
-        for (int64_t r = 0; r < sets; r++) {
-            const double *p = partials + (r * channels + c) * 3;
-            cbn_moments_merge(&acc, p[0], p[1], p[2]);
+    /* out holds the running (count, mean, M2) of each channel: a cbn_moments */
+    memset(out, 0, (size_t)channels * 3 * sizeof(double));
+    for (int64_t r = 0; r < sets; r++) {
+        const double *set = partials + r * channels * 3;
+        for (int64_t c = 0; c < channels; c++) {
+            cbn_moments acc = {out[3 * c], out[3 * c + 1], out[3 * c + 2]};
+            cbn_moments_merge(&acc, set[3 * c], set[3 * c + 1], set[3 * c + 2]);
+            out[3 * c] = acc.count;
+            out[3 * c + 1] = acc.mean;
+            out[3 * c + 2] = acc.m2;
         }
-        out[3 * c] = acc.count;
-        out[3 * c + 1] = acc.mean;
-        out[3 * c + 2] = acc.m2;
     }
 }
 
 void cbn_merge_sums(int64_t channels, int64_t sets, const double *partials, double *out) {
-    for (int64_t c = 0; c < channels; c++) {
-        double count = 0, sum_dy = 0, sum_dy_d = 0;
-        for (int64_t r = 0; r < sets; r++) {
-            const double *p = partials + (r * channels + c) * 3;
-            count += p[0];
-            sum_dy += p[1];
-            sum_dy_d += p[2];
-        }
-        out[3 * c] = count;
-        out[3 * c + 1] = sum_dy;
-        out[3 * c + 2] = sum_dy_d;
+    memset(out, 0, (size_t)channels * 3 * sizeof(double));
+    for (int64_t r = 0; r < sets; r++) {
+        const double *set = partials + r * channels * 3;
+        for (int64_t i = 0; i < channels * 3; i++) out[i] += set[i];
     }
 }

@@ -1,0 +1,214 @@
+import ArgumentParser
+import BatchNormKernels
+import BatchNormMPI
+import Dispatch
+import Foundation
+
+/// The cost of synchronized over local batch norm, per call.
+@main
+struct BenchSync: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-sync",
+        abstract: "Time synchronized batch norm (MPIReducer) against local batch norm on the same slice.",
+        discussion: """
+            Run under mpirun, e.g. `mpirun -np 2 .build/release/bench-sync`: the R ranks share each \
+            global batch of N images, rank r holding N/R of them (its slice), and every figure is timed \
+            on the same slice twice, locally (each rank its own statistics) and synchronized (the whole \
+            batch's), interleaved call by call. A call's time is the slowest rank's, the ranks starting \
+            together after a barrier; figures are medians over --repeat calls. Forward is training mode \
+            (the only mode that exchanges), backward its training backward. The exchange alone (the \
+            header and 3 doubles per channel) is timed too. With --simulate R1,R2,… a single process \
+            also times the synchronized call against a stand-in reducer that returns R copies of its \
+            partials: the merge and copies of R ranks without the network, for rank counts the machine \
+            cannot hold.
+            """)
+
+    @Option(help: "Global shapes N×C×H×W (or N×C), comma-separated; each rank holds N/R images.")
+    var shapes: String = "32x64x112x112,32x256x56x56,32x512x28x28,32x1024x14x14,32x2048x7x7,256x1x64x64,1024x4096"
+
+    @Option(name: .customLong("repeat"), help: "Timed calls per figure.")
+    var repetitions: Int = 15
+
+    @Option(help: "Threads per rank (default: the cores divided among the ranks on this machine, at least 1).")
+    var threads: Int?
+
+    @Option(help: "Rank counts to simulate in one process, comma-separated, e.g. 64,1024 (no mpirun needed).")
+    var simulate: String?
+
+    mutating func run() throws {
+        let shapes = try self.shapes.split(separator: ",").map { text in
+            let dimensions = text.split(separator: "x").compactMap { Int($0) }
+            guard dimensions.count >= 2, dimensions.allSatisfy({ $0 >= 1 }) else {
+                throw ValidationError("not a shape: \(text)")
+            }
+            return dimensions
+        }
+        if let simulate {
+            let counts = simulate.split(separator: ",").compactMap { Int($0) }
+            return try simulateRanks(counts, shapes: shapes)
+        }
+        guard MPIReducer.isAvailable else {
+            throw ValidationError("built without Open MPI: install libopenmpi-dev, or use --simulate")
+        }
+        let reducer = try MPIReducer()
+        defer { MPIReducer.finalize() }
+        let threads = self.threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / reducer.rankCount)
+        let executor: BatchNormExecutor = isOpenMPAvailable ? .openMP(threads: threads) : .dispatch(threads: threads)
+        if reducer.rank == 0 {
+            print("bench-sync: \(reducer.rankCount) ranks, \(executor) per rank, medians of \(repetitions) calls, "
+                  + "float, the slowest rank's time per call")
+            print("| global shape | per rank | forward local | forward synchronized | overhead "
+                  + "| backward local | backward synchronized | overhead | exchange alone |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        }
+        for shape in shapes {
+            try figure(shape: shape, reducer: reducer, executor: executor)
+        }
+    }
+
+    /// Times one global shape on this rank's slice.
+    func figure(shape global: [Int], reducer: MPIReducer, executor: BatchNormExecutor) throws {
+        var shape = global
+        shape[0] = max(1, global[0] / reducer.rankCount)
+        let slice = try Slice(shape: shape, executor: executor)
+        let barrier = { _ = try? reducer.allGather([0]) }
+        /// The slowest rank's time of `body`, the ranks starting together.
+        func slowest(_ body: () throws -> Void) throws -> Double {
+            barrier()
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            let own = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+            return try reducer.allGather([own]).max()!
+        }
+        var times: [String: [Double]] = [:]
+        let partials = [Double](repeating: 1, count: 3 * global[1])
+        for call in 0..<(repetitions + 2) {
+            let local = try slowest { try slice.forward(reducer: nil) }
+            let synchronized = try slowest { try slice.forward(reducer: reducer) }
+            let localBackward = try slowest { try slice.backward(reducer: nil) }
+            let synchronizedBackward = try slowest { try slice.backward(reducer: reducer) }
+            let exchange = try slowest {
+                _ = try reducer.allGather([Double](repeating: 0, count: 10))
+                _ = try reducer.allGather(partials)
+            }
+            guard call >= 2 else { continue }   // warm-up
+            for (name, value) in [("fl", local), ("fs", synchronized), ("bl", localBackward),
+                                  ("bs", synchronizedBackward), ("x", exchange)] {
+                times[name, default: []].append(value)
+            }
+        }
+        guard reducer.rank == 0 else { return }
+        let median = times.mapValues { $0.sorted()[$0.count / 2] }
+        func ms(_ key: String) -> String { String(format: "%.3f ms", median[key]!) }
+        func overhead(_ synchronized: String, _ local: String) -> String {
+            String(format: "%+.0f%%", 100 * (median[synchronized]! / median[local]! - 1))
+        }
+        let name = global.map(String.init).joined(separator: "×")
+        print("| \(name) | \(shape[0]) images | \(ms("fl")) | \(ms("fs")) | \(overhead("fs", "fl")) "
+              + "| \(ms("bl")) | \(ms("bs")) | \(overhead("bs", "bl")) "
+              + String(format: "| %.0f µs |", 1000 * median["x"]!))
+    }
+
+    /// Synchronized against local on one process, with a stand-in reducer
+    /// that plays `rankCount` ranks holding the same slice.
+    func simulateRanks(_ counts: [Int], shapes: [[Int]]) throws {
+        let threads = self.threads ?? ProcessInfo.processInfo.activeProcessorCount
+        let executor: BatchNormExecutor = isOpenMPAvailable ? .openMP(threads: threads) : .dispatch(threads: threads)
+        print("bench-sync --simulate: one process, \(executor), medians of \(repetitions) calls, float; "
+              + "the stand-in reducer copies the partials R times (no network)")
+        print("| shape (one rank's slice) | ranks R | bytes each rank receives per pass | forward local "
+              + "| forward synchronized | overhead | backward local | backward synchronized | overhead |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for shape in shapes {
+            let slice = try Slice(shape: shape, executor: executor)
+            for rankCount in counts {
+                let reducer = StandIn(rankCount: rankCount)
+                var times: [[Double]] = [[], [], [], []]
+                for call in 0..<(repetitions + 2) {
+                    let figures = try [
+                        time { try slice.forward(reducer: nil) }, time { try slice.forward(reducer: reducer) },
+                        time { try slice.backward(reducer: nil) }, time { try slice.backward(reducer: reducer) },
+                    ]
+                    if call >= 2 { for i in 0..<4 { times[i].append(figures[i]) } }
+                }
+                let m = times.map { $0.sorted()[$0.count / 2] }
+                let bytes = rankCount * (3 * shape[1] + 10) * 8
+                let name = shape.map(String.init).joined(separator: "×")
+                print(String(format: "| %@ | %d | %@ | %.3f ms | %.3f ms | %+.0f%% | %.3f ms | %.3f ms | %+.0f%% |",
+                             name, rankCount, formatBytes(bytes), m[0], m[1], 100 * (m[1] / m[0] - 1),
+                             m[2], m[3], 100 * (m[3] / m[2] - 1)))
+            }
+        }
+    }
+}
+
+/// One rank's tensors, allocated and written once.
+struct Slice {
+    let shape: BatchNormShape
+    let executor: BatchNormExecutor
+    let x: [Float], dy: [Float]
+    let output: UnsafeMutableBufferPointer<Float>, dx: UnsafeMutableBufferPointer<Float>
+    let mean: UnsafeMutableBufferPointer<Double>, invStd: UnsafeMutableBufferPointer<Double>
+    let dWeight: UnsafeMutableBufferPointer<Float>, dBias: UnsafeMutableBufferPointer<Float>
+
+    init(shape dimensions: [Int], executor: BatchNormExecutor) throws {
+        shape = try BatchNormShape(dimensions)
+        self.executor = executor
+        x = (0..<shape.count).map { Float($0 % 251) / 50 - 2 }
+        dy = (0..<shape.count).map { Float($0 % 127) / 60 - 1 }
+        output = .allocate(capacity: shape.count)
+        dx = .allocate(capacity: shape.count)
+        output.initialize(repeating: 0)
+        dx.initialize(repeating: 0)
+        mean = .allocate(capacity: shape.channels)
+        invStd = .allocate(capacity: shape.channels)
+        dWeight = .allocate(capacity: shape.channels)
+        dBias = .allocate(capacity: shape.channels)
+        mean.initialize(repeating: 0)
+        invStd.initialize(repeating: 1)
+        dWeight.initialize(repeating: 0)
+        dBias.initialize(repeating: 0)
+    }
+
+    func forward(reducer: (any BatchNormReducer)?) throws {
+        try x.withUnsafeBufferPointer { x in
+            try BatchNormalization.forwardTraining(
+                input: x, output: output, shape: shape, savedMean: mean, savedInvStd: invStd, executor: executor,
+                reducer: reducer)
+        }
+    }
+
+    func backward(reducer: (any BatchNormReducer)?) throws {
+        try x.withUnsafeBufferPointer { x in
+            try dy.withUnsafeBufferPointer { dy in
+                try BatchNormalization.backward(
+                    mode: .training, input: x, outputGradient: dy, shape: shape, mean: UnsafeBufferPointer(mean),
+                    invStd: UnsafeBufferPointer(invStd), inputGradient: dx, weightGradient: dWeight,
+                    biasGradient: dBias, executor: executor, reducer: reducer)
+            }
+        }
+    }
+}
+
+/// A reducer that plays R ranks holding the same values: the all-gather is R copies.
+struct StandIn: BatchNormReducer {
+    let rankCount: Int
+    var rank: Int { 0 }
+    func allGather(_ local: [Double]) throws -> [Double] {
+        var all = [Double]()
+        all.reserveCapacity(rankCount * local.count)
+        for _ in 0..<rankCount { all.append(contentsOf: local) }
+        return all
+    }
+}
+
+func time(_ body: () throws -> Void) rethrows -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+}
+
+func formatBytes(_ bytes: Int) -> String {
+    bytes >= 1 << 20 ? String(format: "%.1f MiB", Double(bytes) / Double(1 << 20))
+        : String(format: "%.1f KiB", Double(bytes) / 1024)
+}

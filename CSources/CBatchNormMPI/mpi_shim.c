@@ -1,0 +1,118 @@
+/*
+ * The MPI shim (see CBatchNormMPI.h). With CBN_WITH_MPI it wraps Open MPI;
+ * without it, it is a stub that reports MPI missing.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "CBatchNormMPI.h"
+
+#if defined(CBN_WITH_MPI) && __has_include(<mpi/mpi.h>)
+#include <mpi/mpi.h>
+
+struct cbn_mpi_communicator {
+    MPI_Comm comm;
+};
+
+int cbn_mpi_available(void) { return 1; }
+
+int cbn_mpi_initialize(int *initialized_here) {
+    int initialized = 0;
+    *initialized_here = 0;
+    MPI_Initialized(&initialized);
+    if (initialized) return 0;
+    int provided = 0;
+    const int status = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+    if (status == MPI_SUCCESS) *initialized_here = 1;
+    return status;
+}
+
+int cbn_mpi_communicator_create(cbn_mpi_communicator **out, int *rank, int *size) {
+    *out = NULL;
+    cbn_mpi_communicator *c = malloc(sizeof *c);
+    if (!c) return MPI_ERR_NO_MEM;
+    int status = MPI_Comm_dup(MPI_COMM_WORLD, &c->comm);
+    if (status != MPI_SUCCESS) {
+        free(c);
+        return status;
+    }
+    MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
+    if ((status = MPI_Comm_rank(c->comm, rank)) != MPI_SUCCESS ||
+        (status = MPI_Comm_size(c->comm, size)) != MPI_SUCCESS) {
+        MPI_Comm_free(&c->comm);
+        free(c);
+        return status;
+    }
+    *out = c;
+    return 0;
+}
+
+int cbn_mpi_allgather(cbn_mpi_communicator *c, const double *local, int64_t count, double *all) {
+    if (count < 0 || count > INT_MAX) return CBN_MPI_TOO_LARGE;
+    return MPI_Allgather(local, (int)count, MPI_DOUBLE, all, (int)count, MPI_DOUBLE, c->comm);
+}
+
+void cbn_mpi_communicator_free(cbn_mpi_communicator *c) {
+    if (!c) return;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&c->comm);
+    free(c);
+}
+
+int cbn_mpi_finalize(void) {
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    return initialized && !finalized ? MPI_Finalize() : 0;
+}
+
+void cbn_mpi_error_string(int code, char *buffer, int length) {
+    if (length <= 0) return;
+    if (code == CBN_MPI_TOO_LARGE) {
+        snprintf(buffer, (size_t)length, "a count above MPI's int limit");
+        return;
+    }
+    char message[MPI_MAX_ERROR_STRING];
+    int written = 0;
+    if (MPI_Error_string(code, message, &written) != MPI_SUCCESS) snprintf(message, sizeof message, "MPI error %d", code);
+    snprintf(buffer, (size_t)length, "%s", message);
+}
+
+#else /* no MPI */
+
+struct cbn_mpi_communicator {
+    int unused;
+};
+
+int cbn_mpi_available(void) { return 0; }
+
+int cbn_mpi_initialize(int *initialized_here) {
+    *initialized_here = 0;
+    return CBN_MPI_UNAVAILABLE;
+}
+
+int cbn_mpi_communicator_create(cbn_mpi_communicator **out, int *rank, int *size) {
+    *out = NULL;
+    *rank = 0;
+    *size = 0;
+    return CBN_MPI_UNAVAILABLE;
+}
+
+int cbn_mpi_allgather(cbn_mpi_communicator *c, const double *local, int64_t count, double *all) {
+    (void)c; (void)local; (void)count; (void)all;
+    return CBN_MPI_UNAVAILABLE;
+}
+
+void cbn_mpi_communicator_free(cbn_mpi_communicator *c) { (void)c; }
+
+int cbn_mpi_finalize(void) { return 0; }
+
+void cbn_mpi_error_string(int code, char *buffer, int length) {
+    if (length <= 0) return;
+    snprintf(buffer, (size_t)length, "%s",
+             code == CBN_MPI_UNAVAILABLE ? "the package was built without Open MPI (libopenmpi-dev)" : "MPI error");
+}
+
+#endif

@@ -1,0 +1,203 @@
+// mpi-tests: synchronized batch norm across real MPI processes.
+//
+// Run by Scripts/mpi-tests.sh under `mpirun -np R` (R = 2, 3, 4). Every rank
+// generates the same whole batch from a fixed seed, takes its own uneven
+// slice of it along N, and checks that:
+//  - its synchronized forward and backward (through `MPIReducer`) equal
+//    single-process batch norm on the whole batch, which it also computes
+//    (normwise ≤ 1e-6 in Float, 1e-12 in Double), both layouts and scalar
+//    types, training and inference, plain and with the fused ReLU;
+//  - the statistics, running statistics, dγ and dβ are bitwise the same on
+//    every rank (gathered and compared);
+//  - a rank holding one value per channel is fine when the whole batch has 2;
+//  - ranks that disagree (channels, mode) throw the same error on every
+//    rank, a rank whose arguments fail makes the others throw `rankFailed`,
+//    nothing is written, and the ranks go on working together afterwards.
+// Exits 0 when every check on every rank passed, 1 otherwise.
+import BatchNormKernels
+import BatchNormMPI
+import BatchNormReference
+import Foundation
+
+guard MPIReducer.isAvailable else {
+    print("mpi-tests: the package was built without Open MPI (install libopenmpi-dev)")
+    exit(2)
+}
+let reducer: MPIReducer
+do {
+    reducer = try MPIReducer()
+} catch {
+    print("mpi-tests: \(error)")
+    exit(1)
+}
+let rank = reducer.rank, ranks = reducer.rankCount
+guard ranks >= 2 else {
+    print("mpi-tests: run it under mpirun with 2 or more ranks (Scripts/mpi-tests.sh does)")
+    MPIReducer.finalize()
+    exit(2)
+}
+var checks = 0, failures = 0
+
+@MainActor func expect(_ condition: Bool, _ message: @autoclosure () -> String) {
+    checks += 1
+    if !condition {
+        failures += 1
+        print("mpi-tests: rank \(rank) of \(ranks): FAILED: \(message())")
+    }
+}
+
+/// `count` values uniform in `center ± spread`, the same on every rank.
+func values<S: BatchNormScalar>(_ count: Int, center: Double = 0, spread: Double = 1, seed: UInt64) -> [S] {
+    var state = seed
+    return (0..<count).map { _ in
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        let unit = Double(state >> 11) / Double(1 << 53)
+        return S(center + spread * (2 * unit - 1))
+    }
+}
+
+func doubles<S: BatchNormScalar>(_ values: [S]) -> [Double] { values.map { Double($0) } }
+
+/// Whether `local` has the same bits on every rank (all ranks call this).
+@MainActor func sameOnEveryRank(_ local: [Double]) -> Bool {
+    guard let all = try? reducer.allGather(local) else { return false }
+    let bits = local.map(\.bitPattern)
+    return (0..<ranks).allSatisfy { r in all[(r * local.count)..<((r + 1) * local.count)].map(\.bitPattern) == bits }
+}
+
+/// Rank r's number of images: uneven, 1 to 3.
+func sliceSize(_ r: Int, _ seed: Int) -> Int { 1 + (r * 2 + seed) % 3 }
+
+/// Synchronized batch norm on this rank's slice against one process on the whole batch.
+@MainActor func checkAgreement<S: BatchNormScalar>(
+    _: S.Type, nchw: [Int], layout: BatchNormLayout, mode: BatchNormMode, activation: BatchNormActivation,
+    seed: Int
+) {
+    let channels = nchw[1], image = nchw.dropFirst().reduce(1, *)
+    let slices = (0..<ranks).map { sliceSize($0, seed) }
+    let total = slices.reduce(0, +), start = slices[..<rank].reduce(0, +) * image
+    func dims(_ n: Int) -> [Int] {
+        let shape = [n] + nchw.dropFirst()
+        return layout == .channelsFirst ? shape : [n] + shape.dropFirst(2) + [channels]
+    }
+    let x: [S] = values(total * image, center: 4, spread: 3, seed: UInt64(seed))
+    let dy: [S] = values(total * image, seed: UInt64(seed) + 1)
+    let mine = start..<(start + slices[rank] * image)
+    let context = "\(dims(total)) \(layout) \(mode) \(activation) \(S.self), slices \(slices)"
+    do {
+        var base = try BatchNorm<S>(featureCount: channels, momentum: 0.3, mode: mode, activation: activation)
+        base.weight = values(channels, center: 1, spread: 0.5, seed: 7)
+        base.bias = values(channels, seed: 8)
+        base.runningVariance = values(channels, center: 2, spread: 1, seed: 9)
+
+        var whole = base
+        let wholeForward = try whole.forward(x, shape: dims(total), layout: layout)
+        let wholeGradients = try whole.backward(outputGradient: dy, input: x, shape: dims(total), layout: layout,
+                                                statistics: wholeForward.statistics,
+                                                forwardOutput: wholeForward.output)
+        var layer = base
+        let forward = try layer.forward(Array(x[mine]), shape: dims(slices[rank]), layout: layout, reducer: reducer)
+        let gradients = try layer.backward(
+            outputGradient: Array(dy[mine]), input: Array(x[mine]), shape: dims(slices[rank]), layout: layout,
+            statistics: forward.statistics, forwardOutput: forward.output, reducer: reducer)
+
+        let bound = S.self == Float.self ? 1e-6 : 1e-12
+        let pairs: [(String, [Double], [Double])] = [
+            ("y", doubles(forward.output), doubles(Array(wholeForward.output[mine]))),
+            ("dx", doubles(gradients.input!), doubles(Array(wholeGradients.input![mine]))),
+            ("mean", forward.statistics.mean, wholeForward.statistics.mean),
+            ("invStd", forward.statistics.invStd, wholeForward.statistics.invStd),
+            ("running variance", doubles(layer.runningVariance!), doubles(whole.runningVariance!)),
+            ("dγ", doubles(gradients.weight!), doubles(wholeGradients.weight!)),
+            ("dβ", doubles(gradients.bias!), doubles(wholeGradients.bias!)),
+        ]
+        for (name, got, want) in pairs {
+            let error = ReferenceBatchNorm.normwiseError(got, want)
+            expect(error <= bound, "\(context): \(name) normwise error \(error) > \(bound)")
+        }
+        let shared = forward.statistics.mean + forward.statistics.invStd + doubles(layer.runningMean!)
+            + doubles(layer.runningVariance!) + doubles(gradients.weight!) + doubles(gradients.bias!)
+        expect(sameOnEveryRank(shared), "\(context): statistics or dγ, dβ differ between ranks")
+    } catch {
+        expect(false, "\(context): \(error)")
+    }
+}
+
+var seed = 0
+for (nchw, layouts) in [([1, 6, 5, 3], 2), ([2, 20, 7, 7], 2), ([1, 130, 1], 1), ([2, 3, 56, 56], 2)] {
+    for layout in [BatchNormLayout.channelsFirst, .channelsLast].prefix(layouts) {
+        for mode in [BatchNormMode.training, .inference] {
+            seed += 1
+            let activation: BatchNormActivation = seed % 2 == 0 ? .relu : .identity
+            checkAgreement(Float.self, nchw: nchw, layout: layout, mode: mode, activation: activation, seed: seed)
+            checkAgreement(Double.self, nchw: nchw, layout: layout, mode: mode, activation: activation, seed: seed)
+        }
+    }
+}
+
+// One value per channel on every rank: m = R ≥ 2 over the whole batch.
+do {
+    let x: [Float] = [Float(rank), 3]
+    let y = try BatchNormalization.forwardTraining(x, shape: [1, 2], reducer: reducer).output
+    let mean = Double(ranks - 1) / 2
+    let variance = (0..<ranks).map { (Double($0) - mean) * (Double($0) - mean) }.reduce(0, +) / Double(ranks)
+    let want = Float((Double(rank) - mean) / (variance + 1e-5).squareRoot())
+    expect(abs(y[0] - want) <= 1e-6 * max(1, abs(want)) && y[1] == 0, "one value per rank: y \(y), want \(want)")
+} catch {
+    expect(false, "one value per rank: \(error)")
+}
+
+/// A forward call whose error every rank should see; returns this rank's
+/// error and whether its output and layer were left untouched.
+@MainActor func failingForward(channels: Int, mode: BatchNormMode = .training, weightCount: Int? = nil)
+    -> (BatchNormError?, Bool)
+{
+    do {
+        var layer = try BatchNorm<Float>(featureCount: channels, mode: mode)
+        if let weightCount { layer.weight = Array(repeating: 1, count: weightCount) }
+        let before = layer.runningVariance
+        let x: [Float] = values(2 * channels * 4, seed: 99)
+        var output = [Float](repeating: 7, count: x.count)
+        let shape = try BatchNormShape([2, channels, 4])
+        do {
+            try x.withUnsafeBufferPointer { x in
+                try output.withUnsafeMutableBufferPointer { y in
+                    _ = try layer.forward(input: x, output: y, shape: shape, reducer: reducer)
+                }
+            }
+            return (nil, false)
+        } catch let error as BatchNormError {
+            return (error, output.allSatisfy { $0 == 7 } && layer.runningVariance == before)
+        }
+    } catch {
+        return (nil, false)
+    }
+}
+
+// Channels differ on the last rank: every rank throws the same mismatch.
+let channelMismatch = failingForward(channels: rank == ranks - 1 ? 4 : 3)
+expect(channelMismatch.0?.code == .rankMismatch && channelMismatch.0?.argument == "channels" && channelMismatch.1,
+       "channel mismatch: \(String(describing: channelMismatch.0))")
+// Training on rank 0, inference elsewhere: a mode mismatch on every rank.
+let modeMismatch = failingForward(channels: 3, mode: rank == 0 ? .training : .inference)
+expect(modeMismatch.0?.code == .rankMismatch && modeMismatch.0?.argument == "mode" && modeMismatch.1,
+       "mode mismatch: \(String(describing: modeMismatch.0))")
+// Rank 1's weight has the wrong count: it throws that, the others rankFailed.
+let failedRank = failingForward(channels: 3, weightCount: rank == 1 ? 2 : nil)
+if rank == 1 {
+    expect(failedRank.0?.code == .countMismatch && failedRank.1, "failed rank: \(String(describing: failedRank.0))")
+} else {
+    expect(failedRank.0?.code == .rankFailed && failedRank.0?.argument == "rank 1" && failedRank.1,
+           "peer of a failed rank: \(String(describing: failedRank.0))")
+}
+// ... and the ranks still work together afterwards.
+checkAgreement(Float.self, nchw: [2, 5, 3, 3], layout: .channelsFirst, mode: .training, activation: .identity,
+               seed: 100)
+
+let allFailures = (try? reducer.allGather([Double(failures)]).reduce(0, +)) ?? Double(failures + 1)
+print("mpi-tests: rank \(rank) of \(ranks): \(checks - failures) of \(checks) checks passed")
+if rank == 0 {
+    print(allFailures == 0 ? "mpi-tests: \(ranks) ranks: all passed" : "mpi-tests: \(ranks) ranks: \(Int(allFailures)) failures")
+}
+MPIReducer.finalize()
+exit(allFailures == 0 ? 0 : 1)
