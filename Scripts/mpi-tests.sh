@@ -18,6 +18,9 @@ binary="$(swift build --show-bin-path)/mpi-tests"
 # shared-memory transport cannot use cross-memory attach: copy instead.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# More ranks than cores: ranks waiting in a collective must yield their core
+# to the ranks still computing, or every exchange costs a scheduler tick.
+export OMPI_MCA_mpi_yield_when_idle=1
 for ranks in 2 3 4; do
     echo "mpi-tests: mpirun -np $ranks"
     # A hang would be a bug: give up after 5 minutes.

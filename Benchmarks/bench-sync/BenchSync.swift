@@ -14,8 +14,9 @@ struct BenchSync: ParsableCommand {
             Run under mpirun, e.g. `mpirun -np 2 .build/release/bench-sync`: the R ranks share each \
             global batch of N images, rank r holding N/R of them (its slice), and every figure is timed \
             on the same slice twice, locally (each rank its own statistics) and synchronized (the whole \
-            batch's), interleaved call by call. A call's time is the slowest rank's, the ranks starting \
-            together after a barrier; figures are medians over --repeat calls. Forward is training mode \
+            batch's), interleaved call by call. A call's time runs from a barrier to a barrier after it, \
+            so it is the slowest rank's, as in a data-parallel step; figures are medians over --repeat \
+            calls. Forward is training mode \
             (the only mode that exchanges), backward its training backward. The exchange alone (the \
             header and 3 doubles per channel) is timed too. With --simulate R1,R2,… a single process \
             also times the synchronized call against a stand-in reducer that returns R copies of its \
@@ -72,11 +73,14 @@ struct BenchSync: ParsableCommand {
         shape[0] = max(1, global[0] / reducer.rankCount)
         let slice = try Slice(shape: shape, executor: executor)
         let barrier = { _ = try? reducer.allGather([0]) }
-        /// The slowest rank's time of `body`, the ranks starting together.
+        /// The time from a barrier until every rank has finished `body` (a
+        /// barrier after it too), as in a data-parallel step, where the next
+        /// exchange waits for the slowest rank: the slowest rank's time.
         func slowest(_ body: () throws -> Void) throws -> Double {
             barrier()
             let start = DispatchTime.now().uptimeNanoseconds
             try body()
+            barrier()
             let own = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
             return try reducer.allGather([own]).max()!
         }
