@@ -3,6 +3,9 @@
 # and runs it under `mpirun -np 2`, `-np 3` and `-np 4` (oversubscribed on a
 # small machine). Exits non-zero on any failure. Without Open MPI it says so
 # and exits 0 having run nothing: the package builds and tests without it.
+#
+# Arguments go to `swift build`, e.g. under AddressSanitizer:
+#   Scripts/mpi-tests.sh --sanitize=address --scratch-path .build-asan
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +14,10 @@ if ! command -v mpirun >/dev/null 2>&1 || ! ls /usr/include/*-linux-gnu/mpi/mpi.
     exit 0
 fi
 
-swift build --product mpi-tests
-binary="$(swift build --show-bin-path)/mpi-tests"
+swift build --product mpi-tests "$@"
+binary="$(swift build --show-bin-path "$@")/mpi-tests"
+# Open MPI keeps allocations until exit that LeakSanitizer would report.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:halt_on_error=1}"
 
 # Open MPI refuses to run as root unless told to, and in containers its
 # shared-memory transport cannot use cross-memory attach: copy instead.
