@@ -35,7 +35,7 @@ final class RankResults<T>: @unchecked Sendable {
 struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
     var output: [S] = [], mean: [Double] = [], invStd: [Double] = []
     var runningMean: [S] = [], runningVariance: [S] = []
-    var dx: [S] = [], dWeight: [S] = [], dBias: [S] = []
+    var dx: [S] = [], dWeight: [S] = [], dBias: [S] = [], dz: [S] = []
     var error: BatchNormError?
 }
 
@@ -56,10 +56,10 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
     }
 
     /// Forward and backward on each rank's slice (`slices[r]` images of the
-    /// shape's other dimensions), training mode then, with the layer's updated
-    /// running statistics, inference mode.
+    /// shape's other dimensions) in `mode`; with a residual `z`, the epilogue
+    /// y = activation(BN(x) + z) and its gradient dz.
     static func synchronized<S: BatchNormScalar>(
-        _: S.Type, shape: [Int], layout: BatchNormLayout, slices: [Int], x: [S], dy: [S],
+        _: S.Type, shape: [Int], layout: BatchNormLayout, slices: [Int], x: [S], dy: [S], z: [S]? = nil,
         executor: BatchNormExecutor, mode: BatchNormMode, activation: BatchNormActivation = .identity
     ) throws -> [RankOutcome<S>] {
         let channels = layout == .channelsFirst ? shape[1] : shape.last!
@@ -75,11 +75,14 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
                 var mine = shape
                 mine[0] = slices[rank]
                 let range = starts[rank]..<(starts[rank] + slices[rank] * image)
-                let input = Array(x[range]), gradient = Array(dy[range])
-                let forward = try layer.forward(input, shape: mine, layout: layout, reducer: reducers[rank])
+                let input = Array(x[range]), gradient = Array(dy[range]), residual = z.map { Array($0[range]) }
+                let forward = try layer.forward(input, shape: mine, layout: layout, residual: residual,
+                                                reducer: reducers[rank])
                 let gradients = try layer.backward(
                     outputGradient: gradient, input: input, shape: mine, layout: layout,
-                    statistics: forward.statistics, forwardOutput: forward.output, reducer: reducers[rank])
+                    statistics: forward.statistics, forwardOutput: forward.output,
+                    wantsResidualGradient: z != nil, reducer: reducers[rank])
+                outcome.dz = gradients.residual ?? []
                 outcome.output = forward.output
                 outcome.mean = forward.statistics.mean
                 outcome.invStd = forward.statistics.invStd
@@ -97,18 +100,20 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
 
     /// The same on one process with the whole batch.
     static func single<S: BatchNormScalar>(
-        _: S.Type, shape: [Int], layout: BatchNormLayout, x: [S], dy: [S], executor: BatchNormExecutor,
-        mode: BatchNormMode, activation: BatchNormActivation = .identity
+        _: S.Type, shape: [Int], layout: BatchNormLayout, x: [S], dy: [S], z: [S]? = nil,
+        executor: BatchNormExecutor, mode: BatchNormMode, activation: BatchNormActivation = .identity
     ) throws -> RankOutcome<S> {
         let channels = layout == .channelsFirst ? shape[1] : shape.last!
         var layer = try layer(S.self, channels: channels, executor: executor, activation: activation)
         layer.mode = mode
-        let forward = try layer.forward(x, shape: shape, layout: layout)
+        let forward = try layer.forward(x, shape: shape, layout: layout, residual: z)
         let gradients = try layer.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
-                                           statistics: forward.statistics, forwardOutput: forward.output)
+                                           statistics: forward.statistics, forwardOutput: forward.output,
+                                           wantsResidualGradient: z != nil)
         return RankOutcome(output: forward.output, mean: forward.statistics.mean, invStd: forward.statistics.invStd,
                            runningMean: layer.runningMean!, runningVariance: layer.runningVariance!,
-                           dx: gradients.input!, dWeight: gradients.weight!, dBias: gradients.bias!)
+                           dx: gradients.input!, dWeight: gradients.weight!, dBias: gradients.bias!,
+                           dz: gradients.residual ?? [])
     }
 
     func checkAgreement<S: BatchNormScalar>(
@@ -118,9 +123,11 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         let count = shape.reduce(1, *)
         let x: [S] = randomValues(count, center: 5, spread: 3, seed: UInt64(count))
         let dy: [S] = randomValues(count, seed: UInt64(count) + 1)
-        let ranks = try Self.synchronized(S.self, shape: shape, layout: layout, slices: slices, x: x, dy: dy,
+        // With the relu, a residual too: the whole epilogue, y = relu(BN(x) + z) and dz.
+        let z: [S]? = activation == .relu ? randomValues(count, seed: UInt64(count) + 2) : nil
+        let ranks = try Self.synchronized(S.self, shape: shape, layout: layout, slices: slices, x: x, dy: dy, z: z,
                                           executor: executor, mode: mode, activation: activation)
-        let whole = try Self.single(S.self, shape: shape, layout: layout, x: x, dy: dy, executor: executor,
+        let whole = try Self.single(S.self, shape: shape, layout: layout, x: x, dy: dy, z: z, executor: executor,
                                     mode: mode, activation: activation)
         let context = "\(shape) \(layout) slices \(slices) \(executor) \(mode) \(activation) \(S.self)"
         for rank in ranks { #expect(rank.error == nil, "\(context): \(rank.error!)") }
@@ -143,6 +150,7 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
             ("running mean", doubles(ranks[0].runningMean), doubles(whole.runningMean)),
             ("running variance", doubles(ranks[0].runningVariance), doubles(whole.runningVariance)),
             ("dx", doubles(ranks.flatMap(\.dx)), doubles(whole.dx)),
+            ("dz", doubles(ranks.flatMap(\.dz)), doubles(whole.dz)),
             ("dγ", doubles(ranks[0].dWeight), doubles(whole.dWeight)),
             ("dβ", doubles(ranks[0].dBias), doubles(whole.dBias)),
         ]
@@ -154,7 +162,7 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
 
     /// 1 to 4 ranks with uneven slices (a slice of one image; with spatial
     /// size 1, one value per channel on a rank), both layouts and scalar types,
-    /// training and inference, plain and with the fused ReLU.
+    /// training and inference, plain and with the fused residual add and ReLU.
     @Test(arguments: [
         ([4, 6, 5, 3], [4]), ([7, 6, 5, 3], [3, 4]), ([6, 3, 49], [1, 2, 3]), ([9, 20, 7, 7], [2, 3, 1, 3]),
         ([5, 130], [1, 1, 3]), ([4, 17, 1, 1], [1, 2, 1]), ([3, 40, 56, 56], [2, 1]), ([5, 4, 2, 3, 5], [2, 3]),
