@@ -67,6 +67,7 @@ let package = Package(
         .library(name: "BatchNormKernels", targets: ["BatchNormKernels"]),
         .library(name: "BatchNormReference", targets: ["BatchNormReference"]),
         .library(name: "BatchNormMPI", targets: ["BatchNormMPI"]),
+        .library(name: "BatchNormDifferentiation", targets: ["BatchNormDifferentiation"]),
         .executable(name: "bench-threads", targets: ["bench-threads"]),
         .executable(name: "bench-sync", targets: ["bench-sync"]),
     ],
@@ -100,6 +101,10 @@ let package = Package(
             dependencies: ["BatchNormKernels", "CBatchNormMPI"]
         ),
         .target(
+            name: "BatchNormDifferentiation",
+            dependencies: ["BatchNormKernels"]
+        ),
+        .target(
             name: "BatchNormReference",
             // Optimized in debug builds too, so that `swift test` is not dominated by it.
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
@@ -129,7 +134,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BatchNormKernelsTests",
-            dependencies: ["BatchNormKernels", "BatchNormReference", "BatchNormMPI"],
+            dependencies: ["BatchNormKernels", "BatchNormReference", "BatchNormMPI", "BatchNormDifferentiation"],
             resources: [.copy("Fixtures")]
         ),
     ]
