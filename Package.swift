@@ -70,6 +70,7 @@ let package = Package(
         .library(name: "BatchNormDifferentiation", targets: ["BatchNormDifferentiation"]),
         .executable(name: "bench-threads", targets: ["bench-threads"]),
         .executable(name: "bench-sync", targets: ["bench-sync"]),
+        .executable(name: "train-demo", targets: ["train-demo"]),
     ],
     traits: [
         .trait(name: "OpenMP", description: "Run the C core's OpenMP executor when libomp is installed."),
@@ -125,6 +126,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/bench-sync"
+        ),
+        .executableTarget(
+            name: "train-demo",
+            dependencies: [
+                "BatchNormKernels", "BatchNormDifferentiation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Demo/train-demo"
         ),
         // The multi-process tests, run by Scripts/mpi-tests.sh under mpirun.
         .executableTarget(
