@@ -168,7 +168,7 @@ public enum BatchNormalization {
             try partial.execute()
         }
         let whole = try Synchronization.combine(reducer, moments, merge: cbn_merge_moments)
-        try Check.trainable(wholeBatchCounts: whole, shape: shape)
+        try Check.wholeBatch(whole, least: 2, shape: shape)
         try whole.withUnsafeBufferPointer { whole throws(BatchNormError) in
             run.moments = whole.baseAddress
             try run.execute()
@@ -339,6 +339,7 @@ public enum BatchNormalization {
             try runBackward(partial, executor: executor)
         }
         let whole = try Synchronization.combine(reducer, sums, merge: cbn_merge_sums)
+        try Check.wholeBatch(whole, least: 1, shape: shape)
         try whole.withUnsafeBufferPointer { whole throws(BatchNormError) in
             desc.sums = whole.baseAddress
             try runBackward(desc, executor: executor)

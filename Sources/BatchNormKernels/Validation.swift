@@ -34,14 +34,21 @@ enum Check {
         }
     }
 
-    /// Synchronized training needs m ≥ 2 values per channel in the whole batch:
-    /// `moments` holds the merged count, mean and M2 of each channel.
-    static func trainable(wholeBatchCounts moments: [Double], shape: BatchNormShape) throws(BatchNormError) {
-        let count = moments.isEmpty ? 0 : moments[0]
-        guard count >= 2 else {
+    /// The merged partials of a synchronized call (count, then two values, per
+    /// channel): every channel counts the same m, m ≥ `least` (2 for the
+    /// forward moments, 1 for the backward sums). Different counts can only
+    /// come from a reducer that did not gather what every rank sent.
+    static func wholeBatch(_ partials: [Double], least: Double, shape: BatchNormShape) throws(BatchNormError) {
+        let count = partials.isEmpty ? 0 : partials[0]
+        guard stride(from: 0, to: partials.count, by: 3).allSatisfy({ partials[$0] == count }) else {
+            throw BatchNormError(.communicationFailed, argument: "reducer",
+                                 expected: "the same count of values in every channel",
+                                 actual: "counts that differ between channels")
+        }
+        guard count >= least else {
             throw BatchNormError(.tooFewValuesPerChannel, argument: "shape",
-                                 expected: "more than 1 value per channel in the whole batch in training mode",
-                                 actual: "\(Int(count)) value per channel over every rank's \(shape)")
+                                 expected: "at least \(Int(least)) values per channel in the whole batch",
+                                 actual: "\(count) over every rank's \(shape)")
         }
     }
 

@@ -350,7 +350,7 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
 
     /// A reducer that fails the way a transport can.
     struct FaultyReducer: BatchNormReducer {
-        enum Fault { case throwing, shortResult }
+        enum Fault { case throwing, shortResult, inconsistentCounts }
         let fault: Fault
         var rank: Int { 0 }
         var rankCount: Int { 2 }
@@ -359,11 +359,16 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
             switch fault {
             case .throwing: throw TransportDown()
             case .shortResult: return local
+            case .inconsistentCounts:
+                // Headers pass; the partials (3 per channel) come back with channel 1's count changed.
+                var second = local
+                if local.count == 9 { second[3] += 1 }   // 3 channels × (count, mean, M2); the header is 10
+                return local + second
             }
         }
     }
 
-    @Test(arguments: [FaultyReducer.Fault.throwing, .shortResult])
+    @Test(arguments: [FaultyReducer.Fault.throwing, .shortResult, .inconsistentCounts])
     func aFailingReducerThrowsCommunicationFailedAndWritesNothing(fault: FaultyReducer.Fault) throws {
         var layer = try BatchNorm<Float>(featureCount: 3)
         #expect {
