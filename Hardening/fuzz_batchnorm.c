@@ -17,8 +17,9 @@
  *   - agreement with a float64 reference on moderate data;
  *   - bitwise agreement between the serial executor and OpenMP with 3 threads;
  *   - a call split as one rank of batch norm across processes (this slice's
- *     partials, then the call with them as the whole batch's) writes the same
- *     bits as the plain call, and its first half writes nothing but them.
+ *     partials, then the call with them as the whole batch's: forward
+ *     training, backward in both modes) writes the same bits as the plain
+ *     call, and its first half writes nothing but them.
  * Build and run: Hardening/run-fuzzer.sh [seconds].
  */
 #include <math.h>
@@ -315,7 +316,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < BUFFERS; i++) CHECK(same_bits(&b[i], &serial[i]), "executors disagree");
         for (int i = 0; i < BUFFERS; i++) { free(b[i].data); b[i] = serial[i]; }
 
-        if (k.partials == PARTIALS_NONE && k.training) split_as_one_rank(&k, before, b);
+        /* forward training, and backward in either mode (its sums exist in both) */
+        if (k.partials == PARTIALS_NONE && (k.training || k.backward)) split_as_one_rank(&k, before, b);
 
         if (moderate) {
             const int outputs[] = {Y, DX, DWEIGHT, DBIAS, RMEAN, RVAR, SMEAN, SINVSTD, DZ};
