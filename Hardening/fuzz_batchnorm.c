@@ -1,7 +1,8 @@
 /*
  * libFuzzer target over the C core's entry points.
  *
- * The input decodes into a call: element type, mode, shape and memory
+ * The input decodes into a call: element type (float, double, binary16,
+ * bfloat16), mode, shape and memory
  * layout (sometimes invalid), the epilogue (relu, a residual z and its
  * gradient dz, the forward output y that backward masks with), the
  * partials of batch norm across processes (moments_out/moments,
@@ -55,43 +56,76 @@ static double next_value(reader *r, int *moderate) {
     }
 }
 
+/* Element kinds: the dtypes' storage (f32, f64, binary16, bfloat16). */
+enum { KIND_F32, KIND_F64, KIND_F16, KIND_BF16 };
+
+static size_t kind_size(int kind) { return kind == KIND_F64 ? 8 : kind == KIND_F32 ? 4 : 2; }
+
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if (f != f) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+static float from_bf16(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 typedef struct {
-    double *data;   /* GUARD + count + GUARD values, as doubles or floats */
+    unsigned char *data;   /* GUARD + count + GUARD elements of `kind` */
     size_t count;
-    int is_double;
+    int kind;
 } buffer;
 
-static buffer make_buffer(size_t count, int is_double) {
-    buffer b = { malloc((count + 2 * GUARD) * 8), count, is_double };
-    for (size_t i = 0; i < count + 2 * GUARD; i++) {
-        if (is_double) b.data[i] = SENTINEL;
-        else ((float *)b.data)[i] = (float)SENTINEL;
+static void store(unsigned char *at, int kind, double v) {
+    switch (kind) {
+    case KIND_F64: memcpy(at, &v, 8); break;
+    case KIND_F32: { float f = (float)v; memcpy(at, &f, 4); break; }
+    case KIND_F16: { _Float16 h = (_Float16)(float)v; memcpy(at, &h, 2); break; }
+    default: { uint16_t b = to_bf16((float)v); memcpy(at, &b, 2); break; }
     }
+}
+static double load(const unsigned char *at, int kind) {
+    switch (kind) {
+    case KIND_F64: { double v; memcpy(&v, at, 8); return v; }
+    case KIND_F32: { float f; memcpy(&f, at, 4); return f; }
+    case KIND_F16: { _Float16 h; memcpy(&h, at, 2); return (double)(float)h; }
+    default: { uint16_t b; memcpy(&b, at, 2); return from_bf16(b); }
+    }
+}
+/* What SENTINEL becomes in `kind`. */
+static double sentinel(int kind) {
+    unsigned char at[8];
+    store(at, kind, SENTINEL);
+    return load(at, kind);
+}
+
+static buffer make_buffer(size_t count, int kind) {
+    buffer b = { malloc((count + 2 * GUARD) * kind_size(kind)), count, kind };
+    for (size_t i = 0; i < count + 2 * GUARD; i++) store(b.data + i * kind_size(kind), kind, SENTINEL);
     return b;
 }
-static void *base(buffer *b) { return b->is_double ? (void *)(b->data + GUARD) : (void *)((float *)b->data + GUARD); }
-static double get(const buffer *b, size_t i) {
-    return b->is_double ? b->data[GUARD + i] : (double)((float *)b->data)[GUARD + i];
-}
-static void set(buffer *b, size_t i, double v) {
-    if (b->is_double) b->data[GUARD + i] = v;
-    else ((float *)b->data)[GUARD + i] = (float)v;
-}
+static void *base(buffer *b) { return b->data + GUARD * kind_size(b->kind); }
+static double get(const buffer *b, size_t i) { return load(b->data + (GUARD + i) * kind_size(b->kind), b->kind); }
+static void set(buffer *b, size_t i, double v) { store(b->data + (GUARD + i) * kind_size(b->kind), b->kind, v); }
 static int guards_intact(const buffer *b) {
+    const double guard = sentinel(b->kind);
     for (size_t i = 0; i < GUARD; i++) {
-        double lo = b->is_double ? b->data[i] : ((float *)b->data)[i];
-        double hi = b->is_double ? b->data[GUARD + b->count + i] : ((float *)b->data)[GUARD + b->count + i];
-        if (lo != (float)SENTINEL || hi != (float)SENTINEL) return 0;
+        const double lo = load(b->data + i * kind_size(b->kind), b->kind);
+        const double hi = load(b->data + (GUARD + b->count + i) * kind_size(b->kind), b->kind);
+        if (lo != guard || hi != guard) return 0;
     }
     return 1;
 }
 static int same_bits(const buffer *a, const buffer *b) {
-    size_t bytes = (a->count + 2 * GUARD) * (a->is_double ? 8 : 4);
-    return memcmp(a->data, b->data, bytes) == 0;
+    return memcmp(a->data, b->data, (a->count + 2 * GUARD) * kind_size(a->kind)) == 0;
 }
 static buffer copy_buffer(const buffer *b) {
-    buffer c = make_buffer(b->count, b->is_double);
-    memcpy(c.data, b->data, (b->count + 2 * GUARD) * (b->is_double ? 8 : 4));
+    buffer c = make_buffer(b->count, b->kind);
+    memcpy(c.data, b->data, (b->count + 2 * GUARD) * kind_size(b->kind));
     return c;
 }
 
@@ -109,11 +143,15 @@ enum { X, DY, Y, DX, WEIGHT, BIAS, RMEAN, RVAR, DWEIGHT, DBIAS, SMEAN, SINVSTD, 
 enum { PARTIALS_NONE, PARTIALS_OUT, PARTIALS_IN, PARTIALS_BOTH };
 
 typedef struct {
-    int is_double, training, backward, in_place, dx_aliases_dy, relu, partials;
+    int kind, training, backward, in_place, dx_aliases_dy, relu, partials;
     int has[BUFFERS];
     cbn_shape shape;
     double eps, momentum;
 } call;
+
+static cbn_dtype dtype_of(int kind) {
+    return kind == KIND_F64 ? CBN_FLOAT64 : kind == KIND_F16 ? CBN_FLOAT16 : kind == KIND_BF16 ? CBN_BFLOAT16 : CBN_FLOAT32;
+}
 
 /* Runs the call on copies of `in` with the given executor; returns the status. */
 static cbn_status run(const call *k, buffer *b, int openmp_threads) {
@@ -123,7 +161,7 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
     double *saved_invstd = k->has[SINVSTD] ? base(&b[SINVSTD]) : NULL;
     if (!k->backward) {
         cbn_forward_desc d = {
-            .dtype = k->is_double ? CBN_FLOAT64 : CBN_FLOAT32, .shape = k->shape, .training = k->training,
+            .dtype = dtype_of(k->kind), .shape = k->shape, .training = k->training,
             .x = base(&b[X]), .y = k->in_place ? base(&b[X]) : base(&b[Y]),
             .weight = k->has[WEIGHT] ? base(&b[WEIGHT]) : NULL, .bias = k->has[BIAS] ? base(&b[BIAS]) : NULL,
             .running_mean = k->has[RMEAN] ? base(&b[RMEAN]) : NULL,
@@ -137,7 +175,7 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
         status = cbn_job_create_forward(&d, &job);
     } else {
         cbn_backward_desc d = {
-            .dtype = k->is_double ? CBN_FLOAT64 : CBN_FLOAT32, .shape = k->shape, .training = k->training,
+            .dtype = dtype_of(k->kind), .shape = k->shape, .training = k->training,
             .x = base(&b[X]), .dy = base(&b[DY]), .weight = k->has[WEIGHT] ? base(&b[WEIGHT]) : NULL,
             .mean = base(&b[SMEAN]), .invstd = base(&b[SINVSTD]),
             .dx = k->has[DX] ? (k->dx_aliases_dy ? base(&b[DY]) : base(&b[DX])) : NULL,
@@ -216,7 +254,9 @@ static void check_forward_against_reference(const call *k, buffer *before, buffe
                 max_ref = fmax(max_ref, fmax(fabs(want), fmax(fabs(term), fmax(fabs(beta), fabs(z)))));
             }
     }
-    const double bound = k->is_double ? 1e-12 : 1e-6;
+    /* the half formats: y is rounded once to 11 (binary16) or 8 (bfloat16)
+     * significant bits, half an ulp, plus float arithmetic before it */
+    const double bound = k->kind == KIND_F64 ? 1e-12 : k->kind == KIND_F32 ? 1e-6 : k->kind == KIND_F16 ? 1e-3 : 8e-3;
     CHECK(max_diff <= bound * max_ref || max_diff <= 1e-300, "y differs from the float64 reference");
 }
 
@@ -248,7 +288,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     call k;
     memset(&k, 0, sizeof k);
     const uint8_t mode = next_byte(&r), flags = next_byte(&r), flags2 = next_byte(&r), shape_kind = next_byte(&r);
-    k.is_double = mode & 1;
+    /* the half formats from the last byte, which older seeds did not set */
+    k.kind = (flags3 >> 2) & 3 ? 1 + ((flags3 >> 2) & 3) : mode & 1;
+    if (k.kind > KIND_BF16) k.kind = mode & 1;
     k.training = (mode >> 1) & 1;
     k.backward = (mode >> 2) & 1;
     k.in_place = !k.backward && ((mode >> 3) & 1);
@@ -287,7 +329,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                     3 * channels, 3 * channels};
     int moderate = 1;
     for (int i = 0; i < BUFFERS; i++) {
-        b[i] = make_buffer(counts[i], i == SMEAN || i == SINVSTD || i == POUT || i == PIN ? 1 : k.is_double);
+        const int tensor = i == X || i == DY || i == Y || i == DX || i == Z || i == DZ;
+        const int doubles = i == SMEAN || i == SINVSTD || i == POUT || i == PIN;
+        /* parameters are float for the half formats */
+        b[i] = make_buffer(counts[i], doubles ? KIND_F64 : tensor || k.kind < KIND_F16 ? k.kind : KIND_F32);
         const int is_input = i == X || i == DY || i == WEIGHT || i == BIAS || i == RMEAN || i == RVAR || i == Z ||
                              (k.backward && i == Y) ||
                              (k.backward && (i == SMEAN || i == SINVSTD)) || i == PIN;
@@ -324,8 +369,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             for (size_t o = 0; o < sizeof outputs / sizeof *outputs; o++) {
                 const int i = outputs[o];
                 if (i == Y && k.in_place) continue;
+                /* a half-format dx may overflow legitimately: its terms grow as invstd·x̂ */
+                if (i == DX && k.kind >= KIND_F16) continue;
                 for (size_t j = 0; j < b[i].count; j++)
-                    CHECK(isfinite(get(&b[i], j)) || get(&b[i], j) == (float)SENTINEL ||
+                    CHECK(isfinite(get(&b[i], j)) || get(&b[i], j) == sentinel(b[i].kind) ||
                               (i == SINVSTD && isinf(get(&b[i], j))),
                           "a non-finite output from finite, moderate inputs");
             }

@@ -8,15 +8,32 @@
 #include "job.h"
 
 static const cbn_kernels *kernels_for(cbn_dtype dtype) {
-    return dtype == CBN_FLOAT64 ? &cbn_kernels_f64 : &cbn_kernels_f32;
+    switch (dtype) {
+    case CBN_FLOAT64: return &cbn_kernels_f64;
+    case CBN_FLOAT16: return &cbn_kernels_f16;
+    case CBN_BFLOAT16: return &cbn_kernels_bf16;
+    default: return &cbn_kernels_f32;
+    }
 }
 
+/// Bytes of one tensor element.
 static size_t element_size(cbn_dtype dtype) {
+    switch (dtype) {
+    case CBN_FLOAT64: return sizeof(double);
+    case CBN_FLOAT16:
+    case CBN_BFLOAT16: return 2;
+    default: return sizeof(float);
+    }
+}
+
+/// Bytes of one value of the arithmetic type (the coefficients'): the
+/// element type, or float for the half formats.
+static size_t compute_size(cbn_dtype dtype) {
     return dtype == CBN_FLOAT64 ? sizeof(double) : sizeof(float);
 }
 
 static int valid_dtype(cbn_dtype dtype) {
-    return dtype == CBN_FLOAT32 || dtype == CBN_FLOAT64;
+    return dtype == CBN_FLOAT32 || dtype == CBN_FLOAT64 || dtype == CBN_FLOAT16 || dtype == CBN_BFLOAT16;
 }
 
 static int valid_activation(cbn_activation activation) {
@@ -47,7 +64,7 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
     /* Not zeroed: every coefficient and every partial result is written by
      * its own step before any step reads it (and zeroing megabytes of
      * partials on each call would cost page faults and a pass of stores). */
-    job->coefficients = malloc((size_t)plan.shape.channels * CBN_COEFFICIENTS * element_size(dtype));
+    job->coefficients = malloc((size_t)plan.shape.channels * CBN_COEFFICIENTS * compute_size(dtype));
     job->partials = malloc(partial_count * sizeof *job->partials);
     if (!job->coefficients || !job->partials) {
         cbn_job_destroy(job);

@@ -131,5 +131,7 @@ typedef struct cbn_kernels {
 
 extern const cbn_kernels cbn_kernels_f32;
 extern const cbn_kernels cbn_kernels_f64;
+extern const cbn_kernels cbn_kernels_f16;
+extern const cbn_kernels cbn_kernels_bf16;
 
 #endif /* CBN_JOB_H */

@@ -44,7 +44,7 @@ import Testing
         var random = SplitMix64(seed: 101)
         var values: [Float] = (0..<200_000).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: random.next())) }
         // Ties, just off ties, subnormals, the overflow edge.
-        for base in [Float(1), 3, 0.1, 1e-40, 3e38] {
+        for base in [Float(1), 3, 0.1, Float.leastNormalMagnitude / 1000, 3e38] {
             let bits = base.bitPattern & 0xFFFF_0000
             values += [0x8000, 0x7FFF, 0x8001, 0x18000, 0x17FFF].map { Float(bitPattern: bits + $0) }
         }

@@ -36,11 +36,18 @@
 extern "C" {
 #endif
 
-/// Element type of the tensors and of gamma, beta and the running statistics.
-/// Saved batch statistics (mean, inverse standard deviation) are always double.
+/// Element type of the tensors (x, y, dy, dx, the residual and its
+/// gradient). gamma, beta, the running statistics and their gradients have
+/// the same type for float and double, and are float for the two half
+/// formats (mixed precision). Saved batch statistics (mean, inverse standard
+/// deviation) are always double. Half-format tensors are widened to float on
+/// load, computed on in float (reductions in double) and rounded once, to
+/// nearest even, on store.
 typedef enum cbn_dtype {
     CBN_FLOAT32 = 0,
     CBN_FLOAT64 = 1,
+    CBN_FLOAT16 = 2,     ///< IEEE binary16
+    CBN_BFLOAT16 = 3,    ///< bfloat16: a float's upper 16 bits
 } cbn_dtype;
 
 /// Outcome of job creation.

@@ -1,6 +1,6 @@
 /*
- * Microkernels for float and double, generated from one template
- * (kernels_template.h) so that the two element types cannot drift apart.
+ * Microkernels for float, double, binary16 and bfloat16, generated from one
+ * template (kernels_template.h) so that the element types cannot drift apart.
  */
 #include <string.h>
 
@@ -102,17 +102,107 @@ CBN_INLINE void cbn_column_sums_total(const cbn_column_sums *sums, int64_t w, in
         }                                                                                        \
     } while (0)
 
+/* ---------- the element types ---------- */
+
+/* float and double: stored as computed, parameters of the same type. */
+#define CBN_WIDEN_V(v) (v)
+#define CBN_NARROW_V(v) (v)
+#define CBN_WIDEN_S(x) (x)
+#define CBN_NARROW_S(t) (t)
+
 #define CBN_T float
+#define CBN_ELEM float
+#define CBN_PARAM float
 #define CBN_SUFFIX f32
 #include "kernels_template.h"
 #undef CBN_T
+#undef CBN_ELEM
+#undef CBN_PARAM
 #undef CBN_SUFFIX
 
 #define CBN_T double
+#define CBN_ELEM double
+#define CBN_PARAM double
 #define CBN_SUFFIX f64
 #include "kernels_template.h"
 #undef CBN_T
+#undef CBN_ELEM
+#undef CBN_PARAM
 #undef CBN_SUFFIX
+
+#undef CBN_WIDEN_V
+#undef CBN_NARROW_V
+#undef CBN_WIDEN_S
+#undef CBN_NARROW_S
+
+/* IEEE binary16: the compiler's _Float16 (F16C instructions in the AVX2 and
+ * AVX-512 clones, library calls in the baseline one); arithmetic in float. */
+#define CBN_WIDEN_V(v) __builtin_convertvector((v), VT)
+#define CBN_NARROW_V(v) __builtin_convertvector((v), VE)
+#define CBN_WIDEN_S(x) ((float)(x))
+#define CBN_NARROW_S(t) ((_Float16)(t))
+
+#define CBN_T float
+#define CBN_ELEM _Float16
+#define CBN_PARAM float
+#define CBN_SUFFIX f16
+#include "kernels_template.h"
+#undef CBN_T
+#undef CBN_ELEM
+#undef CBN_PARAM
+#undef CBN_SUFFIX
+
+#undef CBN_WIDEN_V
+#undef CBN_NARROW_V
+#undef CBN_WIDEN_S
+#undef CBN_NARROW_S
+
+/* bfloat16, the upper half of a float's bits, held in uint16_t: widening
+ * is a shift; narrowing rounds to nearest even by adding 0x7FFF plus the kept
+ * part's lowest bit (a carry into the exponent is the right result, up to
+ * infinity), and keeps NaN a quiet NaN with its sign. Integer vector
+ * operations, so every clone vectorizes them and no library call is needed. */
+typedef uint32_t cbn_vu32 __attribute__((vector_size(16 * sizeof(uint32_t))));
+
+CBN_INLINE float cbn_bf16_widen(uint16_t b) {
+    const uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+CBN_INLINE uint16_t cbn_bf16_narrow(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if (f != f) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+#define CBN_WIDEN_V(v) ((VT)(__builtin_convertvector((v), cbn_vu32) << 16))
+#define CBN_NARROW_V(v)                                                                      \
+    ({                                                                                       \
+        const VT f_ = (v);                                                                   \
+        const cbn_vu32 u_ = (cbn_vu32)f_, nan_ = (cbn_vu32)(f_ != f_);                       \
+        const cbn_vu32 rounded_ = (u_ + 0x7FFFu + ((u_ >> 16) & 1u)) >> 16;                  \
+        __builtin_convertvector((rounded_ & ~nan_) | (((u_ >> 16) | 0x40u) & nan_), VE);     \
+    })
+#define CBN_WIDEN_S(x) cbn_bf16_widen(x)
+#define CBN_NARROW_S(t) cbn_bf16_narrow(t)
+
+#define CBN_T float
+#define CBN_ELEM uint16_t
+#define CBN_PARAM float
+#define CBN_SUFFIX bf16
+#include "kernels_template.h"
+#undef CBN_T
+#undef CBN_ELEM
+#undef CBN_PARAM
+#undef CBN_SUFFIX
+
+#undef CBN_WIDEN_V
+#undef CBN_NARROW_V
+#undef CBN_WIDEN_S
+#undef CBN_NARROW_S
 
 const char *cbn_isa_name(void) {
 #if defined(__x86_64__) && defined(__linux__) && !defined(CBN_NO_MULTIVERSIONING)

@@ -1,7 +1,18 @@
 /*
  * The microkernels and finalize steps for one element type. Included by
- * kernels.c once per type with CBN_T (float or double) and CBN_SUFFIX
- * (f32 or f64) defined; every name below gets the suffix.
+ * kernels.c once per type, with these defined (every name below gets the
+ * suffix):
+ *   CBN_ELEM     how tensors (x, y, dy, dx, z, dz) are stored: float, double,
+ *                _Float16, or uint16_t holding bfloat16 bits;
+ *   CBN_T        the type elementwise arithmetic and the coefficients use:
+ *                the element type, or float for the half formats;
+ *   CBN_PARAM    the type of gamma, beta, the running statistics and their
+ *                gradients: the element type, or float for the half formats;
+ *   CBN_WIDEN_V(v), CBN_NARROW_V(v): sixteen stored values to sixteen CBN_T
+ *                and back (rounding to nearest even), CBN_WIDEN_S(x) and
+ *                CBN_NARROW_S(t) one value; identities when CBN_ELEM is CBN_T;
+ *   CBN_SUFFIX   f32, f64, f16 or bf16.
+ * Tensors are widened on load and narrowed on store, once per value.
  *
  * Formulas (see CBatchNorm.h): with d = (x - mean_hi) - mean_lo,
  *   forward:  y  = d * a + b
@@ -13,13 +24,22 @@
 #define CBN_CAT(a, b) CBN_CAT2(a, b)
 #define FN(name) CBN_CAT(name, CBN_SUFFIX)
 #define T CBN_T
+#define ELEM CBN_ELEM
+#define PARAM CBN_PARAM
 #define VT FN(cbn_vec)
+#define VE FN(cbn_stored)
 
-/// Sixteen values of the element type.
+/// Sixteen values of the arithmetic type, and sixteen as stored.
 typedef T VT __attribute__((vector_size(16 * sizeof(T))));
+typedef ELEM VE __attribute__((vector_size(16 * sizeof(ELEM))));
 
+/// Coefficients (arrays of T): loaded and stored as they are.
 #define LOAD(p) CBN_LOAD(VT, p)
-#define STORE(p, v) CBN_STORE(VT, p, v)
+/// Tensors: widened on load, narrowed on store; GET and PUT for one value.
+#define LOADX(p) CBN_WIDEN_V(CBN_LOAD(VE, p))
+#define STOREX(p, v) CBN_STORE(VE, p, CBN_NARROW_V(v))
+#define GET(p, i) ((T)CBN_WIDEN_S((p)[i]))
+#define PUT(p, i, v) ((p)[i] = CBN_NARROW_S(v))
 #define WIDEN(v) __builtin_convertvector((v), cbn_vd)
 
 /// mean split into the nearest element-type value and the rest.
@@ -37,12 +57,12 @@ CBN_INLINE FN(cbn_split_mean) FN(split_mean)(double mean) {
 /// time; the values past the last full sixteen go to the tails. Accumulating
 /// across runs and reducing once per block keeps short runs (7x7 planes)
 /// cheap. d is formed in double, exactly for float input.
-CBN_INLINE void FN(add_run_shifted)(const T *x, int64_t n, double pivot, cbn_vd *sum, cbn_vd *sumsq,
+CBN_INLINE void FN(add_run_shifted)(const ELEM *x, int64_t n, double pivot, cbn_vd *sum, cbn_vd *sumsq,
                                     double *tail_sum, double *tail_sumsq) {
     cbn_vd s = *sum, q = *sumsq;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        cbn_vd d = WIDEN(LOAD(x + i)) - pivot;
+        cbn_vd d = WIDEN(LOADX(x + i)) - pivot;
         s += d;
         q += d * d;
     }
@@ -50,7 +70,7 @@ CBN_INLINE void FN(add_run_shifted)(const T *x, int64_t n, double pivot, cbn_vd 
     *sumsq = q;
     double ts = *tail_sum, tq = *tail_sumsq;
     for (; i < n; i++) {
-        double d = (double)x[i] - pivot;
+        double d = (double)GET(x, i) - pivot;
         ts += d;
         tq += d * d;
     }
@@ -58,7 +78,7 @@ CBN_INLINE void FN(add_run_shifted)(const T *x, int64_t n, double pivot, cbn_vd 
     *tail_sumsq = tq;
 }
 
-/// Writes out[i] = BODY(i) for i < n, sixteen at a time. With `stream`, the
+/// Writes out[i] = BODY(i) for i < n (a tensor: narrowed), sixteen at a time. With `stream`, the
 /// output is first brought to vector alignment with single values and then
 /// written with non-temporal stores, which do not read the destination lines
 /// into the cache first (large outputs: a third less memory traffic). Every
@@ -67,13 +87,13 @@ CBN_INLINE void FN(add_run_shifted)(const T *x, int64_t n, double pivot, cbn_vd 
     do {                                                                                         \
         int64_t i = 0;                                                                           \
         if (stream) {                                                                            \
-            for (; i < (n) && ((uintptr_t)((out) + i) & (sizeof(VT) - 1)) != 0; i++) SCALAR;     \
+            for (; i < (n) && ((uintptr_t)((out) + i) & (sizeof(VE) - 1)) != 0; i++) SCALAR;     \
             for (; i + 16 <= (n); i += 16) {                                                     \
-                VT result_ = VECTOR;                                                             \
-                __builtin_nontemporal_store(result_, (VT *)((out) + i));                         \
+                VE result_ = CBN_NARROW_V(VECTOR);                                               \
+                __builtin_nontemporal_store(result_, (VE *)((out) + i));                         \
             }                                                                                    \
         } else {                                                                                 \
-            for (; i + 16 <= (n); i += 16) STORE((out) + i, VECTOR);                             \
+            for (; i + 16 <= (n); i += 16) STOREX((out) + i, VECTOR);                            \
         }                                                                                        \
         for (; i < (n); i++) SCALAR;                                                             \
     } while (0)
@@ -104,22 +124,22 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 #define EPILOGUE_V(v, z, i, epi)                                                     \
     ({                                                                               \
         VT e_ = (v);                                                                 \
-        if ((epi) & CBN_EPILOGUE_RESIDUAL) e_ = e_ + LOAD((z) + (i));                \
+        if ((epi) & CBN_EPILOGUE_RESIDUAL) e_ = e_ + LOADX((z) + (i));               \
         if ((epi) & CBN_EPILOGUE_RELU) e_ = KEEP(e_, e_);                            \
         e_;                                                                          \
     })
 #define EPILOGUE_S(v, z, i, epi)                                                     \
     ({                                                                               \
         T e_ = (v);                                                                  \
-        if ((epi) & CBN_EPILOGUE_RESIDUAL) e_ = e_ + (z)[i];                         \
+        if ((epi) & CBN_EPILOGUE_RESIDUAL) e_ = e_ + GET(z, i);                      \
         if ((epi) & CBN_EPILOGUE_RELU) e_ = FN(keep)(e_, e_);                        \
         e_;                                                                          \
     })
 
 /// The backward epilogue: g = dy[i], masked by y[i] with CBN_EPILOGUE_RELU.
 #define GRADIENT_V(dy, y, i, epi) \
-    ((epi) & CBN_EPILOGUE_RELU ? KEEP(LOAD((dy) + (i)), LOAD((y) + (i))) : LOAD((dy) + (i)))
-#define GRADIENT_S(dy, y, i, epi) ((epi) & CBN_EPILOGUE_RELU ? FN(keep)((dy)[i], (y)[i]) : (dy)[i])
+    ((epi) & CBN_EPILOGUE_RELU ? KEEP(LOADX((dy) + (i)), LOADX((y) + (i))) : LOADX((dy) + (i)))
+#define GRADIENT_S(dy, y, i, epi) ((epi) & CBN_EPILOGUE_RELU ? FN(keep)(GET(dy, i), GET(y, i)) : GET(dy, i))
 
 /// Calls CALL(e) with the constant e equal to `epi` (0 to 3), so that each
 /// epilogue gets loops of its own from one piece of code.
@@ -134,62 +154,63 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 /* ---------- contiguous runs (planes walk), continued ---------- */
 
 /// y = epilogue(((x - mean_hi) - mean_lo) * a + b), z the residual.
-CBN_INLINE void FN(run_normalize)(const T *x, const T *z, T *y, int64_t n, FN(cbn_split_mean) mu, T a, T b,
-                                  int stream, const int epi) {
+CBN_INLINE void FN(run_normalize)(const ELEM *x, const ELEM *z, ELEM *y, int64_t n, FN(cbn_split_mean) mu, T a,
+                                  T b, int stream, const int epi) {
     CBN_WRITE_RUN(y, n, stream,
-                  y[i] = EPILOGUE_S(((x[i] - mu.hi) - mu.lo) * a + b, z, i, epi),
-                  EPILOGUE_V(((LOAD(x + i) - mu.hi) - mu.lo) * a + b, z, i, epi));
+                  PUT(y, i, EPILOGUE_S(((GET(x, i) - mu.hi) - mu.lo) * a + b, z, i, epi)),
+                  EPILOGUE_V(((LOADX(x + i) - mu.hi) - mu.lo) * a + b, z, i, epi));
 }
 
 /// With g the (masked) gradient: adds g and g*d to the accumulators (lanes
 /// and tails); writes dz = g with CBN_EPILOGUE_RESIDUAL, and, if dx is not
 /// NULL, dx = k1*g (inference mode, where dx needs no sums).
-CBN_INLINE void FN(run_sums)(const T *x, const T *dy, const T *y, T *dz, T *dx, int64_t n,
+CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM *dz, ELEM *dx, int64_t n,
                              FN(cbn_split_mean) mu, T k1, cbn_vd *acc_dy, cbn_vd *acc_dyd, double *tail_dy,
                              double *tail_dyd, const int epi) {
     cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         VT g = GRADIENT_V(dy, y, i, epi);
-        VT d = (LOAD(x + i) - mu.hi) - mu.lo;
+        VT d = (LOADX(x + i) - mu.hi) - mu.lo;
         cbn_vd gw = WIDEN(g);
         a_dy += gw;
         a_dyd += gw * WIDEN(d);
-        if (epi & CBN_EPILOGUE_RESIDUAL) STORE(dz + i, g);
-        if (dx) STORE(dx + i, g * k1);
+        if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + i, g);
+        if (dx) STOREX(dx + i, g * k1);
     }
     *acc_dy = a_dy;
     *acc_dyd = a_dyd;
     double t_dy = *tail_dy, t_dyd = *tail_dyd;
     for (; i < n; i++) {
         T g = GRADIENT_S(dy, y, i, epi);
-        T d = (x[i] - mu.hi) - mu.lo;
+        T d = (GET(x, i) - mu.hi) - mu.lo;
         t_dy += (double)g;
         t_dyd += (double)g * (double)d;
-        if (epi & CBN_EPILOGUE_RESIDUAL) dz[i] = g;
-        if (dx) dx[i] = g * k1;
+        if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, i, g);
+        if (dx) PUT(dx, i, g * k1);
     }
     *tail_dy = t_dy;
     *tail_dyd = t_dyd;
 }
 
 /// dz = g for the passes that write it without sums (dx alone, or dz alone).
-CBN_INLINE void FN(run_residual_gradient)(const T *dy, const T *y, T *dz, int64_t n, int stream,
+CBN_INLINE void FN(run_residual_gradient)(const ELEM *dy, const ELEM *y, ELEM *dz, int64_t n, int stream,
                                           const int epi) {
-    CBN_WRITE_RUN(dz, n, stream, dz[i] = GRADIENT_S(dy, y, i, epi), GRADIENT_V(dy, y, i, epi));
+    CBN_WRITE_RUN(dz, n, stream, PUT(dz, i, GRADIENT_S(dy, y, i, epi)), GRADIENT_V(dy, y, i, epi));
 }
 
 /// dx = k1*g + (k2*((x - mean_hi) - mean_lo) + k3), g the (masked) gradient.
-CBN_INLINE void FN(run_input_gradient)(const T *x, const T *dy, const T *y, T *dx, int64_t n,
+CBN_INLINE void FN(run_input_gradient)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM *dx, int64_t n,
                                        FN(cbn_split_mean) mu, T k1, T k2, T k3, int stream, const int epi) {
     CBN_WRITE_RUN(dx, n, stream,
-                  dx[i] = k1 * GRADIENT_S(dy, y, i, epi) + (k2 * ((x[i] - mu.hi) - mu.lo) + k3),
-                  k1 * GRADIENT_V(dy, y, i, epi) + (k2 * ((LOAD(x + i) - mu.hi) - mu.lo) + k3));
+                  PUT(dx, i, k1 * GRADIENT_S(dy, y, i, epi) + (k2 * ((GET(x, i) - mu.hi) - mu.lo) + k3)),
+                  k1 * GRADIENT_V(dy, y, i, epi) + (k2 * ((LOADX(x + i) - mu.hi) - mu.lo) + k3));
 }
 
 /// dx = k1*g (inference mode).
-CBN_INLINE void FN(run_scale)(const T *dy, const T *y, T *dx, int64_t n, T k1, int stream, const int epi) {
-    CBN_WRITE_RUN(dx, n, stream, dx[i] = GRADIENT_S(dy, y, i, epi) * k1, GRADIENT_V(dy, y, i, epi) * k1);
+CBN_INLINE void FN(run_scale)(const ELEM *dy, const ELEM *y, ELEM *dx, int64_t n, T k1, int stream,
+                              const int epi) {
+    CBN_WRITE_RUN(dx, n, stream, PUT(dx, i, GRADIENT_S(dy, y, i, epi) * k1), GRADIENT_V(dy, y, i, epi) * k1);
 }
 
 /* ---------- rows of a channel block (columns walk) ---------- */
@@ -199,14 +220,14 @@ CBN_INLINE void FN(run_scale)(const T *dy, const T *y, T *dx, int64_t n, T k1, i
 /// tail of the reduction order, see plan.h). The accumulators stay in
 /// registers for the `rows` rows, so a call with several rows touches L1
 /// once.
-CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const T *x, int64_t stride,
+CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, int64_t stride,
                                      int64_t rows, const double *pivot, int64_t w) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         const cbn_vd p = cbn_vd_load(pivot + k);
         cbn_vd s = cbn_vd_load(sum + k), q = cbn_vd_load(sumsq + k);
         for (int64_t j = 0; j < rows; j++) {
-            cbn_vd d = WIDEN(LOAD(x + j * stride + k)) - p;
+            cbn_vd d = WIDEN(LOADX(x + j * stride + k)) - p;
             s += d;
             q += d * d;
         }
@@ -216,7 +237,7 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const T *x, int
     for (; k < w; k++) {
         double s = sum[k], q = sumsq[k];
         for (int64_t j = 0; j < rows; j++) {
-            double d = (double)x[j * stride + k] - pivot[k];
+            double d = (double)GET(x, j * stride + k) - pivot[k];
             s += d;
             q += d * d;
         }
@@ -234,8 +255,8 @@ typedef struct FN(cbn_block_coefficients) {
 /// gradient and d = (x - hi) - lo at row j, adds g to sum_dy[k] and g*d to
 /// sum_dyd[k] in row order; writes dz = g with CBN_EPILOGUE_RESIDUAL and, if
 /// dx is not NULL, dx = k1*g (inference mode).
-CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const T *x, const T *dy, const T *y, T *dz,
-                                  T *dx, int64_t stride, int64_t rows, const FN(cbn_block_coefficients) *bc,
+CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x, const ELEM *dy, const ELEM *y,
+                                  ELEM *dz, ELEM *dx, int64_t stride, int64_t rows, const FN(cbn_block_coefficients) *bc,
                                   int64_t w, const int epi) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
@@ -244,12 +265,12 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const T *x, c
         for (int64_t j = 0; j < rows; j++) {
             const int64_t at = j * stride + k;
             VT g = GRADIENT_V(dy, y, at, epi);
-            VT d = (LOAD(x + at) - hi) - lo;
+            VT d = (LOADX(x + at) - hi) - lo;
             cbn_vd gw = WIDEN(g);
             a_dy += gw;
             a_dyd += gw * WIDEN(d);
-            if (epi & CBN_EPILOGUE_RESIDUAL) STORE(dz + at, g);
-            if (dx) STORE(dx + at, g * k1);
+            if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + at, g);
+            if (dx) STOREX(dx + at, g * k1);
         }
         cbn_vd_store(sum_dy + k, a_dy);
         cbn_vd_store(sum_dyd + k, a_dyd);
@@ -259,11 +280,11 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const T *x, c
         for (int64_t j = 0; j < rows; j++) {
             const int64_t at = j * stride + k;
             T g = GRADIENT_S(dy, y, at, epi);
-            T d = (x[at] - bc->hi[k]) - bc->lo[k];
+            T d = (GET(x, at) - bc->hi[k]) - bc->lo[k];
             t_dy += (double)g;
             t_dyd += (double)g * (double)d;
-            if (epi & CBN_EPILOGUE_RESIDUAL) dz[at] = g;
-            if (dx) dx[at] = g * bc->k1[k];
+            if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, at, g);
+            if (dx) PUT(dx, at, g * bc->k1[k]);
         }
         sum_dy[k] = t_dy;
         sum_dyd[k] = t_dyd;
@@ -308,7 +329,7 @@ CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int6
                                          cbn_moments *acc) {
     const cbn_plan *plan = &job->plan;
     const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
-    const T *x = (const T *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
+    const ELEM *x = (const ELEM *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
     cbn_vd sum[CBN_PLANE_MAX_CHANNELS], sumsq[CBN_PLANE_MAX_CHANNELS];
     double tail_sum[CBN_PLANE_MAX_CHANNELS], tail_sumsq[CBN_PLANE_MAX_CHANNELS];
     double pivot[CBN_PLANE_MAX_CHANNELS];
@@ -317,7 +338,7 @@ CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int6
     memset(tail_sum, 0, sizeof(double) * w);
     memset(tail_sumsq, 0, sizeof(double) * w);
     const int64_t first = cbn_plane_offset(plan, b0);
-    for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[k * S + first];
+    for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, k * S + first);
     int64_t value, length;
     cbn_segments segments = cbn_segments_make(plan, b0, b1);
     while (cbn_segments_next(&segments, &value, &length)) {
@@ -337,11 +358,11 @@ CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int
                                           double *lanes, cbn_moments *acc) {
     const cbn_plan *plan = &job->plan;
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-    const T *x = (const T *)job->x + item.c0;        /* row r, channel k at x[r*C + k] */
+    const ELEM *x = (const ELEM *)job->x + item.c0;        /* row r, channel k at x[r*C + k] */
     double pivot[CBN_MAX_BLOCK_CHANNELS];
     cbn_column_sums sums;
     cbn_column_sums_clear(&sums, lanes, w);
-    for (int64_t k = 0; k < w; k++) pivot[k] = (double)x[b0 * C + k];
+    for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, b0 * C + k);
 #define ADD(a, b, row, stride, rows) FN(rows_add_shifted)(a, b, x + (row) * C, stride, rows, pivot, w)
     CBN_COLUMN_SEGMENTS(plan, b0, b1, &sums, w, ADD);
 #undef ADD
@@ -384,8 +405,8 @@ CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int 
     FN(load_block_coefficients)(job, item, &bc);
     if (plan->walk == CBN_WALK_PLANES) {
         const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
-        const T *x = (const T *)job->x + base, *z = job->residual ? (const T *)job->residual + base : NULL;
-        T *y = (T *)job->out + base;
+        const ELEM *x = (const ELEM *)job->x + base, *z = job->residual ? (const ELEM *)job->residual + base : NULL;
+        ELEM *y = (ELEM *)job->out + base;
         int64_t value, length;
         cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
         while (cbn_segments_next(&segments, &value, &length)) {
@@ -401,11 +422,11 @@ CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int 
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
         for (int64_t r = item.begin; r < item.end; r++) {
             const int64_t at = r * C + item.c0;
-            const T *x = (const T *)job->x + at, *z = job->residual ? (const T *)job->residual + at : NULL;
-            T *y = (T *)job->out + at;
+            const ELEM *x = (const ELEM *)job->x + at, *z = job->residual ? (const ELEM *)job->residual + at : NULL;
+            ELEM *y = (ELEM *)job->out + at;
             CBN_WRITE_RUN(y, w, plan->streaming,
-                          y[i] = EPILOGUE_S(((x[i] - bc.hi[i]) - bc.lo[i]) * bc.k1[i] + bc.k3[i], z, i, epi),
-                          EPILOGUE_V(((LOAD(x + i) - LOAD(bc.hi + i)) - LOAD(bc.lo + i)) * LOAD(bc.k1 + i) +
+                          PUT(y, i, EPILOGUE_S(((GET(x, i) - bc.hi[i]) - bc.lo[i]) * bc.k1[i] + bc.k3[i], z, i, epi)),
+                          EPILOGUE_V(((LOADX(x + i) - LOAD(bc.hi + i)) - LOAD(bc.lo + i)) * LOAD(bc.k1 + i) +
                                          LOAD(bc.k3 + i),
                                      z, i, epi));
         }
@@ -422,14 +443,14 @@ CBN_MULTIVERSIONED static void FN(normalize)(const cbn_job *job, cbn_item item) 
 /// Backward sums of part [p0, p1) of channels item.c0 + k (planes walk) into
 /// sum_dy[k] and sum_dyd[k]; with dx_all, also dx = k1*g in the same pass.
 CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
-                                     const FN(cbn_block_coefficients) *bc, T *dx_all, double *sum_dy,
+                                     const FN(cbn_block_coefficients) *bc, ELEM *dx_all, double *sum_dy,
                                      double *sum_dyd, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
-    const T *x = (const T *)job->x + base, *dy = (const T *)job->dy + base;
-    const T *y = job->y ? (const T *)job->y + base : NULL;
-    T *dz = job->dresidual ? (T *)job->dresidual + base : NULL;
-    T *dx = dx_all ? dx_all + base : NULL;
+    const ELEM *x = (const ELEM *)job->x + base, *dy = (const ELEM *)job->dy + base;
+    const ELEM *y = job->y ? (const ELEM *)job->y + base : NULL;
+    ELEM *dz = job->dresidual ? (ELEM *)job->dresidual + base : NULL;
+    ELEM *dx = dx_all ? dx_all + base : NULL;
     cbn_vd lanes_dy[CBN_PLANE_MAX_CHANNELS], lanes_dyd[CBN_PLANE_MAX_CHANNELS];
     double tails_dy[CBN_PLANE_MAX_CHANNELS], tails_dyd[CBN_PLANE_MAX_CHANNELS];
     memset(lanes_dy, 0, sizeof(cbn_vd) * w);
@@ -455,14 +476,14 @@ CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t 
 
 /// part_sums_planes for the columns walk: the same sums in the same order.
 CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
-                                      const FN(cbn_block_coefficients) *bc, T *dx_all, double *lanes,
+                                      const FN(cbn_block_coefficients) *bc, ELEM *dx_all, double *lanes,
                                       double *sum_dy, double *sum_dyd, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-    const T *x = (const T *)job->x + item.c0, *dy = (const T *)job->dy + item.c0;
-    const T *y = job->y ? (const T *)job->y + item.c0 : NULL;
-    T *dz = job->dresidual ? (T *)job->dresidual + item.c0 : NULL;
-    T *dx = dx_all ? dx_all + item.c0 : NULL;
+    const ELEM *x = (const ELEM *)job->x + item.c0, *dy = (const ELEM *)job->dy + item.c0;
+    const ELEM *y = job->y ? (const ELEM *)job->y + item.c0 : NULL;
+    ELEM *dz = job->dresidual ? (ELEM *)job->dresidual + item.c0 : NULL;
+    ELEM *dx = dx_all ? dx_all + item.c0 : NULL;
     cbn_column_sums sums;
     cbn_column_sums_clear(&sums, lanes, w);
 #define ADD(a, b, row, stride, rows)                                                                         \
@@ -478,7 +499,7 @@ CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t
 CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int64_t w = item.c1 - item.c0;
-    T *dx_all = scale_dy ? (T *)job->out : NULL;
+    ELEM *dx_all = scale_dy ? (ELEM *)job->out : NULL;
     FN(cbn_block_coefficients) bc;
     FN(load_block_coefficients)(job, item, &bc);
     double sum_dy[CBN_MAX_BLOCK_CHANNELS], sum_dyd[CBN_MAX_BLOCK_CHANNELS];
@@ -513,22 +534,22 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
     FN(load_block_coefficients)(job, item, &bc);
     if (plan->walk == CBN_WALK_PLANES) {
         const int64_t S = plan->shape.spatial, w = item.c1 - item.c0, base = item.c0 * S;
-        const T *dy = (const T *)job->dy + base, *y = job->y ? (const T *)job->y + base : NULL;
-        T *dx = job->out ? (T *)job->out + base : NULL;
-        T *dz = job->dresidual ? (T *)job->dresidual + base : NULL;
+        const ELEM *dy = (const ELEM *)job->dy + base, *y = job->y ? (const ELEM *)job->y + base : NULL;
+        ELEM *dx = job->out ? (ELEM *)job->out + base : NULL;
+        ELEM *dz = job->dresidual ? (ELEM *)job->dresidual + base : NULL;
         int64_t value, length;
         cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
         while (cbn_segments_next(&segments, &value, &length)) {
             const int64_t offset = cbn_plane_offset(plan, value);
             for (int64_t k = 0; k < w; k++) {
                 const int64_t at = k * S + offset;
-                const T *y_at = y ? y + at : NULL;
+                const ELEM *y_at = y ? y + at : NULL;
                 if (epi & CBN_EPILOGUE_RESIDUAL)
                     FN(run_residual_gradient)(dy + at, y_at, dz + at, length, plan->streaming, epi);
                 if (!dx) continue;
                 if (through_statistics) {
                     FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
-                    FN(run_input_gradient)((const T *)job->x + base + at, dy + at, y_at, dx + at, length, mu,
+                    FN(run_input_gradient)((const ELEM *)job->x + base + at, dy + at, y_at, dx + at, length, mu,
                                            bc.k1[k], bc.k2[k], bc.k3[k], plan->streaming, epi);
                 } else {
                     FN(run_scale)(dy + at, y_at, dx + at, length, bc.k1[k], plan->streaming, epi);
@@ -539,21 +560,21 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
         for (int64_t r = item.begin; r < item.end; r++) {
             const int64_t at = r * C + item.c0;
-            const T *dy = (const T *)job->dy + at, *y = job->y ? (const T *)job->y + at : NULL;
-            T *dx = job->out ? (T *)job->out + at : NULL;
+            const ELEM *dy = (const ELEM *)job->dy + at, *y = job->y ? (const ELEM *)job->y + at : NULL;
+            ELEM *dx = job->out ? (ELEM *)job->out + at : NULL;
             if (epi & CBN_EPILOGUE_RESIDUAL)
-                FN(run_residual_gradient)(dy, y, (T *)job->dresidual + at, w, plan->streaming, epi);
+                FN(run_residual_gradient)(dy, y, (ELEM *)job->dresidual + at, w, plan->streaming, epi);
             if (!dx) continue;
             if (through_statistics) {
-                const T *x = (const T *)job->x + at;
+                const ELEM *x = (const ELEM *)job->x + at;
                 CBN_WRITE_RUN(dx, w, plan->streaming,
-                              dx[i] = bc.k1[i] * GRADIENT_S(dy, y, i, epi) +
-                                      (bc.k2[i] * ((x[i] - bc.hi[i]) - bc.lo[i]) + bc.k3[i]),
+                              PUT(dx, i, bc.k1[i] * GRADIENT_S(dy, y, i, epi) +
+                                      (bc.k2[i] * ((GET(x, i) - bc.hi[i]) - bc.lo[i]) + bc.k3[i])),
                               LOAD(bc.k1 + i) * GRADIENT_V(dy, y, i, epi) +
-                                  (LOAD(bc.k2 + i) * ((LOAD(x + i) - LOAD(bc.hi + i)) - LOAD(bc.lo + i)) +
+                                  (LOAD(bc.k2 + i) * ((LOADX(x + i) - LOAD(bc.hi + i)) - LOAD(bc.lo + i)) +
                                    LOAD(bc.k3 + i)));
             } else {
-                CBN_WRITE_RUN(dx, w, plan->streaming, dx[i] = GRADIENT_S(dy, y, i, epi) * bc.k1[i],
+                CBN_WRITE_RUN(dx, w, plan->streaming, PUT(dx, i, GRADIENT_S(dy, y, i, epi) * bc.k1[i]),
                               GRADIENT_V(dy, y, i, epi) * LOAD(bc.k1 + i));
             }
         }
@@ -572,8 +593,8 @@ CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item i
 /// Statistics, running statistics and coefficients of channel c from its
 /// moments (this slice's, or the whole batch's across processes).
 static void FN(finish_forward)(cbn_job *job, int64_t c, cbn_moments acc) {
-    const T *weight = (const T *)job->weight, *bias = (const T *)job->bias;
-    T *running_mean = (T *)job->running_mean, *running_var = (T *)job->running_var;
+    const PARAM *weight = (const PARAM *)job->weight, *bias = (const PARAM *)job->bias;
+    PARAM *running_mean = (PARAM *)job->running_mean, *running_var = (PARAM *)job->running_var;
     const double m = acc.count, momentum = job->momentum;
     const double mean = acc.mean, variance = acc.m2 / m;
     const double invstd = cbn_inverse_std(variance, job->eps);
@@ -581,8 +602,8 @@ static void FN(finish_forward)(cbn_job *job, int64_t c, cbn_moments acc) {
     if (job->saved_invstd) job->saved_invstd[c] = invstd;
     if (running_mean) {
         const double unbiased = acc.m2 / (m - 1);
-        running_mean[c] = (T)((1 - momentum) * (double)running_mean[c] + momentum * mean);
-        running_var[c] = (T)((1 - momentum) * (double)running_var[c] + momentum * unbiased);
+        running_mean[c] = (PARAM)((1 - momentum) * (double)running_mean[c] + momentum * mean);
+        running_var[c] = (PARAM)((1 - momentum) * (double)running_var[c] + momentum * unbiased);
     }
     const double gamma = weight ? (double)weight[c] : 1.0;
     FN(set_mean)(job, c, mean);
@@ -614,13 +635,13 @@ static void FN(finalize_forward)(cbn_job *job, int64_t c0, int64_t c1) {
 /// dweight, dbias and the dx coefficients of channel c from the sums of its
 /// m values (this slice's, or the whole batch's across processes).
 static void FN(finish_backward)(cbn_job *job, int64_t c, double m, double sum_dy, double sum_dy_d) {
-    const T *weight = (const T *)job->weight;
-    T *dweight = (T *)job->dweight, *dbias = (T *)job->dbias;
+    const PARAM *weight = (const PARAM *)job->weight;
+    PARAM *dweight = (PARAM *)job->dweight, *dbias = (PARAM *)job->dbias;
     const double invstd = cbn_normalizing_scale(job->invstd_in[c]);
     const double gamma = weight ? (double)weight[c] : 1.0;
     const double grad_bias = sum_dy, grad_weight = sum_dy_d * invstd;
-    if (dweight) dweight[c] = (T)grad_weight;
-    if (dbias) dbias[c] = (T)grad_bias;
+    if (dweight) dweight[c] = (PARAM)grad_weight;
+    if (dbias) dbias[c] = (PARAM)grad_bias;
     if (job->training)
         FN(set_factors)(job, c, gamma * invstd, -gamma * invstd * invstd * grad_weight / m,
                         -gamma * invstd * grad_bias / m);
@@ -651,15 +672,15 @@ static void FN(finalize_backward)(cbn_job *job, int64_t c0, int64_t c1) {
 /// Coefficients known before any pass: inference forward (from the running
 /// statistics) and backward (from the given mean and invstd).
 static void FN(prepare)(cbn_job *job) {
-    const T *weight = (const T *)job->weight, *bias = (const T *)job->bias;
+    const PARAM *weight = (const PARAM *)job->weight, *bias = (const PARAM *)job->bias;
     for (int64_t c = 0; c < job->plan.shape.channels; c++) {
         const double gamma = weight ? (double)weight[c] : 1.0;
         if (job->backward) {
             FN(set_mean)(job, c, job->mean_in[c]);
             FN(set_factors)(job, c, gamma * cbn_normalizing_scale(job->invstd_in[c]), 0, 0);
         } else if (!job->training) {
-            const double variance = (double)((const T *)job->running_var)[c];
-            FN(set_mean)(job, c, (double)((const T *)job->running_mean)[c]);
+            const double variance = (double)((const PARAM *)job->running_var)[c];
+            FN(set_mean)(job, c, (double)((const PARAM *)job->running_mean)[c]);
             FN(set_factors)(job, c, gamma * cbn_normalizing_scale(cbn_inverse_std(variance, job->eps)), 0,
                             bias ? (double)bias[c] : 0.0);
         }
@@ -670,8 +691,8 @@ static void FN(inference_statistics)(int64_t channels, const void *running_mean,
                                      const void *running_var, double eps,
                                      double *mean_out, double *invstd_out) {
     for (int64_t c = 0; c < channels; c++) {
-        mean_out[c] = (double)((const T *)running_mean)[c];
-        invstd_out[c] = cbn_inverse_std((double)((const T *)running_var)[c], eps);
+        mean_out[c] = (double)((const PARAM *)running_mean)[c];
+        invstd_out[c] = cbn_inverse_std((double)((const PARAM *)running_var)[c], eps);
     }
 }
 
@@ -698,7 +719,13 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 #undef CBN_CAT
 #undef FN
 #undef T
+#undef ELEM
+#undef PARAM
 #undef VT
+#undef VE
 #undef LOAD
-#undef STORE
+#undef LOADX
+#undef STOREX
+#undef GET
+#undef PUT
 #undef WIDEN
