@@ -31,7 +31,7 @@ struct BenchThreads: ParsableCommand {
     @Option(help: "Executors, comma-separated: openmp, dispatch, serial, reference.")
     var executors: String = ExecutorKind.allCases.map(\.rawValue).joined(separator: ",")
 
-    @Option(help: "Element types, comma-separated: float, double.")
+    @Option(help: "Element types, comma-separated: float, double, float16, bfloat16 (the half formats with Float parameters; not with the separate epilogues).")
     var dtype: String = "float"
 
     @Option(help: "Epilogues, comma-separated: none, relu, add-relu (fused), relu-separate, add-relu-separate (our batch norm, then a separate elementwise pass on the same threads).")
@@ -90,6 +90,9 @@ struct BenchThreads: ParsableCommand {
         }
         let modeList = try list(modes, Mode.self)
         let dtypes = try list(dtype, DType.self)
+        if dtypes.contains(where: { $0.size == 2 }) && epilogues.contains(where: \.isSeparate) {
+            throw ValidationError("the separate epilogues (relu-separate, add-relu-separate) are float and double only")
+        }
         var kinds = try list(executors, ExecutorKind.self)
         let threadList = try threads.map { text in
             try text.split(separator: ",").map { item -> Int in
@@ -143,6 +146,13 @@ struct BenchThreads: ParsableCommand {
                 case .double:
                     shapeFigures = measure(Double.self, dtype, shape, dataKind, modeList, epilogues, kinds, threadList,
                                            caches, evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
+                case .float16:
+                    shapeFigures = measure(Float16.self, dtype, shape, dataKind, modeList, epilogues, kinds, threadList,
+                                           caches, evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
+                case .bfloat16:
+                    shapeFigures = measure(BFloat16.self, dtype, shape, dataKind, modeList, epilogues, kinds,
+                                           threadList, caches, evictor, cacheBytes, repeatCount, roofs, &progress,
+                                           &quiet)
                 }
                 Report.printTable(shapeFigures, shape: shape, dtype: dtype)
                 figures += shapeFigures
@@ -168,7 +178,7 @@ struct BenchThreads: ParsableCommand {
         }
     }
 
-    func measure<S: BatchNormScalar>(
+    func measure<S: BenchElement>(
         _: S.Type, _ dtype: DType, _ shape: BatchNormShape, _ data: DataKind, _ modes: [Mode],
         _ epilogues: [Epilogue], _ kinds: [ExecutorKind],
         _ threads: [Int], _ caches: [CacheState], _ evictor: CacheEvictor?, _ cacheBytes: Int, _ repetitions: Int,

@@ -24,9 +24,25 @@ enum ExecutorKind: String, CaseIterable, Codable {
 }
 
 enum DType: String, CaseIterable, Codable {
-    case float, double
-    var size: Int { self == .float ? 4 : 8 }
+    case float, double, float16, bfloat16
+    /// Bytes per tensor element: GB/s count the element's own size.
+    var size: Int {
+        switch self {
+        case .float: 4
+        case .double: 8
+        case .float16, .bfloat16: 2
+        }
+    }
 }
+
+/// What the benchmark needs of an element type: its data from a Double.
+protocol BenchElement: BatchNormElement {
+    init(benchValue: Double)
+}
+extension Float: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
+extension Double: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
+extension Float16: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
+extension BFloat16: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
 
 /// Named shape sets and explicit `NxCxHxW` lists.
 enum ShapeSets {

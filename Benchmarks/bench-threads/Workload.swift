@@ -27,12 +27,12 @@ enum Epilogue: String, CaseIterable, Codable {
 
 /// One shape's buffers, allocated and written once before any timing, and
 /// the calls each mode times.
-final class Workload<Scalar: BatchNormScalar> {
+final class Workload<Scalar: BenchElement> {
     let shape: BatchNormShape
     let x, dy, y, dx: UnsafeMutableBufferPointer<Scalar>
     /// The residual z, its gradient dz, and the masked gradient of the separate passes.
     let z, dz, masked: UnsafeMutableBufferPointer<Scalar>
-    let weight, bias, runningMean, runningVariance, dWeight, dBias: UnsafeMutableBufferPointer<Scalar>
+    let weight, bias, runningMean, runningVariance, dWeight, dBias: UnsafeMutableBufferPointer<Scalar.Parameter>
     let mean, invStd: UnsafeMutableBufferPointer<Double>
 
     /// `data` scales the inputs: `.subnormal` makes every x a float subnormal (×1e-40),
@@ -40,7 +40,7 @@ final class Workload<Scalar: BatchNormScalar> {
     init(shape: BatchNormShape, data: DataKind = .normal) {
         self.shape = shape
         let count = shape.count, channels = shape.channels
-        func buffer<T: BinaryFloatingPoint>(_ n: Int, _ value: (Int) -> T) -> UnsafeMutableBufferPointer<T> {
+        func buffer<T>(_ n: Int, _ value: (Int) -> T) -> UnsafeMutableBufferPointer<T> {
             let b = UnsafeMutableBufferPointer<T>.allocate(capacity: n)
             for i in 0..<n { b.initializeElement(at: i, to: value(i)) }
             return b
@@ -49,33 +49,32 @@ final class Workload<Scalar: BatchNormScalar> {
         x = buffer(count) { i in
             let v = Double((i &* 7919) % 1009) / 250 - 1.5
             switch data {
-            case .normal: return Scalar(v)
-            case .subnormal: return Scalar(v * 1e-40)
-            case .shifted: return Scalar(1e4 + v)
+            case .normal: return Scalar(benchValue: v)
+            case .subnormal: return Scalar(benchValue: v * 1e-40)
+            case .shifted: return Scalar(benchValue: 1e4 + v)
             }
         }
-        dy = buffer(count) { Scalar(Double(($0 &* 104_729) % 997) / 500 - 1) }
-        z = buffer(count) { Scalar(Double(($0 &* 7_727) % 991) / 500 - 1) }
-        dz = buffer(count) { _ in 0 }
-        masked = buffer(count) { _ in 0 }
-        y = buffer(count) { _ in 0 }
-        dx = buffer(count) { _ in 0 }
-        weight = buffer(channels) { Scalar(1 + Double($0 % 5) / 10) }
-        bias = buffer(channels) { Scalar(Double($0 % 3) / 10) }
+        dy = buffer(count) { Scalar(benchValue: Double(($0 &* 104_729) % 997) / 500 - 1) }
+        z = buffer(count) { Scalar(benchValue: Double(($0 &* 7_727) % 991) / 500 - 1) }
+        dz = buffer(count) { _ in Scalar.zero }
+        masked = buffer(count) { _ in Scalar.zero }
+        y = buffer(count) { _ in Scalar.zero }
+        dx = buffer(count) { _ in Scalar.zero }
+        weight = buffer(channels) { Scalar.Parameter(1 + Double($0 % 5) / 10) }
+        bias = buffer(channels) { Scalar.Parameter(Double($0 % 3) / 10) }
         runningMean = buffer(channels) { _ in 0.25 }
         runningVariance = buffer(channels) { _ in 1.5 }
         dWeight = buffer(channels) { _ in 0 }
         dBias = buffer(channels) { _ in 0 }
-        mean = buffer(channels) { _ in 0 }
-        invStd = buffer(channels) { _ in 0 }
+        mean = buffer(channels) { _ in 0.0 }
+        invStd = buffer(channels) { _ in 0.0 }
         // Statistics for backward come from a real forward pass.
         run(.forwardTraining, executor: .serial)
     }
 
     deinit {
-        for b in [x, dy, y, dx, z, dz, masked, weight, bias, runningMean, runningVariance, dWeight, dBias] {
-            b.deallocate()
-        }
+        for b in [x, dy, y, dx, z, dz, masked] { b.deallocate() }
+        for b in [weight, bias, runningMean, runningVariance, dWeight, dBias] { b.deallocate() }
         mean.deallocate()
         invStd.deallocate()
     }
@@ -127,6 +126,7 @@ final class Workload<Scalar: BatchNormScalar> {
         nonisolated(unsafe) let y = UnsafeMutableRawPointer(y.baseAddress!)
         nonisolated(unsafe) let z = residual ? UnsafeRawPointer(z.baseAddress!) : nil
         let isFloat = Scalar.self == Float.self
+        precondition(isFloat || Scalar.self == Double.self, "the separate epilogue passes are float and double only")
         parallelChunks(threads: threads) { range in
             let n = Int64(range.count)
             if isFloat {
@@ -144,6 +144,7 @@ final class Workload<Scalar: BatchNormScalar> {
         nonisolated(unsafe) let g = UnsafeMutableRawPointer(masked.baseAddress!)
         nonisolated(unsafe) let dy = UnsafeRawPointer(dy.baseAddress!), y = UnsafeRawPointer(y.baseAddress!)
         let isFloat = Scalar.self == Float.self
+        precondition(isFloat || Scalar.self == Double.self, "the separate epilogue passes are float and double only")
         parallelChunks(threads: threads) { range in
             let n = Int64(range.count), at = range.lowerBound
             if isFloat {

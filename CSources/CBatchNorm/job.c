@@ -27,9 +27,9 @@ static size_t element_size(cbn_dtype dtype) {
 }
 
 /// Bytes of one value of the arithmetic type (the coefficients'): the
-/// element type, or float for the half formats.
+/// element type, or double for the half formats.
 static size_t compute_size(cbn_dtype dtype) {
-    return dtype == CBN_FLOAT64 ? sizeof(double) : sizeof(float);
+    return dtype == CBN_FLOAT32 ? sizeof(float) : sizeof(double);
 }
 
 static int valid_dtype(cbn_dtype dtype) {

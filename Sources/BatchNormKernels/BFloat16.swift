@@ -51,6 +51,9 @@ public struct BFloat16: Hashable, Sendable, CustomStringConvertible, CustomDebug
         self.init(float)
     }
 
+    /// +0.
+    public static var zero: BFloat16 { BFloat16(bitPattern: 0) }
+
     public static func == (a: BFloat16, b: BFloat16) -> Bool { Float(a) == Float(b) }
 
     public func hash(into hasher: inout Hasher) {

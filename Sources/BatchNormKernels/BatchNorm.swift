@@ -7,7 +7,7 @@
 /// updates them with the unbiased variance and increments `batchesTracked`.
 /// In inference mode it normalizes with the running statistics, or with the
 /// batch statistics when none are tracked.
-public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
+public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     /// C, the number of channels.
     public let featureCount: Int
     /// ε, added to the variance before the square root. Finite and ≥ 0.
@@ -16,13 +16,13 @@ public struct BatchNorm<Scalar: BatchNormScalar>: Sendable {
     /// nil for a cumulative average (factor 1/k at the k-th training call).
     public var momentum: Double?
     /// γ, one per channel; nil when the layer is not affine (γ = 1).
-    public var weight: [Scalar]?
+    public var weight: [Scalar.Parameter]?
     /// β, one per channel; nil when the layer is not affine (β = 0).
-    public var bias: [Scalar]?
+    public var bias: [Scalar.Parameter]?
     /// Running mean, one per channel; nil when running statistics are not tracked.
-    public var runningMean: [Scalar]?
+    public var runningMean: [Scalar.Parameter]?
     /// Running unbiased variance, one per channel; nil when not tracked.
-    public var runningVariance: [Scalar]?
+    public var runningVariance: [Scalar.Parameter]?
     /// The number of training calls that updated the running statistics.
     public var batchesTracked: Int
     /// Training (batch statistics) or inference (running statistics).

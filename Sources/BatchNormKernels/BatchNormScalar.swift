@@ -1,26 +1,62 @@
 internal import CBatchNorm
 
-/// The element types the kernels support: `Float` and `Double`.
+/// The element types of tensors: `Float`, `Double`, `Float16` (IEEE
+/// binary16) and ``BFloat16``.
 ///
-/// Do not add conformances: the C core reads memory as float32 or float64
-/// according to `batchNormElementWidth`.
-public protocol BatchNormScalar: BinaryFloatingPoint, Sendable {
+/// γ, β, the running statistics and their gradients have the type
+/// `Parameter`: the element type itself for `Float` and `Double`, and `Float`
+/// for the two half formats (mixed precision, PyTorch's convention). Saved
+/// batch statistics are `Double` for every element type. Half-format tensors
+/// are widened as they are read, computed on in `Double`, and every output is
+/// rounded to nearest even as it is written: within one unit in the last
+/// place of the exact result of the same formula on the same inputs.
+///
+/// Do not add conformances: the C core reads memory according to
+/// `batchNormElementKind`.
+public protocol BatchNormElement: Sendable {
+    /// The type of γ, β, the running statistics and their gradients.
+    associatedtype Parameter: BatchNormScalar
+    /// What the core reads: 0 float32, 1 float64, 2 binary16, 3 bfloat16.
+    static var batchNormElementKind: Int { get }
+    /// +0.
+    static var zero: Self { get }
+}
+
+/// The element types that are also their own parameter type and support
+/// arithmetic: `Float` and `Double`.
+public protocol BatchNormScalar: BatchNormElement, BinaryFloatingPoint where Parameter == Self {
     /// Bits per element as the core sees them: 32 or 64.
     static var batchNormElementWidth: Int { get }
 }
 
 extension Float: BatchNormScalar {
+    public typealias Parameter = Float
     public static var batchNormElementWidth: Int { 32 }
+    public static var batchNormElementKind: Int { 0 }
 }
 
 extension Double: BatchNormScalar {
+    public typealias Parameter = Double
     public static var batchNormElementWidth: Int { 64 }
+    public static var batchNormElementKind: Int { 1 }
 }
 
-extension BatchNormScalar {
+extension Float16: BatchNormElement {
+    public typealias Parameter = Float
+    public static var batchNormElementKind: Int { 2 }
+}
+
+extension BFloat16: BatchNormElement {
+    public typealias Parameter = Float
+    public static var batchNormElementKind: Int { 3 }
+}
+
+extension BatchNormElement {
     static var coreType: cbn_dtype {
-        precondition(MemoryLayout<Self>.size * 8 == batchNormElementWidth,
-                     "BatchNormScalar conformance of \(Self.self) does not match its memory size")
-        return batchNormElementWidth == 64 ? CBN_FLOAT64 : CBN_FLOAT32
+        let kinds: [(cbn_dtype, Int)] = [(CBN_FLOAT32, 4), (CBN_FLOAT64, 8), (CBN_FLOAT16, 2), (CBN_BFLOAT16, 2)]
+        let kind = batchNormElementKind
+        precondition(kinds.indices.contains(kind) && MemoryLayout<Self>.size == kinds[kind].1,
+                     "BatchNormElement conformance of \(Self.self) does not match its memory size")
+        return kinds[kind].0
     }
 }

@@ -3,31 +3,29 @@
 extension BatchNormalization {
     /// Training-mode forward over an array: y = activation(BN(x) + residual) with the
     /// batch's own μ and biased σ² (the whole batch's over the ranks of `reducer`).
-    public static func forwardTraining<Scalar: BatchNormScalar>(
-        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
-        weight: [Scalar]? = nil, bias: [Scalar]? = nil,
-        residual: [Scalar]? = nil, activation: BatchNormActivation = .identity,
+    public static func forwardTraining<Element: BatchNormElement>(
+        _ input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        weight: [Element.Parameter]? = nil, bias: [Element.Parameter]? = nil,
+        residual: [Element]? = nil, activation: BatchNormActivation = .identity,
         epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic,
         reducer: (any BatchNormReducer)? = nil
-    ) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
+    ) throws(BatchNormError) -> BatchNormForwardResult<Element> {
         let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             try BatchNormShape(shape, layout: layout)
         }
         var mean = [Double](repeating: 0, count: shape.channels)
         var invStd = [Double](repeating: 0, count: shape.channels)
         let output = try makeArray(count: shape.count) { (output) throws(BatchNormError) in
-            try input.withUnsafeBufferPointer { input throws(BatchNormError) in
-                try withOptional(weight) { weight throws(BatchNormError) in
-                    try withOptionalBuffers(bias, residual) { (bias, residual) throws(BatchNormError) in
+            try withOptionalBuffers(input, residual) { (input, residual) throws(BatchNormError) in
+                try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
                         try mean.withUnsafeMutableBufferPointer { mean throws(BatchNormError) in
                             try invStd.withUnsafeMutableBufferPointer { invStd throws(BatchNormError) in
                                 try forwardTraining(
-                                    input: input, output: output, shape: shape, weight: weight, bias: bias,
+                                    input: input!, output: output, shape: shape, weight: weight, bias: bias,
                                     residual: residual, activation: activation, epsilon: epsilon,
                                     savedMean: mean, savedInvStd: invStd, executor: executor, reducer: reducer)
                             }
                         }
-                    }
                 }
             }
         }
@@ -38,30 +36,26 @@ extension BatchNormalization {
     /// Inference-mode forward over an array: y = activation(BN(x) + residual) with the
     /// running statistics (local, and collective with a `reducer`, as the buffer
     /// `forwardInference` says).
-    public static func forwardInference<Scalar: BatchNormScalar>(
-        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
-        runningMean: [Scalar], runningVariance: [Scalar],
-        weight: [Scalar]? = nil, bias: [Scalar]? = nil,
-        residual: [Scalar]? = nil, activation: BatchNormActivation = .identity,
+    public static func forwardInference<Element: BatchNormElement>(
+        _ input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        runningMean: [Element.Parameter], runningVariance: [Element.Parameter],
+        weight: [Element.Parameter]? = nil, bias: [Element.Parameter]? = nil,
+        residual: [Element]? = nil, activation: BatchNormActivation = .identity,
         epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic,
         reducer: (any BatchNormReducer)? = nil
-    ) throws(BatchNormError) -> [Scalar] {
+    ) throws(BatchNormError) -> [Element] {
         let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             try BatchNormShape(shape, layout: layout)
         }
         return try makeArray(count: shape.count) { (output) throws(BatchNormError) in
-            try input.withUnsafeBufferPointer { input throws(BatchNormError) in
-                try runningMean.withUnsafeBufferPointer { runningMean throws(BatchNormError) in
-                    try runningVariance.withUnsafeBufferPointer { runningVariance throws(BatchNormError) in
-                        try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
-                            try withOptional(residual) { residual throws(BatchNormError) in
-                                try forwardInference(
-                                    input: input, output: output, shape: shape, runningMean: runningMean,
-                                    runningVariance: runningVariance, weight: weight, bias: bias,
-                                    residual: residual, activation: activation, epsilon: epsilon,
-                                    executor: executor, reducer: reducer)
-                            }
-                        }
+            try withOptionalBuffers(input, residual) { (input, residual) throws(BatchNormError) in
+                try withOptionalBuffers(runningMean, runningVariance) { (mean, variance) throws(BatchNormError) in
+                    try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
+                        try forwardInference(
+                            input: input!, output: output, shape: shape, runningMean: mean!,
+                            runningVariance: variance!, weight: weight, bias: bias,
+                            residual: residual, activation: activation, epsilon: epsilon,
+                            executor: executor, reducer: reducer)
                     }
                 }
             }
@@ -72,42 +66,32 @@ extension BatchNormalization {
     /// dz when `wantsResidualGradient`. After a forward pass with `.relu`, pass it as
     /// `activation` with the output it returned as `forwardOutput` (the mask). With a
     /// `reducer`, dγ and dβ are the whole batch's, as in the buffer `backward`.
-    public static func backward<Scalar: BatchNormScalar>(
-        outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
-        statistics: BatchNormStatistics, weight: [Scalar]? = nil,
-        activation: BatchNormActivation = .identity, forwardOutput: [Scalar]? = nil,
+    public static func backward<Element: BatchNormElement>(
+        outputGradient: [Element], input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil,
+        activation: BatchNormActivation = .identity, forwardOutput: [Element]? = nil,
         wantsResidualGradient: Bool = false,
         executor: BatchNormExecutor = .automatic,
         reducer: (any BatchNormReducer)? = nil
-    ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
+    ) throws(BatchNormError) -> BatchNormGradients<Element> {
         let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             try BatchNormShape(shape, layout: layout)
         }
-        var dWeight = [Scalar](repeating: 0, count: shape.channels)
-        var dBias = [Scalar](repeating: 0, count: shape.channels)
-        var dResidual = [Scalar](repeating: 0, count: wantsResidualGradient ? shape.count : 0)
+        var dWeight = [Element.Parameter](repeating: 0, count: shape.channels)
+        var dBias = [Element.Parameter](repeating: 0, count: shape.channels)
+        var dResidual = [Element](repeating: Element.zero, count: wantsResidualGradient ? shape.count : 0)
         let dx = try makeArray(count: shape.count) { (dx) throws(BatchNormError) in
-            try input.withUnsafeBufferPointer { input throws(BatchNormError) in
-                try outputGradient.withUnsafeBufferPointer { dy throws(BatchNormError) in
-                    try statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
-                        try statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
-                            try withOptional(weight) { weight throws(BatchNormError) in
-                                try dWeight.withUnsafeMutableBufferPointer { dWeight throws(BatchNormError) in
-                                    try dBias.withUnsafeMutableBufferPointer { dBias throws(BatchNormError) in
-                                        try withOptional(forwardOutput) { y throws(BatchNormError) in
-                                            try dResidual.withUnsafeMutableBufferPointer { dz throws(BatchNormError) in
-                                                try backward(
-                                                    mode: statistics.mode, input: input, outputGradient: dy,
-                                                    shape: shape, mean: mean, invStd: invStd, weight: weight,
-                                                    inputGradient: dx, weightGradient: dWeight,
-                                                    biasGradient: dBias, activation: activation,
-                                                    forwardOutput: y,
-                                                    residualGradient: wantsResidualGradient ? dz : nil,
-                                                    executor: executor, reducer: reducer)
-                                            }
-                                        }
-                                    }
-                                }
+            try withOptionalBuffers(input, outputGradient) { (input, dy) throws(BatchNormError) in
+                try withOptionalBuffers(statistics.mean, statistics.invStd) { (mean, invStd) throws(BatchNormError) in
+                    try withOptionalBuffers(weight, forwardOutput) { (weight, y) throws(BatchNormError) in
+                        try withMutableBuffers(&dWeight, &dBias) { (dWeight, dBias) throws(BatchNormError) in
+                            try dResidual.withUnsafeMutableBufferPointer { dz throws(BatchNormError) in
+                                try backward(
+                                    mode: statistics.mode, input: input!, outputGradient: dy!, shape: shape,
+                                    mean: mean!, invStd: invStd!, weight: weight, inputGradient: dx,
+                                    weightGradient: dWeight, biasGradient: dBias, activation: activation,
+                                    forwardOutput: y, residualGradient: wantsResidualGradient ? dz : nil,
+                                    executor: executor, reducer: reducer)
                             }
                         }
                     }
@@ -145,12 +129,23 @@ func withOptional<Scalar, R>(
     return try array.withUnsafeBufferPointer { buffer throws(BatchNormError) in try body(buffer) }
 }
 
-/// Calls `body` with buffers over the arrays that are present.
-func withOptionalBuffers<Scalar, R>(
-    _ a: [Scalar]?, _ b: [Scalar]?,
-    _ body: (UnsafeBufferPointer<Scalar>?, UnsafeBufferPointer<Scalar>?) throws(BatchNormError) -> R
+/// Calls `body` with buffers over the arrays that are present (of any two
+/// element types: a tensor and a parameter, say).
+func withOptionalBuffers<A, B, R>(
+    _ a: [A]?, _ b: [B]?,
+    _ body: (UnsafeBufferPointer<A>?, UnsafeBufferPointer<B>?) throws(BatchNormError) -> R
 ) throws(BatchNormError) -> R {
     try withOptional(a) { a throws(BatchNormError) in
         try withOptional(b) { b throws(BatchNormError) in try body(a, b) }
+    }
+}
+
+/// Calls `body` with mutable buffers over two arrays.
+func withMutableBuffers<A, B, R>(
+    _ a: inout [A], _ b: inout [B],
+    _ body: (UnsafeMutableBufferPointer<A>, UnsafeMutableBufferPointer<B>) throws(BatchNormError) -> R
+) throws(BatchNormError) -> R {
+    try a.withUnsafeMutableBufferPointer { a throws(BatchNormError) in
+        try b.withUnsafeMutableBufferPointer { b throws(BatchNormError) in try body(a, b) }
     }
 }

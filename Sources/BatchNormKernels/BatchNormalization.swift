@@ -49,23 +49,23 @@ public struct BatchNormStatistics: Hashable, Sendable {
 }
 
 /// The output of a forward pass with the statistics it used.
-public struct BatchNormForwardResult<Scalar: BatchNormScalar>: Sendable {
+public struct BatchNormForwardResult<Element: BatchNormElement>: Sendable {
     /// y, shaped like the input.
-    public var output: [Scalar]
+    public var output: [Element]
     /// μ and r per channel, for `backward`.
     public var statistics: BatchNormStatistics
 }
 
 /// The gradients a backward pass returns; nil where not asked for.
-public struct BatchNormGradients<Scalar: BatchNormScalar>: Sendable {
+public struct BatchNormGradients<Element: BatchNormElement>: Sendable {
     /// dL/dx, shaped like the input.
-    public var input: [Scalar]?
+    public var input: [Element]?
     /// dL/dγ = Σ dy · x̂ per channel.
-    public var weight: [Scalar]?
+    public var weight: [Element.Parameter]?
     /// dL/dβ = Σ dy per channel.
-    public var bias: [Scalar]?
+    public var bias: [Element.Parameter]?
     /// dL/dz for the residual of an epilogue y = activation(BN(x) + z): the (masked) dy.
-    public var residual: [Scalar]? = nil
+    public var residual: [Element]? = nil
 }
 
 /// Batch-normalization kernels over caller-owned memory, channels first
@@ -99,16 +99,16 @@ public enum BatchNormalization {
     /// rank; m ≥ 2 is required of the whole batch only. If any rank's arguments fail
     /// their checks, or the ranks disagree on the shape's channels, spatial extent or
     /// layout, the scalar type or ε, every rank throws and none writes anything.
-    public static func forwardTraining<Scalar: BatchNormScalar>(
-        input: UnsafeBufferPointer<Scalar>,
-        output: UnsafeMutableBufferPointer<Scalar>,
+    public static func forwardTraining<Element: BatchNormElement>(
+        input: UnsafeBufferPointer<Element>,
+        output: UnsafeMutableBufferPointer<Element>,
         shape: BatchNormShape,
-        weight: UnsafeBufferPointer<Scalar>? = nil,
-        bias: UnsafeBufferPointer<Scalar>? = nil,
-        residual: UnsafeBufferPointer<Scalar>? = nil,
+        weight: UnsafeBufferPointer<Element.Parameter>? = nil,
+        bias: UnsafeBufferPointer<Element.Parameter>? = nil,
+        residual: UnsafeBufferPointer<Element>? = nil,
         activation: BatchNormActivation = .identity,
-        runningMean: UnsafeMutableBufferPointer<Scalar>? = nil,
-        runningVariance: UnsafeMutableBufferPointer<Scalar>? = nil,
+        runningMean: UnsafeMutableBufferPointer<Element.Parameter>? = nil,
+        runningVariance: UnsafeMutableBufferPointer<Element.Parameter>? = nil,
         momentum: Double = 0.1,
         epsilon: Double = 1e-5,
         savedMean: UnsafeMutableBufferPointer<Double>? = nil,
@@ -158,7 +158,7 @@ public enum BatchNormalization {
 
         // Synchronized: agree, this slice's moments, the whole batch's, then y.
         try Synchronization.agree(
-            reducer, header: .init(pass: .forward, mode: .training, scalar: Scalar.coreType, shape: shape,
+            reducer, header: .init(pass: .forward, mode: .training, scalar: Element.coreType, shape: shape,
                                    epsilon: epsilon),
             check: check)
         var moments = [Double](repeating: 0, count: 3 * shape.channels)
@@ -185,15 +185,15 @@ public enum BatchNormalization {
     /// but is collective: the ranks check that they agree, so that a rank in
     /// inference mode beside one in training mode throws instead of leaving the
     /// other waiting.
-    public static func forwardInference<Scalar: BatchNormScalar>(
-        input: UnsafeBufferPointer<Scalar>,
-        output: UnsafeMutableBufferPointer<Scalar>,
+    public static func forwardInference<Element: BatchNormElement>(
+        input: UnsafeBufferPointer<Element>,
+        output: UnsafeMutableBufferPointer<Element>,
         shape: BatchNormShape,
-        runningMean: UnsafeBufferPointer<Scalar>,
-        runningVariance: UnsafeBufferPointer<Scalar>,
-        weight: UnsafeBufferPointer<Scalar>? = nil,
-        bias: UnsafeBufferPointer<Scalar>? = nil,
-        residual: UnsafeBufferPointer<Scalar>? = nil,
+        runningMean: UnsafeBufferPointer<Element.Parameter>,
+        runningVariance: UnsafeBufferPointer<Element.Parameter>,
+        weight: UnsafeBufferPointer<Element.Parameter>? = nil,
+        bias: UnsafeBufferPointer<Element.Parameter>? = nil,
+        residual: UnsafeBufferPointer<Element>? = nil,
         activation: BatchNormActivation = .identity,
         epsilon: Double = 1e-5,
         executor: BatchNormExecutor = .automatic,
@@ -218,7 +218,7 @@ public enum BatchNormalization {
         }
         if let reducer {
             try Synchronization.agree(
-                reducer, header: .init(pass: .forward, mode: .inference, scalar: Scalar.coreType, shape: shape,
+                reducer, header: .init(pass: .forward, mode: .inference, scalar: Element.coreType, shape: shape,
                                        epsilon: epsilon),
                 check: check)
         } else {
@@ -257,20 +257,20 @@ public enum BatchNormalization {
     /// batch's, in either mode: every rank gets its own dx and the whole batch's dγ
     /// and dβ, bitwise the same on every rank. Errors are collective as in
     /// `forwardTraining`.
-    public static func backward<Scalar: BatchNormScalar>(
+    public static func backward<Element: BatchNormElement>(
         mode: BatchNormMode,
-        input: UnsafeBufferPointer<Scalar>,
-        outputGradient: UnsafeBufferPointer<Scalar>,
+        input: UnsafeBufferPointer<Element>,
+        outputGradient: UnsafeBufferPointer<Element>,
         shape: BatchNormShape,
         mean: UnsafeBufferPointer<Double>,
         invStd: UnsafeBufferPointer<Double>,
-        weight: UnsafeBufferPointer<Scalar>? = nil,
-        inputGradient: UnsafeMutableBufferPointer<Scalar>? = nil,
-        weightGradient: UnsafeMutableBufferPointer<Scalar>? = nil,
-        biasGradient: UnsafeMutableBufferPointer<Scalar>? = nil,
+        weight: UnsafeBufferPointer<Element.Parameter>? = nil,
+        inputGradient: UnsafeMutableBufferPointer<Element>? = nil,
+        weightGradient: UnsafeMutableBufferPointer<Element.Parameter>? = nil,
+        biasGradient: UnsafeMutableBufferPointer<Element.Parameter>? = nil,
         activation: BatchNormActivation = .identity,
-        forwardOutput: UnsafeBufferPointer<Scalar>? = nil,
-        residualGradient: UnsafeMutableBufferPointer<Scalar>? = nil,
+        forwardOutput: UnsafeBufferPointer<Element>? = nil,
+        residualGradient: UnsafeMutableBufferPointer<Element>? = nil,
         executor: BatchNormExecutor = .automatic,
         reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) {
@@ -309,7 +309,7 @@ public enum BatchNormalization {
         }
 
         var desc = cbn_backward_desc()
-        desc.dtype = Scalar.coreType
+        desc.dtype = Element.coreType
         desc.shape = shape.core
         desc.training = mode == .training ? 1 : 0
         desc.x = input.rawBase
@@ -331,7 +331,7 @@ public enum BatchNormalization {
 
         // Synchronized: agree, this slice's sums, the whole batch's, then the gradients.
         try Synchronization.agree(
-            reducer, header: .init(pass: .backward, mode: mode, scalar: Scalar.coreType, shape: shape, epsilon: 0),
+            reducer, header: .init(pass: .backward, mode: mode, scalar: Element.coreType, shape: shape, epsilon: 0),
             check: check)
         var sums = [Double](repeating: 0, count: 3 * shape.channels)
         try sums.withUnsafeMutableBufferPointer { sums throws(BatchNormError) in
@@ -355,7 +355,8 @@ public enum BatchNormalization {
     }
 
     /// The statistics inference mode normalizes with: mean_c = runningMean_c and
-    /// invStd_c = 1 / sqrt(runningVariance_c + ε), computed exactly as the kernels do.
+    /// invStd_c = 1 / sqrt(runningVariance_c + ε), computed exactly as the kernels do
+    /// (running statistics are `Float` for `Float` and the half formats, `Double` for `Double`).
     public static func inferenceStatistics<Scalar: BatchNormScalar>(
         runningMean: [Scalar], runningVariance: [Scalar], epsilon: Double = 1e-5
     ) throws(BatchNormError) -> BatchNormStatistics {
@@ -380,15 +381,16 @@ private struct ForwardCall {
     var desc = cbn_forward_desc()
     let executor: BatchNormExecutor
 
-    init<Scalar: BatchNormScalar>(
-        training: Bool, input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>,
-        shape: BatchNormShape, weight: UnsafeBufferPointer<Scalar>?, bias: UnsafeBufferPointer<Scalar>?,
-        residual: UnsafeBufferPointer<Scalar>?, activation: BatchNormActivation,
+    init<Element: BatchNormElement>(
+        training: Bool, input: UnsafeBufferPointer<Element>, output: UnsafeMutableBufferPointer<Element>,
+        shape: BatchNormShape, weight: UnsafeBufferPointer<Element.Parameter>?,
+        bias: UnsafeBufferPointer<Element.Parameter>?,
+        residual: UnsafeBufferPointer<Element>?, activation: BatchNormActivation,
         runningMean: UnsafeMutableRawPointer?, runningVariance: UnsafeMutableRawPointer?,
         savedMean: UnsafeMutablePointer<Double>?, savedInvStd: UnsafeMutablePointer<Double>?,
         epsilon: Double, momentum: Double, executor: BatchNormExecutor
     ) {
-        desc.dtype = Scalar.coreType
+        desc.dtype = Element.coreType
         desc.shape = shape.core
         desc.training = training ? 1 : 0
         desc.x = input.rawBase

@@ -40,9 +40,8 @@ extern "C" {
 /// gradient). gamma, beta, the running statistics and their gradients have
 /// the same type for float and double, and are float for the two half
 /// formats (mixed precision). Saved batch statistics (mean, inverse standard
-/// deviation) are always double. Half-format tensors are widened to float on
-/// load, computed on in float (reductions in double) and rounded once, to
-/// nearest even, on store.
+/// deviation) are always double. Half-format tensors are widened on load,
+/// computed on in double and rounded to nearest even on store.
 typedef enum cbn_dtype {
     CBN_FLOAT32 = 0,
     CBN_FLOAT64 = 1,

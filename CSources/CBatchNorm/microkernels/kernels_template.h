@@ -5,7 +5,7 @@
  *   CBN_ELEM     how tensors (x, y, dy, dx, z, dz) are stored: float, double,
  *                _Float16, or uint16_t holding bfloat16 bits;
  *   CBN_T        the type elementwise arithmetic and the coefficients use:
- *                the element type, or float for the half formats;
+ *                the element type, or double for the half formats;
  *   CBN_PARAM    the type of gamma, beta, the running statistics and their
  *                gradients: the element type, or float for the half formats;
  *   CBN_WIDEN_V(v), CBN_NARROW_V(v): sixteen stored values to sixteen CBN_T

@@ -29,7 +29,9 @@ enum Synchronization {
             switch field {
             case "pass": value == 1 ? "forward" : "backward"
             case "mode": value == 0 ? "training" : "inference"
-            case "scalar type": value == Double(CBN_FLOAT64.rawValue) ? "Double" : "Float"
+            case "scalar type":
+                [CBN_FLOAT32: "Float", CBN_FLOAT64: "Double", CBN_FLOAT16: "Float16", CBN_BFLOAT16: "BFloat16"]
+                    .first { Double($0.key.rawValue) == value }?.value ?? "\(value)"
             case "layout": value == 0 ? "channels first" : "channels last"
             case "epsilon": "\(value)"
             default: "\(Int(value))"

@@ -1,0 +1,234 @@
+import BatchNormKernels
+import BatchNormReference
+import Testing
+
+/// The two half formats, as the tests need them.
+protocol HalfFormat: BatchNormElement, Equatable where Parameter == Float {
+    /// `value` rounded once to the format.
+    init(roundingOnce value: Double)
+    var widened: Float { get }
+    var bits: UInt16 { get }
+}
+
+extension Float16: HalfFormat {
+    init(roundingOnce value: Double) { self.init(value) }
+    var widened: Float { Float(self) }
+    var bits: UInt16 { bitPattern }
+}
+
+extension BFloat16: HalfFormat {
+    init(roundingOnce value: Double) { self.init(value) }
+    var widened: Float { Float(self) }
+    var bits: UInt16 { bitPattern }
+}
+
+/// Units in the last place between two values of a 16-bit format (sign and
+/// magnitude mapped onto one ordered line, so ±0 are 0 apart); two NaNs are
+/// 0 apart, a NaN and a number infinitely far.
+func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
+    if a.widened.isNaN || b.widened.isNaN { return a.widened.isNaN && b.widened.isNaN ? 0 : .max }
+    func ordered(_ bits: UInt16) -> Int { bits & 0x8000 != 0 ? -Int(bits & 0x7FFF) : Int(bits) }
+    return abs(ordered(a.bits) - ordered(b.bits))
+}
+
+/// Float16 and BFloat16 tensors (parameters in Float): every output within
+/// one unit in the last place of the float64 result of the same formula on
+/// the same inputs, rounded to the format.
+@Suite struct HalfPrecisionTests {
+    static func values<H: HalfFormat>(_: H.Type, _ count: Int, center: Double = 0, spread: Double = 1,
+                                      seed: UInt64) -> [H] {
+        (randomValues(count, center: center, spread: spread, seed: seed) as [Double]).map { H(roundingOnce: $0) }
+    }
+
+    /// The largest distance, in ulps, between `got` and the float64 `want` rounded to the format.
+    static func worstUlps<H: HalfFormat>(_ got: [H], _ want: [Double]) -> Int {
+        zip(got, want).map { ulps($0, H(roundingOnce: $1)) }.max() ?? 0
+    }
+
+    func checkAgainstReference<H: HalfFormat>(
+        _: H.Type, nchw: [Int], layout: BatchNormLayout, center: Double, spread: Double,
+        executor: BatchNormExecutor, activation: BatchNormActivation = .identity
+    ) throws {
+        let shape = dimensions(nchw, in: layout), channels = nchw[1], count = nchw.reduce(1, *)
+        let x = Self.values(H.self, count, center: center, spread: spread, seed: UInt64(count))
+        let dy = Self.values(H.self, count, seed: UInt64(count) + 1)
+        // With the relu, the residual block's y = relu(BN(x) + z) and its dz.
+        let z = activation == .relu ? Self.values(H.self, count, seed: UInt64(count) + 2) : nil
+        let weight: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 3)
+        let bias: [Float] = randomValues(channels, seed: 4)
+        var layer = try BatchNorm<H>(featureCount: channels, momentum: 0.25, activation: activation,
+                                     executor: executor)
+        layer.weight = weight
+        layer.bias = bias
+        let forward = try layer.forward(x, shape: shape, layout: layout, residual: z)
+        let gradients = try layer.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
+                                           statistics: forward.statistics, forwardOutput: forward.output,
+                                           wantsResidualGradient: z != nil)
+
+        let wide = x.map { Double($0.widened) }, wideDy = dy.map { Double($0.widened) }
+        let relu = activation == .relu
+        let want = ReferenceBatchNorm.forward(
+            wide, shape: shape, channelsLast: layout == .channelsLast, training: true,
+            weight: weight.map(Double.init), bias: bias.map(Double.init),
+            runningMean: Array(repeating: 0, count: channels), runningVariance: Array(repeating: 1, count: channels),
+            momentum: 0.25, residual: z.map { $0.map { Double($0.widened) } }, relu: relu)
+        // The mask: the reference's own output, rounded as ours is (a y within rounding of 0 decides it).
+        let mask = relu ? forward.output.map { Double($0.widened) } : nil
+        let wantBackward = ReferenceBatchNorm.backward(
+            wide, outputGradient: wideDy, shape: shape, channelsLast: layout == .channelsLast, training: true,
+            mean: want.mean, invStd: want.invStd, weight: weight.map(Double.init), forwardOutput: mask)
+        let context = "\(nchw) \(layout) \(H.self) \(executor) \(activation) data \(center) ± \(spread)"
+        #expect(Self.worstUlps(forward.output, want.output) <= 1, "\(context): y")
+        #expect(Self.worstUlps(gradients.input!, wantBackward.inputGradient) <= 1, "\(context): dx")
+        if z != nil { #expect(Self.worstUlps(gradients.residual!, wantBackward.residualGradient) <= 1, "\(context): dz") }
+        // Statistics and Float outputs: the float bounds of the Float kernels.
+        #expect(ReferenceBatchNorm.normwiseError(forward.statistics.mean, want.mean, scale: abs(center) + spread)
+                    <= 1e-12, "\(context): mean")
+        #expect(ReferenceBatchNorm.normwiseError(layer.runningVariance!, want.runningVariance!) <= 1e-6, "\(context)")
+        #expect(ReferenceBatchNorm.normwiseError(gradients.weight!, wantBackward.weightGradient) <= 5e-6, "\(context)")
+        #expect(ReferenceBatchNorm.normwiseError(gradients.bias!, wantBackward.biasGradient) <= 5e-6, "\(context)")
+
+        // Inference with the updated running statistics, and its backward.
+        layer.mode = .inference
+        let inference = try layer.forward(x, shape: shape, layout: layout, residual: z)
+        let wantInference = ReferenceBatchNorm.forward(
+            wide, shape: shape, channelsLast: layout == .channelsLast, training: false,
+            weight: weight.map(Double.init), bias: bias.map(Double.init),
+            runningMean: layer.runningMean!.map(Double.init), runningVariance: layer.runningVariance!.map(Double.init),
+            residual: z.map { $0.map { Double($0.widened) } }, relu: relu)
+        #expect(Self.worstUlps(inference.output, wantInference.output) <= 1, "\(context): inference y")
+    }
+
+    static let shapes: [[Int]] = [[4, 3, 5], [2, 70, 7, 7], [3, 130, 14, 14], [2, 5, 56, 56], [300, 20],
+                                  [40, 9, 33], [2, 1100, 17], [5, 17, 3, 2, 3], [64, 40, 7, 7]]
+
+    @Test(arguments: shapes)
+    func outputsAreWithinOneUlpOfTheFloat64Result(nchw: [Int]) throws {
+        for (index, layout) in [BatchNormLayout.channelsFirst, .channelsLast].enumerated() {
+            let executor = someExecutors[(index + nchw.count) % someExecutors.count]
+            for activation in BatchNormActivation.allCases {
+                try checkAgainstReference(Float16.self, nchw: nchw, layout: layout, center: 0, spread: 3,
+                                          executor: executor, activation: activation)
+                try checkAgainstReference(BFloat16.self, nchw: nchw, layout: layout, center: 0, spread: 3,
+                                          executor: executor, activation: activation)
+            }
+        }
+    }
+
+    /// Values near 100 ± 1 (Float16) and 1e4 ± 1 (BFloat16, where they are
+    /// coarse): μ and σ still exact to the bound.
+    @Test func shiftedDataStaysWithinOneUlp() throws {
+        for nchw in [[4, 3, 5], [2, 5, 56, 56], [300, 20]] {
+            try checkAgainstReference(Float16.self, nchw: nchw, layout: .channelsFirst, center: 100, spread: 1,
+                                      executor: .serial)
+            try checkAgainstReference(BFloat16.self, nchw: nchw, layout: .channelsLast, center: 1e4, spread: 1,
+                                      executor: .serial)
+        }
+    }
+
+    /// Subnormals of each format as inputs.
+    @Test func subnormalInputsStayWithinOneUlp() throws {
+        try checkAgainstReference(Float16.self, nchw: [3, 4, 50], layout: .channelsFirst, center: 0, spread: 5e-5,
+                                  executor: .serial)
+        try checkAgainstReference(BFloat16.self, nchw: [3, 4, 50], layout: .channelsFirst, center: 0, spread: 1e-38,
+                                  executor: .serial)
+    }
+
+    /// Every executor and thread count, and channels last against channels
+    /// first transposed: the same bits.
+    @Test func resultsAreBitwiseTheSameForEveryExecutorAndLayout() throws {
+        for nchw in [[2, 70, 7, 7], [3, 130, 14, 14], [300, 20]] {
+            var seen: [[UInt16]]? = nil
+            for (i, executor) in allExecutors.enumerated() {
+                let layout: BatchNormLayout = i % 2 == 0 ? .channelsFirst : .channelsLast
+                let shape = dimensions(nchw, in: layout), count = nchw.reduce(1, *)
+                let x: [BFloat16] = arranged(Self.values(BFloat16.self, count, center: 2, spread: 3, seed: 9),
+                                             nchw: nchw, in: layout)
+                let dy: [BFloat16] = arranged(Self.values(BFloat16.self, count, seed: 10), nchw: nchw, in: layout)
+                var layer = try BatchNorm<BFloat16>(featureCount: nchw[1], executor: executor)
+                let forward = try layer.forward(x, shape: shape, layout: layout)
+                let g = try layer.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
+                                           statistics: forward.statistics)
+                let outputs = [arranged(forward.output, nchw: nchw, in: layout, inverse: true).map(\.bits),
+                               arranged(g.input!, nchw: nchw, in: layout, inverse: true).map(\.bits),
+                               g.weight!.map { UInt16(truncatingIfNeeded: $0.bitPattern) },
+                               layer.runningVariance!.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }]
+                if let seen { #expect(outputs == seen, "\(nchw) \(executor) \(layout)") }
+                seen = outputs
+            }
+        }
+    }
+
+    /// A result past Float16's largest finite value (65504) becomes ±∞ as it is
+    /// written; the running statistics, in Float, stay finite.
+    @Test func overflowOnNarrowingGivesInfinityAndFiniteStatistics() throws {
+        let x = Self.values(Float16.self, 60, spread: 2, seed: 21)
+        var layer = try BatchNorm<Float16>(featureCount: 3)
+        layer.weight = [1e5, 1, 1e5]
+        let y = try layer.forward(x, shape: [4, 3, 5]).output
+        let channel0 = (0..<4).flatMap { n in (0..<5).map { y[(n * 3) * 5 + $0] } }
+        #expect(channel0.contains { $0 == .infinity } && channel0.contains { $0 == -.infinity })
+        #expect(channel0.allSatisfy { !$0.isNaN })
+        #expect(layer.runningMean!.allSatisfy(\.isFinite) && layer.runningVariance!.allSatisfy(\.isFinite))
+        // BFloat16 holds the same values.
+        let xb = x.map { BFloat16(Float($0)) }
+        var bf = try BatchNorm<BFloat16>(featureCount: 3)
+        bf.weight = [1e5, 1, 1e5]
+        #expect(try bf.forward(xb, shape: [4, 3, 5]).output.allSatisfy { $0.widened.isFinite })
+    }
+
+    /// NaN and ∞ in one channel's input leave every other channel's outputs
+    /// as they are without them.
+    @Test func nonFiniteValuesStayInTheirChannel() throws {
+        let nchw = [4, 3, 5]
+        var x = Self.values(Float16.self, 60, spread: 2, seed: 31)
+        let clean = try BatchNormalization.forwardTraining(x, shape: nchw).output
+        x[1 * 5 + 2] = .nan      // image 0, channel 1
+        x[(2 * 3 + 1) * 5] = .infinity
+        let dirty = try BatchNormalization.forwardTraining(x, shape: nchw).output
+        for n in 0..<4 {
+            for c in [0, 2] {
+                for s in 0..<5 {
+                    let i = (n * 3 + c) * 5 + s
+                    #expect(dirty[i].bitPattern == clean[i].bitPattern)
+                }
+            }
+            #expect((0..<5).allSatisfy { dirty[(n * 3 + 1) * 5 + $0].isNaN })
+        }
+    }
+
+    /// Synchronized over an in-process group: each rank's slice equals
+    /// single-process batch norm on the whole batch, in ulps.
+    @Test func synchronizedRanksMatchOneProcessWithinOneUlp() throws {
+        let image = 4 * 49, slices = [2, 1, 3]
+        let x = Self.values(Float16.self, 6 * image, center: 1, spread: 2, seed: 51)
+        let reducers = try InProcessReducer.makeGroup(rankCount: 3, timeout: .seconds(60))
+        let whole = try BatchNormalization.forwardTraining(x, shape: [6, 4, 7, 7]).output
+        let outputs = onRanks(3) { rank -> [Float16]? in
+            let start = slices[..<rank].reduce(0, +) * image
+            return try? BatchNormalization.forwardTraining(
+                Array(x[start..<(start + slices[rank] * image)]), shape: [slices[rank], 4, 7, 7],
+                reducer: reducers[rank]).output
+        }
+        let joined = try #require(outputs.allSatisfy { $0 != nil } ? outputs.flatMap { $0! } : nil)
+        #expect(zip(joined, whole).map { ulps($0, $1) }.max()! <= 1)
+    }
+
+    /// Errors are the same, and leave everything as it was.
+    @Test func errorsAreCheckedBeforeAnythingIsWritten() throws {
+        let x = Self.values(BFloat16.self, 24, seed: 41)
+        #expect(throws: BatchNormError.self) {
+            _ = try BatchNormalization.forwardTraining(x, shape: [2, 3, 5])
+        }
+        #expect {
+            _ = try BatchNormalization.forwardTraining(x, shape: [2, 3, 4], weight: [Float](repeating: 1, count: 2))
+        } throws: { ($0 as? BatchNormError)?.argument == "weight" }
+        var layer = try BatchNorm<Float16>(featureCount: 3)
+        layer.runningMean = [0, 0]
+        let before = layer.runningVariance
+        #expect(throws: BatchNormError.self) {
+            _ = try layer.forward(x.map { Float16($0.widened) }, shape: [2, 3, 4])
+        }
+        #expect(layer.runningVariance == before && layer.batchesTracked == 0)
+    }
+}
