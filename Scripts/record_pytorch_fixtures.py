@@ -20,6 +20,10 @@ Epilogue fixtures ("epilogue": "relu" or "add-relu") record
 y = relu(batch_norm(x)) or relu(batch_norm(x) + z), with z per call, and the
 gradients of both (dz included) through autograd.
 
+Half-precision fixtures (dtype "bfloat16" or "float16") feed tensors in that
+format to a float32 module (PyTorch's mixed convention: float parameters and
+running statistics); "shifted" ones draw x near 100 ± 1 instead.
+
 With --new-only, fixtures whose file exists are recomputed (so that the
 generator reaches the new cases in the same state) but not rewritten.
 """
@@ -53,7 +57,15 @@ CASES = [
     ("bn2d_channels_last_add_relu_training_double", [2, 20, 5, 5], torch.float64, True, True, 0.1, 1e-5, 1,
      "channels-last", "add-relu"),
     ("bn2d_add_relu_inference_float", [3, 6, 4, 4], torch.float32, False, True, 0.1, 1e-5, 1, "add-relu"),
+    ("bn2d_training_bfloat16", [4, 6, 7, 7], torch.bfloat16, True, True, 0.1, 1e-5, 2),
+    ("bn2d_training_float16", [4, 6, 7, 7], torch.float16, True, True, 0.1, 1e-5, 2),
+    ("bn2d_shifted_training_float16", [4, 3, 8, 8], torch.float16, True, True, 0.1, 1e-5, 1, "shifted"),
+    ("bn2d_channels_last_training_bfloat16", [2, 20, 5, 5], torch.bfloat16, True, True, 0.1, 1e-5, 1,
+     "channels-last"),
+    ("bn2d_inference_float16", [3, 5, 4, 4], torch.float16, False, True, 0.1, 1e-5, 1),
 ]
+
+HALF = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 def module_for(shape, affine, momentum, eps, dtype):
@@ -84,9 +96,11 @@ def flat_in_layout(t, channels_last):
     return flat(t.movedim(1, -1))
 
 
-def record(name, shape, dtype, training, affine, momentum, eps, calls, layout, epilogue, generator):
+def record(name, shape, dtype, training, affine, momentum, eps, calls, layout, epilogue, generator, shifted=False):
     channels = shape[1]
     channels_last = layout == "channels-last"
+    # the half formats: tensors in the format, the module (parameters, statistics) in float32
+    tensor_dtype, dtype = dtype, torch.float32 if dtype in HALF else dtype
     bn = module_for(shape, affine, momentum, eps, dtype)
     with torch.no_grad():
         if affine:
@@ -97,16 +111,20 @@ def record(name, shape, dtype, training, affine, momentum, eps, calls, layout, e
     bn.train(training)
     fixture = {
         "name": name, "shape": [shape[0]] + shape[2:] + [shape[1]] if channels_last else shape,
-        "layout": layout, "epilogue": epilogue, "dtype": "float" if dtype == torch.float32 else "double",
+        "layout": layout, "epilogue": epilogue,
+        "dtype": HALF.get(tensor_dtype) or ("float" if dtype == torch.float32 else "double"),
         "training": training, "affine": affine, "momentum": momentum, "epsilon": eps,
         "weight": flat(bn.weight) if affine else None, "bias": flat(bn.bias) if affine else None,
         "running_mean_before": flat(bn.running_mean), "running_var_before": flat(bn.running_var),
         "calls": [],
     }
     for _ in range(calls):
-        x = to_layout(torch.randn(shape, generator=generator, dtype=dtype) * 2 + 0.7, channels_last)
+        x = torch.randn(shape, generator=generator, dtype=dtype) * 2 + 0.7
+        if shifted:
+            x = x / 2 + 99.3
+        x = to_layout(x.to(tensor_dtype), channels_last)
         x.requires_grad_(True)
-        dy = to_layout(torch.randn(shape, generator=generator, dtype=dtype), channels_last)
+        dy = to_layout(torch.randn(shape, generator=generator, dtype=dtype).to(tensor_dtype), channels_last)
         z = None
         if epilogue == "add-relu":
             z = to_layout(torch.randn(shape, generator=generator, dtype=dtype), channels_last).requires_grad_(True)
@@ -141,9 +159,12 @@ def main():
     generator = torch.Generator().manual_seed(20261121)
     for case in CASES:
         name, *settings = case
+        shifted = settings[-1] == "shifted"
+        if shifted:
+            settings.pop()
         epilogue = settings.pop() if settings[-1] in ("relu", "add-relu") else None
         layout = settings.pop() if settings[-1] == "channels-last" else "channels-first"
-        fixture = record(name, *settings, layout, epilogue, generator)
+        fixture = record(name, *settings, layout, epilogue, generator, shifted)
         fixture["torch_version"] = torch.__version__.split("+")[0]
         path = OUT / f"{name}.json"
         if arguments.new_only and path.exists():

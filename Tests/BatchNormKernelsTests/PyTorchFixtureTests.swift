@@ -1,4 +1,5 @@
 import BatchNormKernels
+import BatchNormReference
 import Foundation
 import Testing
 
@@ -41,9 +42,12 @@ import Testing
         }
     }()
 
+    static let halfFormats: Set<String> = ["bfloat16", "float16"]
+
     @Test("all fixtures are present") func fixturesPresent() {
-        #expect(Self.fixtures.count == 16)
-        #expect(Self.fixtures.filter { $0.layout == "channels-last" }.count == 6)
+        #expect(Self.fixtures.count == 21)
+        #expect(Self.fixtures.filter { Self.halfFormats.contains($0.dtype) }.count == 5)
+        #expect(Self.fixtures.filter { $0.layout == "channels-last" }.count == 7)
         #expect(Self.fixtures.filter { $0.epilogue != nil }.count == 4)
     }
 
@@ -84,12 +88,64 @@ import Testing
         }
     }
 
-    @Test("matches PyTorch: y, dx, dγ, dβ, running statistics", arguments: fixtures)
+    @Test("matches PyTorch: y, dx, dγ, dβ, running statistics",
+          arguments: fixtures.filter { !halfFormats.contains($0.dtype) })
     func matchesPyTorch(fixture: Fixture) throws {
         if fixture.dtype == "float" {
             try replay(fixture, as: Float.self)
         } else {
             try replay(fixture, as: Double.self)
+        }
+    }
+
+    /// The half formats: ours within one ulp of the float64 result rounded to
+    /// the format, and PyTorch's mixed kernel (float parameters) no nearer the
+    /// truth than one ulp plus its own distance from it (reported on failure).
+    func replayHalf<H: HalfFormat>(_ fixture: Fixture, as _: H.Type) throws {
+        let layout: BatchNormLayout = fixture.layout == "channels-last" ? .channelsLast : .channelsFirst
+        let shape = try BatchNormShape(fixture.shape, layout: layout)
+        var layer = try BatchNorm<H>(featureCount: shape.channels, epsilon: fixture.epsilon,
+                                     momentum: fixture.momentum, affine: fixture.affine,
+                                     mode: fixture.training ? .training : .inference)
+        layer.weight = fixture.weight?.map { Float($0) }
+        layer.bias = fixture.bias?.map { Float($0) }
+        layer.runningMean = fixture.running_mean_before.map { Float($0) }
+        layer.runningVariance = fixture.running_var_before.map { Float($0) }
+        for call in fixture.calls {
+            let before = (layer.runningMean!.map(Double.init), layer.runningVariance!.map(Double.init))
+            let x = call.x.map { H(roundingOnce: $0) }   // exact: the values are the format's
+            let forward = try layer.forward(x, shape: fixture.shape, layout: layout)
+            let gradients = try layer.backward(outputGradient: call.dy.map { H(roundingOnce: $0) }, input: x,
+                                               shape: fixture.shape, layout: layout, statistics: forward.statistics)
+            let truth = ReferenceBatchNorm.forward(
+                call.x, shape: fixture.shape, channelsLast: layout == .channelsLast, training: fixture.training,
+                weight: fixture.weight, bias: fixture.bias, runningMean: before.0, runningVariance: before.1,
+                momentum: fixture.momentum ?? 0.1, epsilon: fixture.epsilon)
+            let truthBackward = ReferenceBatchNorm.backward(
+                call.x, outputGradient: call.dy, shape: fixture.shape, channelsLast: layout == .channelsLast,
+                training: fixture.training, mean: truth.mean, invStd: truth.invStd, weight: fixture.weight)
+            for (name, ours, torch, exact) in [("y", forward.output, call.y, truth.output),
+                                               ("dx", gradients.input!, call.dx, truthBackward.inputGradient)] {
+                let torchRounded = torch.map { H(roundingOnce: $0) }
+                let ourDistance = HalfPrecisionTests.worstUlps(ours, exact)
+                let torchDistance = HalfPrecisionTests.worstUlps(torchRounded, exact)
+                #expect(ourDistance <= 1, "\(fixture.name) \(name): ours \(ourDistance) ulps from float64")
+                let apart = zip(ours, torchRounded).map { ulps($0, $1) }.max() ?? 0
+                #expect(apart <= torchDistance + 1,
+                        "\(fixture.name) \(name): \(apart) ulps from PyTorch, which is \(torchDistance) from float64")
+            }
+            #expect(normwiseError(layer.runningVariance!, call.running_var_after) <= 1e-6, "running variance")
+            #expect(normwiseError(gradients.weight!, call.dweight!) <= 1e-2, "dγ (PyTorch's in float from half values)")
+        }
+    }
+
+    @Test("half formats: within one ulp of float64, and of PyTorch's mixed kernel",
+          arguments: fixtures.filter { halfFormats.contains($0.dtype) })
+    func halfFormatsMatchTruthAndPyTorch(fixture: Fixture) throws {
+        if fixture.dtype == "bfloat16" {
+            try replayHalf(fixture, as: BFloat16.self)
+        } else {
+            try replayHalf(fixture, as: Float16.self)
         }
     }
 }
