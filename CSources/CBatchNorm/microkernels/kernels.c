@@ -109,31 +109,21 @@ CBN_INLINE void cbn_column_sums_total(const cbn_column_sums *sums, int64_t w, in
 #define CBN_NARROW_V(v) (v)
 #define CBN_WIDEN_S(x) (x)
 #define CBN_NARROW_S(t) (t)
-
 #define CBN_T float
 #define CBN_ELEM float
 #define CBN_PARAM float
 #define CBN_SUFFIX f32
 #include "kernels_template.h"
-#undef CBN_T
-#undef CBN_ELEM
-#undef CBN_PARAM
-#undef CBN_SUFFIX
 
+#define CBN_WIDEN_V(v) (v)
+#define CBN_NARROW_V(v) (v)
+#define CBN_WIDEN_S(x) (x)
+#define CBN_NARROW_S(t) (t)
 #define CBN_T double
 #define CBN_ELEM double
 #define CBN_PARAM double
 #define CBN_SUFFIX f64
 #include "kernels_template.h"
-#undef CBN_T
-#undef CBN_ELEM
-#undef CBN_PARAM
-#undef CBN_SUFFIX
-
-#undef CBN_WIDEN_V
-#undef CBN_NARROW_V
-#undef CBN_WIDEN_S
-#undef CBN_NARROW_S
 
 /* The half formats compute in double: in float, y = BN(x) + z lost up to 8
  * ulps of binary16 where the residual cancels BN(x) (HalfPrecisionTests).
@@ -154,15 +144,6 @@ typedef float cbn_vf __attribute__((vector_size(16 * sizeof(float))));
 #define CBN_PARAM float
 #define CBN_SUFFIX f16
 #include "kernels_template.h"
-#undef CBN_T
-#undef CBN_ELEM
-#undef CBN_PARAM
-#undef CBN_SUFFIX
-
-#undef CBN_WIDEN_V
-#undef CBN_NARROW_V
-#undef CBN_WIDEN_S
-#undef CBN_NARROW_S
 
 /* bfloat16, the upper half of a float's bits, held in uint16_t: widening
  * is a shift; narrowing rounds to nearest even by adding 0x7FFF plus the kept
@@ -201,15 +182,6 @@ CBN_INLINE uint16_t cbn_bf16_narrow(float f) {
 #define CBN_PARAM float
 #define CBN_SUFFIX bf16
 #include "kernels_template.h"
-#undef CBN_T
-#undef CBN_ELEM
-#undef CBN_PARAM
-#undef CBN_SUFFIX
-
-#undef CBN_WIDEN_V
-#undef CBN_NARROW_V
-#undef CBN_WIDEN_S
-#undef CBN_NARROW_S
 
 const char *cbn_isa_name(void) {
 #if defined(__x86_64__) && defined(__linux__) && !defined(CBN_NO_MULTIVERSIONING)

@@ -12,6 +12,7 @@
  *                and back (rounding to nearest even), CBN_WIDEN_S(x) and
  *                CBN_NARROW_S(t) one value; identities when CBN_ELEM is CBN_T;
  *   CBN_SUFFIX   f32, f64, f16 or bf16.
+ * The template #undefs all of these at its end.
  * Tensors are widened on load and narrowed on store, once per value.
  *
  * Formulas (see CBatchNorm.h): with d = (x - mean_hi) - mean_lo,
@@ -729,3 +730,12 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 #undef GET
 #undef PUT
 #undef WIDEN
+/* The instantiation's parameters: each #include defines its own. */
+#undef CBN_T
+#undef CBN_ELEM
+#undef CBN_PARAM
+#undef CBN_SUFFIX
+#undef CBN_WIDEN_V
+#undef CBN_NARROW_V
+#undef CBN_WIDEN_S
+#undef CBN_NARROW_S
