@@ -136,8 +136,10 @@ struct BenchThreads: ParsableCommand {
         var progress = Progress(total: perShape * shapeList.count * dtypes.count)
         var figures = [Figure]()
         var quiet = OpenMPQuiet()
-        for dtype in dtypes {
-            for shape in shapeList {
+        // Shape by shape, every element type of a shape back to back: their ratios come from
+        // neighbouring moments of a noisy machine.
+        for shape in shapeList {
+            for dtype in dtypes {
                 let shapeFigures: [Figure]
                 switch dtype {
                 case .float:

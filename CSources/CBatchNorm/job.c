@@ -26,10 +26,10 @@ static size_t element_size(cbn_dtype dtype) {
     }
 }
 
-/// Bytes of one value of the arithmetic type (the coefficients'): the
-/// element type, or double for the half formats.
+/// Bytes of one value of the arithmetic type (the coefficients'): double
+/// for double, float for the others.
 static size_t compute_size(cbn_dtype dtype) {
-    return dtype == CBN_FLOAT32 ? sizeof(float) : sizeof(double);
+    return dtype == CBN_FLOAT64 ? sizeof(double) : sizeof(float);
 }
 
 static int valid_dtype(cbn_dtype dtype) {
@@ -65,8 +65,9 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
      * its own step before any step reads it (and zeroing megabytes of
      * partials on each call would cost page faults and a pass of stores). */
     job->coefficients = malloc((size_t)plan.shape.channels * CBN_COEFFICIENTS * compute_size(dtype));
+    job->wide_coefficients = malloc((size_t)plan.shape.channels * CBN_WIDE_COEFFICIENTS * sizeof(double));
     job->partials = malloc(partial_count * sizeof *job->partials);
-    if (!job->coefficients || !job->partials) {
+    if (!job->coefficients || !job->wide_coefficients || !job->partials) {
         cbn_job_destroy(job);
         return CBN_OUT_OF_MEMORY;
     }
@@ -371,6 +372,7 @@ void cbn_job_release(cbn_job *job) {
     /* acq_rel: whoever frees the job sees every other holder's last access. */
     if (atomic_fetch_sub_explicit(&job->references, 1, memory_order_acq_rel) != 1) return;
     free(job->coefficients);
+    free(job->wide_coefficients);
     free(job->partials);
     free(job->scratch);
     free(job);

@@ -34,16 +34,26 @@ enum {
     CBN_EPILOGUES = 4,
 };
 
-/// Per-channel coefficients, in the element type, that every normalize or dx
-/// item reads:
+/// Per-channel coefficients, in the arithmetic type, that every normalize or
+/// dx item reads:
 ///  forward:  y  = ((x - mean_hi) - mean_lo) * k1 + k3
 ///  backward: dx = k1*dy + (k2*((x - mean_hi) - mean_lo) + k3)
-/// mean_hi is the mean rounded to the element type and mean_lo the rest, so
-/// that x - mean keeps its low bits on data far from zero. Stored as five
-/// arrays of `channels` values, in this order.
+/// mean_hi is the mean rounded to the arithmetic type and mean_lo the rest,
+/// so that x - mean keeps its low bits on data far from zero. slack is
+/// |k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|: the part of the
+/// error bound of a checked element (kernels_template.h) that does not
+/// depend on the element. Stored as six arrays of `channels` values, in this
+/// order.
 typedef enum cbn_coefficient {
-    CBN_MEAN_HI = 0, CBN_MEAN_LO, CBN_K1, CBN_K2, CBN_K3, CBN_COEFFICIENTS
+    CBN_MEAN_HI = 0, CBN_MEAN_LO, CBN_K1, CBN_K2, CBN_K3, CBN_SLACK, CBN_COEFFICIENTS
 } cbn_coefficient;
+
+/// The same in double, for the elements of the half formats that their
+/// float arithmetic cannot give to within one unit in the last place
+/// (kernels_template.h, CBN_CHECK_RATIO): the mean, k1, k2 and k3 unrounded.
+typedef enum cbn_wide_coefficient {
+    CBN_WIDE_MEAN = 0, CBN_WIDE_K1, CBN_WIDE_K2, CBN_WIDE_K3, CBN_WIDE_COEFFICIENTS
+} cbn_wide_coefficient;
 
 /// A partial result for one (channel, part).
 ///  forward:  count, mean and M2 (sum of squared deviations) of the part
@@ -78,6 +88,7 @@ struct cbn_job {
 
     /* job-owned */
     void *coefficients;                  /* CBN_COEFFICIENTS arrays of `channels` elements */
+    double *wide_coefficients;           /* CBN_WIDE_COEFFICIENTS arrays of `channels` doubles */
     cbn_partial *partials;               /* channels * parts, index c*parts + part */
 
     /* The phases run inside one parallel region: each worker takes items of

@@ -125,11 +125,12 @@ CBN_INLINE void cbn_column_sums_total(const cbn_column_sums *sums, int64_t w, in
 #define CBN_SUFFIX f64
 #include "kernels_template.h"
 
-/* The half formats compute in double: in float, y = BN(x) + z lost up to 8
- * ulps of binary16 where the residual cancels BN(x) (HalfPrecisionTests).
- * Narrowing goes through float, a second rounding that costs at most the
- * one ulp the bound allows, only where the double lies within a float's
- * rounding of a half-format midpoint. */
+/* The half formats compute in float, checked: a value whose terms cancel
+ * (y = BN(x) + z near zero, say, where float alone lost up to 8 ulps of
+ * binary16 in HalfPrecisionTests) fails the test of CHECKED_V and is
+ * recomputed in double. Narrowing from double goes through float, a second
+ * rounding that costs at most the one ulp the bound allows, only where the
+ * double lies within a float's rounding of a half-format midpoint. */
 typedef float cbn_vf __attribute__((vector_size(16 * sizeof(float))));
 
 /* IEEE binary16: the compiler's _Float16 (F16C instructions in the AVX2 and
@@ -139,10 +140,11 @@ typedef float cbn_vf __attribute__((vector_size(16 * sizeof(float))));
 #define CBN_WIDEN_S(x) ((double)(float)(x))
 #define CBN_NARROW_S(t) ((_Float16)(float)(t))
 
-#define CBN_T double
+#define CBN_T float
 #define CBN_ELEM _Float16
 #define CBN_PARAM float
 #define CBN_SUFFIX f16
+#define CBN_CHECK_RATIO 0x1p8f
 #include "kernels_template.h"
 
 /* bfloat16, the upper half of a float's bits, held in uint16_t: widening
@@ -177,10 +179,11 @@ CBN_INLINE uint16_t cbn_bf16_narrow(float f) {
 #define CBN_WIDEN_S(x) ((double)cbn_bf16_widen(x))
 #define CBN_NARROW_S(t) cbn_bf16_narrow((float)(t))
 
-#define CBN_T double
+#define CBN_T float
 #define CBN_ELEM uint16_t
 #define CBN_PARAM float
 #define CBN_SUFFIX bf16
+#define CBN_CHECK_RATIO 0x1p11f
 #include "kernels_template.h"
 
 const char *cbn_isa_name(void) {

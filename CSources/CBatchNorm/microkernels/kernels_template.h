@@ -5,18 +5,24 @@
  *   CBN_ELEM     how tensors (x, y, dy, dx, z, dz) are stored: float, double,
  *                _Float16, or uint16_t holding bfloat16 bits;
  *   CBN_T        the type elementwise arithmetic and the coefficients use:
- *                the element type, or double for the half formats;
+ *                the element type, or float for the half formats;
  *   CBN_PARAM    the type of gamma, beta, the running statistics and their
  *                gradients: the element type, or float for the half formats;
  *   CBN_WIDEN_V(v), CBN_NARROW_V(v): sixteen stored values to sixteen CBN_T
  *                and back (rounding to nearest even), CBN_WIDEN_S(x) and
  *                CBN_NARROW_S(t) one value; identities when CBN_ELEM is CBN_T;
- *   CBN_SUFFIX   f32, f64, f16 or bf16.
+ *   CBN_SUFFIX   f32, f64, f16 or bf16;
+ *   CBN_CHECK_RATIO (optional) R: the elementwise results are checked (see
+ *                CHECKED_V below) and a value e formed from terms of total
+ *                magnitude S is recomputed in double unless S <= R |e|.
+ *                With float arithmetic, 2^8 for binary16 and 2^11 for
+ *                bfloat16 keep every output within one unit in the last place
+ *                of the float64 result.
  * The template #undefs all of these at its end.
  * Tensors are widened on load and narrowed on store, once per value.
  *
  * Formulas (see CBatchNorm.h): with d = (x - mean_hi) - mean_lo,
- *   forward:  y  = d * a + b
+ *   forward:  y  = d * k1 + k3
  *   backward: dx = k1 * dy + (k2 * d + k3)
  * Reductions accumulate in double, sixteen lanes at a time.
  */
@@ -43,7 +49,7 @@ typedef ELEM VE __attribute__((vector_size(16 * sizeof(ELEM))));
 #define PUT(p, i, v) ((p)[i] = CBN_NARROW_S(v))
 #define WIDEN(v) __builtin_convertvector((v), cbn_vd)
 
-/// mean split into the nearest element-type value and the rest.
+/// mean split into the nearest arithmetic-type value and the rest.
 typedef struct FN(cbn_split_mean) { T hi, lo; } FN(cbn_split_mean);
 CBN_INLINE FN(cbn_split_mean) FN(split_mean)(double mean) {
     FN(cbn_split_mean) s;
@@ -51,6 +57,13 @@ CBN_INLINE FN(cbn_split_mean) FN(split_mean)(double mean) {
     s.lo = (T)(mean - (double)s.hi);
     return s;
 }
+
+/// The coefficients (job.h) of a channel block's first channel (both walks):
+/// in T, and in double for the checked recomputation (w*).
+typedef struct FN(cbn_block_coefficients) {
+    const T *hi, *lo, *k1, *k2, *k3, *slack;
+    const double *wm, *wk1, *wk2, *wk3;
+} FN(cbn_block_coefficients);
 
 /* ---------- contiguous runs (planes walk) ---------- */
 
@@ -118,23 +131,98 @@ typedef __typeof__((VT){0} <= (VT){0}) FN(cbn_lane_mask);
 #define KEEP(v, y) ((VT)((FN(cbn_lane_mask))(v) & ~((y) <= (VT){0})))
 CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 
-/// The forward epilogue of v = BN(x) at element i: v + z[i] with
-/// CBN_EPILOGUE_RESIDUAL, then relu with CBN_EPILOGUE_RELU. Each step is its
-/// own rounding, in vectors and single values alike; `epi` is a constant
-/// where these are used, so the unused steps compile away.
-#define EPILOGUE_V(v, z, i, epi)                                                     \
-    ({                                                                               \
-        VT e_ = (v);                                                                 \
-        if ((epi) & CBN_EPILOGUE_RESIDUAL) e_ = e_ + LOADX((z) + (i));               \
-        if ((epi) & CBN_EPILOGUE_RELU) e_ = KEEP(e_, e_);                            \
-        e_;                                                                          \
+/* ---------- checked arithmetic (CBN_CHECK_RATIO) ---------- */
+
+#define ABS(v) __builtin_elementwise_abs(v)
+
+#ifdef CBN_CHECK_RATIO
+/// e, computed in T from terms whose magnitudes add up to at most `bound`
+/// (S); every lane with S > R |e| (or S not small enough to rule out
+/// overflow, or NaN) is replaced by WIDE, the same value computed in double,
+/// rounded to T. In float, the steps below err by at most 5 * 2^-24 (S + |e|)
+/// (each coefficient and each operation one rounding, and the mean's split
+/// 2^-48 |mean| folded into the slack), so a kept lane is within
+/// 5 * 2^-24 (R + 1) |e|: less than one unit in the last place of the
+/// format for R = 2^8 (binary16, 2^-11 |e|) and R = 2^11 (bfloat16,
+/// 2^-8 |e|), and rounding it to the format stays within one unit of the
+/// rounded float64 result. The test is per value, so every value gets the
+/// same result whatever its neighbours in a vector.
+#define CHECKED_V(e, bound, WIDE)                                                                \
+    ({                                                                                           \
+        VT c_ = (e);                                                                             \
+        const VT s_ = (bound);                                                                   \
+        const FN(cbn_lane_mask) ok_ = (s_ <= ABS(c_) * CBN_CHECK_RATIO) & (s_ <= (T)0x1p100);    \
+        if (__builtin_expect(!__builtin_reduce_and(ok_), 0)) {                                   \
+            const VT w_ = __builtin_convertvector((WIDE), VT);                                   \
+            c_ = (VT)(((FN(cbn_lane_mask))c_ & ok_) | ((FN(cbn_lane_mask))w_ & ~ok_));           \
+        }                                                                                        \
+        c_;                                                                                      \
     })
-#define EPILOGUE_S(v, z, i, epi)                                                     \
-    ({                                                                               \
-        T e_ = (v);                                                                  \
-        if ((epi) & CBN_EPILOGUE_RESIDUAL) e_ = e_ + GET(z, i);                      \
-        if ((epi) & CBN_EPILOGUE_RELU) e_ = FN(keep)(e_, e_);                        \
-        e_;                                                                          \
+#define CHECKED_S(e, bound, WIDE)                                                                \
+    ({                                                                                           \
+        T c_ = (e);                                                                              \
+        const T s_ = (bound);                                                                    \
+        if (!(s_ <= ABS(c_) * CBN_CHECK_RATIO && s_ <= (T)0x1p100)) c_ = (T)(WIDE);              \
+        c_;                                                                                      \
+    })
+/// x - mean in double, for the backward sums: T is float here, and a
+/// deviation rounded to float would cost the sums' cancellation its bits.
+#define DEVIATION_V(xv, hi, lo, wm) (WIDEN(xv) - (wm))
+#define DEVIATION_S(xs, hi, lo, wm) ((double)(xs) - (wm))
+#else
+#define CHECKED_V(e, bound, WIDE) (e)
+#define CHECKED_S(e, bound, WIDE) (e)
+#define DEVIATION_V(xv, hi, lo, wm) WIDEN(((xv) - (hi)) - (lo))
+#define DEVIATION_S(xs, hi, lo, wm) ((double)(((xs) - (hi)) - (lo)))
+#endif
+
+/* ---------- the two elementwise formulas, with their epilogues ---------- */
+
+/// y at element i: epilogue(((x - hi) - lo) * k1 + k3), x the value widened;
+/// the epilogue adds z[i] with CBN_EPILOGUE_RESIDUAL, then applies relu
+/// with CBN_EPILOGUE_RELU, each step its own rounding. `epi` is a constant
+/// where these are used, so the unused steps compile away. wm, wk1, wk3: the
+/// double coefficients of the checked recomputation.
+#define FORWARD_V(xv, hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)                           \
+    ({                                                                                           \
+        const VT x_ = (xv), d_ = (x_ - (hi)) - (lo);                                             \
+        VT e_ = d_ * (k1) + (k3), z_ = {0};                                                      \
+        if ((epi) & CBN_EPILOGUE_RESIDUAL) { z_ = LOADX((z) + (i)); e_ = e_ + z_; }              \
+        e_ = CHECKED_V(e_, ABS(d_) * ABS(k1) + ((slack) + ABS(z_)),                              \
+                       FORWARD_WIDE(WIDEN(x_), WIDEN(z_), wm, wk1, wk3, epi));                   \
+        if ((epi) & CBN_EPILOGUE_RELU) e_ = KEEP(e_, e_);                                        \
+        e_;                                                                                      \
+    })
+#define FORWARD_S(xs, hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)                           \
+    ({                                                                                           \
+        const T x_ = (xs), d_ = (x_ - (hi)) - (lo);                                              \
+        T e_ = d_ * (k1) + (k3), z_ = 0;                                                         \
+        if ((epi) & CBN_EPILOGUE_RESIDUAL) { z_ = GET(z, i); e_ = e_ + z_; }                     \
+        e_ = CHECKED_S(e_, ABS(d_) * ABS(k1) + ((slack) + ABS(z_)),                              \
+                       FORWARD_WIDE((double)x_, (double)z_, wm, wk1, wk3, epi));                 \
+        if ((epi) & CBN_EPILOGUE_RELU) e_ = FN(keep)(e_, e_);                                    \
+        e_;                                                                                      \
+    })
+#define FORWARD_WIDE(xw, zw, wm, wk1, wk3, epi)                                                  \
+    ({                                                                                           \
+        __typeof__(xw) w_ = ((xw) - (wm)) * (wk1) + (wk3);                                       \
+        if ((epi) & CBN_EPILOGUE_RESIDUAL) w_ = w_ + (zw);                                       \
+        w_;                                                                                      \
+    })
+
+/// dx = k1*g + (k2*((x - hi) - lo) + k3), g the (masked) gradient and x
+/// widened; wm, wk1, wk2, wk3 as for FORWARD_V.
+#define INPUT_GRADIENT_V(gv, xv, hi, lo, k1, k2, k3, slack, wm, wk1, wk2, wk3)                  \
+    ({                                                                                           \
+        const VT g_ = (gv), x_ = (xv), d_ = (x_ - (hi)) - (lo);                                  \
+        CHECKED_V((k1) * g_ + ((k2) * d_ + (k3)), ABS(k1) * ABS(g_) + (ABS(k2) * ABS(d_) + (slack)), \
+                  (wk1) * WIDEN(g_) + ((wk2) * (WIDEN(x_) - (wm)) + (wk3)));                     \
+    })
+#define INPUT_GRADIENT_S(gs, xs, hi, lo, k1, k2, k3, slack, wm, wk1, wk2, wk3)                  \
+    ({                                                                                           \
+        const T g_ = (gs), x_ = (xs), d_ = (x_ - (hi)) - (lo);                                   \
+        CHECKED_S((k1) * g_ + ((k2) * d_ + (k3)), ABS(k1) * ABS(g_) + (ABS(k2) * ABS(d_) + (slack)), \
+                  (wk1) * (double)g_ + ((wk2) * ((double)x_ - (wm)) + (wk3)));                   \
     })
 
 /// The backward epilogue: g = dy[i], masked by y[i] with CBN_EPILOGUE_RELU.
@@ -154,28 +242,31 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 
 /* ---------- contiguous runs (planes walk), continued ---------- */
 
-/// y = epilogue(((x - mean_hi) - mean_lo) * a + b), z the residual.
-CBN_INLINE void FN(run_normalize)(const ELEM *x, const ELEM *z, ELEM *y, int64_t n, FN(cbn_split_mean) mu, T a,
-                                  T b, int stream, const int epi) {
-    CBN_WRITE_RUN(y, n, stream,
-                  PUT(y, i, EPILOGUE_S(((GET(x, i) - mu.hi) - mu.lo) * a + b, z, i, epi)),
-                  EPILOGUE_V(((LOADX(x + i) - mu.hi) - mu.lo) * a + b, z, i, epi));
+/// y = epilogue(((x - mean_hi) - mean_lo) * k1 + k3) for channel k of the
+/// block, z the residual.
+CBN_INLINE void FN(run_normalize)(const ELEM *x, const ELEM *z, ELEM *y, int64_t n,
+                                  const FN(cbn_block_coefficients) *bc, int64_t k, int stream, const int epi) {
+    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k3 = bc->k3[k], slack = bc->slack[k];
+    const double wm = bc->wm[k], wk1 = bc->wk1[k], wk3 = bc->wk3[k];
+    CBN_WRITE_RUN(y, n, stream, PUT(y, i, FORWARD_S(GET(x, i), hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)),
+                  FORWARD_V(LOADX(x + i), hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi));
 }
 
 /// With g the (masked) gradient: adds g and g*d to the accumulators (lanes
 /// and tails); writes dz = g with CBN_EPILOGUE_RESIDUAL, and, if dx is not
 /// NULL, dx = k1*g (inference mode, where dx needs no sums).
 CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM *dz, ELEM *dx, int64_t n,
-                             FN(cbn_split_mean) mu, T k1, cbn_vd *acc_dy, cbn_vd *acc_dyd, double *tail_dy,
-                             double *tail_dyd, const int epi) {
+                             const FN(cbn_block_coefficients) *bc, int64_t k, cbn_vd *acc_dy, cbn_vd *acc_dyd,
+                             double *tail_dy, double *tail_dyd, const int epi) {
+    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k];
+    const double wm = bc->wm[k];
     cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         VT g = GRADIENT_V(dy, y, i, epi);
-        VT d = (LOADX(x + i) - mu.hi) - mu.lo;
         cbn_vd gw = WIDEN(g);
         a_dy += gw;
-        a_dyd += gw * WIDEN(d);
+        a_dyd += gw * DEVIATION_V(LOADX(x + i), hi, lo, wm);
         if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + i, g);
         if (dx) STOREX(dx + i, g * k1);
     }
@@ -184,9 +275,8 @@ CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM 
     double t_dy = *tail_dy, t_dyd = *tail_dyd;
     for (; i < n; i++) {
         T g = GRADIENT_S(dy, y, i, epi);
-        T d = (GET(x, i) - mu.hi) - mu.lo;
         t_dy += (double)g;
-        t_dyd += (double)g * (double)d;
+        t_dyd += (double)g * DEVIATION_S(GET(x, i), hi, lo, wm);
         if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, i, g);
         if (dx) PUT(dx, i, g * k1);
     }
@@ -200,12 +290,18 @@ CBN_INLINE void FN(run_residual_gradient)(const ELEM *dy, const ELEM *y, ELEM *d
     CBN_WRITE_RUN(dz, n, stream, PUT(dz, i, GRADIENT_S(dy, y, i, epi)), GRADIENT_V(dy, y, i, epi));
 }
 
-/// dx = k1*g + (k2*((x - mean_hi) - mean_lo) + k3), g the (masked) gradient.
+/// dx = k1*g + (k2*((x - mean_hi) - mean_lo) + k3) for channel k of the
+/// block, g the (masked) gradient.
 CBN_INLINE void FN(run_input_gradient)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM *dx, int64_t n,
-                                       FN(cbn_split_mean) mu, T k1, T k2, T k3, int stream, const int epi) {
+                                       const FN(cbn_block_coefficients) *bc, int64_t k, int stream,
+                                       const int epi) {
+    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k2 = bc->k2[k], k3 = bc->k3[k], slack = bc->slack[k];
+    const double wm = bc->wm[k], wk1 = bc->wk1[k], wk2 = bc->wk2[k], wk3 = bc->wk3[k];
     CBN_WRITE_RUN(dx, n, stream,
-                  PUT(dx, i, k1 * GRADIENT_S(dy, y, i, epi) + (k2 * ((GET(x, i) - mu.hi) - mu.lo) + k3)),
-                  k1 * GRADIENT_V(dy, y, i, epi) + (k2 * ((LOADX(x + i) - mu.hi) - mu.lo) + k3));
+                  PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), hi, lo, k1, k2, k3, slack, wm,
+                                              wk1, wk2, wk3)),
+                  INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), hi, lo, k1, k2, k3, slack, wm, wk1, wk2,
+                                   wk3));
 }
 
 /// dx = k1*g (inference mode).
@@ -247,11 +343,6 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, 
     }
 }
 
-/// The coefficients (job.h) of a channel block's first channel (both walks).
-typedef struct FN(cbn_block_coefficients) {
-    const T *hi, *lo, *k1, *k2, *k3;
-} FN(cbn_block_coefficients);
-
 /// The backward sums' counterpart of rows_add_shifted: with g the (masked)
 /// gradient and d = (x - hi) - lo at row j, adds g to sum_dy[k] and g*d to
 /// sum_dyd[k] in row order; writes dz = g with CBN_EPILOGUE_RESIDUAL and, if
@@ -262,14 +353,14 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         const VT hi = LOAD(bc->hi + k), lo = LOAD(bc->lo + k), k1 = LOAD(bc->k1 + k);
+        const cbn_vd wm = cbn_vd_load(bc->wm + k);
         cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
         for (int64_t j = 0; j < rows; j++) {
             const int64_t at = j * stride + k;
             VT g = GRADIENT_V(dy, y, at, epi);
-            VT d = (LOADX(x + at) - hi) - lo;
             cbn_vd gw = WIDEN(g);
             a_dy += gw;
-            a_dyd += gw * WIDEN(d);
+            a_dyd += gw * DEVIATION_V(LOADX(x + at), hi, lo, wm);
             if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + at, g);
             if (dx) STOREX(dx + at, g * k1);
         }
@@ -281,9 +372,8 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
         for (int64_t j = 0; j < rows; j++) {
             const int64_t at = j * stride + k;
             T g = GRADIENT_S(dy, y, at, epi);
-            T d = (GET(x, at) - bc->hi[k]) - bc->lo[k];
             t_dy += (double)g;
-            t_dyd += (double)g * (double)d;
+            t_dyd += (double)g * DEVIATION_S(GET(x, at), bc->hi[k], bc->lo[k], bc->wm[k]);
             if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, at, g);
             if (dx) PUT(dx, at, g * bc->k1[k]);
         }
@@ -301,24 +391,38 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
     bc->k1 = all + CBN_K1 * C + item.c0;
     bc->k2 = all + CBN_K2 * C + item.c0;
     bc->k3 = all + CBN_K3 * C + item.c0;
+    bc->slack = all + CBN_SLACK * C + item.c0;
+    bc->wm = job->wide_coefficients + CBN_WIDE_MEAN * C + item.c0;
+    bc->wk1 = job->wide_coefficients + CBN_WIDE_K1 * C + item.c0;
+    bc->wk2 = job->wide_coefficients + CBN_WIDE_K2 * C + item.c0;
+    bc->wk3 = job->wide_coefficients + CBN_WIDE_K3 * C + item.c0;
 }
 
-/// Sets channel c's mean (split into hi and lo) in the coefficients.
+/// Sets channel c's mean (split into hi and lo, and in double) in the
+/// coefficients.
 static void FN(set_mean)(cbn_job *job, int64_t c, double mean) {
     T *all = (T *)job->coefficients;
     const int64_t C = job->plan.shape.channels;
     const FN(cbn_split_mean) mu = FN(split_mean)(mean);
     all[CBN_MEAN_HI * C + c] = mu.hi;
     all[CBN_MEAN_LO * C + c] = mu.lo;
+    job->wide_coefficients[CBN_WIDE_MEAN * C + c] = mean;
 }
 
-/// Sets channel c's k1, k2, k3, rounded to the element type.
+/// Sets channel c's k1, k2, k3 (rounded to the arithmetic type, and in
+/// double) and its slack (job.h); after set_mean.
 static void FN(set_factors)(cbn_job *job, int64_t c, double k1, double k2, double k3) {
     T *all = (T *)job->coefficients;
+    double *wide = job->wide_coefficients;
     const int64_t C = job->plan.shape.channels;
     all[CBN_K1 * C + c] = (T)k1;
     all[CBN_K2 * C + c] = (T)k2;
     all[CBN_K3 * C + c] = (T)k3;
+    const double scale = job->backward ? k2 : k1;
+    all[CBN_SLACK * C + c] = (T)(fabs(k3) + 0x1p-22 * fabs(wide[CBN_WIDE_MEAN * C + c]) * fabs(scale));
+    wide[CBN_WIDE_K1 * C + c] = k1;
+    wide[CBN_WIDE_K2 * C + c] = k2;
+    wide[CBN_WIDE_K3 * C + c] = k3;
 }
 
 /* ---------- item microkernels ---------- */
@@ -414,9 +518,7 @@ CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int 
             const int64_t offset = cbn_plane_offset(plan, value);
             for (int64_t k = 0; k < w; k++) {
                 const int64_t at = k * S + offset;
-                FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
-                FN(run_normalize)(x + at, z ? z + at : NULL, y + at, length, mu, bc.k1[k], bc.k3[k],
-                                  plan->streaming, epi);
+                FN(run_normalize)(x + at, z ? z + at : NULL, y + at, length, &bc, k, plan->streaming, epi);
             }
         }
     } else {
@@ -426,10 +528,11 @@ CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int 
             const ELEM *x = (const ELEM *)job->x + at, *z = job->residual ? (const ELEM *)job->residual + at : NULL;
             ELEM *y = (ELEM *)job->out + at;
             CBN_WRITE_RUN(y, w, plan->streaming,
-                          PUT(y, i, EPILOGUE_S(((GET(x, i) - bc.hi[i]) - bc.lo[i]) * bc.k1[i] + bc.k3[i], z, i, epi)),
-                          EPILOGUE_V(((LOADX(x + i) - LOAD(bc.hi + i)) - LOAD(bc.lo + i)) * LOAD(bc.k1 + i) +
-                                         LOAD(bc.k3 + i),
-                                     z, i, epi));
+                          PUT(y, i, FORWARD_S(GET(x, i), bc.hi[i], bc.lo[i], bc.k1[i], bc.k3[i], bc.slack[i],
+                                              bc.wm[i], bc.wk1[i], bc.wk3[i], z, i, epi)),
+                          FORWARD_V(LOADX(x + i), LOAD(bc.hi + i), LOAD(bc.lo + i), LOAD(bc.k1 + i),
+                                    LOAD(bc.k3 + i), LOAD(bc.slack + i), cbn_vd_load(bc.wm + i),
+                                    cbn_vd_load(bc.wk1 + i), cbn_vd_load(bc.wk3 + i), z, i, epi));
         }
     }
     CBN_FENCE_STREAMS(plan->streaming);
@@ -463,10 +566,9 @@ CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t 
     while (cbn_segments_next(&segments, &value, &length)) {
         const int64_t offset = cbn_plane_offset(plan, value);
         for (int64_t k = 0; k < w; k++) {
-            FN(cbn_split_mean) mu = {bc->hi[k], bc->lo[k]};
             const int64_t at = k * S + offset;
-            FN(run_sums)(x + at, dy + at, y ? y + at : NULL, dz ? dz + at : NULL, dx ? dx + at : NULL, length, mu,
-                         bc->k1[k], &lanes_dy[k], &lanes_dyd[k], &tails_dy[k], &tails_dyd[k], epi);
+            FN(run_sums)(x + at, dy + at, y ? y + at : NULL, dz ? dz + at : NULL, dx ? dx + at : NULL, length, bc, k,
+                         &lanes_dy[k], &lanes_dyd[k], &tails_dy[k], &tails_dyd[k], epi);
         }
     }
     for (int64_t k = 0; k < w; k++) {
@@ -549,9 +651,8 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
                     FN(run_residual_gradient)(dy + at, y_at, dz + at, length, plan->streaming, epi);
                 if (!dx) continue;
                 if (through_statistics) {
-                    FN(cbn_split_mean) mu = {bc.hi[k], bc.lo[k]};
-                    FN(run_input_gradient)((const ELEM *)job->x + base + at, dy + at, y_at, dx + at, length, mu,
-                                           bc.k1[k], bc.k2[k], bc.k3[k], plan->streaming, epi);
+                    FN(run_input_gradient)((const ELEM *)job->x + base + at, dy + at, y_at, dx + at, length, &bc, k,
+                                           plan->streaming, epi);
                 } else {
                     FN(run_scale)(dy + at, y_at, dx + at, length, bc.k1[k], plan->streaming, epi);
                 }
@@ -569,11 +670,13 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
             if (through_statistics) {
                 const ELEM *x = (const ELEM *)job->x + at;
                 CBN_WRITE_RUN(dx, w, plan->streaming,
-                              PUT(dx, i, bc.k1[i] * GRADIENT_S(dy, y, i, epi) +
-                                      (bc.k2[i] * ((GET(x, i) - bc.hi[i]) - bc.lo[i]) + bc.k3[i])),
-                              LOAD(bc.k1 + i) * GRADIENT_V(dy, y, i, epi) +
-                                  (LOAD(bc.k2 + i) * ((LOADX(x + i) - LOAD(bc.hi + i)) - LOAD(bc.lo + i)) +
-                                   LOAD(bc.k3 + i)));
+                              PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), bc.hi[i], bc.lo[i],
+                                                          bc.k1[i], bc.k2[i], bc.k3[i], bc.slack[i], bc.wm[i],
+                                                          bc.wk1[i], bc.wk2[i], bc.wk3[i])),
+                              INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), LOAD(bc.hi + i),
+                                               LOAD(bc.lo + i), LOAD(bc.k1 + i), LOAD(bc.k2 + i), LOAD(bc.k3 + i),
+                                               LOAD(bc.slack + i), cbn_vd_load(bc.wm + i), cbn_vd_load(bc.wk1 + i),
+                                               cbn_vd_load(bc.wk2 + i), cbn_vd_load(bc.wk3 + i)));
             } else {
                 CBN_WRITE_RUN(dx, w, plan->streaming, PUT(dx, i, GRADIENT_S(dy, y, i, epi) * bc.k1[i]),
                               GRADIENT_V(dy, y, i, epi) * LOAD(bc.k1 + i));
@@ -711,8 +814,16 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 #undef CBN_CAT2
 #undef CBN_WRITE_RUN
 #undef CBN_EPILOGUE_SWITCH
-#undef EPILOGUE_V
-#undef EPILOGUE_S
+#undef FORWARD_V
+#undef FORWARD_S
+#undef FORWARD_WIDE
+#undef INPUT_GRADIENT_V
+#undef INPUT_GRADIENT_S
+#undef CHECKED_V
+#undef CHECKED_S
+#undef DEVIATION_V
+#undef DEVIATION_S
+#undef ABS
 #undef GRADIENT_V
 #undef GRADIENT_S
 #undef KEEP
@@ -739,3 +850,4 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 #undef CBN_NARROW_V
 #undef CBN_WIDEN_S
 #undef CBN_NARROW_S
+#undef CBN_CHECK_RATIO
