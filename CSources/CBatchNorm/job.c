@@ -64,8 +64,9 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
     /* Not zeroed: every coefficient and every partial result is written by
      * its own step before any step reads it (and zeroing megabytes of
      * partials on each call would cost page faults and a pass of stores). */
-    job->coefficients = malloc((size_t)plan.shape.channels * CBN_COEFFICIENTS * compute_size(dtype));
-    job->wide_coefficients = malloc((size_t)plan.shape.channels * CBN_WIDE_COEFFICIENTS * sizeof(double));
+    const size_t stride = (size_t)cbn_coefficient_stride(plan.shape.channels);
+    job->coefficients = malloc(stride * CBN_COEFFICIENTS * compute_size(dtype));
+    job->wide_coefficients = malloc(stride * CBN_WIDE_COEFFICIENTS * sizeof(double));
     job->partials = malloc(partial_count * sizeof *job->partials);
     if (!job->coefficients || !job->wide_coefficients || !job->partials) {
         cbn_job_destroy(job);

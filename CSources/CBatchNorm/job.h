@@ -42,8 +42,11 @@ enum {
 /// so that x - mean keeps its low bits on data far from zero. slack is
 /// |k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|: the part of the
 /// error bound of a checked element (kernels_template.h) that does not
-/// depend on the element. Stored as six arrays of `channels` values, in this
-/// order.
+/// depend on the element. Stored as six rows, in this order, of
+/// cbn_coefficient_stride(channels) values: `channels` values, then sixteen
+/// that go on from channel 0 again (value c + j*channels repeats channel c),
+/// so that sixteen consecutive channels of channels-last rows, wrapping from
+/// one row's last channel to the next row's first, load in one piece.
 typedef enum cbn_coefficient {
     CBN_MEAN_HI = 0, CBN_MEAN_LO, CBN_K1, CBN_K2, CBN_K3, CBN_SLACK, CBN_COEFFICIENTS
 } cbn_coefficient;
@@ -54,6 +57,9 @@ typedef enum cbn_coefficient {
 typedef enum cbn_wide_coefficient {
     CBN_WIDE_MEAN = 0, CBN_WIDE_K1, CBN_WIDE_K2, CBN_WIDE_K3, CBN_WIDE_COEFFICIENTS
 } cbn_wide_coefficient;
+
+/// Values per coefficient row: the channels and sixteen wrapped around.
+static inline int64_t cbn_coefficient_stride(int64_t channels) { return channels + 16; }
 
 /// A partial result for one (channel, part).
 ///  forward:  count, mean and M2 (sum of squared deviations) of the part
@@ -87,8 +93,8 @@ struct cbn_job {
     const double *moments_in, *sums_in;  /* across processes: the whole batch's, used instead */
 
     /* job-owned */
-    void *coefficients;                  /* CBN_COEFFICIENTS arrays of `channels` elements */
-    double *wide_coefficients;           /* CBN_WIDE_COEFFICIENTS arrays of `channels` doubles */
+    void *coefficients;                  /* CBN_COEFFICIENTS rows (cbn_coefficient_stride) */
+    double *wide_coefficients;           /* CBN_WIDE_COEFFICIENTS rows of doubles, the same stride */
     cbn_partial *partials;               /* channels * parts, index c*parts + part */
 
     /* The phases run inside one parallel region: each worker takes items of

@@ -4,36 +4,55 @@ import Testing
 
 /// Outputs of 48 MiB and more are written with non-temporal stores after a
 /// scalar prologue that aligns them; these shapes reach that path in both
-/// layouts, with run lengths that leave every kind of remainder.
+/// layouts, with run lengths that leave every kind of remainder. Channels
+/// last with at most 1024 channels, an item's rows are one run whose vectors
+/// cross row ends (100 channels: the crossing moves from row to row; 3: a
+/// vector spans several rows).
 @Suite struct StreamingStoreTests {
     @Test("streamed outputs match the float64 reference",
-          arguments: [[1, 2, 2500, 2601], [12_301, 1030]])
-    func streamedOutputs(shape: [Int]) throws {
-        let count = shape.reduce(1, *), channels = shape[1]
+          arguments: [([1, 2, 2500, 2601], BatchNormLayout.channelsFirst), ([12_301, 1030], .channelsFirst),
+                      ([2, 100, 252, 252], .channelsLast)])
+    func streamedOutputs(nchw: [Int], layout: BatchNormLayout) throws {
+        let shape = dimensions(nchw, in: layout), channelsLast = layout == .channelsLast
+        let count = nchw.reduce(1, *), channels = nchw[1]
         #expect(count * MemoryLayout<Float>.size >= 48 << 20)
         let x: [Float] = randomValues(count, center: 1, spread: 3, seed: 61)
         let dy: [Float] = randomValues(count, seed: 62)
         let weight: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 63)
-        let want = ReferenceBatchNorm.forward(doubles(x), shape: shape, training: true, weight: doubles(weight))
+        let want = ReferenceBatchNorm.forward(doubles(x), shape: shape, channelsLast: channelsLast, training: true,
+                                              weight: doubles(weight))
         let wantBack = ReferenceBatchNorm.backward(doubles(x), outputGradient: doubles(dy), shape: shape,
-                                                   training: true, mean: want.mean, invStd: want.invStd,
-                                                   weight: doubles(weight))
+                                                   channelsLast: channelsLast, training: true, mean: want.mean,
+                                                   invStd: want.invStd, weight: doubles(weight))
         let wantInference = ReferenceBatchNorm.backward(doubles(x), outputGradient: doubles(dy), shape: shape,
-                                                        training: false, mean: want.mean, invStd: want.invStd,
-                                                        weight: doubles(weight))
+                                                        channelsLast: channelsLast, training: false,
+                                                        mean: want.mean, invStd: want.invStd, weight: doubles(weight))
         for executor in someExecutors {
-            let forward = try BatchNormalization.forwardTraining(x, shape: shape, weight: weight, executor: executor)
+            let forward = try BatchNormalization.forwardTraining(x, shape: shape, layout: layout, weight: weight,
+                                                                 executor: executor)
             #expect(normwiseError(forward.output, want.output) <= Bound.forward(Float.self))
             let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
-                                                            statistics: forward.statistics, weight: weight,
-                                                            executor: executor)
+                                                            layout: layout, statistics: forward.statistics,
+                                                            weight: weight, executor: executor)
             #expect(normwiseError(gradients.input!, wantBack.inputGradient) <= Bound.backward(Float.self))
             var inference = forward.statistics
             inference.mode = .inference
             let inferenceGradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
-                                                                     statistics: inference, weight: weight,
-                                                                     executor: executor)
+                                                                     layout: layout, statistics: inference,
+                                                                     weight: weight, executor: executor)
             #expect(normwiseError(inferenceGradients.input!, wantInference.inputGradient) <= Bound.backward(Float.self))
         }
+    }
+
+    /// The half formats stream whole 64-byte lines (two vectors joined):
+    /// every value still within one ulp of the float64 result, with the fused
+    /// residual and relu (Float16, 3 channels last: vectors span rows) and
+    /// without (BFloat16, channels first).
+    @Test func streamedHalfOutputsStayWithinOneUlp() throws {
+        try HalfPrecisionTests().checkAgainstReference(Float16.self, nchw: [1, 3, 2900, 2900], layout: .channelsLast,
+                                                       center: 0, spread: 3, executor: .automatic, activation: .relu)
+        try HalfPrecisionTests().checkAgainstReference(BFloat16.self, nchw: [1, 5, 2300, 2300],
+                                                       layout: .channelsFirst, center: 0, spread: 3,
+                                                       executor: .automatic)
     }
 }

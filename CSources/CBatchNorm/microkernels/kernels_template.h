@@ -92,25 +92,52 @@ CBN_INLINE void FN(add_run_shifted)(const ELEM *x, int64_t n, double pivot, cbn_
     *tail_sumsq = tq;
 }
 
-/// Writes out[i] = BODY(i) for i < n (a tensor: narrowed), sixteen at a time. With `stream`, the
-/// output is first brought to vector alignment with single values and then
-/// written with non-temporal stores, which do not read the destination lines
-/// into the cache first (large outputs: a third less memory traffic). Every
-/// value gets the same arithmetic either way.
-#define CBN_WRITE_RUN(out, n, stream, SCALAR, VECTOR)                                            \
+/// Thirty-two stored values, two VEs joined: a streamed output of a 2-byte
+/// format is written a whole 64-byte line per store.
+typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
+#define VE2 FN(cbn_stored2)
+#define CBN_JOIN(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, \
+                                               16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31)
+#define CBN_LINE_BYTES (sizeof(VE) < 64 ? 64 : sizeof(VE))
+
+/// Writes out[i] = VECTOR (sixteen values from i on) or SCALAR (one) for
+/// i < n, narrowed to the element type. Both may use c_, the index of value
+/// i's channel when the run is rows of `period` channels one after another
+/// (i mod period, kept without a division per vector; unused, it compiles
+/// away). With `stream`, the output is first brought to a line's alignment
+/// with single values and then written with non-temporal stores, a whole
+/// line at a time, which do not read the destination lines into the cache
+/// first (large outputs: a third less memory traffic). Every value gets the
+/// same arithmetic either way.
+#define CBN_WRITE_RUN(out, n, period, stream, SCALAR, VECTOR)                                    \
     do {                                                                                         \
-        int64_t i = 0;                                                                           \
+        int64_t i = 0, c_ = 0;                                                                   \
         if (stream) {                                                                            \
-            for (; i < (n) && ((uintptr_t)((out) + i) & (sizeof(VE) - 1)) != 0; i++) SCALAR;     \
-            for (; i + 16 <= (n); i += 16) {                                                     \
+            for (; i < (n) && ((uintptr_t)((out) + i) & (CBN_LINE_BYTES - 1)) != 0;              \
+                 i++, c_ = CBN_NEXT_CHANNEL(c_, 1, period))                                      \
+                SCALAR;                                                                          \
+            if (sizeof(VE) < CBN_LINE_BYTES) {                                                   \
+                for (; i + 32 <= (n); i += 32) {                                                 \
+                    const VE first_ = CBN_NARROW_V(VECTOR);                                      \
+                    i += 16;                                                                     \
+                    c_ = CBN_NEXT_CHANNEL(c_, 16, period);                                       \
+                    const VE second_ = CBN_NARROW_V(VECTOR);                                     \
+                    i -= 16;                                                                     \
+                    c_ = CBN_NEXT_CHANNEL(c_, 16, period);                                       \
+                    __builtin_nontemporal_store(CBN_JOIN(first_, second_), (VE2 *)((out) + i));  \
+                }                                                                                \
+            }                                                                                    \
+            for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period)) {              \
                 VE result_ = CBN_NARROW_V(VECTOR);                                               \
                 __builtin_nontemporal_store(result_, (VE *)((out) + i));                         \
             }                                                                                    \
         } else {                                                                                 \
-            for (; i + 16 <= (n); i += 16) STOREX((out) + i, VECTOR);                            \
+            for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period))                \
+                STOREX((out) + i, VECTOR);                                                       \
         }                                                                                        \
-        for (; i < (n); i++) SCALAR;                                                             \
+        for (; i < (n); i++, c_ = CBN_NEXT_CHANNEL(c_, 1, period)) SCALAR;                       \
     } while (0)
+#define CBN_NEXT_CHANNEL(c, step, period) ((c) + (step) < (period) ? (c) + (step) : ((c) + (step)) % (period))
 
 /// Non-temporal stores are weakly ordered: fence them before the item ends.
 #if defined(__x86_64__)
@@ -149,21 +176,21 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 /// same result whatever its neighbours in a vector.
 #define CHECKED_V(e, bound, WIDE)                                                                \
     ({                                                                                           \
-        VT c_ = (e);                                                                             \
-        const VT s_ = (bound);                                                                   \
-        const FN(cbn_lane_mask) ok_ = (s_ <= ABS(c_) * CBN_CHECK_RATIO) & (s_ <= (T)0x1p100);    \
-        if (__builtin_expect(!__builtin_reduce_and(ok_), 0)) {                                   \
-            const VT w_ = __builtin_convertvector((WIDE), VT);                                   \
-            c_ = (VT)(((FN(cbn_lane_mask))c_ & ok_) | ((FN(cbn_lane_mask))w_ & ~ok_));           \
+        VT checked_ = (e);                                                                       \
+        const VT bound_ = (bound);                                                               \
+        const FN(cbn_lane_mask) kept_ = (bound_ <= ABS(checked_) * CBN_CHECK_RATIO) & (bound_ <= (T)0x1p100); \
+        if (__builtin_expect(!__builtin_reduce_and(kept_), 0)) {                                 \
+            const VT wide_ = __builtin_convertvector((WIDE), VT);                                \
+            checked_ = (VT)(((FN(cbn_lane_mask))checked_ & kept_) | ((FN(cbn_lane_mask))wide_ & ~kept_)); \
         }                                                                                        \
-        c_;                                                                                      \
+        checked_;                                                                                \
     })
 #define CHECKED_S(e, bound, WIDE)                                                                \
     ({                                                                                           \
-        T c_ = (e);                                                                              \
-        const T s_ = (bound);                                                                    \
-        if (!(s_ <= ABS(c_) * CBN_CHECK_RATIO && s_ <= (T)0x1p100)) c_ = (T)(WIDE);              \
-        c_;                                                                                      \
+        T checked_ = (e);                                                                        \
+        const T bound_ = (bound);                                                                \
+        if (!(bound_ <= ABS(checked_) * CBN_CHECK_RATIO && bound_ <= (T)0x1p100)) checked_ = (T)(WIDE); \
+        checked_;                                                                                \
     })
 /// x - mean in double, for the backward sums: T is float here, and a
 /// deviation rounded to float would cost the sums' cancellation its bits.
@@ -183,7 +210,7 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 /// with CBN_EPILOGUE_RELU, each step its own rounding. `epi` is a constant
 /// where these are used, so the unused steps compile away. wm, wk1, wk3: the
 /// double coefficients of the checked recomputation.
-#define FORWARD_V(xv, hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)                           \
+#define FORWARD_V(xv, hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)                            \
     ({                                                                                           \
         const VT x_ = (xv), d_ = (x_ - (hi)) - (lo);                                             \
         VT e_ = d_ * (k1) + (k3), z_ = {0};                                                      \
@@ -193,7 +220,7 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
         if ((epi) & CBN_EPILOGUE_RELU) e_ = KEEP(e_, e_);                                        \
         e_;                                                                                      \
     })
-#define FORWARD_S(xs, hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)                           \
+#define FORWARD_S(xs, hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)                            \
     ({                                                                                           \
         const T x_ = (xs), d_ = (x_ - (hi)) - (lo);                                              \
         T e_ = d_ * (k1) + (k3), z_ = 0;                                                         \
@@ -212,13 +239,13 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 
 /// dx = k1*g + (k2*((x - hi) - lo) + k3), g the (masked) gradient and x
 /// widened; wm, wk1, wk2, wk3 as for FORWARD_V.
-#define INPUT_GRADIENT_V(gv, xv, hi, lo, k1, k2, k3, slack, wm, wk1, wk2, wk3)                  \
+#define INPUT_GRADIENT_V(gv, xv, hi, lo, k1, k2, k3, slack, wm, wk1, wk2, wk3)                   \
     ({                                                                                           \
         const VT g_ = (gv), x_ = (xv), d_ = (x_ - (hi)) - (lo);                                  \
         CHECKED_V((k1) * g_ + ((k2) * d_ + (k3)), ABS(k1) * ABS(g_) + (ABS(k2) * ABS(d_) + (slack)), \
                   (wk1) * WIDEN(g_) + ((wk2) * (WIDEN(x_) - (wm)) + (wk3)));                     \
     })
-#define INPUT_GRADIENT_S(gs, xs, hi, lo, k1, k2, k3, slack, wm, wk1, wk2, wk3)                  \
+#define INPUT_GRADIENT_S(gs, xs, hi, lo, k1, k2, k3, slack, wm, wk1, wk2, wk3)                   \
     ({                                                                                           \
         const T g_ = (gs), x_ = (xs), d_ = (x_ - (hi)) - (lo);                                   \
         CHECKED_S((k1) * g_ + ((k2) * d_ + (k3)), ABS(k1) * ABS(g_) + (ABS(k2) * ABS(d_) + (slack)), \
@@ -226,18 +253,18 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
     })
 
 /// The backward epilogue: g = dy[i], masked by y[i] with CBN_EPILOGUE_RELU.
-#define GRADIENT_V(dy, y, i, epi) \
+#define GRADIENT_V(dy, y, i, epi)                                                                \
     ((epi) & CBN_EPILOGUE_RELU ? KEEP(LOADX((dy) + (i)), LOADX((y) + (i))) : LOADX((dy) + (i)))
 #define GRADIENT_S(dy, y, i, epi) ((epi) & CBN_EPILOGUE_RELU ? FN(keep)(GET(dy, i), GET(y, i)) : GET(dy, i))
 
 /// Calls CALL(e) with the constant e equal to `epi` (0 to 3), so that each
 /// epilogue gets loops of its own from one piece of code.
-#define CBN_EPILOGUE_SWITCH(epi, CALL) \
-    switch (epi) {                     \
-    case 0: CALL(0); break;            \
-    case 1: CALL(1); break;            \
-    case 2: CALL(2); break;            \
-    default: CALL(3); break;           \
+#define CBN_EPILOGUE_SWITCH(epi, CALL)                                                           \
+    switch (epi) {                                                                               \
+    case 0: CALL(0); break;                                                                      \
+    case 1: CALL(1); break;                                                                      \
+    case 2: CALL(2); break;                                                                      \
+    default: CALL(3); break;                                                                     \
     }
 
 /* ---------- contiguous runs (planes walk), continued ---------- */
@@ -248,7 +275,7 @@ CBN_INLINE void FN(run_normalize)(const ELEM *x, const ELEM *z, ELEM *y, int64_t
                                   const FN(cbn_block_coefficients) *bc, int64_t k, int stream, const int epi) {
     const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k3 = bc->k3[k], slack = bc->slack[k];
     const double wm = bc->wm[k], wk1 = bc->wk1[k], wk3 = bc->wk3[k];
-    CBN_WRITE_RUN(y, n, stream, PUT(y, i, FORWARD_S(GET(x, i), hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)),
+    CBN_WRITE_RUN(y, n, n, stream, PUT(y, i, FORWARD_S(GET(x, i), hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)),
                   FORWARD_V(LOADX(x + i), hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi));
 }
 
@@ -287,7 +314,7 @@ CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM 
 /// dz = g for the passes that write it without sums (dx alone, or dz alone).
 CBN_INLINE void FN(run_residual_gradient)(const ELEM *dy, const ELEM *y, ELEM *dz, int64_t n, int stream,
                                           const int epi) {
-    CBN_WRITE_RUN(dz, n, stream, PUT(dz, i, GRADIENT_S(dy, y, i, epi)), GRADIENT_V(dy, y, i, epi));
+    CBN_WRITE_RUN(dz, n, n, stream, PUT(dz, i, GRADIENT_S(dy, y, i, epi)), GRADIENT_V(dy, y, i, epi));
 }
 
 /// dx = k1*g + (k2*((x - mean_hi) - mean_lo) + k3) for channel k of the
@@ -297,7 +324,7 @@ CBN_INLINE void FN(run_input_gradient)(const ELEM *x, const ELEM *dy, const ELEM
                                        const int epi) {
     const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k2 = bc->k2[k], k3 = bc->k3[k], slack = bc->slack[k];
     const double wm = bc->wm[k], wk1 = bc->wk1[k], wk2 = bc->wk2[k], wk3 = bc->wk3[k];
-    CBN_WRITE_RUN(dx, n, stream,
+    CBN_WRITE_RUN(dx, n, n, stream,
                   PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), hi, lo, k1, k2, k3, slack, wm,
                                               wk1, wk2, wk3)),
                   INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), hi, lo, k1, k2, k3, slack, wm, wk1, wk2,
@@ -307,7 +334,7 @@ CBN_INLINE void FN(run_input_gradient)(const ELEM *x, const ELEM *dy, const ELEM
 /// dx = k1*g (inference mode).
 CBN_INLINE void FN(run_scale)(const ELEM *dy, const ELEM *y, ELEM *dx, int64_t n, T k1, int stream,
                               const int epi) {
-    CBN_WRITE_RUN(dx, n, stream, PUT(dx, i, GRADIENT_S(dy, y, i, epi) * k1), GRADIENT_V(dy, y, i, epi) * k1);
+    CBN_WRITE_RUN(dx, n, n, stream, PUT(dx, i, GRADIENT_S(dy, y, i, epi) * k1), GRADIENT_V(dy, y, i, epi) * k1);
 }
 
 /* ---------- rows of a channel block (columns walk) ---------- */
@@ -385,44 +412,50 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
 CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
                                             FN(cbn_block_coefficients) *bc) {
     const T *all = (const T *)job->coefficients;
-    const int64_t C = job->plan.shape.channels;
-    bc->hi = all + CBN_MEAN_HI * C + item.c0;
-    bc->lo = all + CBN_MEAN_LO * C + item.c0;
-    bc->k1 = all + CBN_K1 * C + item.c0;
-    bc->k2 = all + CBN_K2 * C + item.c0;
-    bc->k3 = all + CBN_K3 * C + item.c0;
-    bc->slack = all + CBN_SLACK * C + item.c0;
-    bc->wm = job->wide_coefficients + CBN_WIDE_MEAN * C + item.c0;
-    bc->wk1 = job->wide_coefficients + CBN_WIDE_K1 * C + item.c0;
-    bc->wk2 = job->wide_coefficients + CBN_WIDE_K2 * C + item.c0;
-    bc->wk3 = job->wide_coefficients + CBN_WIDE_K3 * C + item.c0;
+    const double *wide = job->wide_coefficients;
+    const int64_t stride = cbn_coefficient_stride(job->plan.shape.channels);
+    bc->hi = all + CBN_MEAN_HI * stride + item.c0;
+    bc->lo = all + CBN_MEAN_LO * stride + item.c0;
+    bc->k1 = all + CBN_K1 * stride + item.c0;
+    bc->k2 = all + CBN_K2 * stride + item.c0;
+    bc->k3 = all + CBN_K3 * stride + item.c0;
+    bc->slack = all + CBN_SLACK * stride + item.c0;
+    bc->wm = wide + CBN_WIDE_MEAN * stride + item.c0;
+    bc->wk1 = wide + CBN_WIDE_K1 * stride + item.c0;
+    bc->wk2 = wide + CBN_WIDE_K2 * stride + item.c0;
+    bc->wk3 = wide + CBN_WIDE_K3 * stride + item.c0;
 }
+
+/// Stores channel c's value of one coefficient row, and its copies past the
+/// end of the row (job.h). Each copy belongs to one channel, so the
+/// finalize items of different channels never write the same place.
+#define CBN_SET_COEFFICIENT(rows, row, c, value)                                                 \
+    do {                                                                                         \
+        const int64_t C_ = job->plan.shape.channels, stride_ = cbn_coefficient_stride(C_);       \
+        for (int64_t p_ = (c); p_ < stride_; p_ += C_) (rows)[(row) * stride_ + p_] = (value);   \
+    } while (0)
 
 /// Sets channel c's mean (split into hi and lo, and in double) in the
 /// coefficients.
 static void FN(set_mean)(cbn_job *job, int64_t c, double mean) {
-    T *all = (T *)job->coefficients;
-    const int64_t C = job->plan.shape.channels;
     const FN(cbn_split_mean) mu = FN(split_mean)(mean);
-    all[CBN_MEAN_HI * C + c] = mu.hi;
-    all[CBN_MEAN_LO * C + c] = mu.lo;
-    job->wide_coefficients[CBN_WIDE_MEAN * C + c] = mean;
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_MEAN_HI, c, mu.hi);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_MEAN_LO, c, mu.lo);
+    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_MEAN, c, mean);
 }
 
 /// Sets channel c's k1, k2, k3 (rounded to the arithmetic type, and in
 /// double) and its slack (job.h); after set_mean.
 static void FN(set_factors)(cbn_job *job, int64_t c, double k1, double k2, double k3) {
-    T *all = (T *)job->coefficients;
-    double *wide = job->wide_coefficients;
-    const int64_t C = job->plan.shape.channels;
-    all[CBN_K1 * C + c] = (T)k1;
-    all[CBN_K2 * C + c] = (T)k2;
-    all[CBN_K3 * C + c] = (T)k3;
-    const double scale = job->backward ? k2 : k1;
-    all[CBN_SLACK * C + c] = (T)(fabs(k3) + 0x1p-22 * fabs(wide[CBN_WIDE_MEAN * C + c]) * fabs(scale));
-    wide[CBN_WIDE_K1 * C + c] = k1;
-    wide[CBN_WIDE_K2 * C + c] = k2;
-    wide[CBN_WIDE_K3 * C + c] = k3;
+    const double mean = job->wide_coefficients[CBN_WIDE_MEAN * cbn_coefficient_stride(job->plan.shape.channels) + c];
+    const double slack = fabs(k3) + 0x1p-22 * fabs(mean) * fabs(job->backward ? k2 : k1);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K1, c, (T)k1);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K2, c, (T)k2);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K3, c, (T)k3);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_SLACK, c, (T)slack);
+    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K1, c, k1);
+    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K2, c, k2);
+    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K3, c, k3);
 }
 
 /* ---------- item microkernels ---------- */
@@ -503,6 +536,14 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item,
     }
 }
 
+/// Rows of a columns item that its elementwise passes take as one run: all
+/// of them when the item has every channel (its rows are then one piece of
+/// memory, and vectors run across row ends: the coefficient rows wrap
+/// around for them, job.h), else one.
+CBN_INLINE int64_t FN(rows_per_run)(const cbn_plan *plan, cbn_item item) {
+    return item.c1 - item.c0 == plan->shape.channels ? item.end - item.begin : 1;
+}
+
 /// y = epilogue(BN(x)) over one item, for the constant epilogue `epi`.
 CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int epi) {
     const cbn_plan *plan = &job->plan;
@@ -523,16 +564,17 @@ CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int 
         }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-        for (int64_t r = item.begin; r < item.end; r++) {
+        const int64_t rows = FN(rows_per_run)(plan, item);
+        for (int64_t r = item.begin; r < item.end; r += rows) {
             const int64_t at = r * C + item.c0;
             const ELEM *x = (const ELEM *)job->x + at, *z = job->residual ? (const ELEM *)job->residual + at : NULL;
             ELEM *y = (ELEM *)job->out + at;
-            CBN_WRITE_RUN(y, w, plan->streaming,
-                          PUT(y, i, FORWARD_S(GET(x, i), bc.hi[i], bc.lo[i], bc.k1[i], bc.k3[i], bc.slack[i],
-                                              bc.wm[i], bc.wk1[i], bc.wk3[i], z, i, epi)),
-                          FORWARD_V(LOADX(x + i), LOAD(bc.hi + i), LOAD(bc.lo + i), LOAD(bc.k1 + i),
-                                    LOAD(bc.k3 + i), LOAD(bc.slack + i), cbn_vd_load(bc.wm + i),
-                                    cbn_vd_load(bc.wk1 + i), cbn_vd_load(bc.wk3 + i), z, i, epi));
+            CBN_WRITE_RUN(y, rows * w, w, plan->streaming,
+                          PUT(y, i, FORWARD_S(GET(x, i), bc.hi[c_], bc.lo[c_], bc.k1[c_], bc.k3[c_], bc.slack[c_],
+                                              bc.wm[c_], bc.wk1[c_], bc.wk3[c_], z, i, epi)),
+                          FORWARD_V(LOADX(x + i), LOAD(bc.hi + c_), LOAD(bc.lo + c_), LOAD(bc.k1 + c_),
+                                    LOAD(bc.k3 + c_), LOAD(bc.slack + c_), cbn_vd_load(bc.wm + c_),
+                                    cbn_vd_load(bc.wk1 + c_), cbn_vd_load(bc.wk3 + c_), z, i, epi));
         }
     }
     CBN_FENCE_STREAMS(plan->streaming);
@@ -589,7 +631,7 @@ CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t
     ELEM *dx = dx_all ? dx_all + item.c0 : NULL;
     cbn_column_sums sums;
     cbn_column_sums_clear(&sums, lanes, w);
-#define ADD(a, b, row, stride, rows)                                                                         \
+#define ADD(a, b, row, stride, rows)                                                             \
     FN(rows_add_sums)(a, b, x + (row) * C, dy + (row) * C, y ? y + (row) * C : NULL, dz ? dz + (row) * C : NULL, \
                       dx ? dx + (row) * C : NULL, stride, rows, bc, w, epi)
     CBN_COLUMN_SEGMENTS(plan, p0, p1, &sums, w, ADD);
@@ -660,26 +702,27 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
         }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-        for (int64_t r = item.begin; r < item.end; r++) {
-            const int64_t at = r * C + item.c0;
+        const int64_t rows = FN(rows_per_run)(plan, item);
+        for (int64_t r = item.begin; r < item.end; r += rows) {
+            const int64_t at = r * C + item.c0, n = rows * w;
             const ELEM *dy = (const ELEM *)job->dy + at, *y = job->y ? (const ELEM *)job->y + at : NULL;
             ELEM *dx = job->out ? (ELEM *)job->out + at : NULL;
             if (epi & CBN_EPILOGUE_RESIDUAL)
-                FN(run_residual_gradient)(dy, y, (ELEM *)job->dresidual + at, w, plan->streaming, epi);
+                FN(run_residual_gradient)(dy, y, (ELEM *)job->dresidual + at, n, plan->streaming, epi);
             if (!dx) continue;
             if (through_statistics) {
                 const ELEM *x = (const ELEM *)job->x + at;
-                CBN_WRITE_RUN(dx, w, plan->streaming,
-                              PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), bc.hi[i], bc.lo[i],
-                                                          bc.k1[i], bc.k2[i], bc.k3[i], bc.slack[i], bc.wm[i],
-                                                          bc.wk1[i], bc.wk2[i], bc.wk3[i])),
-                              INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), LOAD(bc.hi + i),
-                                               LOAD(bc.lo + i), LOAD(bc.k1 + i), LOAD(bc.k2 + i), LOAD(bc.k3 + i),
-                                               LOAD(bc.slack + i), cbn_vd_load(bc.wm + i), cbn_vd_load(bc.wk1 + i),
-                                               cbn_vd_load(bc.wk2 + i), cbn_vd_load(bc.wk3 + i)));
+                CBN_WRITE_RUN(dx, n, w, plan->streaming,
+                              PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), bc.hi[c_], bc.lo[c_],
+                                                          bc.k1[c_], bc.k2[c_], bc.k3[c_], bc.slack[c_], bc.wm[c_],
+                                                          bc.wk1[c_], bc.wk2[c_], bc.wk3[c_])),
+                              INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), LOAD(bc.hi + c_),
+                                               LOAD(bc.lo + c_), LOAD(bc.k1 + c_), LOAD(bc.k2 + c_), LOAD(bc.k3 + c_),
+                                               LOAD(bc.slack + c_), cbn_vd_load(bc.wm + c_), cbn_vd_load(bc.wk1 + c_),
+                                               cbn_vd_load(bc.wk2 + c_), cbn_vd_load(bc.wk3 + c_)));
             } else {
-                CBN_WRITE_RUN(dx, w, plan->streaming, PUT(dx, i, GRADIENT_S(dy, y, i, epi) * bc.k1[i]),
-                              GRADIENT_V(dy, y, i, epi) * LOAD(bc.k1 + i));
+                CBN_WRITE_RUN(dx, n, w, plan->streaming, PUT(dx, i, GRADIENT_S(dy, y, i, epi) * bc.k1[c_]),
+                              GRADIENT_V(dy, y, i, epi) * LOAD(bc.k1 + c_));
             }
         }
     }
@@ -813,6 +856,8 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 
 #undef CBN_CAT2
 #undef CBN_WRITE_RUN
+#undef CBN_NEXT_CHANNEL
+#undef CBN_SET_COEFFICIENT
 #undef CBN_EPILOGUE_SWITCH
 #undef FORWARD_V
 #undef FORWARD_S
@@ -835,6 +880,9 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 #undef PARAM
 #undef VT
 #undef VE
+#undef VE2
+#undef CBN_JOIN
+#undef CBN_LINE_BYTES
 #undef LOAD
 #undef LOADX
 #undef STOREX
