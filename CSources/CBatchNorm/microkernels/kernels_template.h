@@ -104,19 +104,35 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 /// i < n, narrowed to the element type. Both may use c_, the index of value
 /// i's channel when the run is rows of `period` channels one after another
 /// (i mod period, kept without a division per vector; unused, it compiles
-/// away). With `stream`, the output is first brought to a line's alignment
-/// with single values and then written with non-temporal stores, a whole
-/// line at a time, which do not read the destination lines into the cache
-/// first (large outputs: a third less memory traffic). Every value gets the
-/// same arithmetic either way.
-#define CBN_WRITE_RUN(out, n, period, stream, SCALAR, VECTOR)                                    \
+/// away). With `stream`, the values from the first whole line on are written
+/// with non-temporal stores, a whole line at a time, which do not read the
+/// destination lines into the cache first (large outputs: a third less
+/// memory traffic). A run of sixteen values or more takes no SCALAR: the
+/// values before the first whole line and after the last whole vector come
+/// from a vector that starts at or ends with them, of which only they are
+/// stored. Each value depends on its own inputs only, so this holds in
+/// place too (a lane whose input was already overwritten is not stored),
+/// and every value gets the same arithmetic either way.
+#define CBN_WRITE_RUN(out, n, period, stream, SCALAR, VECTOR)                                   \
     do {                                                                                         \
         int64_t i = 0, c_ = 0;                                                                   \
+        if ((n) < 16) {                                                                          \
+            for (; i < (n); i++, c_ = CBN_NEXT_CHANNEL(c_, 1, period)) SCALAR;                   \
+            break;                                                                               \
+        }                                                                                        \
         if (stream) {                                                                            \
-            for (; i < (n) && ((uintptr_t)((out) + i) & (CBN_LINE_BYTES - 1)) != 0;              \
-                 i++, c_ = CBN_NEXT_CHANNEL(c_, 1, period))                                      \
-                SCALAR;                                                                          \
-            if (sizeof(VE) < CBN_LINE_BYTES) {                                                   \
+            const int64_t head_ = (int64_t)((CBN_LINE_BYTES - ((uintptr_t)(out) & (CBN_LINE_BYTES - 1))) & \
+                                            (CBN_LINE_BYTES - 1)) / (int64_t)sizeof(ELEM);       \
+            for (; i + 16 <= head_ && i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period)) \
+                STOREX((out) + i, VECTOR);                                                       \
+            if (i < head_ && i + 16 <= (n)) {                                                    \
+                const VE part_ = CBN_NARROW_V(VECTOR);                                           \
+                memcpy((out) + i, &part_, (size_t)(head_ - i) * sizeof(ELEM));                   \
+                c_ = CBN_NEXT_CHANNEL(c_, head_ - i, period);                                    \
+                i = head_;                                                                       \
+            }                                                                                    \
+            const int aligned_ = i == head_;                                                     \
+            if (aligned_ && sizeof(VE) < CBN_LINE_BYTES) {                                     \
                 for (; i + 32 <= (n); i += 32) {                                                 \
                     const VE first_ = CBN_NARROW_V(VECTOR);                                      \
                     i += 16;                                                                     \
@@ -127,15 +143,22 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
                     __builtin_nontemporal_store(CBN_JOIN(first_, second_), (VE2 *)((out) + i));  \
                 }                                                                                \
             }                                                                                    \
-            for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period)) {              \
-                VE result_ = CBN_NARROW_V(VECTOR);                                               \
-                __builtin_nontemporal_store(result_, (VE *)((out) + i));                         \
-            }                                                                                    \
+            if (aligned_)                                                                        \
+                for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period)) {          \
+                    VE result_ = CBN_NARROW_V(VECTOR);                                           \
+                    __builtin_nontemporal_store(result_, (VE *)((out) + i));                     \
+                }                                                                                \
         } else {                                                                                 \
             for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period))                \
                 STOREX((out) + i, VECTOR);                                                       \
         }                                                                                        \
-        for (; i < (n); i++, c_ = CBN_NEXT_CHANNEL(c_, 1, period)) SCALAR;                       \
+        if (i < (n)) {                                                                           \
+            const int64_t left_ = (n) - i;                                                       \
+            c_ = ((c_ - (16 - left_)) % (period) + (period)) % (period);                         \
+            i = (n) - 16;                                                                        \
+            const VE last_ = CBN_NARROW_V(VECTOR);                                               \
+            memcpy((out) + (n) - left_, (const ELEM *)&last_ + (16 - left_), (size_t)left_ * sizeof(ELEM)); \
+        }                                                                                        \
     } while (0)
 #define CBN_NEXT_CHANNEL(c, step, period) ((c) + (step) < (period) ? (c) + (step) : ((c) + (step)) % (period))
 
