@@ -16,6 +16,10 @@ allocating its output (F.batch_norm) and writing into preallocated tensors
 --onednn: the anchors' onednn_bn_bench (apt-get install libdnnl-dev, then
 ../shared/anchors/build.sh); channels-first figures are set against oneDNN in
 both layouts, channels-last figures against its NHWC kernel.
+--dtype float16 or bfloat16: the half formats (our Float parameters; PyTorch's
+mixed kernels with float weight and bias, at their best in whichever of NCHW
+and channels_last is faster, each of our layouts set against that; oneDNN's
+bf16 kernel in both its layouts, for bfloat16 only: the anchor has no f16).
 --activations relu,add-relu: the fused epilogues instead of plain batch norm,
 set against the same work done separately (our batch norm, then a separate
 vectorized pass: bench-threads' relu-separate) and, for relu, oneDNN's
@@ -35,6 +39,7 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODES = ["forward-training", "forward-inference", "backward"]
+TORCH_DTYPE = {"float": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 ONEDNN_MODE = {"forward-training": "fwd_training", "forward-inference": "fwd_inference", "backward": "bwd"}
 SHAPE_SETS = {
     "resnet50": ["32x64x112x112", "32x256x56x56", "32x512x28x28", "32x1024x14x14", "32x2048x7x7"],
@@ -50,7 +55,7 @@ def bench_threads(args, shape, flush_mb):
         subprocess.run([str(ROOT / ".build" / "release" / "bench-threads"), "--executors", "openmp,dispatch",
                         "--threads", str(args.threads), "--shapes", shape, "--layout", args.layouts,
                         "--cache", args.caches, "--flush-mb", str(flush_mb), "--repeat", str(args.repeat),
-                        "--activation", bench_activations(args), "--json", path],
+                        "--activation", bench_activations(args), "--dtype", args.dtype, "--json", path],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         figures = json.load(open(path))["figures"]
     return {(f["layout"], f["cache"], f["mode"], f["executor"], f["activation"]): f["median_ms"] for f in figures}
@@ -65,7 +70,8 @@ def bench_activations(args):
 
 def torch_figures(args, shape, layout, cache, flush_mb):
     """PyTorch at its best (the faster of allocating and preallocated outputs): {mode: ms}."""
-    command = [args.python, str(args.torch_bench), str(args.threads), str(args.repeat), shape]
+    command = [args.python, str(args.torch_bench), str(args.threads), str(args.repeat), shape,
+               "--dtype", TORCH_DTYPE[args.dtype]]
     if layout == "channels-last":
         command.append("--channels-last")
     if cache == "cold":
@@ -87,6 +93,8 @@ def onednn_figure(args, shape, mode, layout, cache, flush_mb, relu=False):
         command += ["--flush", str(flush_mb)]
     if relu:
         command.append("--relu")
+    if args.dtype == "bfloat16":
+        command += ["--dtype", "bf16"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
     for line in out.splitlines():
@@ -129,10 +137,15 @@ def one_run(args, shapes, flush_mb):
             if layout == "channels-last" and same_memory and "channels-first" in args.layouts:
                 continue
             for cache in args.caches.split(","):
-                for mode, ms in torch_figures(args, shape, layout, cache, flush_mb).items():
-                    times[(shape, layout, cache, mode, "pytorch")] = ms
-                if args.onednn:
-                    peers = ["nchw", "nhwc"] if layout == "channels-first" else ["nhwc"]
+                torch_layouts = [layout]
+                if args.dtype != "float" and not same_memory:
+                    torch_layouts = ["channels-first", "channels-last"]   # the half formats: PyTorch's faster layout
+                for torch_layout in torch_layouts:
+                    for mode, ms in torch_figures(args, shape, torch_layout, cache, flush_mb).items():
+                        key = (shape, layout, cache, mode, "pytorch")
+                        times[key] = min(times.get(key, float("inf")), ms)
+                if args.onednn and args.dtype in ("float", "bfloat16"):
+                    peers = ["nchw", "nhwc"] if layout == "channels-first" or args.dtype != "float" else ["nhwc"]
                     for peer in peers:
                         for mode in MODES:
                             ms = onednn_figure(args, shape, mode, peer, cache, flush_mb)
@@ -159,6 +172,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="whole comparisons; ratios are their median")
     parser.add_argument("--flush-mb", type=int, default=64, help="MiB written before each cold call")
     parser.add_argument("--activations", default="none", help="none, or fused epilogues: relu,add-relu")
+    parser.add_argument("--dtype", default="float", choices=sorted(TORCH_DTYPE),
+                        help="element type of the tensors (the half formats with float parameters)")
     args = parser.parse_args()
 
     shapes = []
@@ -173,7 +188,7 @@ def main():
 
     peers = ["pytorch"] if args.activations == "none" else ["separate"]
     peers += ["onednn-nchw", "onednn-nhwc"] if args.onednn else []
-    print(f"{args.threads} threads, {args.runs} runs, {args.repeat} timed calls per figure; "
+    print(f"{args.dtype}, {args.threads} threads, {args.runs} runs, {args.repeat} timed calls per figure; "
           f"ratios are their time / our OpenMP time, median (min–max) over the runs: above 1, ours is faster. "
           + ("PyTorch is the faster of F.batch_norm and native_batch_norm.out.\n" if args.activations == "none" else
              "separate: our batch norm, then a separate vectorized pass; oneDNN: fuse_norm_relu.\n"))

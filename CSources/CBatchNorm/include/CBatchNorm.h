@@ -41,7 +41,10 @@ extern "C" {
 /// the same type for float and double, and are float for the two half
 /// formats (mixed precision). Saved batch statistics (mean, inverse standard
 /// deviation) are always double. Half-format tensors are widened on load,
-/// computed on in double and rounded to nearest even on store.
+/// reduced in double, computed on elementwise in float where a per-value
+/// error bound shows that float gives the value to within one unit in the
+/// last place of the format (in double elsewhere), and rounded to nearest
+/// even on store.
 typedef enum cbn_dtype {
     CBN_FLOAT32 = 0,
     CBN_FLOAT64 = 1,
