@@ -132,7 +132,7 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
                 i = head_;                                                                       \
             }                                                                                    \
             const int aligned_ = i == head_;                                                     \
-            if (aligned_ && sizeof(VE) < CBN_LINE_BYTES) {                                     \
+            if (aligned_ && sizeof(VE) < CBN_LINE_BYTES) {                                       \
                 for (; i + 32 <= (n); i += 32) {                                                 \
                     const VE first_ = CBN_NARROW_V(VECTOR);                                      \
                     i += 16;                                                                     \
