@@ -42,7 +42,8 @@ enum {
 /// so that x - mean keeps its low bits on data far from zero. slack is
 /// |k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|: the part of the
 /// error bound of a checked element (kernels_template.h) that does not
-/// depend on the element. Stored as six rows, in this order, of
+/// depend on the element (written for the checked half formats only).
+/// Stored as six rows, in this order, of
 /// cbn_coefficient_stride(channels) values: `channels` values, then sixteen
 /// that go on from channel 0 again (value c + j*channels repeats channel c),
 /// so that sixteen consecutive channels of channels-last rows, wrapping from
@@ -94,7 +95,8 @@ struct cbn_job {
 
     /* job-owned */
     void *coefficients;                  /* CBN_COEFFICIENTS rows (cbn_coefficient_stride) */
-    double *wide_coefficients;           /* CBN_WIDE_COEFFICIENTS rows of doubles, the same stride */
+    double *wide_coefficients;           /* CBN_WIDE_COEFFICIENTS rows of doubles, the same stride;
+                                            half formats only (NULL for float and double) */
     cbn_partial *partials;               /* channels * parts, index c*parts + part */
 
     /* The phases run inside one parallel region: each worker takes items of

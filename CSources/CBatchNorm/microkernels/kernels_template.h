@@ -219,11 +219,15 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 /// deviation rounded to float would cost the sums' cancellation its bits.
 #define DEVIATION_V(xv, hi, lo, wm) (WIDEN(xv) - (wm))
 #define DEVIATION_S(xs, hi, lo, wm) ((double)(xs) - (wm))
+/// A coefficient only the check reads (the slack and the wide rows): loaded
+/// here, zero of its type where nothing is checked and the rows do not exist.
+#define CHECK_ONLY(v) (v)
 #else
 #define CHECKED_V(e, bound, WIDE) (e)
 #define CHECKED_S(e, bound, WIDE) (e)
 #define DEVIATION_V(xv, hi, lo, wm) WIDEN(((xv) - (hi)) - (lo))
 #define DEVIATION_S(xs, hi, lo, wm) ((double)(((xs) - (hi)) - (lo)))
+#define CHECK_ONLY(v) ((__typeof__(v)){0})
 #endif
 
 /* ---------- the two elementwise formulas, with their epilogues ---------- */
@@ -296,8 +300,9 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 /// block, z the residual.
 CBN_INLINE void FN(run_normalize)(const ELEM *x, const ELEM *z, ELEM *y, int64_t n,
                                   const FN(cbn_block_coefficients) *bc, int64_t k, int stream, const int epi) {
-    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k3 = bc->k3[k], slack = bc->slack[k];
-    const double wm = bc->wm[k], wk1 = bc->wk1[k], wk3 = bc->wk3[k];
+    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k3 = bc->k3[k];
+    const T slack = CHECK_ONLY(bc->slack[k]);
+    const double wm = CHECK_ONLY(bc->wm[k]), wk1 = CHECK_ONLY(bc->wk1[k]), wk3 = CHECK_ONLY(bc->wk3[k]);
     CBN_WRITE_RUN(y, n, n, stream, PUT(y, i, FORWARD_S(GET(x, i), hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)),
                   FORWARD_V(LOADX(x + i), hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi));
 }
@@ -309,7 +314,7 @@ CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM 
                              const FN(cbn_block_coefficients) *bc, int64_t k, cbn_vd *acc_dy, cbn_vd *acc_dyd,
                              double *tail_dy, double *tail_dyd, const int epi) {
     const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k];
-    const double wm = bc->wm[k];
+    const double wm = CHECK_ONLY(bc->wm[k]);
     cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -345,8 +350,10 @@ CBN_INLINE void FN(run_residual_gradient)(const ELEM *dy, const ELEM *y, ELEM *d
 CBN_INLINE void FN(run_input_gradient)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM *dx, int64_t n,
                                        const FN(cbn_block_coefficients) *bc, int64_t k, int stream,
                                        const int epi) {
-    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k2 = bc->k2[k], k3 = bc->k3[k], slack = bc->slack[k];
-    const double wm = bc->wm[k], wk1 = bc->wk1[k], wk2 = bc->wk2[k], wk3 = bc->wk3[k];
+    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k2 = bc->k2[k], k3 = bc->k3[k];
+    const T slack = CHECK_ONLY(bc->slack[k]);
+    const double wm = CHECK_ONLY(bc->wm[k]), wk1 = CHECK_ONLY(bc->wk1[k]);
+    const double wk2 = CHECK_ONLY(bc->wk2[k]), wk3 = CHECK_ONLY(bc->wk3[k]);
     CBN_WRITE_RUN(dx, n, n, stream,
                   PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), hi, lo, k1, k2, k3, slack, wm,
                                               wk1, wk2, wk3)),
@@ -403,7 +410,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         const VT hi = LOAD(bc->hi + k), lo = LOAD(bc->lo + k), k1 = LOAD(bc->k1 + k);
-        const cbn_vd wm = cbn_vd_load(bc->wm + k);
+        const cbn_vd wm = CHECK_ONLY(cbn_vd_load(bc->wm + k));
         cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
         for (int64_t j = 0; j < rows; j++) {
             const int64_t at = j * stride + k;
@@ -442,11 +449,17 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
     bc->k1 = all + CBN_K1 * stride + item.c0;
     bc->k2 = all + CBN_K2 * stride + item.c0;
     bc->k3 = all + CBN_K3 * stride + item.c0;
+#ifdef CBN_CHECK_RATIO
     bc->slack = all + CBN_SLACK * stride + item.c0;
     bc->wm = wide + CBN_WIDE_MEAN * stride + item.c0;
     bc->wk1 = wide + CBN_WIDE_K1 * stride + item.c0;
     bc->wk2 = wide + CBN_WIDE_K2 * stride + item.c0;
     bc->wk3 = wide + CBN_WIDE_K3 * stride + item.c0;
+#else
+    (void)wide;
+    bc->slack = NULL;    /* only the check reads these (CHECK_ONLY) */
+    bc->wm = bc->wk1 = bc->wk2 = bc->wk3 = NULL;
+#endif
 }
 
 /// Stores channel c's value of one coefficient row, and its copies past the
@@ -464,21 +477,25 @@ static void FN(set_mean)(cbn_job *job, int64_t c, double mean) {
     const FN(cbn_split_mean) mu = FN(split_mean)(mean);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_MEAN_HI, c, mu.hi);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_MEAN_LO, c, mu.lo);
+#ifdef CBN_CHECK_RATIO
     CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_MEAN, c, mean);
+#endif
 }
 
 /// Sets channel c's k1, k2, k3 (rounded to the arithmetic type, and in
 /// double) and its slack (job.h); after set_mean.
 static void FN(set_factors)(cbn_job *job, int64_t c, double k1, double k2, double k3) {
-    const double mean = job->wide_coefficients[CBN_WIDE_MEAN * cbn_coefficient_stride(job->plan.shape.channels) + c];
-    const double slack = fabs(k3) + 0x1p-22 * fabs(mean) * fabs(job->backward ? k2 : k1);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K1, c, (T)k1);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K2, c, (T)k2);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K3, c, (T)k3);
+#ifdef CBN_CHECK_RATIO
+    const double mean = job->wide_coefficients[CBN_WIDE_MEAN * cbn_coefficient_stride(job->plan.shape.channels) + c];
+    const double slack = fabs(k3) + 0x1p-22 * fabs(mean) * fabs(job->backward ? k2 : k1);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_SLACK, c, (T)slack);
     CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K1, c, k1);
     CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K2, c, k2);
     CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K3, c, k3);
+#endif
 }
 
 /* ---------- item microkernels ---------- */
@@ -889,6 +906,7 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 #undef INPUT_GRADIENT_S
 #undef CHECKED_V
 #undef CHECKED_S
+#undef CHECK_ONLY
 #undef DEVIATION_V
 #undef DEVIATION_S
 #undef ABS
