@@ -178,33 +178,46 @@ import Testing
         }
     }
 
-    @Test("in place, channels last: output may be the input, dx may be dy, with the out-of-place results")
-    func inPlaceChannelsLast() throws {
-        let dims = [2, 9, 17, 5], shape = try BatchNormShape(dims, layout: .channelsLast)
+    /// Runs of sixteen values or more whose first and last vectors overlap the vectors
+    /// between (7×7 and 33×33 planes, channels-last rows of 5): in place, those vectors must
+    /// read their inputs before any store of the run reaches them.
+    @Test("in place: output over the input, dx over dy or over x, with the out-of-place results",
+          arguments: [([2, 9, 17, 5], BatchNormLayout.channelsLast), ([3, 5, 7, 7], .channelsFirst),
+                      ([2, 3, 33, 33], .channelsFirst)])
+    func inPlaceRuns(dims: [Int], layout: BatchNormLayout) throws {
+        let shape = try BatchNormShape(dims, layout: layout)
         let x: [Float] = randomValues(shape.count, center: 2, seed: 8)
         let dy: [Float] = randomValues(shape.count, seed: 9)
-        let forward = try BatchNormalization.forwardTraining(x, shape: dims, layout: .channelsLast, executor: .serial)
+        let forward = try BatchNormalization.forwardTraining(x, shape: dims, layout: layout, executor: .serial)
         let gradients = try BatchNormalization.backward(outputGradient: dy, input: x, shape: dims,
-                                                        layout: .channelsLast, statistics: forward.statistics,
+                                                        layout: layout, statistics: forward.statistics,
                                                         executor: .serial)
-        var y = x, dxInPlace = dy
+        var y = x, dxOverDy = dy, dxOverX = x
         try y.withUnsafeMutableBufferPointer { b throws(BatchNormError) in
             try BatchNormalization.forwardTraining(input: UnsafeBufferPointer(b), output: b, shape: shape,
                                                    executor: .serial)
         }
-        try x.withUnsafeBufferPointer { x throws(BatchNormError) in
-            try forward.statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
-                try forward.statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
-                    try dxInPlace.withUnsafeMutableBufferPointer { g throws(BatchNormError) in
+        try forward.statistics.mean.withUnsafeBufferPointer { mean throws(BatchNormError) in
+            try forward.statistics.invStd.withUnsafeBufferPointer { invStd throws(BatchNormError) in
+                try x.withUnsafeBufferPointer { x throws(BatchNormError) in
+                    try dxOverDy.withUnsafeMutableBufferPointer { g throws(BatchNormError) in
                         try BatchNormalization.backward(mode: .training, input: x, outputGradient: UnsafeBufferPointer(g),
                                                         shape: shape, mean: mean, invStd: invStd, inputGradient: g,
+                                                        executor: .serial)
+                    }
+                }
+                try dy.withUnsafeBufferPointer { dy throws(BatchNormError) in
+                    try dxOverX.withUnsafeMutableBufferPointer { x throws(BatchNormError) in
+                        try BatchNormalization.backward(mode: .training, input: UnsafeBufferPointer(x), outputGradient: dy,
+                                                        shape: shape, mean: mean, invStd: invStd, inputGradient: x,
                                                         executor: .serial)
                     }
                 }
             }
         }
         #expect(y == forward.output)
-        #expect(dxInPlace == gradients.input!)
+        #expect(dxOverDy == gradients.input!)
+        #expect(dxOverX == gradients.input!)
     }
 
     @Test("epilogues: relu without the forward output, a residual of the wrong size, outputs over the residual or dz")

@@ -109,10 +109,11 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 /// destination lines into the cache first (large outputs: a third less
 /// memory traffic). A run of sixteen values or more takes no SCALAR: the
 /// values before the first whole line and after the last whole vector come
-/// from a vector that starts at or ends with them, of which only they are
-/// stored. Each value depends on its own inputs only, so this holds in
-/// place too (a lane whose input was already overwritten is not stored),
-/// and every value gets the same arithmetic either way.
+/// from whole vectors that start at or end with them, computed before any
+/// store of the run reaches their inputs and stored after the vectors they
+/// overlap. The lanes they share get the same value twice (each value
+/// depends on its own inputs only, with the same arithmetic in any lane), so
+/// this holds in place too.
 #define CBN_WRITE_RUN(out, n, period, stream, SCALAR, VECTOR)                                   \
     do {                                                                                         \
         int64_t i = 0, c_ = 0;                                                                   \
@@ -120,45 +121,54 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
             for (; i < (n); i++, c_ = CBN_NEXT_CHANNEL(c_, 1, period)) SCALAR;                   \
             break;                                                                               \
         }                                                                                        \
+        /* streamed: the body starts at the first whole line, if a vector fits after it */       \
+        int64_t start_ = 0;                                                                      \
+        int streamed_ = 0;                                                                       \
         if (stream) {                                                                            \
             const int64_t head_ = (int64_t)((CBN_LINE_BYTES - ((uintptr_t)(out) & (CBN_LINE_BYTES - 1))) & \
                                             (CBN_LINE_BYTES - 1)) / (int64_t)sizeof(ELEM);       \
-            for (; i + 16 <= head_ && i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period)) \
-                STOREX((out) + i, VECTOR);                                                       \
-            if (i < head_ && i + 16 <= (n)) {                                                    \
-                const VE part_ = CBN_NARROW_V(VECTOR);                                           \
-                memcpy((out) + i, &part_, (size_t)(head_ - i) * sizeof(ELEM));                   \
-                c_ = CBN_NEXT_CHANNEL(c_, head_ - i, period);                                    \
-                i = head_;                                                                       \
+            if (head_ <= (n) - 16) {                                                             \
+                start_ = head_;                                                                  \
+                streamed_ = 1;                                                                   \
             }                                                                                    \
-            const int aligned_ = i == head_;                                                     \
-            if (aligned_ && sizeof(VE) < CBN_LINE_BYTES) {                                       \
-                for (; i + 32 <= (n); i += 32) {                                                 \
-                    const VE first_ = CBN_NARROW_V(VECTOR);                                      \
-                    i += 16;                                                                     \
-                    c_ = CBN_NEXT_CHANNEL(c_, 16, period);                                       \
-                    const VE second_ = CBN_NARROW_V(VECTOR);                                     \
-                    i -= 16;                                                                     \
-                    c_ = CBN_NEXT_CHANNEL(c_, 16, period);                                       \
-                    __builtin_nontemporal_store(CBN_JOIN(first_, second_), (VE2 *)((out) + i));  \
-                }                                                                                \
-            }                                                                                    \
-            if (aligned_)                                                                        \
-                for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period)) {          \
-                    VE result_ = CBN_NARROW_V(VECTOR);                                           \
-                    __builtin_nontemporal_store(result_, (VE *)((out) + i));                     \
-                }                                                                                \
-        } else {                                                                                 \
-            for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period))                \
-                STOREX((out) + i, VECTOR);                                                       \
         }                                                                                        \
-        if (i < (n)) {                                                                           \
-            const int64_t left_ = (n) - i;                                                       \
-            c_ = ((c_ - (16 - left_)) % (period) + (period)) % (period);                         \
+        const int tail_ = (((n) - start_) & 15) != 0;                                            \
+        VE last_ = {0}, first_ = {0};                                                            \
+        if (tail_) {                                                                             \
             i = (n) - 16;                                                                        \
-            const VE last_ = CBN_NARROW_V(VECTOR);                                               \
-            memcpy((out) + (n) - left_, (const ELEM *)&last_ + (16 - left_), (size_t)left_ * sizeof(ELEM)); \
+            c_ = i % (period);                                                                   \
+            last_ = CBN_NARROW_V(VECTOR);                                                        \
+            i = 0;                                                                               \
+            c_ = 0;                                                                              \
         }                                                                                        \
+        for (; i + 16 <= start_; i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period))                 \
+            STOREX((out) + i, VECTOR);                                                           \
+        const int64_t first_at_ = i;                                                             \
+        if (i < start_) {                                                                        \
+            first_ = CBN_NARROW_V(VECTOR);                                                       \
+            c_ = CBN_NEXT_CHANNEL(c_, start_ - i, period);                                       \
+            i = start_;                                                                          \
+        }                                                                                        \
+        if (streamed_ && sizeof(VE) < CBN_LINE_BYTES) {                                          \
+            for (; i + 32 <= (n); i += 32) {                                                     \
+                const VE one_ = CBN_NARROW_V(VECTOR);                                            \
+                i += 16;                                                                         \
+                c_ = CBN_NEXT_CHANNEL(c_, 16, period);                                           \
+                const VE two_ = CBN_NARROW_V(VECTOR);                                            \
+                i -= 16;                                                                         \
+                c_ = CBN_NEXT_CHANNEL(c_, 16, period);                                           \
+                __builtin_nontemporal_store(CBN_JOIN(one_, two_), (VE2 *)((out) + i));           \
+            }                                                                                    \
+        }                                                                                        \
+        if (streamed_)                                                                           \
+            for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period)) {              \
+                VE result_ = CBN_NARROW_V(VECTOR);                                               \
+                __builtin_nontemporal_store(result_, (VE *)((out) + i));                         \
+            }                                                                                    \
+        for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period))                    \
+            STOREX((out) + i, VECTOR);                                                           \
+        if (first_at_ < start_) CBN_STORE(VE, (out) + first_at_, first_);                        \
+        if (tail_) CBN_STORE(VE, (out) + (n) - 16, last_);                                       \
     } while (0)
 #define CBN_NEXT_CHANNEL(c, step, period) ((c) + (step) < (period) ? (c) + (step) : ((c) + (step)) % (period))
 
