@@ -18,11 +18,12 @@ static void plan_reduction(cbn_plan *plan) {
 }
 
 /// Channels per planes item: enough adjacent channels that an item's run for
-/// one image is about CBN_PLANE_RUN_TARGET values, fewer when that lets the
-/// block be fused.
+/// one image is about CBN_PLANE_RUN_TARGET values (CBN_SHORT_PLANE_RUN_TARGET
+/// for short planes), fewer when that lets the block be fused.
 static int64_t plane_channel_block(const cbn_plan *plan, int64_t fuse_limit) {
     const int64_t spatial = plan->shape.spatial;
-    int64_t block = spatial >= CBN_PLANE_RUN_TARGET ? 1 : CBN_PLANE_RUN_TARGET / spatial;
+    const int64_t target = spatial < CBN_SHORT_PLANE ? CBN_SHORT_PLANE_RUN_TARGET : CBN_PLANE_RUN_TARGET;
+    int64_t block = spatial >= target ? 1 : target / spatial;
     if (block > CBN_PLANE_MAX_CHANNELS) block = CBN_PLANE_MAX_CHANNELS;
     if (block > plan->shape.channels) block = plan->shape.channels;
     const int64_t fusable = fuse_limit / plan->m;
