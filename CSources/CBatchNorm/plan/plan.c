@@ -17,15 +17,21 @@ static void plan_reduction(cbn_plan *plan) {
     plan->parts = ceil_div(plan->m, plan->part_length);
 }
 
-/// Channels per planes item: enough adjacent channels that an item's run for
-/// one image is about CBN_PLANE_RUN_TARGET values (CBN_SHORT_PLANE_RUN_TARGET
-/// for short planes), fewer when that lets the block be fused.
-static int64_t plane_channel_block(const cbn_plan *plan, int64_t fuse_limit) {
+/// Adjacent channels whose runs for one image make about CBN_PLANE_RUN_TARGET
+/// values (CBN_SHORT_PLANE_RUN_TARGET for short planes), at most all of them.
+static int64_t plane_run_channels(const cbn_plan *plan) {
     const int64_t spatial = plan->shape.spatial;
     const int64_t target = spatial < CBN_SHORT_PLANE ? CBN_SHORT_PLANE_RUN_TARGET : CBN_PLANE_RUN_TARGET;
-    int64_t block = spatial >= target ? 1 : target / spatial;
+    const int64_t block = spatial >= target ? 1 : target / spatial;
+    return block < plan->shape.channels ? block : plan->shape.channels;
+}
+
+/// Channels per planes item: plane_run_channels, at most
+/// CBN_PLANE_MAX_CHANNELS, and fewer when that lets the block be fused.
+static int64_t plane_channel_block(const cbn_plan *plan, int64_t fuse_limit) {
+    const int64_t spatial = plan->shape.spatial;
+    int64_t block = plane_run_channels(plan);
     if (block > CBN_PLANE_MAX_CHANNELS) block = CBN_PLANE_MAX_CHANNELS;
-    if (block > plan->shape.channels) block = plan->shape.channels;
     const int64_t fusable = fuse_limit / plan->m;
     const int64_t shortest = spatial >= CBN_PLANE_RUN_MIN ? 1 : CBN_PLANE_RUN_MIN / spatial;
     if (block > fusable && fusable >= shortest) block = fusable;
@@ -58,10 +64,19 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
     plan.item_parts = fused || item_parts > plan.parts ? plan.parts : item_parts;
     plan.part_ranges = ceil_div(plan.parts, plan.item_parts);
     plan.items = plan.channel_blocks * plan.part_ranges;
-    const int64_t elementwise = CBN_ELEMENTWISE_BYTES / (bytes * plan.channel_block);
+    /* Elementwise items: planes take their runs' channels without the fused
+     * slice's limit; columns take whole rows when sixteen of them fit an item. */
+    if (plan.walk == CBN_WALK_PLANES)
+        plan.elementwise_channel_block = plane_run_channels(&plan);
+    else if (shape.channels * CBN_LANES * bytes <= CBN_ELEMENTWISE_BYTES)
+        plan.elementwise_channel_block = shape.channels;
+    else
+        plan.elementwise_channel_block = plan.channel_block;
+    plan.elementwise_channel_blocks = ceil_div(shape.channels, plan.elementwise_channel_block);
+    const int64_t elementwise = CBN_ELEMENTWISE_BYTES / (bytes * plan.elementwise_channel_block);
     plan.elementwise_length = elementwise > CBN_LANES ? elementwise : CBN_LANES;
     plan.elementwise_ranges = ceil_div(plan.m, plan.elementwise_length);
-    plan.elementwise_items = plan.channel_blocks * plan.elementwise_ranges;
+    plan.elementwise_items = plan.elementwise_channel_blocks * plan.elementwise_ranges;
     plan.streaming = shape.n * shape.channels * shape.spatial >= CBN_STREAMING_BYTES / bytes;
     return plan;
 }

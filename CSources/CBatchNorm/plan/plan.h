@@ -107,11 +107,15 @@ typedef struct cbn_plan {
     int64_t item_parts;         ///< parts per item (all of them when fused)
     int64_t part_ranges;        ///< items per channel block: ceil(parts / item_parts)
     int64_t items;              ///< channel_blocks * part_ranges
-    /* Elementwise phases (normalize, dx without sums) have no partials, so
-     * their items need not be whole parts: about CBN_ELEMENTWISE_BYTES each. */
+    /* Elementwise phases (normalize, dx without sums) have no partials and
+     * no accumulators, so their items need not be whole parts nor fit a
+     * fused slice: about CBN_ELEMENTWISE_BYTES each, of channel blocks that
+     * make long contiguous stretches (whole rows of the columns walk). */
+    int64_t elementwise_channel_block;  ///< channels per elementwise item
+    int64_t elementwise_channel_blocks; ///< ceil(channels / elementwise_channel_block)
     int64_t elementwise_length; ///< values per channel of an elementwise item
     int64_t elementwise_ranges; ///< ceil(m / elementwise_length)
-    int64_t elementwise_items;  ///< channel_blocks * elementwise_ranges
+    int64_t elementwise_items;  ///< elementwise_channel_blocks * elementwise_ranges
     int streaming;              ///< write outputs with non-temporal stores
 } cbn_plan;
 
@@ -137,13 +141,13 @@ static inline int cbn_plan_has_column_lanes(const cbn_plan *plan) {
 
 static inline int64_t cbn_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/// Channel block `block` and values [begin, begin + length), cut at m.
-static inline cbn_item cbn_plan_block_range(const cbn_plan *plan, int64_t block, int64_t begin,
+/// Channel block `block` of `width` channels and values [begin, begin + length), cut at m.
+static inline cbn_item cbn_plan_block_range(const cbn_plan *plan, int64_t width, int64_t block, int64_t begin,
                                             int64_t length, int64_t part) {
     cbn_item item;
     item.part = part;
-    item.c0 = block * plan->channel_block;
-    item.c1 = cbn_min64(item.c0 + plan->channel_block, plan->shape.channels);
+    item.c0 = block * width;
+    item.c1 = cbn_min64(item.c0 + width, plan->shape.channels);
     item.begin = begin;
     item.end = cbn_min64(begin + length, plan->m);
     return item;
@@ -153,14 +157,14 @@ static inline cbn_item cbn_plan_block_range(const cbn_plan *plan, int64_t block,
 /// of whole parts.
 static inline cbn_item cbn_plan_item(const cbn_plan *plan, int64_t index) {
     const int64_t part = index % plan->part_ranges * plan->item_parts;
-    return cbn_plan_block_range(plan, index / plan->part_ranges, part * plan->part_length,
+    return cbn_plan_block_range(plan, plan->channel_block, index / plan->part_ranges, part * plan->part_length,
                                 plan->item_parts * plan->part_length, part);
 }
 
 /// Item `index` of an elementwise phase: values [begin, end) of a channel
 /// block, `part` unused.
 static inline cbn_item cbn_plan_elementwise_item(const cbn_plan *plan, int64_t index) {
-    return cbn_plan_block_range(plan, index / plan->elementwise_ranges,
+    return cbn_plan_block_range(plan, plan->elementwise_channel_block, index / plan->elementwise_ranges,
                                 index % plan->elementwise_ranges * plan->elementwise_length,
                                 plan->elementwise_length, -1);
 }
