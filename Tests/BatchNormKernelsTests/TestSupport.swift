@@ -64,7 +64,7 @@ let edgeShapes: [[Int]] = [
     [1000, 3, 5, 5],        // short runs, a block of 3 channels per item, split into parts
     [64, 40, 7, 7],         // 7x7 planes: blocks of 20 channels per item
     [4096, 1100],           // columns: a ragged second block of channels, several parts
-    [3, 17_000],            // columns rows too wide for elementwise items of whole rows
+    [3, 17_000],            // columns: rows of 17 channel blocks
     [2, 600, 7, 7],         // 7x7 planes: elementwise blocks (334 channels) unlike the fused ones (256)
 ]
 

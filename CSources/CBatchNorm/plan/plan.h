@@ -110,7 +110,7 @@ typedef struct cbn_plan {
     /* Elementwise phases (normalize, dx without sums) have no partials and
      * no accumulators, so their items need not be whole parts nor fit a
      * fused slice: about CBN_ELEMENTWISE_BYTES each, of channel blocks that
-     * make long contiguous stretches (whole rows of the columns walk). */
+     * make long contiguous stretches (planes walk). */
     int64_t elementwise_channel_block;  ///< channels per elementwise item
     int64_t elementwise_channel_blocks; ///< ceil(channels / elementwise_channel_block)
     int64_t elementwise_length; ///< values per channel of an elementwise item
