@@ -100,23 +100,12 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
                                                16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31)
 #define CBN_LINE_BYTES (sizeof(VE) < 64 ? 64 : sizeof(VE))
 
-/// Stores lanes [16 - count, 16) of v to out[0, count), count < 16: pieces of
-/// 8, 4, 2 and 1 lanes of constant size, so no library call.
-CBN_INLINE void FN(store_last_lanes)(ELEM *out, VE v, int64_t count) {
+/// Stores lanes [first, first + count) of v to out[0, count), count < 16, in
+/// pieces of 8, 4, 2 and 1 lanes of constant size: no library call.
+CBN_INLINE void FN(store_lanes)(ELEM *out, VE v, int64_t first, int64_t count) {
     ELEM lanes[16];
     memcpy(lanes, &v, sizeof v);
-    const ELEM *from = lanes + 16 - count;
-    if (count & 8) { memcpy(out, from, 8 * sizeof(ELEM)); out += 8; from += 8; }
-    if (count & 4) { memcpy(out, from, 4 * sizeof(ELEM)); out += 4; from += 4; }
-    if (count & 2) { memcpy(out, from, 2 * sizeof(ELEM)); out += 2; from += 2; }
-    if (count & 1) *out = *from;
-}
-
-/// ...and lanes [0, count) of v to out[0, count).
-CBN_INLINE void FN(store_first_lanes)(ELEM *out, VE v, int64_t count) {
-    ELEM lanes[16];
-    memcpy(lanes, &v, sizeof v);
-    const ELEM *from = lanes;
+    const ELEM *from = lanes + first;
     if (count & 8) { memcpy(out, from, 8 * sizeof(ELEM)); out += 8; from += 8; }
     if (count & 4) { memcpy(out, from, 4 * sizeof(ELEM)); out += 4; from += 4; }
     if (count & 2) { memcpy(out, from, 2 * sizeof(ELEM)); out += 2; from += 2; }
@@ -192,9 +181,9 @@ CBN_INLINE void FN(store_first_lanes)(ELEM *out, VE v, int64_t count) {
             }                                                                                    \
         for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period))                    \
             STOREX((out) + i, VECTOR);                                                           \
-        if (first_at_ < start_) FN(store_first_lanes)((out) + first_at_, first_, start_ - first_at_); \
+        if (first_at_ < start_) FN(store_lanes)((out) + first_at_, first_, 0, start_ - first_at_);  \
         if (tail_ && streamed_)                                                                  \
-            FN(store_last_lanes)((out) + i, last_, (n) - i);                                     \
+            FN(store_lanes)((out) + i, last_, 16 - ((n) - i), (n) - i);                          \
         else if (tail_)                                                                          \
             CBN_STORE(VE, (out) + (n) - 16, last_);                                              \
     } while (0)
