@@ -65,7 +65,7 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
      * its own step before any step reads it (and zeroing megabytes of
      * partials on each call would cost page faults and a pass of stores). */
     const size_t stride = (size_t)cbn_coefficient_stride(plan.shape.channels);
-    const int checked = dtype == CBN_FLOAT16 || dtype == CBN_BFLOAT16;   /* kernels_template.h, CBN_CHECK_RATIO */
+    const int checked = kernels_for(dtype)->checked;
     job->coefficients = malloc(stride * CBN_COEFFICIENTS * compute_size(dtype));
     job->wide_coefficients = checked ? malloc(stride * CBN_WIDE_COEFFICIENTS * sizeof(double)) : NULL;
     job->partials = malloc(partial_count * sizeof *job->partials);

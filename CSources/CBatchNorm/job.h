@@ -96,7 +96,7 @@ struct cbn_job {
     /* job-owned */
     void *coefficients;                  /* CBN_COEFFICIENTS rows (cbn_coefficient_stride) */
     double *wide_coefficients;           /* CBN_WIDE_COEFFICIENTS rows of doubles, the same stride;
-                                            half formats only (NULL for float and double) */
+                                            only for checked kernels, the half formats (else NULL) */
     cbn_partial *partials;               /* channels * parts, index c*parts + part */
 
     /* The phases run inside one parallel region: each worker takes items of
@@ -126,6 +126,9 @@ struct cbn_job {
 /// and the per-channel finalize steps. One table per dtype, generated from
 /// microkernels/kernels_template.h.
 typedef struct cbn_kernels {
+    /// Whether the elementwise results are checked (kernels_template.h,
+    /// CBN_CHECK_RATIO): the job then keeps the wide coefficient rows.
+    int checked;
     /// `scratch`: the worker's scratch (job->scratch_doubles), or NULL.
     void (*statistics)(const cbn_job *job, cbn_item item, double *scratch);
     void (*normalize)(const cbn_job *job, cbn_item item);

@@ -102,9 +102,9 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 
 /// Stores lanes [first, first + count) of v to out[0, count), count < 16, in
 /// pieces of 8, 4, 2 and 1 lanes of constant size: no library call.
-CBN_INLINE void FN(store_lanes)(ELEM *out, VE v, int64_t first, int64_t count) {
+CBN_INLINE void FN(store_lanes)(ELEM *out, const VE *v, int64_t first, int64_t count) {
     ELEM lanes[16];
-    memcpy(lanes, &v, sizeof v);
+    memcpy(lanes, v, sizeof *v);
     const ELEM *from = lanes + first;
     if (count & 8) { memcpy(out, from, 8 * sizeof(ELEM)); out += 8; from += 8; }
     if (count & 4) { memcpy(out, from, 4 * sizeof(ELEM)); out += 4; from += 4; }
@@ -181,9 +181,9 @@ CBN_INLINE void FN(store_lanes)(ELEM *out, VE v, int64_t first, int64_t count) {
             }                                                                                    \
         for (; i + 16 <= (n); i += 16, c_ = CBN_NEXT_CHANNEL(c_, 16, period))                    \
             STOREX((out) + i, VECTOR);                                                           \
-        if (first_at_ < start_) FN(store_lanes)((out) + first_at_, first_, 0, start_ - first_at_);  \
+        if (first_at_ < start_) FN(store_lanes)((out) + first_at_, &first_, 0, start_ - first_at_); \
         if (tail_ && streamed_)                                                                  \
-            FN(store_lanes)((out) + i, last_, 16 - ((n) - i), (n) - i);                          \
+            FN(store_lanes)((out) + i, &last_, 16 - ((n) - i), (n) - i);                         \
         else if (tail_)                                                                          \
             CBN_STORE(VE, (out) + (n) - 16, last_);                                              \
     } while (0)
@@ -911,6 +911,9 @@ static void FN(inference_statistics)(int64_t channels, const void *running_mean,
 }
 
 const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
+#ifdef CBN_CHECK_RATIO
+    .checked = 1,
+#endif
     .statistics = FN(statistics),
     .normalize = FN(normalize),
     .sums = FN(sums),
