@@ -2,8 +2,8 @@
  * libFuzzer target over the C core's entry points.
  *
  * The input decodes into a call: element type (float, double, binary16,
- * bfloat16), mode, shape and memory
- * layout (sometimes invalid), the epilogue (relu, a residual z and its
+ * bfloat16), mode, shape (sometimes hundreds of channels of short planes)
+ * and memory layout (sometimes invalid), the epilogue (relu, a residual z and its
  * gradient dz, the forward output y that backward masks with), the
  * partials of batch norm across processes (moments_out/moments,
  * sums_out/sums, fuzzed or both at once), which optional buffers are present
@@ -305,6 +305,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (shape_kind % 16 == 13) { k.shape.n = INT64_MAX / 2; k.shape.channels = 4; }
     k.shape.layout = (flags2 >> 4) & 1 ? CBN_CHANNELS_LAST : CBN_CHANNELS_FIRST;
     if (shape_kind % 16 == 12) k.shape.layout = (cbn_memory_layout)(2 + (flags2 >> 5));   /* invalid */
+    if (shape_kind % 16 == 11) {
+        /* many channels of short planes: planes items of up to 256 channels,
+         * elementwise items of other (ragged) channel blocks than the fused ones */
+        k.shape.channels = 200 + 7 * (k.shape.channels - 1);             /* 200 to 683 */
+        k.shape.spatial = 1 + (k.shape.spatial - 1) % 60;
+        k.shape.n = 1 + (k.shape.n - 1) % 3;
+    }
     const int64_t valid = k.shape.n > 0 && k.shape.spatial > 0 && k.shape.n < (1 << 20);
     for (int i = 0; i < BUFFERS; i++) k.has[i] = 1;
     k.has[WEIGHT] = flags & 1; k.has[BIAS] = (flags >> 1) & 1; k.has[RMEAN] = (flags >> 2) & 1;
