@@ -145,6 +145,7 @@ typedef float cbn_vf __attribute__((vector_size(16 * sizeof(float))));
 #define CBN_PARAM float
 #define CBN_SUFFIX f16
 #define CBN_CHECK_RATIO 0x1p8f
+#define CBN_PREFETCH_BYTES 4096
 #include "kernels_template.h"
 
 /* bfloat16, the upper half of a float's bits, held in uint16_t: widening
@@ -184,6 +185,7 @@ CBN_INLINE uint16_t cbn_bf16_narrow(float f) {
 #define CBN_PARAM float
 #define CBN_SUFFIX bf16
 #define CBN_CHECK_RATIO 0x1p11f
+#define CBN_PREFETCH_BYTES 4096
 #include "kernels_template.h"
 
 const char *cbn_isa_name(void) {
