@@ -11,7 +11,7 @@ static const cbn_kernels *kernels_for(cbn_dtype dtype) {
     switch (dtype) {
     case CBN_FLOAT64: return &cbn_kernels_f64;
     case CBN_FLOAT16: return &cbn_kernels_f16;
-    case CBN_BFLOAT16: return &cbn_kernels_bf16;
+    case CBN_BFLOAT16: return cbn_bfloat16_kernels();
     default: return &cbn_kernels_f32;
     }
 }

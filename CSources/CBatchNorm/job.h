@@ -39,17 +39,19 @@ enum {
 ///  forward:  y  = ((x - mean_hi) - mean_lo) * k1 + k3
 ///  backward: dx = k1*dy + (k2*((x - mean_hi) - mean_lo) + k3)
 /// mean_hi is the mean rounded to the arithmetic type and mean_lo the rest,
-/// so that x - mean keeps its low bits on data far from zero. slack is
-/// |k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|: the part of the
-/// error bound of a checked element (kernels_template.h) that does not
-/// depend on the element (written for the checked half formats only).
-/// Stored as six rows, in this order, of
+/// so that x - mean keeps its low bits on data far from zero. The check rows
+/// (written for the checked half formats only) hold the terms of a checked
+/// element's error bound (kernels_template.h), divided by its ratio R and
+/// rounded up: slack, the part that does not depend on the element,
+/// (|k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|)/R and at least
+/// 2^-126; bound_k1 |k1|/R and bound_k2 |k2|/R, of k1 and k2 as rounded.
+/// Stored as eight rows, in this order, of
 /// cbn_coefficient_stride(channels) values: `channels` values, then sixteen
 /// that go on from channel 0 again (value c + j*channels repeats channel c),
 /// so that sixteen consecutive channels of channels-last rows, wrapping from
 /// one row's last channel to the next row's first, load in one piece.
 typedef enum cbn_coefficient {
-    CBN_MEAN_HI = 0, CBN_MEAN_LO, CBN_K1, CBN_K2, CBN_K3, CBN_SLACK, CBN_COEFFICIENTS
+    CBN_MEAN_HI = 0, CBN_MEAN_LO, CBN_K1, CBN_K2, CBN_K3, CBN_SLACK, CBN_BOUND_K1, CBN_BOUND_K2, CBN_COEFFICIENTS
 } cbn_coefficient;
 
 /// The same in double, for the elements of the half formats that their
@@ -155,5 +157,8 @@ extern const cbn_kernels cbn_kernels_f32;
 extern const cbn_kernels cbn_kernels_f64;
 extern const cbn_kernels cbn_kernels_f16;
 extern const cbn_kernels cbn_kernels_bf16;
+/// cbn_kernels_bf16, or its twin for AVX-512 BF16 where the processor has it
+/// (the same results, bitwise).
+const cbn_kernels *cbn_bfloat16_kernels(void);
 
 #endif /* CBN_JOB_H */

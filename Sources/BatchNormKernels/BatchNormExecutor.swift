@@ -9,7 +9,8 @@ import Foundation
 public var isOpenMPAvailable: Bool { cbn_openmp_available() != 0 }
 
 /// The instruction set the C microkernels were dispatched to on this CPU,
-/// e.g. `"x86-64-v4 (AVX-512)"`. Chosen once at load time; results are
+/// e.g. `"x86-64-v4 (AVX-512)"`, and whether bfloat16 narrows with AVX-512
+/// BF16 (bitwise the same results). Chosen once at load time; results are
 /// deterministic on one machine but may differ in the last bits between
 /// instruction sets (fused multiply-add).
 public var microkernelInstructionSet: String { String(cString: cbn_isa_name()) }

@@ -47,15 +47,16 @@ func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
 
     func checkAgainstReference<H: HalfFormat>(
         _: H.Type, nchw: [Int], layout: BatchNormLayout, center: Double, spread: Double,
-        executor: BatchNormExecutor, activation: BatchNormActivation = .identity, cancelling: Bool = false
+        executor: BatchNormExecutor, activation: BatchNormActivation = .identity, cancelling: Bool = false,
+        parameterScale: Float = 1
     ) throws {
         let shape = dimensions(nchw, in: layout), channels = nchw[1], count = nchw.reduce(1, *)
         let x = Self.values(H.self, count, center: center, spread: spread, seed: UInt64(count))
         var dy = Self.values(H.self, count, seed: UInt64(count) + 1)
         // With the relu, the residual block's y = relu(BN(x) + z) and its dz.
         var z = activation == .relu ? Self.values(H.self, count, seed: UInt64(count) + 2) : nil
-        let weight: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 3)
-        let bias: [Float] = randomValues(channels, seed: 4)
+        let weight: [Float] = (randomValues(channels, center: 1, spread: 0.5, seed: 3) as [Float]).map { $0 * parameterScale }
+        let bias: [Float] = (randomValues(channels, seed: 4) as [Float]).map { $0 * parameterScale }
         if cancelling {
             // Outputs far smaller than the terms they are formed from: z ≈ -BN(x), so y = BN(x) + z
             // is a few thousandths, and dy ≈ BN(x), affine in x̂, so that dx nearly vanishes.
@@ -109,6 +110,17 @@ func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
             runningMean: layer.runningMean!.map(Double.init), runningVariance: layer.runningVariance!.map(Double.init),
             residual: z.map { $0.map { Double($0.widened) } }, relu: relu)
         #expect(Self.worstUlps(inference.output, wantInference.output) <= 1, "\(context): inference y")
+        let inferenceMask = relu ? inference.output.map { Double($0.widened) } : nil
+        let wantInferenceBackward = ReferenceBatchNorm.backward(
+            wide, outputGradient: wideDy, shape: shape, channelsLast: layout == .channelsLast, training: false,
+            mean: wantInference.mean, invStd: wantInference.invStd, weight: weight.map(Double.init),
+            forwardOutput: inferenceMask)
+        let inferenceGradients = try layer.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
+                                                    statistics: inference.statistics,
+                                                    forwardOutput: inference.output,
+                                                    wantsResidualGradient: z != nil)
+        #expect(Self.worstUlps(inferenceGradients.input!, wantInferenceBackward.inputGradient) <= 1,
+                "\(context): inference dx")
     }
 
     static let shapes: [[Int]] = [[4, 3, 5], [2, 70, 7, 7], [3, 130, 14, 14], [2, 5, 56, 56], [300, 20],
@@ -159,6 +171,30 @@ func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
                                   executor: .serial)
         try checkAgainstReference(BFloat16.self, nchw: [3, 4, 50], layout: .channelsFirst, center: 0, spread: 1e-38,
                                   executor: .serial)
+    }
+
+    /// Subnormals of each format as outputs: γ and β that small make y and
+    /// dx subnormal. In BFloat16 they are float subnormals too (γ/σ rounds to
+    /// one, so the channel is computed in double), which AVX-512 BF16's
+    /// narrowing would flush to zero.
+    @Test func subnormalOutputsStayWithinOneUlp() throws {
+        for layout in [BatchNormLayout.channelsFirst, .channelsLast] {
+            try checkAgainstReference(Float16.self, nchw: [3, 5, 7, 7], layout: layout, center: 0, spread: 1,
+                                      executor: .serial, parameterScale: 2e-5)
+            try checkAgainstReference(BFloat16.self, nchw: [3, 5, 7, 7], layout: layout, center: 0, spread: 1,
+                                      executor: .serial, parameterScale: 2e-39)
+        }
+    }
+
+    /// γ/σ below float's normal range with normal outputs: σ = 1e8 and
+    /// γ = 1e-36 give γ/σ a float subnormal of a few bits, while y is near
+    /// 1e-36. Float arithmetic with that factor errs by many ulps of
+    /// BFloat16; such channels are computed in double.
+    @Test func subnormalFactorsStayWithinOneUlp() throws {
+        for layout in [BatchNormLayout.channelsFirst, .channelsLast] {
+            try checkAgainstReference(BFloat16.self, nchw: [3, 5, 7, 7], layout: layout, center: 0, spread: 1e8,
+                                      executor: .serial, parameterScale: 1e-36)
+        }
     }
 
     /// Every executor and thread count, and channels last against channels

@@ -232,7 +232,8 @@ void cbn_inference_statistics(cbn_dtype dtype, int64_t channels,
                               double eps, double *mean_out, double *invstd_out);
 
 /// The instruction set the microkernels run with on this CPU, e.g.
-/// "x86-64-v4 (AVX-512)": the same choice the dynamic loader made.
+/// "x86-64-v4 (AVX-512)": the same choice the dynamic loader made (and
+/// whether bfloat16 narrows with AVX-512 BF16).
 const char *cbn_isa_name(void);
 
 #ifdef __cplusplus

@@ -75,7 +75,7 @@ typedef ELEM VE __attribute__((vector_size(16 * sizeof(ELEM))));
 
 /// mean split into the nearest arithmetic-type value and the rest.
 typedef struct FN(cbn_split_mean) { T hi, lo; } FN(cbn_split_mean);
-CBN_INLINE FN(cbn_split_mean) FN(split_mean)(double mean) {
+static inline FN(cbn_split_mean) FN(split_mean)(double mean) {
     FN(cbn_split_mean) s;
     s.hi = (T)mean;
     s.lo = (T)(mean - (double)s.hi);
@@ -83,9 +83,10 @@ CBN_INLINE FN(cbn_split_mean) FN(split_mean)(double mean) {
 }
 
 /// The coefficients (job.h) of a channel block's first channel (both walks):
-/// in T, and in double for the checked recomputation (w*).
+/// in T, with the check rows (slack, bk1 = |k1|/R, bk2 = |k2|/R), and in
+/// double for the checked recomputation (w*).
 typedef struct FN(cbn_block_coefficients) {
-    const T *hi, *lo, *k1, *k2, *k3, *slack;
+    const T *hi, *lo, *k1, *k2, *k3, *slack, *bk1, *bk2;
     const double *wm, *wk1, *wk2, *wk3;
 } FN(cbn_block_coefficients);
 
@@ -238,22 +239,27 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 #define ABS(v) __builtin_elementwise_abs(v)
 
 #ifdef CBN_CHECK_RATIO
-/// e, computed in T from terms whose magnitudes add up to at most `bound`
-/// (S); every lane with S > R |e| (or S not small enough to rule out
-/// overflow, or NaN) is replaced by WIDE, the same value computed in double,
-/// rounded to T. In float, the steps below err by at most 5 * 2^-24 (S + |e|)
-/// (each coefficient and each operation one rounding, and the mean's split
-/// 2^-48 |mean| folded into the slack), so a kept lane is within
-/// 5 * 2^-24 (R + 1) |e|: less than one unit in the last place of the
-/// format for R = 2^8 (binary16, 2^-11 |e|) and R = 2^11 (bfloat16,
-/// 2^-8 |e|), and rounding it to the format stays within one unit of the
-/// rounded float64 result. The test is per value, so every value gets the
-/// same result whatever its neighbours in a vector.
+/// e, computed in T from terms whose magnitudes add up to S, and `bound`,
+/// at least S/R: every lane with bound > |e| (S > R |e|), or S not small
+/// enough to rule out overflow, or NaN, is replaced by WIDE, the same value
+/// computed in double, rounded to T. In float, the steps below err by at
+/// most 5 * 2^-24 (S + |e|) (each coefficient and each operation one
+/// rounding, and the mean's split 2^-48 |mean| folded into the slack), so a
+/// kept lane is within 5 * 2^-24 (R + 1) |e|: less than one unit in the last
+/// place of the format for R = 2^8 (binary16, 2^-11 |e|: by a factor 1.6)
+/// and R = 2^11 (bfloat16, 2^-8 |e|: by 6), and rounding it to the format
+/// stays within one unit of the rounded float64 result.
+/// The bound is formed from the check rows (job.h): |k1|/R, |k2|/R and the
+/// slack/R, each rounded up, the slack at least 2^-126. So the bound is a
+/// normal number, its one or two roundings leave it at least S/R times
+/// (1 - 2^-22), well inside the margin above, and no product by R is left
+/// per value. A kept e is never a float subnormal. The test is per value, so
+/// every value gets the same result whatever its neighbours in a vector.
 #define CHECKED_V(e, bound, WIDE)                                                                \
     ({                                                                                           \
         VT checked_ = (e);                                                                       \
         const VT bound_ = (bound);                                                               \
-        const FN(cbn_lane_mask) kept_ = (bound_ <= ABS(checked_) * CBN_CHECK_RATIO) & (bound_ <= (T)0x1p100); \
+        const FN(cbn_lane_mask) kept_ = (bound_ <= ABS(checked_)) & (bound_ <= CBN_CHECK_LIMIT);   \
         if (__builtin_expect(!__builtin_reduce_and(kept_), 0)) {                                 \
             const VT wide_ = __builtin_convertvector((WIDE), VT);                                \
             checked_ = (VT)(((FN(cbn_lane_mask))checked_ & kept_) | ((FN(cbn_lane_mask))wide_ & ~kept_)); \
@@ -264,7 +270,7 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
     ({                                                                                           \
         T checked_ = (e);                                                                        \
         const T bound_ = (bound);                                                                \
-        if (!(bound_ <= ABS(checked_) * CBN_CHECK_RATIO && bound_ <= (T)0x1p100)) checked_ = (T)(WIDE); \
+        if (!(bound_ <= ABS(checked_) && bound_ <= CBN_CHECK_LIMIT)) checked_ = (T)(WIDE);         \
         checked_;                                                                                \
     })
 /// x - mean in double, for the backward sums: T is float here, and a
@@ -274,6 +280,9 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 /// A coefficient only the check reads (the slack and the wide rows): loaded
 /// here, zero of its type where nothing is checked and the rows do not exist.
 #define CHECK_ONLY(v) (v)
+/// S/R up to which float cannot overflow: S <= 2^100; and 1/R.
+#define CBN_CHECK_LIMIT ((T)(0x1p100 / CBN_CHECK_RATIO))
+#define CBN_INVERSE_RATIO ((T)(1.0 / CBN_CHECK_RATIO))
 #else
 #define CHECKED_V(e, bound, WIDE) (e)
 #define CHECKED_S(e, bound, WIDE) (e)
@@ -289,22 +298,22 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 /// with CBN_EPILOGUE_RELU, each step its own rounding. `epi` is a constant
 /// where these are used, so the unused steps compile away. wm, wk1, wk3: the
 /// double coefficients of the checked recomputation.
-#define FORWARD_V(xv, hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)                            \
+#define FORWARD_V(xv, hi, lo, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi)                       \
     ({                                                                                           \
         const VT x_ = (xv), d_ = (x_ - (hi)) - (lo);                                             \
         VT e_ = d_ * (k1) + (k3), z_ = {0};                                                      \
         if ((epi) & CBN_EPILOGUE_RESIDUAL) { z_ = LOADX((z) + (i)); e_ = e_ + z_; }              \
-        e_ = CHECKED_V(e_, ABS(d_) * ABS(k1) + ((slack) + ABS(z_)),                              \
+        e_ = CHECKED_V(e_, ABS(d_) * (bk1) + ((slack) + ABS(z_) * CBN_INVERSE_RATIO),           \
                        FORWARD_WIDE(WIDEN(x_), WIDEN(z_), wm, wk1, wk3, epi));                   \
         if ((epi) & CBN_EPILOGUE_RELU) e_ = KEEP(e_, e_);                                        \
         e_;                                                                                      \
     })
-#define FORWARD_S(xs, hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)                            \
+#define FORWARD_S(xs, hi, lo, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi)                       \
     ({                                                                                           \
         const T x_ = (xs), d_ = (x_ - (hi)) - (lo);                                              \
         T e_ = d_ * (k1) + (k3), z_ = 0;                                                         \
         if ((epi) & CBN_EPILOGUE_RESIDUAL) { z_ = GET(z, i); e_ = e_ + z_; }                     \
-        e_ = CHECKED_S(e_, ABS(d_) * ABS(k1) + ((slack) + ABS(z_)),                              \
+        e_ = CHECKED_S(e_, ABS(d_) * (bk1) + ((slack) + ABS(z_) * CBN_INVERSE_RATIO),           \
                        FORWARD_WIDE((double)x_, (double)z_, wm, wk1, wk3, epi));                 \
         if ((epi) & CBN_EPILOGUE_RELU) e_ = FN(keep)(e_, e_);                                    \
         e_;                                                                                      \
@@ -318,17 +327,29 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 
 /// dx = k1*g + (k2*((x - hi) - lo) + k3), g the (masked) gradient and x
 /// widened; wm, wk1, wk2, wk3 as for FORWARD_V.
-#define INPUT_GRADIENT_V(gv, xv, hi, lo, k1, k2, k3, slack, wm, wk1, wk2, wk3)                   \
+#define INPUT_GRADIENT_V(gv, xv, hi, lo, k1, k2, k3, slack, bk1, bk2, wm, wk1, wk2, wk3)         \
     ({                                                                                           \
         const VT g_ = (gv), x_ = (xv), d_ = (x_ - (hi)) - (lo);                                  \
-        CHECKED_V((k1) * g_ + ((k2) * d_ + (k3)), ABS(k1) * ABS(g_) + (ABS(k2) * ABS(d_) + (slack)), \
+        CHECKED_V((k1) * g_ + ((k2) * d_ + (k3)), (bk1) * ABS(g_) + ((bk2) * ABS(d_) + (slack)), \
                   (wk1) * WIDEN(g_) + ((wk2) * (WIDEN(x_) - (wm)) + (wk3)));                     \
     })
-#define INPUT_GRADIENT_S(gs, xs, hi, lo, k1, k2, k3, slack, wm, wk1, wk2, wk3)                   \
+#define INPUT_GRADIENT_S(gs, xs, hi, lo, k1, k2, k3, slack, bk1, bk2, wm, wk1, wk2, wk3)         \
     ({                                                                                           \
         const T g_ = (gs), x_ = (xs), d_ = (x_ - (hi)) - (lo);                                   \
-        CHECKED_S((k1) * g_ + ((k2) * d_ + (k3)), ABS(k1) * ABS(g_) + (ABS(k2) * ABS(d_) + (slack)), \
+        CHECKED_S((k1) * g_ + ((k2) * d_ + (k3)), (bk1) * ABS(g_) + ((bk2) * ABS(d_) + (slack)), \
                   (wk1) * (double)g_ + ((wk2) * ((double)x_ - (wm)) + (wk3)));                   \
+    })
+
+/// dx = k1*g (inference mode), g the (masked) gradient; wk1 as for FORWARD_V.
+#define SCALE_V(gv, k1, slack, bk1, wk1)                                                         \
+    ({                                                                                           \
+        const VT g_ = (gv);                                                                      \
+        CHECKED_V(g_ * (k1), ABS(g_) * (bk1) + (slack), WIDEN(g_) * (wk1));                      \
+    })
+#define SCALE_S(gs, k1, slack, bk1, wk1)                                                         \
+    ({                                                                                           \
+        const T g_ = (gs);                                                                       \
+        CHECKED_S(g_ * (k1), ABS(g_) * (bk1) + (slack), (double)g_ * (wk1));                     \
     })
 
 /// The backward epilogue: g = dy[i], masked by y[i] with CBN_EPILOGUE_RELU.
@@ -360,11 +381,11 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 CBN_INLINE void FN(run_normalize)(const ELEM *x, const ELEM *z, ELEM *y, int64_t n,
                                   const FN(cbn_block_coefficients) *bc, int64_t k, int stream, const int epi) {
     const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k3 = bc->k3[k];
-    const T slack = CHECK_ONLY(bc->slack[k]);
+    const T slack = CHECK_ONLY(bc->slack[k]), bk1 = CHECK_ONLY(bc->bk1[k]);
     const double wm = CHECK_ONLY(bc->wm[k]), wk1 = CHECK_ONLY(bc->wk1[k]), wk3 = CHECK_ONLY(bc->wk3[k]);
-    CBN_WRITE_RUN(y, n, n, stream, PUT(y, i, FORWARD_S(GET(x, i), hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi)),
+    CBN_WRITE_RUN(y, n, n, stream, PUT(y, i, FORWARD_S(GET(x, i), hi, lo, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi)),
                   ({ PREFETCH_FORWARD(x, z, i, CBN_AHEAD, epi);
-                     FORWARD_V(LOADX(x + i), hi, lo, k1, k3, slack, wm, wk1, wk3, z, i, epi); }));
+                     FORWARD_V(LOADX(x + i), hi, lo, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi); }));
 }
 
 /// With g the (masked) gradient: adds g and g*d to the accumulators (lanes
@@ -374,7 +395,8 @@ CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM 
                              const FN(cbn_block_coefficients) *bc, int64_t k, cbn_vd *acc_dy, cbn_vd *acc_dyd,
                              double *tail_dy, double *tail_dyd, const int epi) {
     const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k];
-    const double wm = CHECK_ONLY(bc->wm[k]);
+    const T slack = CHECK_ONLY(bc->slack[k]), bk1 = CHECK_ONLY(bc->bk1[k]);
+    const double wm = CHECK_ONLY(bc->wm[k]), wk1 = CHECK_ONLY(bc->wk1[k]);
     cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -385,7 +407,7 @@ CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM 
         a_dy += gw;
         a_dyd += gw * DEVIATION_V(LOADX(x + i), hi, lo, wm);
         if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + i, g);
-        if (dx) STOREX(dx + i, g * k1);
+        if (dx) STOREX(dx + i, SCALE_V(g, k1, slack, bk1, wk1));
     }
     *acc_dy = a_dy;
     *acc_dyd = a_dyd;
@@ -395,7 +417,7 @@ CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM 
         t_dy += (double)g;
         t_dyd += (double)g * DEVIATION_S(GET(x, i), hi, lo, wm);
         if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, i, g);
-        if (dx) PUT(dx, i, g * k1);
+        if (dx) PUT(dx, i, SCALE_S(g, k1, slack, bk1, wk1));
     }
     *tail_dy = t_dy;
     *tail_dyd = t_dyd;
@@ -415,22 +437,25 @@ CBN_INLINE void FN(run_input_gradient)(const ELEM *x, const ELEM *dy, const ELEM
                                        const FN(cbn_block_coefficients) *bc, int64_t k, int stream,
                                        const int epi) {
     const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k2 = bc->k2[k], k3 = bc->k3[k];
-    const T slack = CHECK_ONLY(bc->slack[k]);
+    const T slack = CHECK_ONLY(bc->slack[k]), bk1 = CHECK_ONLY(bc->bk1[k]), bk2 = CHECK_ONLY(bc->bk2[k]);
     const double wm = CHECK_ONLY(bc->wm[k]), wk1 = CHECK_ONLY(bc->wk1[k]);
     const double wk2 = CHECK_ONLY(bc->wk2[k]), wk3 = CHECK_ONLY(bc->wk3[k]);
     CBN_WRITE_RUN(dx, n, n, stream,
-                  PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), hi, lo, k1, k2, k3, slack, wm,
-                                              wk1, wk2, wk3)),
+                  PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), hi, lo, k1, k2, k3, slack, bk1,
+                                              bk2, wm, wk1, wk2, wk3)),
                   ({ PREFETCH(x + i, CBN_AHEAD); PREFETCH_GRADIENT(dy, y, i, CBN_AHEAD, epi);
-                     INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), hi, lo, k1, k2, k3, slack, wm, wk1,
-                                      wk2, wk3); }));
+                     INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), hi, lo, k1, k2, k3, slack, bk1, bk2,
+                                      wm, wk1, wk2, wk3); }));
 }
 
-/// dx = k1*g (inference mode).
-CBN_INLINE void FN(run_scale)(const ELEM *dy, const ELEM *y, ELEM *dx, int64_t n, T k1, int stream,
-                              const int epi) {
-    CBN_WRITE_RUN(dx, n, n, stream, PUT(dx, i, GRADIENT_S(dy, y, i, epi) * k1),
-                  ({ PREFETCH_GRADIENT(dy, y, i, CBN_AHEAD, epi); GRADIENT_V(dy, y, i, epi) * k1; }));
+/// dx = k1*g (inference mode) for channel k of the block.
+CBN_INLINE void FN(run_scale)(const ELEM *dy, const ELEM *y, ELEM *dx, int64_t n,
+                              const FN(cbn_block_coefficients) *bc, int64_t k, int stream, const int epi) {
+    const T k1 = bc->k1[k], slack = CHECK_ONLY(bc->slack[k]), bk1 = CHECK_ONLY(bc->bk1[k]);
+    const double wk1 = CHECK_ONLY(bc->wk1[k]);
+    CBN_WRITE_RUN(dx, n, n, stream, PUT(dx, i, SCALE_S(GRADIENT_S(dy, y, i, epi), k1, slack, bk1, wk1)),
+                  ({ PREFETCH_GRADIENT(dy, y, i, CBN_AHEAD, epi);
+                     SCALE_V(GRADIENT_V(dy, y, i, epi), k1, slack, bk1, wk1); }));
 }
 
 /* ---------- rows of a channel block (columns walk) ---------- */
@@ -494,7 +519,8 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         const VT hi = LOAD(bc->hi + k), lo = LOAD(bc->lo + k), k1 = LOAD(bc->k1 + k);
-        const cbn_vd wm = CHECK_ONLY(cbn_vd_load(bc->wm + k));
+        const VT slack = CHECK_ONLY(LOAD(bc->slack + k)), bk1 = CHECK_ONLY(LOAD(bc->bk1 + k));
+        const cbn_vd wm = CHECK_ONLY(cbn_vd_load(bc->wm + k)), wk1 = CHECK_ONLY(cbn_vd_load(bc->wk1 + k));
         cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
         for (int64_t j = 0; j < rows; j++) {
             const int64_t at = j * stride + k;
@@ -507,7 +533,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
             a_dy += gw;
             a_dyd += gw * DEVIATION_V(LOADX(x + at), hi, lo, wm);
             if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + at, g);
-            if (dx) STOREX(dx + at, g * k1);
+            if (dx) STOREX(dx + at, SCALE_V(g, k1, slack, bk1, wk1));
         }
         cbn_vd_store(sum_dy + k, a_dy);
         cbn_vd_store(sum_dyd + k, a_dyd);
@@ -520,7 +546,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
             t_dy += (double)g;
             t_dyd += (double)g * DEVIATION_S(GET(x, at), bc->hi[k], bc->lo[k], bc->wm[k]);
             if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, at, g);
-            if (dx) PUT(dx, at, g * bc->k1[k]);
+            if (dx) PUT(dx, at, SCALE_S(g, bc->k1[k], bc->slack[k], bc->bk1[k], bc->wk1[k]));
         }
         sum_dy[k] = t_dy;
         sum_dyd[k] = t_dyd;
@@ -539,13 +565,15 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
     bc->k3 = all + CBN_K3 * stride + item.c0;
 #ifdef CBN_CHECK_RATIO
     bc->slack = all + CBN_SLACK * stride + item.c0;
+    bc->bk1 = all + CBN_BOUND_K1 * stride + item.c0;
+    bc->bk2 = all + CBN_BOUND_K2 * stride + item.c0;
     bc->wm = wide + CBN_WIDE_MEAN * stride + item.c0;
     bc->wk1 = wide + CBN_WIDE_K1 * stride + item.c0;
     bc->wk2 = wide + CBN_WIDE_K2 * stride + item.c0;
     bc->wk3 = wide + CBN_WIDE_K3 * stride + item.c0;
 #else
     (void)wide;
-    bc->slack = NULL;    /* only the check reads these (CHECK_ONLY) */
+    bc->slack = bc->bk1 = bc->bk2 = NULL;    /* only the check reads these (CHECK_ONLY) */
     bc->wm = bc->wk1 = bc->wk2 = bc->wk3 = NULL;
 #endif
 }
@@ -570,16 +598,37 @@ static void FN(set_mean)(cbn_job *job, int64_t c, double mean) {
 #endif
 }
 
+#ifdef CBN_CHECK_RATIO
+/// A check row's value (job.h): the least T at or above v/R, and at least
+/// `floor`.
+static T FN(check_row)(double v, double floor) {
+    const double scaled = v / CBN_CHECK_RATIO;
+    if (scaled <= floor) return (T)floor;
+    T t = (T)scaled;
+    if ((double)t < scaled) t = nextafterf(t, INFINITY);
+    return t;
+}
+
+/// Whether k, nonzero, rounds to a float subnormal or to zero.
+static int FN(coarse_factor)(double k) { return k != 0 && fabs((double)(T)k) < 0x1p-126; }
+#endif
+
 /// Sets channel c's k1, k2, k3 (rounded to the arithmetic type, and in
-/// double) and its slack (job.h); after set_mean.
+/// double) and its check rows (job.h); after set_mean.
 static void FN(set_factors)(cbn_job *job, int64_t c, double k1, double k2, double k3) {
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K1, c, (T)k1);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K2, c, (T)k2);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K3, c, (T)k3);
 #ifdef CBN_CHECK_RATIO
     const double mean = job->wide_coefficients[CBN_WIDE_MEAN * cbn_coefficient_stride(job->plan.shape.channels) + c];
-    const double slack = fabs(k3) + 0x1p-22 * fabs(mean) * fabs(job->backward ? k2 : k1);
-    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_SLACK, c, (T)slack);
+    /* A factor that rounds to a float subnormal (or to zero) keeps less
+     * than float's relative precision, which the bound assumes: an infinite
+     * slack then sends every value of the channel to double. */
+    const int coarse = FN(coarse_factor)(k1) || FN(coarse_factor)(k2);
+    const double slack = coarse ? INFINITY : fabs(k3) + 0x1p-22 * fabs(mean) * fabs(job->backward ? k2 : k1);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_SLACK, c, FN(check_row)(slack, 0x1p-126));
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_BOUND_K1, c, FN(check_row)(fabs((double)(T)k1), 0));
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_BOUND_K2, c, FN(check_row)(fabs((double)(T)k2), 0));
     CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K1, c, k1);
     CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K2, c, k2);
     CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K3, c, k3);
@@ -711,11 +760,12 @@ CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int 
             ELEM *y = (ELEM *)job->out + at;
             CBN_WRITE_RUN(y, rows * w, w, plan->streaming,
                           PUT(y, i, FORWARD_S(GET(x, i), bc.hi[c_], bc.lo[c_], bc.k1[c_], bc.k3[c_], bc.slack[c_],
-                                              bc.wm[c_], bc.wk1[c_], bc.wk3[c_], z, i, epi)),
+                                              bc.bk1[c_], bc.wm[c_], bc.wk1[c_], bc.wk3[c_], z, i, epi)),
                           ({ PREFETCH_FORWARD(x, z, i, ahead, epi);
                              FORWARD_V(LOADX(x + i), LOAD(bc.hi + c_), LOAD(bc.lo + c_), LOAD(bc.k1 + c_),
-                                       LOAD(bc.k3 + c_), LOAD(bc.slack + c_), cbn_vd_load(bc.wm + c_),
-                                       cbn_vd_load(bc.wk1 + c_), cbn_vd_load(bc.wk3 + c_), z, i, epi); }));
+                                       LOAD(bc.k3 + c_), LOAD(bc.slack + c_), LOAD(bc.bk1 + c_),
+                                       cbn_vd_load(bc.wm + c_), cbn_vd_load(bc.wk1 + c_), cbn_vd_load(bc.wk3 + c_), z,
+                                       i, epi); }));
         }
     }
     CBN_FENCE_STREAMS(plan->streaming);
@@ -838,7 +888,7 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
                     FN(run_input_gradient)((const ELEM *)job->x + base + at, dy + at, y_at, dx + at, length, &bc, k,
                                            plan->streaming, epi);
                 } else {
-                    FN(run_scale)(dy + at, y_at, dx + at, length, bc.k1[k], plan->streaming, epi);
+                    FN(run_scale)(dy + at, y_at, dx + at, length, &bc, k, plan->streaming, epi);
                 }
             }
         }
@@ -856,17 +906,22 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
                 const ELEM *x = (const ELEM *)job->x + at;
                 CBN_WRITE_RUN(dx, n, w, plan->streaming,
                               PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), bc.hi[c_], bc.lo[c_],
-                                                          bc.k1[c_], bc.k2[c_], bc.k3[c_], bc.slack[c_], bc.wm[c_],
-                                                          bc.wk1[c_], bc.wk2[c_], bc.wk3[c_])),
+                                                          bc.k1[c_], bc.k2[c_], bc.k3[c_], bc.slack[c_], bc.bk1[c_],
+                                                          bc.bk2[c_], bc.wm[c_], bc.wk1[c_], bc.wk2[c_], bc.wk3[c_])),
                               ({ PREFETCH(x + i, ahead); PREFETCH_GRADIENT(dy, y, i, ahead, epi);
                                  INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), LOAD(bc.hi + c_),
                                                   LOAD(bc.lo + c_), LOAD(bc.k1 + c_), LOAD(bc.k2 + c_),
-                                                  LOAD(bc.k3 + c_), LOAD(bc.slack + c_), cbn_vd_load(bc.wm + c_),
+                                                  LOAD(bc.k3 + c_), LOAD(bc.slack + c_), LOAD(bc.bk1 + c_),
+                                                  LOAD(bc.bk2 + c_), cbn_vd_load(bc.wm + c_),
                                                   cbn_vd_load(bc.wk1 + c_), cbn_vd_load(bc.wk2 + c_),
                                                   cbn_vd_load(bc.wk3 + c_)); }));
             } else {
-                CBN_WRITE_RUN(dx, n, w, plan->streaming, PUT(dx, i, GRADIENT_S(dy, y, i, epi) * bc.k1[c_]),
-                              ({ PREFETCH_GRADIENT(dy, y, i, ahead, epi); GRADIENT_V(dy, y, i, epi) * LOAD(bc.k1 + c_); }));
+                CBN_WRITE_RUN(dx, n, w, plan->streaming,
+                              PUT(dx, i, SCALE_S(GRADIENT_S(dy, y, i, epi), bc.k1[c_], bc.slack[c_], bc.bk1[c_],
+                                                 bc.wk1[c_])),
+                              ({ PREFETCH_GRADIENT(dy, y, i, ahead, epi);
+                                 SCALE_V(GRADIENT_V(dy, y, i, epi), LOAD(bc.k1 + c_), LOAD(bc.slack + c_),
+                                         LOAD(bc.bk1 + c_), cbn_vd_load(bc.wk1 + c_)); }));
             }
         }
     }
@@ -1011,9 +1066,13 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 #undef FORWARD_WIDE
 #undef INPUT_GRADIENT_V
 #undef INPUT_GRADIENT_S
+#undef SCALE_V
+#undef SCALE_S
 #undef CHECKED_V
 #undef CHECKED_S
 #undef CHECK_ONLY
+#undef CBN_CHECK_LIMIT
+#undef CBN_INVERSE_RATIO
 #undef PREFETCH
 #undef PREFETCH_GRADIENT
 #undef PREFETCH_FORWARD
