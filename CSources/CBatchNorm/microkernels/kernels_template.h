@@ -722,6 +722,34 @@ CBN_INLINE int64_t FN(rows_per_run)(const cbn_plan *plan, cbn_item item) {
     return item.c1 - item.c0 == plan->shape.channels ? item.end - item.begin : 1;
 }
 
+/// Rows a columns item's elementwise passes take per load of a channel
+/// vector's coefficients (CBN_WRITE_ROWS).
+#define CBN_ROW_BLOCK 4
+
+/// Whether a columns item's elementwise pass takes its rows in blocks
+/// (CBN_WRITE_ROWS): where the plan says so (plan.h), for items of a
+/// multiple of 16 channels.
+CBN_INLINE int FN(row_blocks)(const cbn_plan *plan, cbn_item item) {
+    return plan->row_blocks && (item.c1 - item.c0) % 16 == 0;
+}
+
+/// out[i] = VECTOR, narrowed, over the first w channels (a multiple of 16)
+/// of `rows` rows of C channels, CBN_ROW_BLOCK rows at a time: for the 16
+/// channels at k_, COEFFICIENTS (declarations that load them) once, then
+/// VECTOR for i = j*C + k_ in each row j of the block. Elementwise, so the
+/// results are those of CBN_WRITE_RUN.
+#define CBN_WRITE_ROWS(out, rows, w, C, COEFFICIENTS, VECTOR)                                       \
+    for (int64_t r_ = 0; r_ < (rows); r_ += CBN_ROW_BLOCK) {                                     \
+        const int64_t r1_ = cbn_min64((rows), r_ + CBN_ROW_BLOCK);                               \
+        for (int64_t k_ = 0; k_ < (w); k_ += 16) {                                                 \
+            COEFFICIENTS;                                                                        \
+            for (int64_t j_ = r_; j_ < r1_; j_++) {                                              \
+                const int64_t i = j_ * (C) + k_;                                                 \
+                STOREX((out) + i, VECTOR);                                                       \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
 /// How far on a columns item's elementwise loops ask for their inputs:
 /// CBN_AHEAD along runs of whole rows; in a run of part of a row, the same
 /// channels of a row about CBN_AHEAD values of the item later (the next row
@@ -751,6 +779,17 @@ CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int 
                 FN(run_normalize)(x + at, z ? z + at : NULL, y + at, length, &bc, k, plan->streaming, epi);
             }
         }
+    } else if (FN(row_blocks)(plan, item)) {
+        const int64_t C = plan->shape.channels, at = item.begin * C + item.c0, ahead = CBN_ROW_BLOCK * C;
+        const ELEM *x = (const ELEM *)job->x + at, *z = job->residual ? (const ELEM *)job->residual + at : NULL;
+        ELEM *y = (ELEM *)job->out + at;
+        CBN_WRITE_ROWS(y, item.end - item.begin, item.c1 - item.c0, C,
+                       const VT hi = LOAD(bc.hi + k_); const VT lo = LOAD(bc.lo + k_); const VT k1 = LOAD(bc.k1 + k_);
+                       const VT k3 = LOAD(bc.k3 + k_); const VT slack = CHECK_ONLY(LOAD(bc.slack + k_));
+                       const VT bk1 = CHECK_ONLY(LOAD(bc.bk1 + k_)),
+                       ({ PREFETCH_FORWARD(x, z, i, ahead, epi);
+                          FORWARD_V(LOADX(x + i), hi, lo, k1, k3, slack, bk1, cbn_vd_load(bc.wm + k_),
+                                    cbn_vd_load(bc.wk1 + k_), cbn_vd_load(bc.wk3 + k_), z, i, epi); }));
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
         const int64_t rows = FN(rows_per_run)(plan, item), ahead = FN(column_ahead)(plan, item);
@@ -891,6 +930,32 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
                     FN(run_scale)(dy + at, y_at, dx + at, length, &bc, k, plan->streaming, epi);
                 }
             }
+        }
+    } else if (FN(row_blocks)(plan, item)) {
+        const int64_t C = plan->shape.channels, w = item.c1 - item.c0, rows = item.end - item.begin;
+        const int64_t at = item.begin * C + item.c0, ahead = CBN_ROW_BLOCK * C;
+        const ELEM *dy = (const ELEM *)job->dy + at, *y = job->y ? (const ELEM *)job->y + at : NULL;
+        ELEM *dx = job->out ? (ELEM *)job->out + at : NULL;
+        if (epi & CBN_EPILOGUE_RESIDUAL)
+            CBN_WRITE_ROWS((ELEM *)job->dresidual + at, rows, w, C, (void)0,
+                           ({ PREFETCH_GRADIENT(dy, y, i, ahead, epi); GRADIENT_V(dy, y, i, epi); }));
+        if (dx && through_statistics) {
+            const ELEM *x = (const ELEM *)job->x + at;
+            CBN_WRITE_ROWS(dx, rows, w, C,
+                           const VT hi = LOAD(bc.hi + k_); const VT lo = LOAD(bc.lo + k_);
+                           const VT k1 = LOAD(bc.k1 + k_); const VT k2 = LOAD(bc.k2 + k_);
+                           const VT k3 = LOAD(bc.k3 + k_); const VT slack = CHECK_ONLY(LOAD(bc.slack + k_));
+                           const VT bk1 = CHECK_ONLY(LOAD(bc.bk1 + k_)); const VT bk2 = CHECK_ONLY(LOAD(bc.bk2 + k_)),
+                           ({ PREFETCH(x + i, ahead); PREFETCH_GRADIENT(dy, y, i, ahead, epi);
+                              INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), hi, lo, k1, k2, k3, slack, bk1,
+                                               bk2, cbn_vd_load(bc.wm + k_), cbn_vd_load(bc.wk1 + k_),
+                                               cbn_vd_load(bc.wk2 + k_), cbn_vd_load(bc.wk3 + k_)); }));
+        } else if (dx) {
+            CBN_WRITE_ROWS(dx, rows, w, C,
+                           const VT k1 = LOAD(bc.k1 + k_); const VT slack = CHECK_ONLY(LOAD(bc.slack + k_));
+                           const VT bk1 = CHECK_ONLY(LOAD(bc.bk1 + k_)),
+                           ({ PREFETCH_GRADIENT(dy, y, i, ahead, epi);
+                              SCALE_V(GRADIENT_V(dy, y, i, epi), k1, slack, bk1, cbn_vd_load(bc.wk1 + k_)); }));
         }
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
@@ -1078,6 +1143,8 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
 #undef PREFETCH_FORWARD
 #undef CBN_AHEAD
 #undef CBN_AHEAD_ROWS
+#undef CBN_ROW_BLOCK
+#undef CBN_WRITE_ROWS
 #undef DEVIATION_V
 #undef DEVIATION_S
 #undef ABS

@@ -78,6 +78,13 @@
 /// Outputs of at least this size are written with non-temporal stores: they
 /// will not be read again before they leave the cache anyway.
 #define CBN_STREAMING_BYTES (48 * 1024 * 1024)
+/// Columns walks over tensors of at most this size take their rows in
+/// blocks in the elementwise passes, each load of a channel vector's
+/// coefficients serving several rows (kernels_template.h, CBN_WRITE_ROWS):
+/// 1.1-1.9x on 32x2048x7x7, 32x1024x14x14 and 1024x4096, one thread. On
+/// larger ones, whose inputs and outputs outgrow the last-level cache, the
+/// blocks' eight streams were slower (32x512x28x28 binary16 inference 0.8x).
+#define CBN_ROW_BLOCK_BYTES (16 * 1024 * 1024)
 /// Channels per item of a finalize phase.
 #define CBN_FINALIZE_CHANNELS 64
 /// A channel block's slice (all tensors the pass reads) up to this size is fused.
@@ -117,6 +124,7 @@ typedef struct cbn_plan {
     int64_t elementwise_ranges; ///< ceil(m / elementwise_length)
     int64_t elementwise_items;  ///< elementwise_channel_blocks * elementwise_ranges
     int streaming;              ///< write outputs with non-temporal stores
+    int row_blocks;             ///< columns walk of at most CBN_ROW_BLOCK_BYTES (never streamed)
 } cbn_plan;
 
 /// The extent of one item: channels [c0, c1) and values [begin, end) of
