@@ -15,7 +15,8 @@
  *   - no write outside any output's extent (guard values around each buffer);
  *   - no write at all when the call is rejected;
  *   - finite outputs when every input is finite and moderate and eps >= 1e-5;
- *   - agreement with a float64 reference on moderate data;
+ *   - agreement with a float64 reference on moderate data (y, and dx, dγ,
+ *     dβ and dz from the given mean and invstd);
  *   - bitwise agreement between the serial executor and OpenMP with 3 threads;
  *   - a call split as one rank of batch norm across processes (this slice's
  *     partials, then the call with them as the whole batch's: forward
@@ -275,6 +276,57 @@ static void check_forward_against_reference(const call *k, buffer *before, buffe
     CHECK(max_diff <= bound * max_ref || max_diff <= 1e-300, "y differs from the float64 reference");
 }
 
+/* The backward outputs against a float64 reference written from the
+ * formulas, with the given (fuzzed) mean and invstd: g = dy, +0 where relu's
+ * y <= 0; x̂ = (x - mean) invstd; dβ = Σ g, dγ = Σ g x̂; dx = γ invstd (g -
+ * dβ/m - x̂ dγ/m) in training, γ invstd g in inference; dz = g. Normwise
+ * against the size of the terms, which may cancel: dx within `bound` of
+ * max |γ invstd| (|g| + Σ|g|/m + |x̂| Σ|g x̂|/m), dγ and dβ of Σ|g x̂| and
+ * Σ|g|. The bounds are the y bounds (the Swift tests' for gradients in
+ * float, 5e-6), but 1e-11 in double: this reference sums m values one by
+ * one, which may err by m 2^-53 of the absolute sums (m up to 36000 here).
+ * A half-format dx beyond the format's largest value must be infinite. */
+static void check_backward_against_reference(const call *k, buffer *before, buffer *after) {
+    const int64_t N = k->shape.n, C = k->shape.channels, S = k->shape.spatial;
+    const double m = (double)(N * S);
+    const double bound = k->kind == KIND_F64 ? 1e-11 : k->kind == KIND_F32 ? 5e-6 : k->kind == KIND_F16 ? 1e-3 : 8e-3;
+    const double largest = k->kind == KIND_F16 ? 65504.0 : k->kind == KIND_BF16 ? 0x1.fep127 : INFINITY;
+    const buffer *dx = k->dx_aliases_dy ? &after[DY] : &after[DX];
+    double dx_diff = 0, dx_scale = 0, dz_diff = 0;
+    for (int64_t c = 0; c < C; c++) {
+        const double mean = get(&before[SMEAN], (size_t)c), invstd = get(&before[SINVSTD], (size_t)c);
+        const double gamma = k->has[WEIGHT] ? get(&before[WEIGHT], (size_t)c) : 1.0;
+        double sum_g = 0, sum_gx = 0, abs_g = 0, abs_gx = 0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) {
+                const size_t i = at(k, n, c, s);
+                const double g = k->relu && !(get(&before[Y], i) > 0) && !isnan(get(&before[Y], i)) ? 0.0 : get(&before[DY], i);
+                const double xhat = (get(&before[X], i) - mean) * invstd;
+                sum_g += g; sum_gx += g * xhat; abs_g += fabs(g); abs_gx += fabs(g * xhat);
+                if (k->has[DZ]) dz_diff = fmax(dz_diff, fabs(get(&after[DZ], i) - g));
+            }
+        if (k->has[DBIAS]) CHECK(fabs(get(&after[DBIAS], (size_t)c) - sum_g) <= bound * abs_g, "dβ differs from the float64 reference");
+        if (k->has[DWEIGHT]) CHECK(fabs(get(&after[DWEIGHT], (size_t)c) - sum_gx) <= bound * abs_gx, "dγ differs from the float64 reference");
+        if (!k->has[DX]) continue;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s = 0; s < S; s++) {
+                const size_t i = at(k, n, c, s);
+                const double g = k->relu && !(get(&before[Y], i) > 0) && !isnan(get(&before[Y], i)) ? 0.0 : get(&before[DY], i);
+                const double xhat = (get(&before[X], i) - mean) * invstd;
+                const double want = k->training ? gamma * invstd * (g - sum_g / m - xhat * sum_gx / m) : gamma * invstd * g;
+                const double got = get(dx, i);
+                if (fabs(want) > largest) {
+                    CHECK(isinf(got), "a half-format dx beyond the format's range is not infinite");
+                    continue;
+                }
+                dx_diff = fmax(dx_diff, fabs(got - want));
+                dx_scale = fmax(dx_scale, fabs(gamma * invstd) * (fabs(g) + (k->training ? abs_g / m + fabs(xhat) * abs_gx / m : 0)));
+            }
+    }
+    CHECK(dz_diff == 0, "dz differs from the masked gradient");
+    CHECK(dx_diff <= bound * dx_scale || dx_diff <= 1e-300, "dx differs from the float64 reference");
+}
+
 /* The call split as one rank of batch norm across processes: this slice's
  * partials (writing nothing else), then the call with them as the whole
  * batch's, must write what the plain call wrote (`plain`), bit for bit but
@@ -400,6 +452,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                           "a non-finite output from finite, moderate inputs");
             }
             if (!k.backward) check_forward_against_reference(&k, before, b);
+            else check_backward_against_reference(&k, before, b);
             if (!k.backward && k.training && k.has[SMEAN] && k.shape.n * k.shape.spatial >= 2) {
                 /* float64 reference for the mean of every channel */
                 const int64_t S = k.shape.spatial, C = k.shape.channels;
