@@ -373,6 +373,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (shape_kind % 16 == 13) { k.shape.n = INT64_MAX / 2; k.shape.channels = 4; }
     k.shape.layout = (flags2 >> 4) & 1 ? CBN_CHANNELS_LAST : CBN_CHANNELS_FIRST;
     if (shape_kind % 16 == 12) k.shape.layout = (cbn_memory_layout)(2 + (flags2 >> 5));   /* invalid */
+    if (shape_kind % 16 == 10) {
+        /* rows of more than 1024 channels: columns items of part of each row,
+         * which float's elementwise passes take in row blocks */
+        k.shape.channels = 1024 + 16 * (1 + (k.shape.channels - 1) % 8);  /* 1040 to 1152 */
+        k.shape.spatial = 1 + (k.shape.spatial - 1) % 20;
+        k.shape.n = 1 + (k.shape.n - 1) % 8;
+    }
     if (shape_kind % 16 == 11) {
         /* many channels of short planes: planes items of up to 256 channels,
          * elementwise items of other (ragged) channel blocks than the fused ones */

@@ -80,10 +80,11 @@
 #define CBN_STREAMING_BYTES (48 * 1024 * 1024)
 /// Columns walks over tensors of at most this size take their rows in
 /// blocks in the elementwise passes, each load of a channel vector's
-/// coefficients serving several rows (kernels_template.h, CBN_WRITE_ROWS):
-/// 1.1-1.9x on 32x2048x7x7, 32x1024x14x14 and 1024x4096, one thread. On
-/// larger ones, whose inputs and outputs outgrow the last-level cache, the
-/// blocks' eight streams were slower (32x512x28x28 binary16 inference 0.8x).
+/// coefficients serving several rows (kernels_template.h, CBN_WRITE_ROWS,
+/// which says where): float inference 1.1-1.5x on 32x2048x7x7 and
+/// 1024x4096, 2 threads. On larger tensors, whose inputs and outputs outgrow
+/// the last-level cache, the blocks' eight streams were slower
+/// (32x512x28x28 binary16 inference 0.8x).
 #define CBN_ROW_BLOCK_BYTES (16 * 1024 * 1024)
 /// Channels per item of a finalize phase.
 #define CBN_FINALIZE_CHANNELS 64
