@@ -286,6 +286,12 @@ static void check_forward_against_reference(const call *k, buffer *before, buffe
  * float, 5e-6), but 1e-11 in double: this reference sums m values one by
  * one, which may err by m 2^-53 of the absolute sums (m up to 36000 here).
  * A half-format dx beyond the format's largest value must be infinite. */
+/* g at element i: dy, +0 where relu's y <= 0 (a NaN y lets dy pass). */
+static double masked_gradient(const call *k, const buffer *before, size_t i) {
+    const double y = k->relu ? get(&before[Y], i) : 1.0;
+    return y > 0 || isnan(y) ? get(&before[DY], i) : 0.0;
+}
+
 static void check_backward_against_reference(const call *k, buffer *before, buffer *after) {
     const int64_t N = k->shape.n, C = k->shape.channels, S = k->shape.spatial;
     const double m = (double)(N * S);
@@ -300,8 +306,7 @@ static void check_backward_against_reference(const call *k, buffer *before, buff
         for (int64_t n = 0; n < N; n++)
             for (int64_t s = 0; s < S; s++) {
                 const size_t i = at(k, n, c, s);
-                const double g = k->relu && !(get(&before[Y], i) > 0) && !isnan(get(&before[Y], i)) ? 0.0 : get(&before[DY], i);
-                const double xhat = (get(&before[X], i) - mean) * invstd;
+                const double g = masked_gradient(k, before, i), xhat = (get(&before[X], i) - mean) * invstd;
                 sum_g += g; sum_gx += g * xhat; abs_g += fabs(g); abs_gx += fabs(g * xhat);
                 if (k->has[DZ]) dz_diff = fmax(dz_diff, fabs(get(&after[DZ], i) - g));
             }
@@ -311,8 +316,7 @@ static void check_backward_against_reference(const call *k, buffer *before, buff
         for (int64_t n = 0; n < N; n++)
             for (int64_t s = 0; s < S; s++) {
                 const size_t i = at(k, n, c, s);
-                const double g = k->relu && !(get(&before[Y], i) > 0) && !isnan(get(&before[Y], i)) ? 0.0 : get(&before[DY], i);
-                const double xhat = (get(&before[X], i) - mean) * invstd;
+                const double g = masked_gradient(k, before, i), xhat = (get(&before[X], i) - mean) * invstd;
                 const double want = k->training ? gamma * invstd * (g - sum_g / m - xhat * sum_gx / m) : gamma * invstd * g;
                 const double got = get(dx, i);
                 if (fabs(want) > largest) {

@@ -727,23 +727,10 @@ CBN_INLINE int64_t FN(rows_per_run)(const cbn_plan *plan, cbn_item item) {
 #define CBN_ROW_BLOCK 4
 
 /// Whether a columns item's elementwise pass takes its rows in blocks
-/// (CBN_WRITE_ROWS): where the plan says so (plan.h), for items of part of
-/// each row, a multiple of 16 channels, in float. There each row's piece is
-/// a run of its own that loads every coefficient vector again. Items of
-/// whole rows keep their one run across rows (8x256x28x28 float was
-/// 0.56-0.91x in blocks, but for warm inference); double gained nothing
-/// (0.82-1.06x); the half formats measured 1.2-1.6x faster in some
-/// interleaved runs and 1.5-2.8x slower in others (32x2048x7x7 inference and
-/// training, 2 threads), which is not understood yet.
+/// (CBN_WRITE_ROWS): where the plan says so (plan.h: which tensors, and
+/// why), for items of a multiple of 16 channels.
 CBN_INLINE int FN(row_blocks)(const cbn_plan *plan, cbn_item item) {
-#ifdef CBN_CHECK_RATIO
-    (void)plan;
-    (void)item;
-    return 0;
-#else
-    const int64_t w = item.c1 - item.c0;
-    return sizeof(T) == sizeof(float) && plan->row_blocks && w < plan->shape.channels && w % 16 == 0;
-#endif
+    return plan->row_blocks && (item.c1 - item.c0) % 16 == 0;
 }
 
 /// out[i] = VECTOR, narrowed, over the first w channels (a multiple of 16)

@@ -75,6 +75,8 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
     plan.elementwise_ranges = ceil_div(plan.m, plan.elementwise_length);
     plan.elementwise_items = plan.elementwise_channel_blocks * plan.elementwise_ranges;
     plan.streaming = shape.n * shape.channels * shape.spatial >= CBN_STREAMING_BYTES / bytes;
-    plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && shape.n * shape.channels * shape.spatial <= CBN_ROW_BLOCK_BYTES / bytes;
+    plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && bytes == (int64_t)sizeof(float) &&
+                      plan.elementwise_channel_block < shape.channels &&
+                      shape.n * shape.channels * shape.spatial <= CBN_ROW_BLOCK_BYTES / bytes;
     return plan;
 }

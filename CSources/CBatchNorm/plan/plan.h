@@ -78,13 +78,19 @@
 /// Outputs of at least this size are written with non-temporal stores: they
 /// will not be read again before they leave the cache anyway.
 #define CBN_STREAMING_BYTES (48 * 1024 * 1024)
-/// Columns walks over tensors of at most this size take their rows in
-/// blocks in the elementwise passes, each load of a channel vector's
-/// coefficients serving several rows (kernels_template.h, CBN_WRITE_ROWS,
-/// which says where): float inference 1.1-1.5x on 32x2048x7x7 and
-/// 1024x4096, 2 threads. On larger tensors, whose inputs and outputs outgrow
-/// the last-level cache, the blocks' eight streams were slower
-/// (32x512x28x28 binary16 inference 0.8x).
+/// Float columns walks whose elementwise items hold part of each row (rows
+/// of more than CBN_COLUMN_CHANNELS), over tensors of at most this size,
+/// take their rows in blocks in the elementwise passes: each row's piece is
+/// otherwise a run of its own that loads every coefficient vector again,
+/// and in blocks one load serves several rows (kernels_template.h,
+/// CBN_WRITE_ROWS). 2 threads, interleaved A/B: 32x2048x7x7 channels last
+/// 1.05-1.58x (warm inference 1.56x), 1024x4096 0.91-1.40x. Where they were
+/// slower or gained nothing they are not used: larger tensors, whose inputs
+/// and outputs outgrow the last-level cache (32x512x28x28 binary16
+/// inference 0.8x); items of whole rows, which are one run across rows
+/// (8x256x28x28 float 0.56-0.91x but for warm inference); double
+/// (0.82-1.06x); the half formats (1.2-1.6x faster in some runs and
+/// 1.5-2.8x slower in others on 32x2048x7x7, not understood yet).
 #define CBN_ROW_BLOCK_BYTES (16 * 1024 * 1024)
 /// Channels per item of a finalize phase.
 #define CBN_FINALIZE_CHANNELS 64
@@ -125,7 +131,7 @@ typedef struct cbn_plan {
     int64_t elementwise_ranges; ///< ceil(m / elementwise_length)
     int64_t elementwise_items;  ///< elementwise_channel_blocks * elementwise_ranges
     int streaming;              ///< write outputs with non-temporal stores
-    int row_blocks;             ///< columns walk of at most CBN_ROW_BLOCK_BYTES (never streamed)
+    int row_blocks;             ///< elementwise rows in blocks (CBN_ROW_BLOCK_BYTES says when)
 } cbn_plan;
 
 /// The extent of one item: channels [c0, c1) and values [begin, end) of
