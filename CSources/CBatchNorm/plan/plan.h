@@ -83,8 +83,9 @@
 /// take their rows in blocks in the elementwise passes: each row's piece is
 /// otherwise a run of its own that loads every coefficient vector again,
 /// and in blocks one load serves several rows (kernels_template.h,
-/// CBN_WRITE_ROWS). 2 threads, interleaved A/B: 32x2048x7x7 channels last
-/// 1.05-1.58x (warm inference 1.56x), 1024x4096 0.91-1.40x. Where they were
+/// CBN_WRITE_ROWS). 2 threads, medians of 5 interleaved A/B runs, warm and
+/// cold: 32x2048x7x7 channels last 1.04-1.47x (warm inference 1.47x),
+/// 1024x4096 1.03-1.23x (inference 1.22-1.23x). Where they were
 /// slower or gained nothing they are not used: larger tensors, whose inputs
 /// and outputs outgrow the last-level cache (32x512x28x28 binary16
 /// inference 0.8x); items of whole rows, which are one run across rows
