@@ -584,7 +584,9 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
 #define CBN_SET_COEFFICIENT(rows, row, c, value)                                                 \
     do {                                                                                         \
         const int64_t C_ = job->plan.shape.channels, stride_ = cbn_coefficient_stride(C_);       \
-        for (int64_t p_ = (c); p_ < stride_; p_ += C_) (rows)[(row) * stride_ + p_] = (value);   \
+        (rows)[(row) * stride_ + (c)] = (value);                                                 \
+        if ((c) < stride_ - C_) /* copies exist: a test that spares the common case a division */ \
+            for (int64_t p_ = (c) + C_; p_ < stride_; p_ += C_) (rows)[(row) * stride_ + p_] = (value); \
     } while (0)
 
 /// Sets channel c's mean (split into hi and lo, and in double) in the
@@ -605,7 +607,12 @@ static T FN(check_row)(double v, double floor) {
     const double scaled = v / CBN_CHECK_RATIO;
     if (scaled <= floor) return (T)floor;
     T t = (T)scaled;
-    if ((double)t < scaled) t = nextafterf(t, INFINITY);
+    if ((double)t < scaled) {    /* t >= 0 and finite: the next float up is the next bit pattern */
+        uint32_t bits;
+        memcpy(&bits, &t, sizeof bits);
+        bits++;
+        memcpy(&t, &bits, sizeof t);
+    }
     return t;
 }
 
