@@ -36,22 +36,24 @@ enum {
 
 /// Per-channel coefficients, in the arithmetic type, that every normalize or
 /// dx item reads:
-///  forward:  y  = ((x - mean_hi) - mean_lo) * k1 + k3
-///  backward: dx = k1*dy + (k2*((x - mean_hi) - mean_lo) + k3)
-/// mean_hi is the mean rounded to the arithmetic type and mean_lo the rest,
-/// so that x - mean keeps its low bits on data far from zero. The check rows
+///  forward:  y  = (x - mean_hi) * k1 + k3
+///  backward: dx = k1*dy + (k2*(x - mean_hi) + k3)
+/// mean_hi is the mean rounded to the arithmetic type; k3 carries the rest
+/// of the mean, k3 - (mean - mean_hi)*k1 (forward) or *k2 (backward), formed
+/// in double, so that x - mean keeps its low bits on data far from zero at
+/// the cost of one subtraction per value. The check rows
 /// (written for the checked half formats only) hold the terms of a checked
 /// element's error bound (kernels_template.h), divided by its ratio R and
 /// rounded up: slack, the part that does not depend on the element,
-/// (|k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|)/R and at least
+/// (|k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|)/R, k3 as stored, and at least
 /// 2^-126; bound_k1 |k1|/R and bound_k2 |k2|/R, of k1 and k2 as rounded.
-/// Stored as eight rows, in this order, of
+/// Stored as seven rows, in this order, of
 /// cbn_coefficient_stride(channels) values: `channels` values, then sixteen
 /// that go on from channel 0 again (value c + j*channels repeats channel c),
 /// so that sixteen consecutive channels of channels-last rows, wrapping from
 /// one row's last channel to the next row's first, load in one piece.
 typedef enum cbn_coefficient {
-    CBN_MEAN_HI = 0, CBN_MEAN_LO, CBN_K1, CBN_K2, CBN_K3, CBN_SLACK, CBN_BOUND_K1, CBN_BOUND_K2, CBN_COEFFICIENTS
+    CBN_MEAN_HI = 0, CBN_K1, CBN_K2, CBN_K3, CBN_SLACK, CBN_BOUND_K1, CBN_BOUND_K2, CBN_COEFFICIENTS
 } cbn_coefficient;
 
 /// The same in double, for the elements of the half formats that their

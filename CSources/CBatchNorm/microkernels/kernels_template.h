@@ -23,7 +23,8 @@
  * The template #undefs all of these at its end.
  * Tensors are widened on load and narrowed on store, once per value.
  *
- * Formulas (see CBatchNorm.h): with d = (x - mean_hi) - mean_lo,
+ * Formulas (see CBatchNorm.h): with d = x - mean_hi, mean_hi the mean
+ * rounded to T, and k3 holding the rest of the mean (set_coefficients),
  *   forward:  y  = d * k1 + k3
  *   backward: dx = k1 * dy + (k2 * d + k3)
  * Reductions accumulate in double, sixteen lanes at a time.
@@ -73,20 +74,11 @@ typedef ELEM VE __attribute__((vector_size(16 * sizeof(ELEM))));
         if ((epi) & CBN_EPILOGUE_RELU) PREFETCH((y) + (i), ahead);                               \
     } while (0)
 
-/// mean split into the nearest arithmetic-type value and the rest.
-typedef struct FN(cbn_split_mean) { T hi, lo; } FN(cbn_split_mean);
-static inline FN(cbn_split_mean) FN(split_mean)(double mean) {
-    FN(cbn_split_mean) s;
-    s.hi = (T)mean;
-    s.lo = (T)(mean - (double)s.hi);
-    return s;
-}
-
 /// The coefficients (job.h) of a channel block's first channel (both walks):
 /// in T, with the check rows (slack, bk1 = |k1|/R, bk2 = |k2|/R), and in
 /// double for the checked recomputation (w*).
 typedef struct FN(cbn_block_coefficients) {
-    const T *hi, *lo, *k1, *k2, *k3, *slack, *bk1, *bk2;
+    const T *hi, *k1, *k2, *k3, *slack, *bk1, *bk2;
     const double *wm, *wk1, *wk2, *wk3;
 } FN(cbn_block_coefficients);
 
@@ -154,7 +146,7 @@ CBN_INLINE void FN(store_lanes)(ELEM *out, const VE *v, int64_t first, int64_t c
 /// this holds in place too. Streamed, only their own lanes are stored: a
 /// cached store into a line that non-temporal stores are filling makes the
 /// processor write the partial line out (28x28 inference took twice as long).
-#define CBN_WRITE_RUN(out, n, period, stream, SCALAR, VECTOR)                                   \
+#define CBN_WRITE_RUN(out, n, period, stream, SCALAR, VECTOR)                                    \
     do {                                                                                         \
         int64_t i = 0, c_ = 0;                                                                   \
         if ((n) < 16) {                                                                          \
@@ -243,12 +235,15 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 /// at least S/R: every lane with bound > |e| (S > R |e|), or S not small
 /// enough to rule out overflow, or NaN, is replaced by WIDE, the same value
 /// computed in double, rounded to T. In float, the steps below err by at
-/// most 5 * 2^-24 (S + |e|) (each coefficient and each operation one
-/// rounding, and the mean's split 2^-48 |mean| folded into the slack), so a
-/// kept lane is within 5 * 2^-24 (R + 1) |e|: less than one unit in the last
-/// place of the format for R = 2^8 (binary16, 2^-11 |e|: by a factor 1.6)
-/// and R = 2^11 (bfloat16, 2^-8 |e|: by 6), and rounding it to the format
-/// stays within one unit of the rounded float64 result.
+/// most 4 * 2^-24 (S + |e|): each term of e passes through at most four
+/// roundings (its coefficient, x - mean_hi, and one or two fused
+/// multiply-adds), and k3, formed in double with the rest of the mean, is
+/// one rounding of a value whose double error the slack's 2^-22 |mean| term
+/// covers. So a kept lane is within 4 * 2^-24 (R + 1) |e|: less than one
+/// unit in the last place of the format, by a factor 8, for R = 2^8
+/// (binary16, whose unit is at least 2^-11 |e|) and R = 2^11 (bfloat16, at
+/// least 2^-8 |e|), and rounding it to the format stays within one unit of
+/// the rounded float64 result.
 /// The bound is formed from the check rows (job.h): |k1|/R, |k2|/R and the
 /// slack/R, each rounded up, the slack at least 2^-126. So the bound is a
 /// normal number, its one or two roundings leave it at least S/R times
@@ -275,8 +270,8 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
     })
 /// x - mean in double, for the backward sums: T is float here, and a
 /// deviation rounded to float would cost the sums' cancellation its bits.
-#define DEVIATION_V(xv, hi, lo, wm) (WIDEN(xv) - (wm))
-#define DEVIATION_S(xs, hi, lo, wm) ((double)(xs) - (wm))
+#define DEVIATION_V(xv, hi, wm) (WIDEN(xv) - (wm))
+#define DEVIATION_S(xs, hi, wm) ((double)(xs) - (wm))
 /// A coefficient only the check reads (the slack and the wide rows): loaded
 /// here, zero of its type where nothing is checked and the rows do not exist.
 #define CHECK_ONLY(v) (v)
@@ -286,34 +281,34 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
 #else
 #define CHECKED_V(e, bound, WIDE) (e)
 #define CHECKED_S(e, bound, WIDE) (e)
-#define DEVIATION_V(xv, hi, lo, wm) WIDEN(((xv) - (hi)) - (lo))
-#define DEVIATION_S(xs, hi, lo, wm) ((double)(((xs) - (hi)) - (lo)))
+#define DEVIATION_V(xv, hi, wm) WIDEN((xv) - (hi))
+#define DEVIATION_S(xs, hi, wm) ((double)((xs) - (hi)))
 #define CHECK_ONLY(v) ((__typeof__(v)){0})
 #endif
 
 /* ---------- the two elementwise formulas, with their epilogues ---------- */
 
-/// y at element i: epilogue(((x - hi) - lo) * k1 + k3), x the value widened;
+/// y at element i: epilogue((x - hi) * k1 + k3), x the value widened;
 /// the epilogue adds z[i] with CBN_EPILOGUE_RESIDUAL, then applies relu
 /// with CBN_EPILOGUE_RELU, each step its own rounding. `epi` is a constant
 /// where these are used, so the unused steps compile away. wm, wk1, wk3: the
 /// double coefficients of the checked recomputation.
-#define FORWARD_V(xv, hi, lo, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi)                       \
+#define FORWARD_V(xv, hi, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi)                           \
     ({                                                                                           \
-        const VT x_ = (xv), d_ = (x_ - (hi)) - (lo);                                             \
+        const VT x_ = (xv), d_ = x_ - (hi);                                                      \
         VT e_ = d_ * (k1) + (k3), z_ = {0};                                                      \
         if ((epi) & CBN_EPILOGUE_RESIDUAL) { z_ = LOADX((z) + (i)); e_ = e_ + z_; }              \
-        e_ = CHECKED_V(e_, ABS(d_) * (bk1) + ((slack) + ABS(z_) * CBN_INVERSE_RATIO),           \
+        e_ = CHECKED_V(e_, ABS(d_) * (bk1) + ((slack) + ABS(z_) * CBN_INVERSE_RATIO),            \
                        FORWARD_WIDE(WIDEN(x_), WIDEN(z_), wm, wk1, wk3, epi));                   \
         if ((epi) & CBN_EPILOGUE_RELU) e_ = KEEP(e_, e_);                                        \
         e_;                                                                                      \
     })
-#define FORWARD_S(xs, hi, lo, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi)                       \
+#define FORWARD_S(xs, hi, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi)                           \
     ({                                                                                           \
-        const T x_ = (xs), d_ = (x_ - (hi)) - (lo);                                              \
+        const T x_ = (xs), d_ = x_ - (hi);                                                       \
         T e_ = d_ * (k1) + (k3), z_ = 0;                                                         \
         if ((epi) & CBN_EPILOGUE_RESIDUAL) { z_ = GET(z, i); e_ = e_ + z_; }                     \
-        e_ = CHECKED_S(e_, ABS(d_) * (bk1) + ((slack) + ABS(z_) * CBN_INVERSE_RATIO),           \
+        e_ = CHECKED_S(e_, ABS(d_) * (bk1) + ((slack) + ABS(z_) * CBN_INVERSE_RATIO),            \
                        FORWARD_WIDE((double)x_, (double)z_, wm, wk1, wk3, epi));                 \
         if ((epi) & CBN_EPILOGUE_RELU) e_ = FN(keep)(e_, e_);                                    \
         e_;                                                                                      \
@@ -325,17 +320,17 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
         w_;                                                                                      \
     })
 
-/// dx = k1*g + (k2*((x - hi) - lo) + k3), g the (masked) gradient and x
+/// dx = k1*g + (k2*(x - hi) + k3), g the (masked) gradient and x
 /// widened; wm, wk1, wk2, wk3 as for FORWARD_V.
-#define INPUT_GRADIENT_V(gv, xv, hi, lo, k1, k2, k3, slack, bk1, bk2, wm, wk1, wk2, wk3)         \
+#define INPUT_GRADIENT_V(gv, xv, hi, k1, k2, k3, slack, bk1, bk2, wm, wk1, wk2, wk3)             \
     ({                                                                                           \
-        const VT g_ = (gv), x_ = (xv), d_ = (x_ - (hi)) - (lo);                                  \
+        const VT g_ = (gv), x_ = (xv), d_ = x_ - (hi);                                           \
         CHECKED_V((k1) * g_ + ((k2) * d_ + (k3)), (bk1) * ABS(g_) + ((bk2) * ABS(d_) + (slack)), \
                   (wk1) * WIDEN(g_) + ((wk2) * (WIDEN(x_) - (wm)) + (wk3)));                     \
     })
-#define INPUT_GRADIENT_S(gs, xs, hi, lo, k1, k2, k3, slack, bk1, bk2, wm, wk1, wk2, wk3)         \
+#define INPUT_GRADIENT_S(gs, xs, hi, k1, k2, k3, slack, bk1, bk2, wm, wk1, wk2, wk3)             \
     ({                                                                                           \
-        const T g_ = (gs), x_ = (xs), d_ = (x_ - (hi)) - (lo);                                   \
+        const T g_ = (gs), x_ = (xs), d_ = x_ - (hi);                                            \
         CHECKED_S((k1) * g_ + ((k2) * d_ + (k3)), (bk1) * ABS(g_) + ((bk2) * ABS(d_) + (slack)), \
                   (wk1) * (double)g_ + ((wk2) * ((double)x_ - (wm)) + (wk3)));                   \
     })
@@ -376,16 +371,16 @@ CBN_INLINE T FN(keep)(T v, T y) { return y <= 0 ? (T)0 : v; }
         if ((epi) & CBN_EPILOGUE_RESIDUAL) PREFETCH((z) + (i), ahead);                           \
     } while (0)
 
-/// y = epilogue(((x - mean_hi) - mean_lo) * k1 + k3) for channel k of the
+/// y = epilogue((x - mean_hi) * k1 + k3) for channel k of the
 /// block, z the residual.
 CBN_INLINE void FN(run_normalize)(const ELEM *x, const ELEM *z, ELEM *y, int64_t n,
                                   const FN(cbn_block_coefficients) *bc, int64_t k, int stream, const int epi) {
-    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k3 = bc->k3[k];
+    const T hi = bc->hi[k], k1 = bc->k1[k], k3 = bc->k3[k];
     const T slack = CHECK_ONLY(bc->slack[k]), bk1 = CHECK_ONLY(bc->bk1[k]);
     const double wm = CHECK_ONLY(bc->wm[k]), wk1 = CHECK_ONLY(bc->wk1[k]), wk3 = CHECK_ONLY(bc->wk3[k]);
-    CBN_WRITE_RUN(y, n, n, stream, PUT(y, i, FORWARD_S(GET(x, i), hi, lo, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi)),
+    CBN_WRITE_RUN(y, n, n, stream, PUT(y, i, FORWARD_S(GET(x, i), hi, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi)),
                   ({ PREFETCH_FORWARD(x, z, i, CBN_AHEAD, epi);
-                     FORWARD_V(LOADX(x + i), hi, lo, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi); }));
+                     FORWARD_V(LOADX(x + i), hi, k1, k3, slack, bk1, wm, wk1, wk3, z, i, epi); }));
 }
 
 /// With g the (masked) gradient: adds g and g*d to the accumulators (lanes
@@ -394,7 +389,7 @@ CBN_INLINE void FN(run_normalize)(const ELEM *x, const ELEM *z, ELEM *y, int64_t
 CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM *dz, ELEM *dx, int64_t n,
                              const FN(cbn_block_coefficients) *bc, int64_t k, cbn_vd *acc_dy, cbn_vd *acc_dyd,
                              double *tail_dy, double *tail_dyd, const int epi) {
-    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k];
+    const T hi = bc->hi[k], k1 = bc->k1[k];
     const T slack = CHECK_ONLY(bc->slack[k]), bk1 = CHECK_ONLY(bc->bk1[k]);
     const double wm = CHECK_ONLY(bc->wm[k]), wk1 = CHECK_ONLY(bc->wk1[k]);
     cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
@@ -405,7 +400,7 @@ CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM 
         VT g = GRADIENT_V(dy, y, i, epi);
         cbn_vd gw = WIDEN(g);
         a_dy += gw;
-        a_dyd += gw * DEVIATION_V(LOADX(x + i), hi, lo, wm);
+        a_dyd += gw * DEVIATION_V(LOADX(x + i), hi, wm);
         if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + i, g);
         if (dx) STOREX(dx + i, SCALE_V(g, k1, slack, bk1, wk1));
     }
@@ -415,7 +410,7 @@ CBN_INLINE void FN(run_sums)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM 
     for (; i < n; i++) {
         T g = GRADIENT_S(dy, y, i, epi);
         t_dy += (double)g;
-        t_dyd += (double)g * DEVIATION_S(GET(x, i), hi, lo, wm);
+        t_dyd += (double)g * DEVIATION_S(GET(x, i), hi, wm);
         if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, i, g);
         if (dx) PUT(dx, i, SCALE_S(g, k1, slack, bk1, wk1));
     }
@@ -431,20 +426,20 @@ CBN_INLINE void FN(run_residual_gradient)(const ELEM *dy, const ELEM *y, ELEM *d
                   ({ PREFETCH_GRADIENT(dy, y, i, ahead, epi); GRADIENT_V(dy, y, i, epi); }));
 }
 
-/// dx = k1*g + (k2*((x - mean_hi) - mean_lo) + k3) for channel k of the
+/// dx = k1*g + (k2*(x - mean_hi) + k3) for channel k of the
 /// block, g the (masked) gradient.
 CBN_INLINE void FN(run_input_gradient)(const ELEM *x, const ELEM *dy, const ELEM *y, ELEM *dx, int64_t n,
                                        const FN(cbn_block_coefficients) *bc, int64_t k, int stream,
                                        const int epi) {
-    const T hi = bc->hi[k], lo = bc->lo[k], k1 = bc->k1[k], k2 = bc->k2[k], k3 = bc->k3[k];
+    const T hi = bc->hi[k], k1 = bc->k1[k], k2 = bc->k2[k], k3 = bc->k3[k];
     const T slack = CHECK_ONLY(bc->slack[k]), bk1 = CHECK_ONLY(bc->bk1[k]), bk2 = CHECK_ONLY(bc->bk2[k]);
     const double wm = CHECK_ONLY(bc->wm[k]), wk1 = CHECK_ONLY(bc->wk1[k]);
     const double wk2 = CHECK_ONLY(bc->wk2[k]), wk3 = CHECK_ONLY(bc->wk3[k]);
     CBN_WRITE_RUN(dx, n, n, stream,
-                  PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), hi, lo, k1, k2, k3, slack, bk1,
+                  PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), hi, k1, k2, k3, slack, bk1,
                                               bk2, wm, wk1, wk2, wk3)),
                   ({ PREFETCH(x + i, CBN_AHEAD); PREFETCH_GRADIENT(dy, y, i, CBN_AHEAD, epi);
-                     INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), hi, lo, k1, k2, k3, slack, bk1, bk2,
+                     INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), hi, k1, k2, k3, slack, bk1, bk2,
                                       wm, wk1, wk2, wk3); }));
 }
 
@@ -510,7 +505,7 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, 
 }
 
 /// The backward sums' counterpart of rows_add_shifted: with g the (masked)
-/// gradient and d = (x - hi) - lo at row j, adds g to sum_dy[k] and g*d to
+/// gradient and d = x - hi at row j, adds g to sum_dy[k] and g*d to
 /// sum_dyd[k] in row order; writes dz = g with CBN_EPILOGUE_RESIDUAL and, if
 /// dx is not NULL, dx = k1*g (inference mode).
 CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x, const ELEM *dy, const ELEM *y,
@@ -518,7 +513,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
                                   int64_t w, int prefetch, const int epi) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
-        const VT hi = LOAD(bc->hi + k), lo = LOAD(bc->lo + k), k1 = LOAD(bc->k1 + k);
+        const VT hi = LOAD(bc->hi + k), k1 = LOAD(bc->k1 + k);
         const VT slack = CHECK_ONLY(LOAD(bc->slack + k)), bk1 = CHECK_ONLY(LOAD(bc->bk1 + k));
         const cbn_vd wm = CHECK_ONLY(cbn_vd_load(bc->wm + k)), wk1 = CHECK_ONLY(cbn_vd_load(bc->wk1 + k));
         cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
@@ -531,7 +526,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
             VT g = GRADIENT_V(dy, y, at, epi);
             cbn_vd gw = WIDEN(g);
             a_dy += gw;
-            a_dyd += gw * DEVIATION_V(LOADX(x + at), hi, lo, wm);
+            a_dyd += gw * DEVIATION_V(LOADX(x + at), hi, wm);
             if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + at, g);
             if (dx) STOREX(dx + at, SCALE_V(g, k1, slack, bk1, wk1));
         }
@@ -544,7 +539,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const ELEM *x
             const int64_t at = j * stride + k;
             T g = GRADIENT_S(dy, y, at, epi);
             t_dy += (double)g;
-            t_dyd += (double)g * DEVIATION_S(GET(x, at), bc->hi[k], bc->lo[k], bc->wm[k]);
+            t_dyd += (double)g * DEVIATION_S(GET(x, at), bc->hi[k], bc->wm[k]);
             if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, at, g);
             if (dx) PUT(dx, at, SCALE_S(g, bc->k1[k], bc->slack[k], bc->bk1[k], bc->wk1[k]));
         }
@@ -559,7 +554,6 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
     const double *wide = job->wide_coefficients;
     const int64_t stride = cbn_coefficient_stride(job->plan.shape.channels);
     bc->hi = all + CBN_MEAN_HI * stride + item.c0;
-    bc->lo = all + CBN_MEAN_LO * stride + item.c0;
     bc->k1 = all + CBN_K1 * stride + item.c0;
     bc->k2 = all + CBN_K2 * stride + item.c0;
     bc->k3 = all + CBN_K3 * stride + item.c0;
@@ -589,16 +583,10 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
             for (int64_t p_ = (c) + C_; p_ < stride_; p_ += C_) (rows)[(row) * stride_ + p_] = (value); \
     } while (0)
 
-/// Sets channel c's mean (split into hi and lo, and in double) in the
-/// coefficients.
-static void FN(set_mean)(cbn_job *job, int64_t c, double mean) {
-    const FN(cbn_split_mean) mu = FN(split_mean)(mean);
-    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_MEAN_HI, c, mu.hi);
-    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_MEAN_LO, c, mu.lo);
-#ifdef CBN_CHECK_RATIO
-    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_MEAN, c, mean);
-#endif
-}
+/// The part of the mean that its rounding to T, mean_hi, leaves out: exact
+/// in double (Sterbenz: mean_hi lies within a factor 2 of the mean), zero in
+/// double itself.
+static inline double FN(mean_rest)(double mean) { return mean - (double)(T)mean; }
 
 #ifdef CBN_CHECK_RATIO
 /// A check row's value (job.h): the least T at or above v/R, and at least
@@ -620,19 +608,26 @@ static T FN(check_row)(double v, double floor) {
 static int FN(coarse_factor)(double k) { return k != 0 && fabs((double)(T)k) < 0x1p-126; }
 #endif
 
-/// Sets channel c's k1, k2, k3 (rounded to the arithmetic type, and in
-/// double) and its check rows (job.h); after set_mean.
-static void FN(set_factors)(cbn_job *job, int64_t c, double k1, double k2, double k3) {
+/// Sets channel c's coefficients (job.h) for y = (x - mean)*k1 + k3
+/// (forward) or dx = k1*g + ((x - mean)*k2 + k3) (backward): mean_hi, the
+/// mean rounded to T; k1, k2 and k3 rounded to T, k3 less the rest of the
+/// mean times the factor of x - mean (k1 forward, k2 backward), so that the
+/// kernels' x - mean_hi needs no second subtraction; the check rows; and,
+/// for the check's recomputation, the mean and factors in double.
+static void FN(set_coefficients)(cbn_job *job, int64_t c, double mean, double k1, double k2, double k3) {
+    const double factor = job->backward ? k2 : k1;
+    const double rest = FN(mean_rest)(mean), k3_hi = rest != 0 ? k3 - rest * factor : k3;
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_MEAN_HI, c, (T)mean);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K1, c, (T)k1);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K2, c, (T)k2);
-    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K3, c, (T)k3);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K3, c, (T)k3_hi);
 #ifdef CBN_CHECK_RATIO
-    const double mean = job->wide_coefficients[CBN_WIDE_MEAN * cbn_coefficient_stride(job->plan.shape.channels) + c];
+    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_MEAN, c, mean);
     /* A factor that rounds to a float subnormal (or to zero) keeps less
      * than float's relative precision, which the bound assumes: an infinite
      * slack then sends every value of the channel to double. */
     const int coarse = FN(coarse_factor)(k1) || FN(coarse_factor)(k2);
-    const double slack = coarse ? INFINITY : fabs(k3) + 0x1p-22 * fabs(mean) * fabs(job->backward ? k2 : k1);
+    const double slack = coarse ? INFINITY : fabs(k3_hi) + 0x1p-22 * fabs(mean) * fabs(factor);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_SLACK, c, FN(check_row)(slack, 0x1p-126));
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_BOUND_K1, c, FN(check_row)(fabs((double)(T)k1), 0));
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_BOUND_K2, c, FN(check_row)(fabs((double)(T)k2), 0));
@@ -791,11 +786,11 @@ CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int 
         const ELEM *x = (const ELEM *)job->x + at, *z = job->residual ? (const ELEM *)job->residual + at : NULL;
         ELEM *y = (ELEM *)job->out + at;
         CBN_WRITE_ROWS(y, item.end - item.begin, item.c1 - item.c0, C,
-                       const VT hi = LOAD(bc.hi + k_); const VT lo = LOAD(bc.lo + k_); const VT k1 = LOAD(bc.k1 + k_);
+                       const VT hi = LOAD(bc.hi + k_); const VT k1 = LOAD(bc.k1 + k_);
                        const VT k3 = LOAD(bc.k3 + k_); const VT slack = CHECK_ONLY(LOAD(bc.slack + k_));
                        const VT bk1 = CHECK_ONLY(LOAD(bc.bk1 + k_)),
                        ({ PREFETCH_FORWARD(x, z, i, ahead, epi);
-                          FORWARD_V(LOADX(x + i), hi, lo, k1, k3, slack, bk1, cbn_vd_load(bc.wm + k_),
+                          FORWARD_V(LOADX(x + i), hi, k1, k3, slack, bk1, cbn_vd_load(bc.wm + k_),
                                     cbn_vd_load(bc.wk1 + k_), cbn_vd_load(bc.wk3 + k_), z, i, epi); }));
     } else {
         const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
@@ -805,10 +800,10 @@ CBN_INLINE void FN(normalize_item)(const cbn_job *job, cbn_item item, const int 
             const ELEM *x = (const ELEM *)job->x + at, *z = job->residual ? (const ELEM *)job->residual + at : NULL;
             ELEM *y = (ELEM *)job->out + at;
             CBN_WRITE_RUN(y, rows * w, w, plan->streaming,
-                          PUT(y, i, FORWARD_S(GET(x, i), bc.hi[c_], bc.lo[c_], bc.k1[c_], bc.k3[c_], bc.slack[c_],
+                          PUT(y, i, FORWARD_S(GET(x, i), bc.hi[c_], bc.k1[c_], bc.k3[c_], bc.slack[c_],
                                               bc.bk1[c_], bc.wm[c_], bc.wk1[c_], bc.wk3[c_], z, i, epi)),
                           ({ PREFETCH_FORWARD(x, z, i, ahead, epi);
-                             FORWARD_V(LOADX(x + i), LOAD(bc.hi + c_), LOAD(bc.lo + c_), LOAD(bc.k1 + c_),
+                             FORWARD_V(LOADX(x + i), LOAD(bc.hi + c_), LOAD(bc.k1 + c_),
                                        LOAD(bc.k3 + c_), LOAD(bc.slack + c_), LOAD(bc.bk1 + c_),
                                        cbn_vd_load(bc.wm + c_), cbn_vd_load(bc.wk1 + c_), cbn_vd_load(bc.wk3 + c_), z,
                                        i, epi); }));
@@ -949,12 +944,12 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
         if (dx && through_statistics) {
             const ELEM *x = (const ELEM *)job->x + at;
             CBN_WRITE_ROWS(dx, rows, w, C,
-                           const VT hi = LOAD(bc.hi + k_); const VT lo = LOAD(bc.lo + k_);
+                           const VT hi = LOAD(bc.hi + k_);
                            const VT k1 = LOAD(bc.k1 + k_); const VT k2 = LOAD(bc.k2 + k_);
                            const VT k3 = LOAD(bc.k3 + k_); const VT slack = CHECK_ONLY(LOAD(bc.slack + k_));
                            const VT bk1 = CHECK_ONLY(LOAD(bc.bk1 + k_)); const VT bk2 = CHECK_ONLY(LOAD(bc.bk2 + k_)),
                            ({ PREFETCH(x + i, ahead); PREFETCH_GRADIENT(dy, y, i, ahead, epi);
-                              INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), hi, lo, k1, k2, k3, slack, bk1,
+                              INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), hi, k1, k2, k3, slack, bk1,
                                                bk2, cbn_vd_load(bc.wm + k_), cbn_vd_load(bc.wk1 + k_),
                                                cbn_vd_load(bc.wk2 + k_), cbn_vd_load(bc.wk3 + k_)); }));
         } else if (dx) {
@@ -977,12 +972,12 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
             if (through_statistics) {
                 const ELEM *x = (const ELEM *)job->x + at;
                 CBN_WRITE_RUN(dx, n, w, plan->streaming,
-                              PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), bc.hi[c_], bc.lo[c_],
+                              PUT(dx, i, INPUT_GRADIENT_S(GRADIENT_S(dy, y, i, epi), GET(x, i), bc.hi[c_],
                                                           bc.k1[c_], bc.k2[c_], bc.k3[c_], bc.slack[c_], bc.bk1[c_],
                                                           bc.bk2[c_], bc.wm[c_], bc.wk1[c_], bc.wk2[c_], bc.wk3[c_])),
                               ({ PREFETCH(x + i, ahead); PREFETCH_GRADIENT(dy, y, i, ahead, epi);
                                  INPUT_GRADIENT_V(GRADIENT_V(dy, y, i, epi), LOADX(x + i), LOAD(bc.hi + c_),
-                                                  LOAD(bc.lo + c_), LOAD(bc.k1 + c_), LOAD(bc.k2 + c_),
+                                                  LOAD(bc.k1 + c_), LOAD(bc.k2 + c_),
                                                   LOAD(bc.k3 + c_), LOAD(bc.slack + c_), LOAD(bc.bk1 + c_),
                                                   LOAD(bc.bk2 + c_), cbn_vd_load(bc.wm + c_),
                                                   cbn_vd_load(bc.wk1 + c_), cbn_vd_load(bc.wk2 + c_),
@@ -1024,8 +1019,7 @@ static void FN(finish_forward)(cbn_job *job, int64_t c, cbn_moments acc) {
         running_var[c] = (PARAM)((1 - momentum) * (double)running_var[c] + momentum * unbiased);
     }
     const double gamma = weight ? (double)weight[c] : 1.0;
-    FN(set_mean)(job, c, mean);
-    FN(set_factors)(job, c, gamma * cbn_normalizing_scale(invstd), 0, bias ? (double)bias[c] : 0.0);
+    FN(set_coefficients)(job, c, mean, gamma * cbn_normalizing_scale(invstd), 0, bias ? (double)bias[c] : 0.0);
 }
 
 static void FN(finalize_forward)(cbn_job *job, int64_t c0, int64_t c1) {
@@ -1061,8 +1055,8 @@ static void FN(finish_backward)(cbn_job *job, int64_t c, double m, double sum_dy
     if (dweight) dweight[c] = (PARAM)grad_weight;
     if (dbias) dbias[c] = (PARAM)grad_bias;
     if (job->training)
-        FN(set_factors)(job, c, gamma * invstd, -gamma * invstd * invstd * grad_weight / m,
-                        -gamma * invstd * grad_bias / m);
+        FN(set_coefficients)(job, c, job->mean_in[c], gamma * invstd, -gamma * invstd * invstd * grad_weight / m,
+                             -gamma * invstd * grad_bias / m);
 }
 
 static void FN(finalize_backward)(cbn_job *job, int64_t c0, int64_t c1) {
@@ -1078,6 +1072,12 @@ static void FN(finalize_backward)(cbn_job *job, int64_t c0, int64_t c1) {
             sum_dy += job->partials[c * parts + p].a;
             sum_dy_d += job->partials[c * parts + p].b;
         }
+#ifndef CBN_CHECK_RATIO
+        /* The passes summed g*(x - mean_hi) (DEVIATION): take the rest of
+         * the mean off here, in double, once. */
+        const double rest = FN(mean_rest)(job->mean_in[c]);
+        if (rest != 0) sum_dy_d -= rest * sum_dy;
+#endif
         if (job->sums_out) {
             double *out = job->sums_out + 3 * c;
             out[0] = (double)job->plan.m; out[1] = sum_dy; out[2] = sum_dy_d;
@@ -1094,13 +1094,12 @@ static void FN(prepare)(cbn_job *job) {
     for (int64_t c = 0; c < job->plan.shape.channels; c++) {
         const double gamma = weight ? (double)weight[c] : 1.0;
         if (job->backward) {
-            FN(set_mean)(job, c, job->mean_in[c]);
-            FN(set_factors)(job, c, gamma * cbn_normalizing_scale(job->invstd_in[c]), 0, 0);
+            FN(set_coefficients)(job, c, job->mean_in[c], gamma * cbn_normalizing_scale(job->invstd_in[c]), 0, 0);
         } else if (!job->training) {
             const double variance = (double)((const PARAM *)job->running_var)[c];
-            FN(set_mean)(job, c, (double)((const PARAM *)job->running_mean)[c]);
-            FN(set_factors)(job, c, gamma * cbn_normalizing_scale(cbn_inverse_std(variance, job->eps)), 0,
-                            bias ? (double)bias[c] : 0.0);
+            FN(set_coefficients)(job, c, (double)((const PARAM *)job->running_mean)[c],
+                                 gamma * cbn_normalizing_scale(cbn_inverse_std(variance, job->eps)), 0,
+                                 bias ? (double)bias[c] : 0.0);
         }
     }
 }

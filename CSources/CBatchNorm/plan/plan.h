@@ -90,8 +90,9 @@
 /// and outputs outgrow the last-level cache (32x512x28x28 binary16
 /// inference 0.8x); items of whole rows, which are one run across rows
 /// (8x256x28x28 float 0.56-0.91x but for warm inference); double
-/// (0.82-1.06x); the half formats (1.2-1.6x faster in some runs and
-/// 1.5-2.8x slower in others on 32x2048x7x7, not understood yet).
+/// (0.82-1.06x); the half formats (Float16 backward 0.82-0.90x, warm
+/// 1024x4096 inference 0.90-0.94x; faster only in some inference figures,
+/// 1.1-1.2x; 3 interleaved A/B runs).
 #define CBN_ROW_BLOCK_BYTES (16 * 1024 * 1024)
 /// Channels per item of a finalize phase.
 #define CBN_FINALIZE_CHANNELS 64
