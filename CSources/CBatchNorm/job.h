@@ -45,8 +45,9 @@ enum {
 /// (written for the checked half formats only) hold the terms of a checked
 /// element's error bound (kernels_template.h), divided by its ratio R and
 /// rounded up: slack, the part that does not depend on the element,
-/// (|k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|)/R, k3 as stored, and at least
-/// 2^-126; bound_k1 |k1|/R and bound_k2 |k2|/R, of k1 and k2 as rounded.
+/// (|k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|)/R, k3 as stored,
+/// and at least 2^-126; bound_k1 |k1|/R and bound_k2 |k2|/R, of k1 and k2
+/// as rounded.
 /// Stored as seven rows, in this order, of
 /// cbn_coefficient_stride(channels) values: `channels` values, then sixteen
 /// that go on from channel 0 again (value c + j*channels repeats channel c),

@@ -616,6 +616,7 @@ static int FN(coarse_factor)(double k) { return k != 0 && fabs((double)(T)k) < 0
 /// for the check's recomputation, the mean and factors in double.
 static void FN(set_coefficients)(cbn_job *job, int64_t c, double mean, double k1, double k2, double k3) {
     const double factor = job->backward ? k2 : k1;
+    /* only where there is a rest: 0 * an infinite factor would make k3 NaN */
     const double rest = FN(mean_rest)(mean), k3_hi = rest != 0 ? k3 - rest * factor : k3;
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_MEAN_HI, c, (T)mean);
     CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K1, c, (T)k1);
@@ -1074,7 +1075,7 @@ static void FN(finalize_backward)(cbn_job *job, int64_t c0, int64_t c1) {
         }
 #ifndef CBN_CHECK_RATIO
         /* The passes summed g*(x - mean_hi) (DEVIATION): take the rest of
-         * the mean off here, in double, once. */
+         * the mean off here, in double, once (not 0 * an infinite sum). */
         const double rest = FN(mean_rest)(job->mean_in[c]);
         if (rest != 0) sum_dy_d -= rest * sum_dy;
 #endif
