@@ -114,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "bench-threads",
             dependencies: [
-                "BatchNormKernels", "BatchNormReference", "CBenchSupport",
+                "BatchNormKernels", "BatchNormDifferentiation", "BatchNormReference", "CBenchSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/bench-threads"

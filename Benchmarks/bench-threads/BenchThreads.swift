@@ -22,7 +22,7 @@ struct BenchThreads: ParsableCommand {
     @Option(help: "Shape sets (default, resnet50, small) or shapes like 32x64x112x112, comma-separated.")
     var shapes: String?
 
-    @Option(help: "Modes, comma-separated: forward-training, forward-inference, backward.")
+    @Option(help: "Modes, comma-separated: forward-training, forward-inference, backward, forward-backward (a training step: forward training, then backward).")
     var modes: String = Mode.allCases.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Thread counts, comma-separated (default: 1 up to the number of cores).")
@@ -30,6 +30,9 @@ struct BenchThreads: ParsableCommand {
 
     @Option(help: "Executors, comma-separated: openmp, dispatch, serial, reference.")
     var executors: String = ExecutorKind.allCases.map(\.rawValue).joined(separator: ",")
+
+    @Option(help: "Public paths, comma-separated: raw (buffers), arrays, arrays-into, layer, layer-into, autodiff (Float and Double). Paths other than raw run without epilogue, at the largest thread count (and serial).")
+    var api: String = API.allCases.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Element types, comma-separated: float, double, float16, bfloat16 (the half formats with Float parameters; not with the separate epilogues).")
     var dtype: String = "float"
@@ -89,6 +92,7 @@ struct BenchThreads: ParsableCommand {
             }
         }
         let modeList = try list(modes, Mode.self)
+        let apis = try list(api, API.self)
         let dtypes = try list(dtype, DType.self)
         if dtypes.contains(where: { $0.size == 2 }) && epilogues.contains(where: \.isSeparate) {
             throw ValidationError("the separate epilogues (relu-separate, add-relu-separate) are float and double only")
@@ -108,7 +112,7 @@ struct BenchThreads: ParsableCommand {
         }
 
         print("bench-threads: \(cores) cores, microkernels \(microkernelInstructionSet), OpenMP \(isOpenMPAvailable ? "compiled in" : "NOT compiled in (Dispatch only)")")
-        print("inputs and outputs allocated and written once before timing; each figure is the median (min–max) of \(repeatCount) calls after 2 warm-ups")
+        print("inputs and outputs allocated and written once before timing (raw buffers, and the into: arrays); each figure is the median (min–max) of \(repeatCount) calls after 2 warm-ups")
         if dataKind != .normal { print("input data: \(dataKind.rawValue)") }
         print("GB/s by the anchors' convention (forward training 3 passes, inference 2, backward 5, \(dtypes.map { "\($0.size) bytes per \($0.rawValue)" }.joined(separator: ", ")))")
         let cacheBytes = lastLevelCacheBytes()
@@ -130,9 +134,14 @@ struct BenchThreads: ParsableCommand {
             print("| \(t) | \(f1(b.copy)) | \(f1(b.copyNonTemporal)) | \(f1(b.read)) | \(f1(b.cacheCopy)) |")
         }
 
-        let perShape = caches.count * modeList.count * epilogues.count
-            * (kinds.filter { $0 == .openmp || $0 == .dispatch }.count * threadList.count
-               + (kinds.contains(.serial) ? 1 : 0)) + (kinds.contains(.reference) ? modeList.count : 0)
+        let executorRuns = kinds.filter { $0 == .openmp || $0 == .dispatch }.count * threadList.count
+            + (kinds.contains(.serial) ? 1 : 0)
+        let otherAPIRuns = kinds.filter { $0 == .openmp || $0 == .dispatch }.count + (kinds.contains(.serial) ? 1 : 0)
+        let otherAPIFigures = epilogues.contains(.none) ? apis.filter { $0 != .raw }.reduce(0) { total, api in
+            total + modeList.filter(api.times).count * caches.count * otherAPIRuns
+        } : 0
+        let perShape = caches.count * modeList.count * epilogues.count * (apis.contains(.raw) ? executorRuns : 0)
+            + otherAPIFigures + (kinds.contains(.reference) ? modeList.count : 0)
         var progress = Progress(total: perShape * shapeList.count * dtypes.count)
         var figures = [Figure]()
         var quiet = OpenMPQuiet()
@@ -143,16 +152,16 @@ struct BenchThreads: ParsableCommand {
                 let shapeFigures: [Figure]
                 switch dtype {
                 case .float:
-                    shapeFigures = measure(Float.self, dtype, shape, dataKind, modeList, epilogues, kinds, threadList,
+                    shapeFigures = measure(Float.self, dtype, shape, dataKind, modeList, apis, epilogues, kinds, threadList,
                                            caches, evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
                 case .double:
-                    shapeFigures = measure(Double.self, dtype, shape, dataKind, modeList, epilogues, kinds, threadList,
+                    shapeFigures = measure(Double.self, dtype, shape, dataKind, modeList, apis, epilogues, kinds, threadList,
                                            caches, evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
                 case .float16:
-                    shapeFigures = measure(Float16.self, dtype, shape, dataKind, modeList, epilogues, kinds, threadList,
+                    shapeFigures = measure(Float16.self, dtype, shape, dataKind, modeList, apis, epilogues, kinds, threadList,
                                            caches, evictor, cacheBytes, repeatCount, roofs, &progress, &quiet)
                 case .bfloat16:
-                    shapeFigures = measure(BFloat16.self, dtype, shape, dataKind, modeList, epilogues, kinds,
+                    shapeFigures = measure(BFloat16.self, dtype, shape, dataKind, modeList, apis, epilogues, kinds,
                                            threadList, caches, evictor, cacheBytes, repeatCount, roofs, &progress,
                                            &quiet)
                 }
@@ -161,6 +170,7 @@ struct BenchThreads: ParsableCommand {
             }
         }
         Report.printSummary(figures)
+        Report.printAPISummary(figures)
         if let json {
             try Report.writeJSON(figures, roofs: threadList.map { roofs[$0]! }, to: json)
             log("wrote \(json)")
@@ -181,13 +191,14 @@ struct BenchThreads: ParsableCommand {
     }
 
     func measure<S: BenchElement>(
-        _: S.Type, _ dtype: DType, _ shape: BatchNormShape, _ data: DataKind, _ modes: [Mode],
+        _: S.Type, _ dtype: DType, _ shape: BatchNormShape, _ data: DataKind, _ modes: [Mode], _ apis: [API],
         _ epilogues: [Epilogue], _ kinds: [ExecutorKind],
         _ threads: [Int], _ caches: [CacheState], _ evictor: CacheEvictor?, _ cacheBytes: Int, _ repetitions: Int,
         _ roofs: [Int: Bandwidth], _ progress: inout Progress, _ quiet: inout OpenMPQuiet
     ) -> [Figure] {
         log("preparing \(shape) \(dtype.rawValue)")
         let workload = Workload<S>(shape: shape, data: data)
+        let arrays = apis.contains(where: { $0 != .raw }) ? APIWorkload(workload) : nil
         let sample = kinds.contains(.reference) ? ReferenceSample(shape: shape) : nil
         let bytesPerPass = Double(shape.count * dtype.size)
         var figures = [Figure]()
@@ -209,32 +220,43 @@ struct BenchThreads: ParsableCommand {
                 for t in threads { runs.append((kind, t, kind == .openmp ? .openMP(threads: t) : .dispatch(threads: t))) }
             }
             if kinds.contains(.serial) { runs.append((.serial, 1, .serial)) }
-            // The distinct bytes a call touches: x and y, or x, dy and dx.
-            let resident = (mode == .backward ? 3 : 2) * bytesPerPass
+            // The distinct bytes a call touches: x and y, or x, dy and dx (and y).
+            let resident = (mode == .backward ? 3 : mode == .forwardBackward ? 4 : 2) * bytesPerPass
             for epilogue in epilogues {
             if mode == .backward && epilogue != .none { workload.prepare(epilogue) }
             for cache in caches {
                 var oneThread = [ExecutorKind: Double]()
                 for (kind, t, executor) in runs {
-                    let label = epilogue == .none ? mode.rawValue : "\(mode.rawValue) \(epilogue.rawValue)"
-                    progress.step("\(shape) \(dtype.rawValue) \(label) \(executor) \(cache.rawValue)")
-                    quiet.before(openMP: kind == .openmp)
-                    let timing = Timing.measure(repetitions: repetitions, prepare: { if cache == .cold { evictor?.evict() } }) {
-                        workload.run(mode, epilogue: epilogue, executor: executor)
+                    // The other public paths: no epilogue, at the largest thread count and serial.
+                    let others = epilogue == .none && (t == threads.max() || kind == .serial)
+                    for api in apis where api == .raw || (others && api.times(mode)
+                                                          && (api != .autodiff || arrays?.autodiff != nil)) {
+                        var label = epilogue == .none ? mode.rawValue : "\(mode.rawValue) \(epilogue.rawValue)"
+                        if api != .raw { label += " \(api.rawValue)" }
+                        progress.step("\(shape) \(dtype.rawValue) \(label) \(executor) \(cache.rawValue)")
+                        quiet.before(openMP: kind == .openmp)
+                        let timing = Timing.measure(repetitions: repetitions, prepare: { if cache == .cold { evictor?.evict() } }) {
+                            if api == .raw {
+                                workload.run(mode, epilogue: epilogue, executor: executor)
+                            } else {
+                                arrays!.run(api, mode, executor: executor)
+                            }
+                        }
+                        if t == 1 && api == .raw { oneThread[kind] = timing.median }
+                        var figure = Figure(shape: shape, mode: mode, executor: kind, threads: t, dtype: dtype, cache: cache,
+                                            timing: timing, bytes: mode.passes * bytesPerPass, roof: roofs[t]?.copy)
+                        figure.activation = epilogue.rawValue
+                        figure.api = api.rawValue
+                        if cache == .warm, resident <= Double(cacheBytes), let roof = roofs[t] {
+                            figure.cacheRoofGbps = roof.cacheCopy
+                            figure.cacheRoofFraction = figure.gbps / roof.cacheCopy
+                        }
+                        if let base = oneThread[kind], api == .raw { figure.speedupVsOneThread = base / timing.median }
+                        if let referenceMs, cache == .warm, epilogue == .none, api == .raw {
+                            figure.ratioToReference = referenceMs / timing.median
+                        }
+                        figures.append(figure)
                     }
-                    if t == 1 { oneThread[kind] = timing.median }
-                    var figure = Figure(shape: shape, mode: mode, executor: kind, threads: t, dtype: dtype, cache: cache,
-                                        timing: timing, bytes: mode.passes * bytesPerPass, roof: roofs[t]?.copy)
-                    figure.activation = epilogue.rawValue
-                    if cache == .warm, resident <= Double(cacheBytes), let roof = roofs[t] {
-                        figure.cacheRoofGbps = roof.cacheCopy
-                        figure.cacheRoofFraction = figure.gbps / roof.cacheCopy
-                    }
-                    if let base = oneThread[kind] { figure.speedupVsOneThread = base / timing.median }
-                    if let referenceMs, cache == .warm, epilogue == .none {
-                        figure.ratioToReference = referenceMs / timing.median
-                    }
-                    figures.append(figure)
                 }
             }
             }

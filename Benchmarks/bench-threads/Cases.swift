@@ -5,6 +5,9 @@ enum Mode: String, CaseIterable, Codable {
     case forwardTraining = "forward-training"
     case forwardInference = "forward-inference"
     case backward
+    /// A training step's batch norm: forward training, then backward with its
+    /// statistics (for autodiff, `valueWithPullback` and the pullback).
+    case forwardBackward = "forward-backward"
 
     /// Passes over the tensor by the anchors' byte convention: forward training
     /// reads x twice and writes y, inference reads x and writes y, backward reads
@@ -14,6 +17,7 @@ enum Mode: String, CaseIterable, Codable {
         case .forwardTraining: 3
         case .forwardInference: 2
         case .backward: 5
+        case .forwardBackward: 8
         }
     }
 }
@@ -35,12 +39,31 @@ enum DType: String, CaseIterable, Codable {
     }
 }
 
-/// What the benchmark needs of an element type: its data from a Double.
+/// What the benchmark needs of an element type: its data from a Double, and
+/// its differentiable calls where it has them.
 protocol BenchElement: BatchNormElement {
     init(benchValue: Double)
+    /// `DifferentiableBatchNorm`'s calls over this data (Float and Double), or nil.
+    static func autodiffCalls(
+        x: [Self], dy: [Self], shape: BatchNormShape, weight: [Parameter], bias: [Parameter]
+    ) -> ((Mode, BatchNormExecutor) -> Void)?
 }
-extension Float: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
-extension Double: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
+extension Float: BenchElement {
+    init(benchValue: Double) { self.init(benchValue) }
+    static func autodiffCalls(
+        x: [Float], dy: [Float], shape: BatchNormShape, weight: [Float], bias: [Float]
+    ) -> ((Mode, BatchNormExecutor) -> Void)? {
+        differentiableCalls(x: x, dy: dy, shape: shape, weight: weight, bias: bias)
+    }
+}
+extension Double: BenchElement {
+    init(benchValue: Double) { self.init(benchValue) }
+    static func autodiffCalls(
+        x: [Double], dy: [Double], shape: BatchNormShape, weight: [Double], bias: [Double]
+    ) -> ((Mode, BatchNormExecutor) -> Void)? {
+        differentiableCalls(x: x, dy: dy, shape: shape, weight: weight, bias: bias)
+    }
+}
 extension Float16: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
 extension BFloat16: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
 

@@ -14,6 +14,8 @@ struct Figure: Codable {
     /// follow the plain batch-norm convention whatever the epilogue, so that
     /// GB/s compare as times do.
     var activation = "none"
+    /// The public path timed: raw, arrays, arrays-into, layer, layer-into, autodiff.
+    var api = "raw"
     var executor: String
     var threads: Int
     var dtype: String
@@ -66,17 +68,18 @@ enum Report {
             let speedup = f.speedupVsOneThread.map { String(format: "%.2f", $0) } ?? "–"
             let reference = f.ratioToReference.map { String(format: "%.1f", $0) } ?? "–"
             let executor = f.executor == "reference" ? "reference (sampled)" : f.executor
-            let mode = f.activation == "none" ? f.mode : "\(f.mode) \(f.activation)"
+            var mode = f.activation == "none" ? f.mode : "\(f.mode) \(f.activation)"
+            if f.api != "raw" { mode += " · \(f.api)" }
             print("| \(mode) | \(f.cache) | \(executor) | \(f.threads) | \(range) | \(f1(f.gbps)) | \(roof) | \(cacheRoof) | \(speedup) | \(reference) |")
         }
     }
 
     /// Dispatch against OpenMP at each thread count, where both ran.
     static func printSummary(_ figures: [Figure]) {
-        let openmp = figures.filter { $0.executor == "openmp" }
+        let openmp = figures.filter { $0.executor == "openmp" && $0.api == "raw" }
         let pairs = openmp.compactMap { o -> (Figure, Figure)? in
             guard let d = figures.first(where: {
-                $0.executor == "dispatch" && $0.shape == o.shape && $0.mode == o.mode && $0.threads == o.threads
+                $0.executor == "dispatch" && $0.api == "raw" && $0.shape == o.shape && $0.mode == o.mode && $0.threads == o.threads
                     && $0.dtype == o.dtype && $0.layout == o.layout && $0.cache == o.cache
                     && $0.activation == o.activation
             }) else { return nil }
@@ -85,6 +88,31 @@ enum Report {
         guard !pairs.isEmpty else { return }
         let ratios = pairs.map { $0.1.medianMs / $0.0.medianMs }.sorted()
         print("\nDispatch time / OpenMP time over \(ratios.count) figures: median \(String(format: "%.2f", ratios[ratios.count / 2])), worst \(String(format: "%.2f", ratios.last!))")
+    }
+
+    /// Each public path's time over the raw buffers' in the same
+    /// configuration (shape, layout, dtype, mode, cache, executor, threads).
+    static func printAPISummary(_ figures: [Figure]) {
+        let others = Set(figures.map(\.api)).subtracting(["raw"])
+        guard !others.isEmpty else { return }
+        print("\npublic path time / raw buffers time (same shape, layout, dtype, mode, cache, executor and threads):")
+        print("| api | mode | figures | median | best | worst |")
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        for api in API.allCases.map(\.rawValue) where others.contains(api) {
+            for mode in Mode.allCases.map(\.rawValue) {
+                let ratios = figures.filter { $0.api == api && $0.mode == mode }.compactMap { f -> Double? in
+                    // Autodiff's forward-backward is set against the raw forward training plus backward.
+                    guard let raw = figures.first(where: {
+                        $0.api == "raw" && $0.shape == f.shape && $0.layout == f.layout && $0.dtype == f.dtype
+                            && $0.mode == f.mode && $0.cache == f.cache && $0.executor == f.executor
+                            && $0.threads == f.threads && $0.activation == f.activation
+                    }) else { return nil }
+                    return f.medianMs / raw.medianMs
+                }.sorted()
+                guard !ratios.isEmpty else { continue }
+                print("| \(api) | \(mode) | \(ratios.count) | \(String(format: "%.2f", ratios[ratios.count / 2])) | \(String(format: "%.2f", ratios.first!)) | \(String(format: "%.2f", ratios.last!)) |")
+            }
+        }
     }
 
     static func writeJSON(_ figures: [Figure], roofs: [Bandwidth], to path: String) throws {
@@ -122,7 +150,7 @@ enum Report {
         for (r, row) in rows.enumerated() {
             for (c, mode) in columns.enumerated() {
                 let panel = figures.filter {
-                    "\($0.shape) \($0.layout) \($0.dtype)" == row && $0.mode == mode && $0.executor != "reference"
+                    "\($0.shape) \($0.layout) \($0.dtype)" == row && $0.mode == mode && $0.executor != "reference" && $0.api == "raw"
                 }
                 let x0 = left + Double(c) * panelWidth, y0 = top + Double(r) * panelHeight
                 let plotW = panelWidth - 60, plotH = panelHeight - 60

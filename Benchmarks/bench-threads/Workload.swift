@@ -93,6 +93,10 @@ final class Workload<Scalar: BenchElement> {
         let activation = epilogue.activation
         do {
             switch mode {
+            case .forwardBackward:
+                run(.forwardTraining, epilogue: epilogue, executor: executor)
+                run(.backward, epilogue: epilogue, executor: executor)
+                return
             case .forwardTraining:
                 try BatchNormalization.forwardTraining(
                     input: UnsafeBufferPointer(x), output: y, shape: shape, weight: UnsafeBufferPointer(weight),
@@ -204,6 +208,9 @@ struct ReferenceSample {
                                            weight: weight, bias: bias,
                                            runningMean: Array(repeating: 0.25, count: channels),
                                            runningVariance: Array(repeating: 1.5, count: channels))
+        case .forwardBackward:
+            run(.forwardTraining)
+            run(.backward)
         case .backward:
             _ = ReferenceBatchNorm.backward(x, outputGradient: dy, shape: dimensions, channelsLast: channelsLast,
                                             training: true,

@@ -87,19 +87,35 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
         _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst, residual: [Scalar]? = nil,
         reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
+        var output = [Scalar]()
+        let statistics = try forward(input, into: &output, shape: shape, layout: layout, residual: residual,
+                                     reducer: reducer)
+        return BatchNormForwardResult(output: output, statistics: statistics)
+    }
+
+    /// `forward` writing y into `output`, made the input's count long, reusing
+    /// its storage when its capacity suffices: the speed of the buffer
+    /// `forward`, with no new tensor-sized memory per call. An `output` that
+    /// shares its storage is copied first (copy-on-write); on error neither
+    /// it nor the layer changes. Returns the statistics `backward` needs.
+    @discardableResult
+    public mutating func forward(
+        _ input: [Scalar], into output: inout [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        residual: [Scalar]? = nil, reducer: (any BatchNormReducer)? = nil
+    ) throws(BatchNormError) -> BatchNormStatistics {
         let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             let shape = try BatchNormShape(shape, layout: layout)
             try Check.count(input.count, equals: shape.count, argument: "input")
             return shape
         }
         var statistics: BatchNormStatistics?
-        let output = try withOptionalBuffers(input, residual) { (input, residual) throws(BatchNormError) in
-            try makeArray(count: shape.count) { (output) throws(BatchNormError) in
+        try output.overwrite(count: shape.count) { (output) throws(BatchNormError) in
+            try withBuffers(input, residual) { (input, residual) throws(BatchNormError) in
                 statistics = try forward(input: input!, output: output, shape: shape, residual: residual,
                                          reducer: reducer)
             }
         }
-        return BatchNormForwardResult(output: output, statistics: statistics!)
+        return statistics!
     }
 
     /// `forward` over caller-owned memory; `output` may be `input` or `residual` itself.
@@ -110,15 +126,12 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
         try Synchronization.precheck(reducer) { () throws(BatchNormError) in try checkState(shape: shape) }
         let channels = featureCount
         if mode == .inference, let runningMean, let runningVariance {
-            try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
-                try runningMean.withUnsafeBufferPointer { mean throws(BatchNormError) in
-                    try runningVariance.withUnsafeBufferPointer { variance throws(BatchNormError) in
-                        try BatchNormalization.forwardInference(
-                            input: input, output: output, shape: shape, runningMean: mean,
-                            runningVariance: variance, weight: weight, bias: bias, residual: residual,
-                            activation: activation, epsilon: epsilon, executor: executor, reducer: reducer)
-                    }
-                }
+            try withBuffers(weight, bias, runningMean, runningVariance) {
+                (weight, bias, mean, variance) throws(BatchNormError) in
+                try BatchNormalization.forwardInference(
+                    input: input, output: output, shape: shape, runningMean: mean!, runningVariance: variance!,
+                    weight: weight, bias: bias, residual: residual, activation: activation, epsilon: epsilon,
+                    executor: executor, reducer: reducer)
             }
             return try BatchNormalization.inferenceStatistics(
                 runningMean: runningMean, runningVariance: runningVariance, epsilon: epsilon)
@@ -134,24 +147,17 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
         } else {
             factor = 0
         }
-        var mean = [Double](repeating: 0, count: channels)
-        var invStd = [Double](repeating: 0, count: channels)
-        var newMean = runningMean ?? [], newVariance = runningVariance ?? []
-        try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
-            try mean.withUnsafeMutableBufferPointer { mean throws(BatchNormError) in
-                try invStd.withUnsafeMutableBufferPointer { invStd throws(BatchNormError) in
-                    try newMean.withUnsafeMutableBufferPointer { runMean throws(BatchNormError) in
-                        try newVariance.withUnsafeMutableBufferPointer { runVariance throws(BatchNormError) in
-                            try BatchNormalization.forwardTraining(
-                                input: input, output: output, shape: shape, weight: weight, bias: bias,
-                                residual: residual, activation: activation,
-                                runningMean: updatesRunning ? runMean : nil,
-                                runningVariance: updatesRunning ? runVariance : nil,
-                                momentum: factor, epsilon: epsilon, savedMean: mean, savedInvStd: invStd,
-                                executor: executor, reducer: reducer)
-                        }
-                    }
-                }
+        // The running statistics are updated in copies, which replace them on success.
+        var mean = [Double](), invStd = [Double](), newMean = runningMean ?? [], newVariance = runningVariance ?? []
+        try overwriting(&mean, count: channels, &invStd, count: channels, &newMean, count: newMean.count,
+                        &newVariance, count: newVariance.count) {
+            (mean, invStd, runMean, runVariance) throws(BatchNormError) in
+            try withBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
+                try BatchNormalization.forwardTraining(
+                    input: input, output: output, shape: shape, weight: weight, bias: bias, residual: residual,
+                    activation: activation, runningMean: updatesRunning ? runMean : nil,
+                    runningVariance: updatesRunning ? runVariance : nil, momentum: factor, epsilon: epsilon,
+                    savedMean: mean, savedInvStd: invStd, executor: executor, reducer: reducer)
             }
         }
         if updatesRunning {
@@ -174,21 +180,36 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
         statistics: BatchNormStatistics, forwardOutput: [Scalar]? = nil, wantsResidualGradient: Bool = false,
         reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
+        var gradients = BatchNormGradients<Scalar>()
+        try backward(outputGradient: outputGradient, input: input, shape: shape, layout: layout,
+                     statistics: statistics, forwardOutput: forwardOutput, into: &gradients,
+                     wantsResidualGradient: wantsResidualGradient, reducer: reducer)
+        return gradients
+    }
+
+    /// `backward` writing into `gradients`, reusing the storage of the arrays
+    /// it holds as ``BatchNormalization/backward(outputGradient:input:shape:layout:statistics:weight:activation:forwardOutput:into:wantsResidualGradient:executor:reducer:)``
+    /// does; afterwards it holds what `backward` returns. On error it does not change.
+    public func backward(
+        outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        statistics: BatchNormStatistics, forwardOutput: [Scalar]? = nil,
+        into gradients: inout BatchNormGradients<Scalar>, wantsResidualGradient: Bool = false,
+        reducer: (any BatchNormReducer)? = nil
+    ) throws(BatchNormError) {
         try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             let shapeValue = try BatchNormShape(shape, layout: layout)
             try checkState(shape: shapeValue)
             try Check.count(statistics.mean.count, equals: featureCount, argument: "statistics.mean")
             try Check.count(statistics.invStd.count, equals: featureCount, argument: "statistics.invStd")
         }
-        var gradients = try BatchNormalization.backward(
+        try BatchNormalization.backward(
             outputGradient: outputGradient, input: input, shape: shape, layout: layout, statistics: statistics,
-            weight: weight, activation: activation, forwardOutput: forwardOutput,
+            weight: weight, activation: activation, forwardOutput: forwardOutput, into: &gradients,
             wantsResidualGradient: wantsResidualGradient, executor: executor, reducer: reducer)
         if !isAffine {
             gradients.weight = nil
             gradients.bias = nil
         }
-        return gradients
     }
 
     /// The layer's own properties are public and mutable: check them at each call.

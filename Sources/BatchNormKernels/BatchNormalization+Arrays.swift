@@ -1,5 +1,13 @@
-/// Array conveniences: the same kernels and checks as the buffer functions,
-/// returning new arrays. For running statistics use the `BatchNorm` layer.
+/// Array conveniences: the same kernels and checks as the buffer functions.
+///
+/// Each comes in two forms: one returns new arrays; the other, with an
+/// `into:` argument, writes into arrays the caller owns and reuses their
+/// storage when its capacity suffices (growing it otherwise). Reusing storage
+/// is what makes a call as fast as the buffer functions: a new array of tens
+/// of MB is new memory, and its page faults can cost more than the kernel.
+/// Copy-on-write holds: an `into:` array that shares its storage with another
+/// is copied before it is written, so the other never changes. On error no
+/// array changes. For running statistics use the `BatchNorm` layer.
 extension BatchNormalization {
     /// Training-mode forward over an array: y = activation(BN(x) + residual) with the
     /// batch's own μ and biased σ² (the whole batch's over the ranks of `reducer`).
@@ -10,27 +18,37 @@ extension BatchNormalization {
         epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic,
         reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormForwardResult<Element> {
+        var output = [Element]()
+        let statistics = try forwardTraining(
+            input, into: &output, shape: shape, layout: layout, weight: weight, bias: bias, residual: residual,
+            activation: activation, epsilon: epsilon, executor: executor, reducer: reducer)
+        return BatchNormForwardResult(output: output, statistics: statistics)
+    }
+
+    /// `forwardTraining` writing y into `output`, made `shape`'s count long;
+    /// returns the statistics it normalized with.
+    @discardableResult
+    public static func forwardTraining<Element: BatchNormElement>(
+        _ input: [Element], into output: inout [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        weight: [Element.Parameter]? = nil, bias: [Element.Parameter]? = nil,
+        residual: [Element]? = nil, activation: BatchNormActivation = .identity,
+        epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic,
+        reducer: (any BatchNormReducer)? = nil
+    ) throws(BatchNormError) -> BatchNormStatistics {
         let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             try BatchNormShape(shape, layout: layout)
         }
-        var mean = [Double](repeating: 0, count: shape.channels)
-        var invStd = [Double](repeating: 0, count: shape.channels)
-        let output = try makeArray(count: shape.count) { (output) throws(BatchNormError) in
-            try withOptionalBuffers(input, residual) { (input, residual) throws(BatchNormError) in
-                try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
-                        try mean.withUnsafeMutableBufferPointer { mean throws(BatchNormError) in
-                            try invStd.withUnsafeMutableBufferPointer { invStd throws(BatchNormError) in
-                                try forwardTraining(
-                                    input: input!, output: output, shape: shape, weight: weight, bias: bias,
-                                    residual: residual, activation: activation, epsilon: epsilon,
-                                    savedMean: mean, savedInvStd: invStd, executor: executor, reducer: reducer)
-                            }
-                        }
-                }
+        var mean = [Double](), invStd = [Double]()
+        try overwriting(&output, count: shape.count, &mean, count: shape.channels, &invStd, count: shape.channels) {
+            (output, mean, invStd) throws(BatchNormError) in
+            try withBuffers(input, residual, weight, bias) { (input, residual, weight, bias) throws(BatchNormError) in
+                try forwardTraining(
+                    input: input!, output: output, shape: shape, weight: weight, bias: bias, residual: residual,
+                    activation: activation, epsilon: epsilon, savedMean: mean, savedInvStd: invStd,
+                    executor: executor, reducer: reducer)
             }
         }
-        return BatchNormForwardResult(output: output,
-                                      statistics: BatchNormStatistics(mode: .training, mean: mean, invStd: invStd))
+        return BatchNormStatistics(mode: .training, mean: mean, invStd: invStd)
     }
 
     /// Inference-mode forward over an array: y = activation(BN(x) + residual) with the
@@ -44,20 +62,33 @@ extension BatchNormalization {
         epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic,
         reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> [Element] {
+        var output = [Element]()
+        try forwardInference(
+            input, into: &output, shape: shape, layout: layout, runningMean: runningMean,
+            runningVariance: runningVariance, weight: weight, bias: bias, residual: residual,
+            activation: activation, epsilon: epsilon, executor: executor, reducer: reducer)
+        return output
+    }
+
+    /// `forwardInference` writing y into `output`, made `shape`'s count long.
+    public static func forwardInference<Element: BatchNormElement>(
+        _ input: [Element], into output: inout [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        runningMean: [Element.Parameter], runningVariance: [Element.Parameter],
+        weight: [Element.Parameter]? = nil, bias: [Element.Parameter]? = nil,
+        residual: [Element]? = nil, activation: BatchNormActivation = .identity,
+        epsilon: Double = 1e-5, executor: BatchNormExecutor = .automatic,
+        reducer: (any BatchNormReducer)? = nil
+    ) throws(BatchNormError) {
         let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             try BatchNormShape(shape, layout: layout)
         }
-        return try makeArray(count: shape.count) { (output) throws(BatchNormError) in
-            try withOptionalBuffers(input, residual) { (input, residual) throws(BatchNormError) in
-                try withOptionalBuffers(runningMean, runningVariance) { (mean, variance) throws(BatchNormError) in
-                    try withOptionalBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
-                        try forwardInference(
-                            input: input!, output: output, shape: shape, runningMean: mean!,
-                            runningVariance: variance!, weight: weight, bias: bias,
-                            residual: residual, activation: activation, epsilon: epsilon,
-                            executor: executor, reducer: reducer)
-                    }
-                }
+        try output.overwrite(count: shape.count) { (output) throws(BatchNormError) in
+            try withBuffers(input, residual, runningMean, runningVariance, weight, bias) {
+                (input, residual, mean, variance, weight, bias) throws(BatchNormError) in
+                try forwardInference(
+                    input: input!, output: output, shape: shape, runningMean: mean!, runningVariance: variance!,
+                    weight: weight, bias: bias, residual: residual, activation: activation, epsilon: epsilon,
+                    executor: executor, reducer: reducer)
             }
         }
     }
@@ -74,78 +105,56 @@ extension BatchNormalization {
         executor: BatchNormExecutor = .automatic,
         reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormGradients<Element> {
+        var gradients = BatchNormGradients<Element>()
+        try backward(
+            outputGradient: outputGradient, input: input, shape: shape, layout: layout, statistics: statistics,
+            weight: weight, activation: activation, forwardOutput: forwardOutput, into: &gradients,
+            wantsResidualGradient: wantsResidualGradient, executor: executor, reducer: reducer)
+        return gradients
+    }
+
+    /// `backward` writing into `gradients`: dx, dγ and dβ into its `input`,
+    /// `weight` and `bias`, and dz into its `residual` when
+    /// `wantsResidualGradient` (else `residual` becomes nil). Each array
+    /// present is reused as the `into:` rule says; a nil one is made.
+    public static func backward<Element: BatchNormElement>(
+        outputGradient: [Element], input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil,
+        activation: BatchNormActivation = .identity, forwardOutput: [Element]? = nil,
+        into gradients: inout BatchNormGradients<Element>, wantsResidualGradient: Bool = false,
+        executor: BatchNormExecutor = .automatic,
+        reducer: (any BatchNormReducer)? = nil
+    ) throws(BatchNormError) {
         let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             try BatchNormShape(shape, layout: layout)
         }
-        var dWeight = [Element.Parameter](repeating: 0, count: shape.channels)
-        var dBias = [Element.Parameter](repeating: 0, count: shape.channels)
-        var dResidual = [Element](repeating: Element.zero, count: wantsResidualGradient ? shape.count : 0)
-        let dx = try makeArray(count: shape.count) { (dx) throws(BatchNormError) in
-            try withOptionalBuffers(input, outputGradient) { (input, dy) throws(BatchNormError) in
-                try withOptionalBuffers(statistics.mean, statistics.invStd) { (mean, invStd) throws(BatchNormError) in
-                    try withOptionalBuffers(weight, forwardOutput) { (weight, y) throws(BatchNormError) in
-                        try withMutableBuffers(&dWeight, &dBias) { (dWeight, dBias) throws(BatchNormError) in
-                            try dResidual.withUnsafeMutableBufferPointer { dz throws(BatchNormError) in
-                                try backward(
-                                    mode: statistics.mode, input: input!, outputGradient: dy!, shape: shape,
-                                    mean: mean!, invStd: invStd!, weight: weight, inputGradient: dx,
-                                    weightGradient: dWeight, biasGradient: dBias, activation: activation,
-                                    forwardOutput: y, residualGradient: wantsResidualGradient ? dz : nil,
-                                    executor: executor, reducer: reducer)
-                            }
-                        }
-                    }
+        // The caller's arrays, moved out of `gradients` (no second reference,
+        // so no copy), and put back as they were if the call fails.
+        let had = (gradients.input != nil, gradients.weight != nil, gradients.bias != nil, gradients.residual != nil)
+        var dx = gradients.input.take() ?? [], dWeight = gradients.weight.take() ?? []
+        var dBias = gradients.bias.take() ?? []
+        var dResidual = wantsResidualGradient ? gradients.residual.take() ?? [] : []
+        do throws(BatchNormError) {
+            try overwriting(&dx, count: shape.count, &dWeight, count: shape.channels, &dBias, count: shape.channels,
+                            &dResidual, count: wantsResidualGradient ? shape.count : 0) {
+                (dx, dWeight, dBias, dz) throws(BatchNormError) in
+                try withBuffers(input, outputGradient, statistics.mean, statistics.invStd, weight, forwardOutput) {
+                    (input, dy, mean, invStd, weight, y) throws(BatchNormError) in
+                    try backward(
+                        mode: statistics.mode, input: input!, outputGradient: dy!, shape: shape, mean: mean!,
+                        invStd: invStd!, weight: weight, inputGradient: dx, weightGradient: dWeight,
+                        biasGradient: dBias, activation: activation, forwardOutput: y,
+                        residualGradient: wantsResidualGradient ? dz : nil, executor: executor, reducer: reducer)
                 }
             }
-        }
-        return BatchNormGradients(input: dx, weight: dWeight, bias: dBias,
-                                  residual: wantsResidualGradient ? dResidual : nil)
-    }
-}
-
-/// A new array of `count` elements that `fill` initializes completely, or the
-/// error `fill` threw (and no array).
-func makeArray<Scalar>(
-    count: Int, _ fill: (UnsafeMutableBufferPointer<Scalar>) throws(BatchNormError) -> Void
-) throws(BatchNormError) -> [Scalar] {
-    var failure: BatchNormError?
-    let array = [Scalar](unsafeUninitializedCapacity: count) { buffer, initialized in
-        do throws(BatchNormError) {
-            try fill(buffer)
-            initialized = count
         } catch {
-            failure = error
+            (gradients.input, gradients.weight, gradients.bias) = (had.0 ? dx : nil, had.1 ? dWeight : nil,
+                                                                   had.2 ? dBias : nil)
+            if wantsResidualGradient { gradients.residual = had.3 ? dResidual : nil }
+            throw error
         }
-    }
-    if let failure { throw failure }
-    return array
-}
-
-/// Calls `body` with a buffer over `array`, or with nil.
-func withOptional<Scalar, R>(
-    _ array: [Scalar]?, _ body: (UnsafeBufferPointer<Scalar>?) throws(BatchNormError) -> R
-) throws(BatchNormError) -> R {
-    guard let array else { return try body(nil) }
-    return try array.withUnsafeBufferPointer { buffer throws(BatchNormError) in try body(buffer) }
-}
-
-/// Calls `body` with buffers over the arrays that are present (of any two
-/// element types: a tensor and a parameter, say).
-func withOptionalBuffers<A, B, R>(
-    _ a: [A]?, _ b: [B]?,
-    _ body: (UnsafeBufferPointer<A>?, UnsafeBufferPointer<B>?) throws(BatchNormError) -> R
-) throws(BatchNormError) -> R {
-    try withOptional(a) { a throws(BatchNormError) in
-        try withOptional(b) { b throws(BatchNormError) in try body(a, b) }
+        gradients = BatchNormGradients(input: dx, weight: dWeight, bias: dBias,
+                                       residual: wantsResidualGradient ? dResidual : nil)
     }
 }
 
-/// Calls `body` with mutable buffers over two arrays.
-func withMutableBuffers<A, B, R>(
-    _ a: inout [A], _ b: inout [B],
-    _ body: (UnsafeMutableBufferPointer<A>, UnsafeMutableBufferPointer<B>) throws(BatchNormError) -> R
-) throws(BatchNormError) -> R {
-    try a.withUnsafeMutableBufferPointer { a throws(BatchNormError) in
-        try b.withUnsafeMutableBufferPointer { b throws(BatchNormError) in try body(a, b) }
-    }
-}

@@ -65,7 +65,14 @@ public struct BatchNormGradients<Element: BatchNormElement>: Sendable {
     /// dL/dβ = Σ dy per channel.
     public var bias: [Element.Parameter]?
     /// dL/dz for the residual of an epilogue y = activation(BN(x) + z): the (masked) dy.
-    public var residual: [Element]? = nil
+    public var residual: [Element]?
+
+    /// Gradients with these arrays: none by default, or arrays whose storage
+    /// a `backward(…, into:)` call reuses.
+    public init(input: [Element]? = nil, weight: [Element.Parameter]? = nil, bias: [Element.Parameter]? = nil,
+                residual: [Element]? = nil) {
+        (self.input, self.weight, self.bias, self.residual) = (input, weight, bias, residual)
+    }
 }
 
 /// Batch-normalization kernels over caller-owned memory, channels first

@@ -102,4 +102,64 @@ import Testing
         #expect(succeeded > 40 && failed > 40, "succeeded \(succeeded), failed \(failed)")
         print("randomized API calls: \(succeeded) succeeded, \(failed) threw")
     }
+
+    @Test("300 random into: calls over arrays of random counts and capacities: the allocating call's bits, or nothing changed")
+    func randomIntoCalls() throws {
+        var rng = SplitMix64(seed: 2027)
+        var succeeded = 0, failed = 0
+        for _ in 0..<300 {
+            func rare() -> Bool { Int.random(in: 0..<8, using: &rng) == 0 }
+            let rank = Int.random(in: 2...5, using: &rng)
+            let dimensions = (0..<rank).map { _ in Int.random(in: 1...6, using: &rng) }
+            let layout: BatchNormLayout = Bool.random(using: &rng) ? .channelsLast : .channelsFirst
+            let count = dimensions.reduce(1, *)
+            let channels = dimensions[layout == .channelsFirst ? 1 : rank - 1]
+            let x: [Float] = randomValues(count, center: 0.5, spread: 2, seed: rng.next())
+            let dy: [Float] = randomValues(count, seed: rng.next())
+            let weight: [Float] = (0..<(rare() ? channels + 1 : channels)).map { 1 + Float($0) / 10 }
+            let residual: [Float]? = Bool.random(using: &rng) ? randomValues(count + (rare() ? 1 : 0), seed: rng.next()) : nil
+            let activation: BatchNormActivation = Bool.random(using: &rng) ? .relu : .identity
+            let executor: BatchNormExecutor = [.serial, .dispatch(threads: 2)].randomElement(using: &rng)!
+            // The output array: of a random count, and now and then with room to grow.
+            func array(_ around: Int) -> [Float] {
+                var a = [Float](repeating: -777, count: max(0, around + Int.random(in: -3...3, using: &rng)))
+                if Bool.random(using: &rng) { a.reserveCapacity(around + 5) }
+                return a
+            }
+            var output = array(count)
+            var gradients = BatchNormGradients<Float>(input: Bool.random(using: &rng) ? array(count) : nil,
+                                                      weight: array(channels), bias: nil)
+            let (outputBefore, gradientsBefore) = (output.map { $0 }, gradients)
+            let deservesError = weight.count != channels || (residual.map { $0.count != count } ?? false)
+                || count / channels < 2
+            do throws(BatchNormError) {
+                let want = try? BatchNormalization.forwardTraining(
+                    x, shape: dimensions, layout: layout, weight: weight, residual: residual,
+                    activation: activation, executor: executor)
+                let statistics = try BatchNormalization.forwardTraining(
+                    x, into: &output, shape: dimensions, layout: layout, weight: weight, residual: residual,
+                    activation: activation, executor: executor)
+                #expect(!deservesError)
+                #expect(output.map(\.bitPattern) == want?.output.map(\.bitPattern))
+                let wantGradients = try BatchNormalization.backward(
+                    outputGradient: dy, input: x, shape: dimensions, layout: layout, statistics: statistics,
+                    weight: weight, activation: activation, forwardOutput: output,
+                    wantsResidualGradient: residual != nil, executor: executor)
+                try BatchNormalization.backward(
+                    outputGradient: dy, input: x, shape: dimensions, layout: layout, statistics: statistics,
+                    weight: weight, activation: activation, forwardOutput: output, into: &gradients,
+                    wantsResidualGradient: residual != nil, executor: executor)
+                #expect(gradients.input?.map(\.bitPattern) == wantGradients.input?.map(\.bitPattern))
+                #expect(gradients.residual?.map(\.bitPattern) == wantGradients.residual?.map(\.bitPattern))
+                #expect(gradients.weight == wantGradients.weight && gradients.bias == wantGradients.bias)
+                succeeded += 1
+            } catch {
+                failed += 1
+                #expect(deservesError, "threw \(error)")
+                #expect(output == outputBefore, "output changed by a failing call")
+                #expect(gradients.input == gradientsBefore.input && gradients.weight == gradientsBefore.weight)
+            }
+        }
+        #expect(succeeded > 40 && failed > 20, "succeeded \(succeeded), failed \(failed)")
+    }
 }

@@ -1,0 +1,151 @@
+import _Differentiation
+import BatchNormDifferentiation
+import BatchNormKernels
+
+/// Which public path a figure times: what Swift code calls, not only the kernels.
+enum API: String, CaseIterable, Codable {
+    /// `BatchNormalization` over caller-owned buffers.
+    case raw
+    /// The array conveniences, returning new arrays each call.
+    case arrays
+    /// The array conveniences writing `into:` arrays kept from call to call.
+    case arraysInto = "arrays-into"
+    /// The `BatchNorm` layer, returning new arrays each call.
+    case layer
+    /// The layer writing `into:` arrays kept from call to call.
+    case layerInto = "layer-into"
+    /// `DifferentiableBatchNorm` (Float and Double): a call, or
+    /// `valueWithPullback` and its pullback (forward-backward).
+    case autodiff
+
+    /// Whether this path times `mode` (autodiff has no backward without its forward).
+    func times(_ mode: Mode) -> Bool { !(self == .autodiff && mode == .backward) }
+}
+
+/// One shape's arrays, a `BatchNorm` layer and the kept `into:` arrays,
+/// made before any timing from a `Workload`'s data, and the calls each API
+/// and mode times. Returned arrays are dropped at once, as a training loop
+/// drops the previous step's.
+final class APIWorkload<Scalar: BenchElement> {
+    let shape: BatchNormShape
+    let x, dy: [Scalar]
+    let weight, bias, runningMean, runningVariance: [Scalar.Parameter]
+    var layer: BatchNorm<Scalar>
+    var output = [Scalar]()
+    var gradients = BatchNormGradients<Scalar>()
+    var statistics: BatchNormStatistics
+    /// The differentiable calls, for the scalars that have them.
+    let autodiff: ((Mode, BatchNormExecutor) -> Void)?
+
+    init(_ workload: Workload<Scalar>) {
+        shape = workload.shape
+        x = Array(workload.x)
+        dy = Array(workload.dy)
+        weight = Array(workload.weight)
+        bias = Array(workload.bias)
+        runningMean = Array(workload.runningMean)
+        runningVariance = Array(workload.runningVariance)
+        statistics = BatchNormStatistics(mode: .training, mean: Array(workload.mean),
+                                         invStd: Array(workload.invStd))
+        do {
+            layer = try BatchNorm<Scalar>(featureCount: shape.channels)
+        } catch {
+            fatalError("bench-threads: \(error)")
+        }
+        layer.weight = weight
+        layer.bias = bias
+        autodiff = Scalar.autodiffCalls(x: x, dy: dy, shape: shape, weight: weight, bias: bias)
+        // The kept arrays' pages exist before timing, as the raw buffers' do.
+        run(.arraysInto, .forwardBackward, executor: .serial)
+        run(.layerInto, .forwardBackward, executor: .serial)
+    }
+
+    /// One call of `mode` through `api` (not `.raw`: the `Workload` times that).
+    func run(_ api: API, _ mode: Mode, executor: BatchNormExecutor) {
+        let dimensions = shape.dimensions, layout = shape.layout
+        layer.executor = executor
+        do {
+            switch (api, mode) {
+            case (.raw, _):
+                preconditionFailure("the raw API is timed by Workload")
+            case (.autodiff, _):
+                autodiff!(mode, executor)
+            case (.arrays, .forwardTraining):
+                _ = try BatchNormalization.forwardTraining(
+                    x, shape: dimensions, layout: layout, weight: weight, bias: bias, executor: executor)
+            case (.arraysInto, .forwardTraining):
+                statistics = try BatchNormalization.forwardTraining(
+                    x, into: &output, shape: dimensions, layout: layout, weight: weight, bias: bias,
+                    executor: executor)
+            case (.arrays, .forwardInference):
+                _ = try BatchNormalization.forwardInference(
+                    x, shape: dimensions, layout: layout, runningMean: runningMean,
+                    runningVariance: runningVariance, weight: weight, bias: bias, executor: executor)
+            case (.arraysInto, .forwardInference):
+                try BatchNormalization.forwardInference(
+                    x, into: &output, shape: dimensions, layout: layout, runningMean: runningMean,
+                    runningVariance: runningVariance, weight: weight, bias: bias, executor: executor)
+            case (.arrays, .backward):
+                _ = try BatchNormalization.backward(
+                    outputGradient: dy, input: x, shape: dimensions, layout: layout, statistics: statistics,
+                    weight: weight, executor: executor)
+            case (.arraysInto, .backward):
+                try BatchNormalization.backward(
+                    outputGradient: dy, input: x, shape: dimensions, layout: layout, statistics: statistics,
+                    weight: weight, into: &gradients, executor: executor)
+            case (.layer, .forwardTraining), (.layer, .forwardInference):
+                layer.mode = mode == .forwardTraining ? .training : .inference
+                _ = try layer.forward(x, shape: dimensions, layout: layout)
+            case (.layerInto, .forwardTraining), (.layerInto, .forwardInference):
+                layer.mode = mode == .forwardTraining ? .training : .inference
+                try layer.forward(x, into: &output, shape: dimensions, layout: layout)
+            case (.layer, .backward):
+                _ = try layer.backward(outputGradient: dy, input: x, shape: dimensions, layout: layout,
+                                       statistics: statistics)
+            case (.layerInto, .backward):
+                try layer.backward(outputGradient: dy, input: x, shape: dimensions, layout: layout,
+                                   statistics: statistics, into: &gradients)
+            case (_, .forwardBackward):
+                run(api, .forwardTraining, executor: executor)
+                run(api, .backward, executor: executor)
+            }
+        } catch {
+            fatalError("bench-threads: \(error)")
+        }
+    }
+}
+
+extension BenchElement {
+    /// The half formats have no differentiable API.
+    static func autodiffCalls(
+        x: [Self], dy: [Self], shape: BatchNormShape, weight: [Parameter], bias: [Parameter]
+    ) -> ((Mode, BatchNormExecutor) -> Void)? { nil }
+}
+
+extension BenchElement where Self: DifferentiableBatchNormScalar {
+    /// A `DifferentiableBatchNorm` over `x`: a training or inference call, or
+    /// `valueWithPullback` at the input and the layer, and the pullback of `dy`.
+    static func differentiableCalls(
+        x: [Self], dy: [Self], shape: BatchNormShape, weight: [Self], bias: [Self]
+    ) -> ((Mode, BatchNormExecutor) -> Void)? {
+        var layer: DifferentiableBatchNorm<Self>
+        do {
+            layer = try DifferentiableBatchNorm<Self>(featureCount: shape.channels)
+        } catch {
+            fatalError("bench-threads: \(error)")
+        }
+        layer.weight = weight
+        layer.bias = bias
+        let tangent = [Self].TangentVector(dy)
+        return { mode, executor in
+            layer.executor = executor
+            layer.mode = mode == .forwardInference ? .inference : .training
+            if mode == .forwardBackward {
+                let (_, pullback) = valueWithPullback(at: x, layer) { x, layer in layer(x, shape: shape) }
+                _ = pullback(tangent)
+            } else {
+                _ = layer(x, shape: shape)
+            }
+        }
+    }
+}
