@@ -24,6 +24,11 @@ bf16 kernel in both its layouts, for bfloat16 only: the anchor has no f16).
 set against the same work done separately (our batch norm, then a separate
 vectorized pass: bench-threads' relu-separate) and, for relu, oneDNN's
 fuse_norm_relu (--relu); PyTorch does not fuse, and is not run then.
+--apis arrays,layer,autodiff: what a Swift user calls against what a PyTorch
+user calls: our public paths (bench-threads --api; raw buffers too) in
+forward training and a training step (forward-backward) set against
+nn.BatchNorm2d in training (torch_kernel_bench.py --module: its forward, and
+forward + backward through autograd).
 Cold figures evict the caches before each call, outside the timed region,
 in all three programs (bench-threads --cache cold, torch --cold MB, oneDNN
 --flush MB). The machine is shared: read ratios, not absolute times.
@@ -48,17 +53,19 @@ SHAPE_SETS = {
 SHAPE_SETS["default"] = SHAPE_SETS["resnet50"] + ["256x1x64x64", "1024x4096"]
 
 
-def bench_threads(args, shape, flush_mb):
-    """Our figures for one shape: {(layout, cache, mode, executor, activation): ms}."""
+def bench_threads(args, shape, flush_mb, apis="raw", modes=",".join(MODES), executors="openmp,dispatch"):
+    """Our figures for one shape: {(layout, cache, mode, executor, activation, api): ms}."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.json")
-        subprocess.run([str(ROOT / ".build" / "release" / "bench-threads"), "--executors", "openmp,dispatch",
+        subprocess.run([str(ROOT / ".build" / "release" / "bench-threads"), "--executors", executors,
                         "--threads", str(args.threads), "--shapes", shape, "--layout", args.layouts,
                         "--cache", args.caches, "--flush-mb", str(flush_mb), "--repeat", str(args.repeat),
-                        "--activation", bench_activations(args), "--dtype", args.dtype, "--json", path],
+                        "--activation", bench_activations(args), "--dtype", args.dtype, "--api", apis,
+                        "--modes", modes, "--json", path],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         figures = json.load(open(path))["figures"]
-    return {(f["layout"], f["cache"], f["mode"], f["executor"], f["activation"]): f["median_ms"] for f in figures}
+    return {(f["layout"], f["cache"], f["mode"], f["executor"], f["activation"], f["api"]): f["median_ms"]
+            for f in figures}
 
 
 def bench_activations(args):
@@ -68,18 +75,22 @@ def bench_activations(args):
     return ",".join(a + suffix for a in args.activations.split(",") for suffix in ("", "-separate"))
 
 
-def torch_figures(args, shape, layout, cache, flush_mb):
-    """PyTorch at its best (the faster of allocating and preallocated outputs): {mode: ms}."""
+def torch_figures(args, shape, layout, cache, flush_mb, module=False):
+    """PyTorch at its best (the faster of allocating and preallocated outputs): {mode: ms};
+    with `module`, nn.BatchNorm2d's forward and autograd step instead: {mode: ms}."""
     command = [args.python, str(args.torch_bench), str(args.threads), str(args.repeat), shape,
                "--dtype", TORCH_DTYPE[args.dtype]]
     if layout == "channels-last":
         command.append("--channels-last")
     if cache == "cold":
         command += ["--cold", str(flush_mb)]
+    if module:
+        command.append("--module")
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     best = {}
     for record in map(json.loads, out.splitlines()):
-        best[record["mode"]] = min(best.get(record["mode"], float("inf")), record["median_ms"])
+        if (record["how"] == "module") == module:
+            best[record["mode"]] = min(best.get(record["mode"], float("inf")), record["median_ms"])
     return best
 
 
@@ -113,7 +124,7 @@ def one_run(args, shapes, flush_mb):
         same_memory = len(dims) == 2 or dims[1] == 1
         print(f"  {shape}", file=sys.stderr, flush=True)
         ours = bench_threads(args, shape, flush_mb)
-        for (layout, cache, mode, executor, activation), ms in ours.items():
+        for (layout, cache, mode, executor, activation, _), ms in ours.items():
             if activation == "none":
                 times[(shape, layout, cache, mode, executor)] = ms
             elif activation.endswith("-separate"):
@@ -154,6 +165,47 @@ def one_run(args, shapes, flush_mb):
     return times
 
 
+def one_module_run(args, shapes, flush_mb):
+    """Our public paths and PyTorch's module, shape by shape: {(shape, layout, cache, mode, who): ms},
+    who being an api of ours or "pytorch-module"."""
+    times = {}
+    for shape in shapes:
+        dims = [int(d) for d in shape.split("x")]
+        same_memory = len(dims) == 2 or dims[1] == 1
+        print(f"  {shape}", file=sys.stderr, flush=True)
+        ours = bench_threads(args, shape, flush_mb, apis="raw," + args.apis,
+                             modes="forward-training,forward-backward", executors="openmp")
+        for (layout, cache, mode, executor, activation, api), ms in ours.items():
+            times[(shape, layout, cache, mode, api)] = ms
+        for layout in args.layouts.split(","):
+            if layout == "channels-last" and same_memory and "channels-first" in args.layouts:
+                continue
+            for cache in args.caches.split(","):
+                for mode, ms in torch_figures(args, shape, layout, cache, flush_mb, module=True).items():
+                    times[(shape, layout, cache, mode, "pytorch-module")] = ms
+    return times
+
+
+def print_module_table(args, shapes, runs):
+    apis = ["raw"] + args.apis.split(",")
+    print(f"{args.dtype}, {args.threads} threads, {args.runs} runs, {args.repeat} timed calls per figure; "
+          "ratios are PyTorch's nn.BatchNorm2d (training; forward-backward through autograd) time / ours, "
+          "median (min–max) over the runs: above 1, ours is faster.\n")
+    print("| shape | layout | cache | mode | PyTorch module ms | " + " | ".join(f"{a} ms | × {a}" for a in apis) + " |")
+    print("|" + " --- |" * (5 + 2 * len(apis)))
+    keys = sorted({k[:4] for r in runs for k in r if k[4] == "pytorch-module"},
+                  key=lambda k: (shapes.index(k[0]), k[1], k[2] == "cold", k[3]))
+    for shape, layout, cache, mode in keys:
+        torch_ms = [r[(shape, layout, cache, mode, "pytorch-module")] for r in runs]
+        row = f"| {shape} | {layout} | {cache} | {mode} | {spread(torch_ms)} |"
+        for api in apis:
+            key = (shape, layout, cache, mode, api)
+            ours = [r[key] for r in runs if key in r]
+            ratios = [r[(shape, layout, cache, mode, "pytorch-module")] / r[key] for r in runs if key in r]
+            row += f" {spread(ours)} | {spread(ratios)} |" if ours else " – | – |"
+        print(row, flush=True)
+
+
 def spread(values):
     values = sorted(values)
     return f"{statistics.median(values):.2f} ({values[0]:.2f}–{values[-1]:.2f})"
@@ -174,6 +226,7 @@ def main():
     parser.add_argument("--activations", default="none", help="none, or fused epilogues: relu,add-relu")
     parser.add_argument("--dtype", default="float", choices=sorted(TORCH_DTYPE),
                         help="element type of the tensors (the half formats with float parameters)")
+    parser.add_argument("--apis", help="our public paths against PyTorch's module: e.g. arrays,layer,autodiff")
     args = parser.parse_args()
 
     shapes = []
@@ -184,7 +237,10 @@ def main():
     runs = []
     for run in range(args.runs):
         print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
-        runs.append(one_run(args, shapes, args.flush_mb))
+        runs.append(one_module_run(args, shapes, args.flush_mb) if args.apis else one_run(args, shapes, args.flush_mb))
+    if args.apis:
+        print_module_table(args, shapes, runs)
+        return
 
     peers = ["pytorch"] if args.activations == "none" else ["separate"]
     peers += ["onednn-nchw", "onednn-nhwc"] if args.onednn else []
@@ -198,7 +254,7 @@ def main():
     def mode_order(mode):
         base, _, activation = mode.partition(" ")
         return MODES.index(base), activation
-    keys = sorted({k[:4] for k in runs[0]}, key=lambda k: (shapes.index(k[0]), k[1], k[2] == "cold", mode_order(k[3])))
+    keys = sorted({k[:4] for k in runs[0] if k[3].partition(" ")[0] in MODES}, key=lambda k: (shapes.index(k[0]), k[1], k[2] == "cold", mode_order(k[3])))
     for shape, layout, cache, mode in keys:
         ours = [r[(shape, layout, cache, mode, "openmp")] for r in runs if (shape, layout, cache, mode, "openmp") in r]
         if not ours:

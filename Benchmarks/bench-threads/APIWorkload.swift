@@ -105,7 +105,21 @@ final class APIWorkload<Scalar: BenchElement> {
             case (.layerInto, .backward):
                 try layer.backward(outputGradient: dy, input: x, shape: dimensions, layout: layout,
                                    statistics: statistics, into: &gradients)
-            case (_, .forwardBackward):
+            // A training step: y lives until its backward is done, as in a network.
+            case (.arrays, .forwardBackward):
+                let forward = try BatchNormalization.forwardTraining(
+                    x, shape: dimensions, layout: layout, weight: weight, bias: bias, executor: executor)
+                let gradients = try BatchNormalization.backward(
+                    outputGradient: dy, input: x, shape: dimensions, layout: layout, statistics: forward.statistics,
+                    weight: weight, executor: executor)
+                withExtendedLifetime((forward, gradients)) {}
+            case (.layer, .forwardBackward):
+                layer.mode = .training
+                let forward = try layer.forward(x, shape: dimensions, layout: layout)
+                let gradients = try layer.backward(outputGradient: dy, input: x, shape: dimensions, layout: layout,
+                                                   statistics: forward.statistics)
+                withExtendedLifetime((forward, gradients)) {}
+            case (.arraysInto, .forwardBackward), (.layerInto, .forwardBackward):
                 run(api, .forwardTraining, executor: executor)
                 run(api, .backward, executor: executor)
             }
@@ -141,8 +155,9 @@ extension BenchElement where Self: DifferentiableBatchNormScalar {
             layer.executor = executor
             layer.mode = mode == .forwardInference ? .inference : .training
             if mode == .forwardBackward {
-                let (_, pullback) = valueWithPullback(at: x, layer) { x, layer in layer(x, shape: shape) }
-                _ = pullback(tangent)
+                let (y, pullback) = valueWithPullback(at: x, layer) { x, layer in layer(x, shape: shape) }
+                let gradients = pullback(tangent)
+                withExtendedLifetime((y, gradients)) {}
             } else {
                 _ = layer(x, shape: shape)
             }

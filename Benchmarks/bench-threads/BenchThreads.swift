@@ -58,6 +58,9 @@ struct BenchThreads: ParsableCommand {
     @Flag(help: "A few seconds: the small shapes, 3 repetitions, a smaller bandwidth probe (for CI).")
     var quick = false
 
+    @Option(name: .customLong("training-loop"), help: "Instead of timing: run this many training steps (forward training, then backward) through each --api path, float, at the largest thread count, and print the resident memory each loop holds.")
+    var trainingLoop: Int?
+
     @Option(help: "Write one JSON record per figure to this file.")
     var json: String?
 
@@ -66,6 +69,7 @@ struct BenchThreads: ParsableCommand {
 
     func validate() throws {
         if let repetitions, repetitions < 1 { throw ValidationError("--repeat must be at least 1") }
+        if let trainingLoop, trainingLoop < 1 { throw ValidationError("--training-loop must be at least 1") }
         if let flushMB, flushMB < 1 { throw ValidationError("--flush-mb must be at least 1") }
     }
 
@@ -109,6 +113,16 @@ struct BenchThreads: ParsableCommand {
         if kinds.contains(.openmp) && !isOpenMPAvailable {
             kinds.removeAll { $0 == .openmp }
             log("OpenMP is not compiled in: skipping the openmp executor")
+        }
+
+        if let trainingLoop {
+            let executor: BatchNormExecutor = isOpenMPAvailable ? .openMP(threads: threadList.max()!)
+                                                                : .dispatch(threads: threadList.max()!)
+            print("bench-threads --training-loop \(trainingLoop): resident memory (Linux /proc/self/status)")
+            for shape in shapeList {
+                MemoryLoop.measure(Float.self, shape: shape, apis: apis, steps: trainingLoop, executor: executor)
+            }
+            return
         }
 
         print("bench-threads: \(cores) cores, microkernels \(microkernelInstructionSet), OpenMP \(isOpenMPAvailable ? "compiled in" : "NOT compiled in (Dispatch only)")")

@@ -12,9 +12,18 @@ extension Double: DifferentiableBatchNormScalar {}
 /// that a call inside `gradient(at:of:)` or `valueWithPullback` (which cannot
 /// mutate its arguments) can update them, once per forward pass. Thread-safe:
 /// calls that share it update it one at a time.
+///
+/// It also keeps the storage of the output, input gradient and residual
+/// gradient that the calls using it last returned (one tensor each), and
+/// writes the next call's into it once you no longer hold those arrays, as a
+/// training loop does not after its step: no new memory, and so no page
+/// faults, per step. An array it returned and that you mutate in place before
+/// the next call is copied first, as any array that shares its storage is.
 public final class BatchNormRunningStatistics<Scalar: DifferentiableBatchNormScalar>: Sendable {
     /// A ``BatchNorm`` layer holds them, so that they follow its rules.
     private let layer: Mutex<BatchNorm<Scalar>>
+    /// The storage of the tensors the calls last returned.
+    let recycler = StorageRecycler<Scalar>()
     /// C.
     public let featureCount: Int
 
@@ -125,13 +134,15 @@ func batchNormResidualVJP<Scalar: DifferentiableBatchNormScalar>(
 
 /// One forward pass of `batchNorm`, through the ``BatchNorm`` layer's own
 /// forward (so the running statistics follow its rules exactly), and what
-/// its pullback needs.
+/// its pullback needs. With running statistics, the output and the gradients
+/// are written into the storage their recycler hands back.
 struct Pass<Scalar: DifferentiableBatchNormScalar> {
     typealias Tangent = [Scalar].TangentVector
     let input: [Scalar], shape: BatchNormShape, weight: [Scalar], hasResidual: Bool
     let activation: BatchNormActivation, executor: BatchNormExecutor, reducer: (any BatchNormReducer)?
-    let forward: BatchNormForwardResult<Scalar>
-    var output: [Scalar] { forward.output }
+    let output: [Scalar], statistics: BatchNormStatistics
+    /// Where the output and gradients get their storage, with running statistics.
+    let recycler: StorageRecycler<Scalar>?
 
     init(
         _ input: [Scalar], residual: [Scalar]?, shape: BatchNormShape, weight: [Scalar], bias: [Scalar],
@@ -140,18 +151,21 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
     ) {
         (self.input, self.shape, self.weight, hasResidual) = (input, shape, weight, residual != nil)
         (self.activation, self.executor, self.reducer) = (activation, executor, reducer)
-        forward = stopOnError("batchNorm") { () throws(BatchNormError) in
+        let recycler = running?.recycler
+        self.recycler = recycler
+        var output = recycler?.take(.output, count: shape.count) ?? []
+        statistics = stopOnError("batchNorm") { () throws(BatchNormError) in
             if mode == .inference && running == nil {
                 throw BatchNormError(.missingArgument, argument: "running",
                                      expected: "running statistics in inference mode", actual: "nil")
             }
-            func run(_ layer: inout BatchNorm<Scalar>) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
+            func run(_ layer: inout BatchNorm<Scalar>) throws(BatchNormError) -> BatchNormStatistics {
                 // The layer's own checks name a γ or β of the wrong count and leave its statistics as they were.
                 defer { (layer.weight, layer.bias) = (nil, nil) }
                 (layer.weight, layer.bias, layer.epsilon, layer.mode) = (weight, bias, epsilon, mode)
                 (layer.activation, layer.executor) = (activation, executor)
-                return try layer.forward(input, shape: shape.dimensions, layout: shape.layout, residual: residual,
-                                         reducer: reducer)
+                return try layer.forward(input, into: &output, shape: shape.dimensions, layout: shape.layout,
+                                         residual: residual, reducer: reducer)
             }
             guard let running else {
                 var layer = try BatchNorm<Scalar>(featureCount: shape.channels, tracksRunningStatistics: false)
@@ -159,18 +173,25 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
             }
             return try running.withLayer { (layer) throws(BatchNormError) in try run(&layer) }
         }
+        recycler?.keep(.output, output)
+        self.output = output
     }
 
     /// dx, dz, dγ and dβ for the output's tangent `v`, from the fused backward kernels.
     func gradients(_ v: Tangent) -> (input: Tangent, residual: Tangent, weight: Tangent, bias: Tangent) {
         // An empty tangent is the zero of its array: nothing flows back.
         guard !v.base.isEmpty else { return (.zero, .zero, .zero, .zero) }
-        let g = stopOnError("batchNorm's pullback") { () throws(BatchNormError) in
+        var g = BatchNormGradients<Scalar>(
+            input: recycler?.take(.inputGradient, count: shape.count),
+            residual: hasResidual ? recycler?.take(.residualGradient, count: shape.count) : nil)
+        stopOnError("batchNorm's pullback") { () throws(BatchNormError) in
             try BatchNormalization.backward(
                 outputGradient: v.base, input: input, shape: shape.dimensions, layout: shape.layout,
-                statistics: forward.statistics, weight: weight, activation: activation, forwardOutput: output,
-                wantsResidualGradient: hasResidual, executor: executor, reducer: reducer)
+                statistics: statistics, weight: weight, activation: activation, forwardOutput: output,
+                into: &g, wantsResidualGradient: hasResidual, executor: executor, reducer: reducer)
         }
+        recycler?.keep(.inputGradient, g.input!)
+        if hasResidual { recycler?.keep(.residualGradient, g.residual!) }
         return (.init(g.input!), hasResidual ? .init(g.residual!) : .zero, .init(g.weight!), .init(g.bias!))
     }
 }

@@ -7,22 +7,21 @@ import Glibc
 /// read (`withBuffers`), and writing either a new array (`makeArray`) or the
 /// caller's own (`Array.overwrite`, `overwriting`).
 ///
-/// A new array of tens of MB is new memory from the operating system: glibc
-/// maps any block of 32 MiB or more afresh, and unmaps it when it is freed.
-/// Every 4 KiB page of it then faults on its first store, and those faults
-/// cost several times the kernel that writes the tensor. `makeArray` asks
-/// for transparent huge pages over such a block, which makes its first touch
-/// about four times cheaper where the kernel grants them (THP `always` or
-/// `madvise`); nothing else about the process's memory changes. Storage the
-/// caller reuses through the `into:` overloads costs no fault at all.
+/// A new tensor-sized array is often new memory from the operating system:
+/// glibc maps blocks of 32 MiB or more afresh and unmaps them when they are
+/// freed, and smaller blocks too come and go with its dynamic mmap and trim
+/// thresholds. Every 4 KiB page of such memory faults on its first store,
+/// and those faults can cost several times the kernel that writes the
+/// tensor. `makeArray` asks for transparent huge pages over the new array
+/// (where the kernel grants them: THP `always` or `madvise`), which makes
+/// its first touch several times cheaper; nothing else about the process's
+/// memory changes. Storage the caller reuses through the `into:` overloads
+/// costs no fault at all. `BATCHNORM_HUGE_PAGES=0` turns the request off.
 enum ArrayStorage {
-    /// Blocks from this size up are mapped afresh by glibc whatever its
-    /// dynamic mmap threshold has grown to (its largest value on 64-bit).
-    static let freshMappingBytes = 32 << 20
-
     /// The transparent huge page size, or nil where the kernel has none
-    /// (read once from sysfs).
+    /// (read once from sysfs) or `BATCHNORM_HUGE_PAGES` is `0`.
     static let hugePageBytes: Int? = {
+        if ProcessInfo.processInfo.environment["BATCHNORM_HUGE_PAGES"] == "0" { return nil }
         let path = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
               let size = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)),
@@ -31,12 +30,12 @@ enum ArrayStorage {
     }()
 
     /// Asks for huge pages over the whole huge pages inside `bytes` of new
-    /// storage at `start`, when it is large enough to be a fresh mapping. Only
-    /// the array's own pages are advised, and only as a hint: where the kernel
-    /// refuses, the storage works as before.
+    /// storage at `start`, when it spans at least two (smaller arrays hold
+    /// at most one, and often none). Only the array's own pages are advised,
+    /// and only as a hint: where the kernel refuses, nothing changes.
     static func adviseHugePages(_ start: UnsafeMutableRawPointer, bytes: Int) {
         #if canImport(Glibc)
-        guard bytes >= freshMappingBytes, let huge = hugePageBytes else { return }
+        guard let huge = hugePageBytes, bytes >= 2 * huge else { return }
         let first = (Int(bitPattern: start) + huge - 1) & ~(huge - 1)
         let end = (Int(bitPattern: start) + bytes) & ~(huge - 1)
         guard end > first, let base = UnsafeMutableRawPointer(bitPattern: first) else { return }
