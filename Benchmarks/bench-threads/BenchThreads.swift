@@ -31,7 +31,7 @@ struct BenchThreads: ParsableCommand {
     @Option(help: "Executors, comma-separated: openmp, dispatch, serial, reference.")
     var executors: String = ExecutorKind.allCases.map(\.rawValue).joined(separator: ",")
 
-    @Option(help: "Public paths, comma-separated: raw (buffers), arrays, arrays-into, layer, layer-into, autodiff (Float and Double). Paths other than raw run without epilogue, at the largest thread count (and serial).")
+    @Option(help: "Public paths, comma-separated: raw (buffers), arrays, arrays-into, layer, layer-into, autodiff (Float and Double). Paths other than raw run without epilogue, on the first of the executors (openmp, else dispatch, else serial) at the largest thread count.")
     var api: String = API.allCases.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Element types, comma-separated: float, double, float16, bfloat16 (the half formats with Float parameters; not with the separate epilogues).")
@@ -150,7 +150,7 @@ struct BenchThreads: ParsableCommand {
 
         let executorRuns = kinds.filter { $0 == .openmp || $0 == .dispatch }.count * threadList.count
             + (kinds.contains(.serial) ? 1 : 0)
-        let otherAPIRuns = kinds.filter { $0 == .openmp || $0 == .dispatch }.count + (kinds.contains(.serial) ? 1 : 0)
+        let otherAPIRuns = kinds.contains(where: { $0 != .reference }) ? 1 : 0
         let otherAPIFigures = epilogues.contains(.none) ? apis.filter { $0 != .raw }.reduce(0) { total, api in
             total + modeList.filter(api.times).count * caches.count * otherAPIRuns
         } : 0
@@ -213,6 +213,7 @@ struct BenchThreads: ParsableCommand {
         log("preparing \(shape) \(dtype.rawValue)")
         let workload = Workload<S>(shape: shape, data: data)
         let arrays = apis.contains(where: { $0 != .raw }) ? APIWorkload(workload) : nil
+        let primaryKind = [ExecutorKind.openmp, .dispatch, .serial].first(where: kinds.contains)
         let sample = kinds.contains(.reference) ? ReferenceSample(shape: shape) : nil
         let bytesPerPass = Double(shape.count * dtype.size)
         var figures = [Figure]()
@@ -241,8 +242,9 @@ struct BenchThreads: ParsableCommand {
             for cache in caches {
                 var oneThread = [ExecutorKind: Double]()
                 for (kind, t, executor) in runs {
-                    // The other public paths: no epilogue, at the largest thread count and serial.
-                    let others = epilogue == .none && (t == threads.max() || kind == .serial)
+                    // The other public paths: no epilogue, on the first executor asked for (OpenMP,
+                    // else Dispatch, else serial) at the largest thread count.
+                    let others = epilogue == .none && kind == primaryKind && (t == threads.max() || kind == .serial)
                     for api in apis where api == .raw || (others && api.times(mode)
                                                           && (api != .autodiff || arrays?.autodiff != nil)) {
                         var label = epilogue == .none ? mode.rawValue : "\(mode.rawValue) \(epilogue.rawValue)"
