@@ -33,6 +33,16 @@ bn.mode = .inference
 let inference = try bn.forward(input, shape: shape.dimensions)
 print("layer: running mean \(bn.runningMean!), dγ \(grads.weight!), dβ \(grads.bias!), inference y[0] \(inference.output[0])")
 
+// The same through arrays kept from step to step: their storage is reused.
+var y = [Float](), gradients = BatchNormGradients<Float>()
+bn.mode = .training
+for _ in 0..<3 {
+    let statistics = try bn.forward(input, into: &y, shape: shape.dimensions)
+    try bn.backward(outputGradient: dy, input: input, shape: shape.dimensions, statistics: statistics,
+                    into: &gradients)
+}
+print("into: arrays: y[0] \(y[0]), dx[0] \(gradients.input![0])")
+
 // A mistake is a typed error, not a crash.
 do {
     _ = try bn.forward(input, shape: [4, 2, 5, 5])
