@@ -16,7 +16,7 @@ import Synchronization
 /// The cost: each slot holds one tensor between calls. An array the layer
 /// returned and that you mutate in place before its next call is copied
 /// first, as any array that shares its storage is.
-final class StorageRecycler<Scalar>: Sendable {
+final class StorageRecycler<Scalar: Sendable>: Sendable {
     enum Slot: Int, CaseIterable {
         case output, inputGradient, residualGradient
     }
