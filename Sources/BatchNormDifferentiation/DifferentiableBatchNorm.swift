@@ -34,16 +34,82 @@ public final class BatchNormRunningStatistics<Scalar: DifferentiableBatchNormSca
         self.featureCount = featureCount
     }
 
+    /// Running statistics that start from `mean`, `variance` and
+    /// `batchesTracked` (a checkpoint's, say); throws as ``BatchNorm``'s
+    /// checks do for counts other than `featureCount` or a bad momentum.
+    public init(featureCount: Int, momentum: Double? = 0.1, mean: [Scalar], variance: [Scalar],
+                batchesTracked: Int) throws(BatchNormError) {
+        var layer = try BatchNorm<Scalar>(featureCount: featureCount, momentum: momentum, affine: false)
+        try Self.check(mean, featureCount: featureCount, argument: "mean")
+        try Self.check(variance, featureCount: featureCount, argument: "variance")
+        guard batchesTracked >= 0 else {
+            throw BatchNormError(.invalidDimension, argument: "batchesTracked", expected: "at least 0",
+                                 actual: "\(batchesTracked)")
+        }
+        (layer.runningMean, layer.runningVariance, layer.batchesTracked) = (mean, variance, batchesTracked)
+        self.layer = Mutex(layer)
+        self.featureCount = featureCount
+    }
+
+    private static func check(_ values: [Scalar], featureCount: Int, argument: String) throws(BatchNormError) {
+        guard values.count == featureCount else {
+            throw BatchNormError(.countMismatch, argument: argument, expected: "\(featureCount) values",
+                                 actual: "\(values.count) values")
+        }
+    }
+
     /// The running mean, one per channel.
     public var mean: [Scalar] { layer.withLock { $0.runningMean! } }
     /// The running unbiased variance, one per channel.
     public var variance: [Scalar] { layer.withLock { $0.runningVariance! } }
     /// The number of training passes that updated them.
     public var batchesTracked: Int { layer.withLock { $0.batchesTracked } }
+    /// The weight of each new batch, in [0, 1]; nil for a cumulative average.
+    public var momentum: Double? { layer.withLock { $0.momentum } }
+
+    /// Mean 0, variance 1 and `batchesTracked` 0, as when made (PyTorch's `reset_running_stats`).
+    public func reset() {
+        layer.withLock { $0.resetRunningStatistics() }
+    }
 
     /// Runs `body` on the layer that holds the statistics, under the lock.
     func withLayer<R>(_ body: (inout BatchNorm<Scalar>) throws(BatchNormError) -> R) throws(BatchNormError) -> R {
         try layer.withLock { (layer) throws(BatchNormError) -> R in try body(&layer) }
+    }
+}
+
+/// The statistics as a checkpoint holds them: `featureCount`, momentum, mean,
+/// variance and `batchesTracked`, bit for bit. Decoding checks them as
+/// ``init(featureCount:momentum:mean:variance:batchesTracked:)`` does.
+extension BatchNormRunningStatistics: Codable {
+    private enum CodingKeys: String, CodingKey {
+        case featureCount, momentum, mean, variance, batchesTracked
+    }
+
+    public convenience init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let featureCount = try container.decode(Int.self, forKey: .featureCount)
+        let momentum = try container.decodeIfPresent(Double.self, forKey: .momentum)
+        let mean = try container.decode([Scalar].self, forKey: .mean)
+        let variance = try container.decode([Scalar].self, forKey: .variance)
+        let batchesTracked = try container.decode(Int.self, forKey: .batchesTracked)
+        do throws(BatchNormError) {
+            try self.init(featureCount: featureCount, momentum: momentum, mean: mean, variance: variance,
+                          batchesTracked: batchesTracked)
+        } catch {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "\(error)", underlyingError: error))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        let layer = self.layer.withLock { $0 }
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(featureCount, forKey: .featureCount)
+        try container.encodeIfPresent(layer.momentum, forKey: .momentum)
+        try container.encode(layer.runningMean!, forKey: .mean)
+        try container.encode(layer.runningVariance!, forKey: .variance)
+        try container.encode(layer.batchesTracked, forKey: .batchesTracked)
     }
 }
 
@@ -92,6 +158,33 @@ public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
          epsilon: epsilon, activation: activation, executor: executor, reducer: reducer).output
 }
 
+/// Batch normalization without γ and β (γ = 1, β = 0) as a differentiable
+/// function of the input: y = activation((x − μ) / sqrt(σ² + ε)), otherwise as
+/// ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:)``.
+@differentiable(reverse, wrt: input)
+public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
+    _ input: [Scalar], shape: BatchNormShape, mode: BatchNormMode = .training,
+    running: BatchNormRunningStatistics<Scalar>? = nil, epsilon: Double = 1e-5,
+    activation: BatchNormActivation = .identity, executor: BatchNormExecutor = .automatic,
+    reducer: (any BatchNormReducer)? = nil
+) -> [Scalar] {
+    Pass(input, residual: nil, shape: shape, weight: nil, bias: nil, mode: mode, running: running,
+         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer).output
+}
+
+/// The residual block's batch norm without γ and β: y = activation(x̂ + z), as
+/// a differentiable function of the input and the residual z.
+@differentiable(reverse, wrt: (input, residual))
+public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
+    _ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape, mode: BatchNormMode = .training,
+    running: BatchNormRunningStatistics<Scalar>? = nil, epsilon: Double = 1e-5,
+    activation: BatchNormActivation = .identity, executor: BatchNormExecutor = .automatic,
+    reducer: (any BatchNormReducer)? = nil
+) -> [Scalar] {
+    Pass(input, residual: residual, shape: shape, weight: nil, bias: nil, mode: mode, running: running,
+         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer).output
+}
+
 @derivative(of: batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:),
             wrt: (input, weight, bias))
 @usableFromInline
@@ -132,20 +225,49 @@ func batchNormResidualVJP<Scalar: DifferentiableBatchNormScalar>(
     })
 }
 
+@derivative(of: batchNorm(_:shape:mode:running:epsilon:activation:executor:reducer:), wrt: input)
+@usableFromInline
+func batchNormNonAffineVJP<Scalar: DifferentiableBatchNormScalar>(
+    _ input: [Scalar], shape: BatchNormShape, mode: BatchNormMode, running: BatchNormRunningStatistics<Scalar>?,
+    epsilon: Double, activation: BatchNormActivation, executor: BatchNormExecutor,
+    reducer: (any BatchNormReducer)?
+) -> (value: [Scalar], pullback: ([Scalar].TangentVector) -> [Scalar].TangentVector) {
+    let pass = Pass(input, residual: nil, shape: shape, weight: nil, bias: nil, mode: mode, running: running,
+                    epsilon: epsilon, activation: activation, executor: executor, reducer: reducer)
+    return (pass.output, { v in pass.gradients(v).input })
+}
+
+@derivative(of: batchNorm(_:adding:shape:mode:running:epsilon:activation:executor:reducer:),
+            wrt: (input, residual))
+@usableFromInline
+func batchNormNonAffineResidualVJP<Scalar: DifferentiableBatchNormScalar>(
+    _ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape, mode: BatchNormMode,
+    running: BatchNormRunningStatistics<Scalar>?, epsilon: Double, activation: BatchNormActivation,
+    executor: BatchNormExecutor, reducer: (any BatchNormReducer)?
+) -> (value: [Scalar], pullback: ([Scalar].TangentVector) -> ([Scalar].TangentVector, [Scalar].TangentVector)) {
+    let pass = Pass(input, residual: residual, shape: shape, weight: nil, bias: nil, mode: mode, running: running,
+                    epsilon: epsilon, activation: activation, executor: executor, reducer: reducer)
+    return (pass.output, { v in
+        let g = pass.gradients(v)
+        return (g.input, g.residual)
+    })
+}
+
 /// One forward pass of `batchNorm`, through the ``BatchNorm`` layer's own
 /// forward (so the running statistics follow its rules exactly), and what
 /// its pullback needs. With running statistics, the output and the gradients
 /// are written into the storage their recycler hands back.
 struct Pass<Scalar: DifferentiableBatchNormScalar> {
     typealias Tangent = [Scalar].TangentVector
-    let input: [Scalar], shape: BatchNormShape, weight: [Scalar], hasResidual: Bool
+    let input: [Scalar], shape: BatchNormShape, weight: [Scalar]?, hasResidual: Bool
     let activation: BatchNormActivation, executor: BatchNormExecutor, reducer: (any BatchNormReducer)?
     let output: [Scalar], statistics: BatchNormStatistics
     /// Where the output and gradients get their storage, with running statistics.
     let recycler: StorageRecycler<Scalar>?
 
+    /// Without `weight` and `bias`, batch norm is not affine and their gradients are empty.
     init(
-        _ input: [Scalar], residual: [Scalar]?, shape: BatchNormShape, weight: [Scalar], bias: [Scalar],
+        _ input: [Scalar], residual: [Scalar]?, shape: BatchNormShape, weight: [Scalar]?, bias: [Scalar]?,
         mode: BatchNormMode, running: BatchNormRunningStatistics<Scalar>?, epsilon: Double,
         activation: BatchNormActivation, executor: BatchNormExecutor, reducer: (any BatchNormReducer)?
     ) {
@@ -192,7 +314,7 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
         }
         recycler?.keep(.inputGradient, g.input!)
         if hasResidual { recycler?.keep(.residualGradient, g.residual!) }
-        return (.init(g.input!), hasResidual ? .init(g.residual!) : .zero, .init(g.weight!), .init(g.bias!))
+        return (.init(g.input!), hasResidual ? .init(g.residual!) : .zero, .init(g.weight ?? []), .init(g.bias ?? []))
     }
 }
 
@@ -211,25 +333,45 @@ func stopOnError<R>(_ function: String, _ body: () throws(BatchNormError) -> R) 
 /// statistics, ε, mode, activation and executor are not.
 ///
 /// ```swift
-/// var bn = try DifferentiableBatchNorm<Float>(featureCount: 64)
-/// let shape = try BatchNormShape([32, 64, 56, 56])
-/// let (loss, gradient) = valueWithGradient(at: bn) { bn in mse(bn(x, shape: shape), target) }
-/// bn.move(by: gradient.scaled(by: -learningRate))   // or update weight and bias yourself
+/// var bn = try DifferentiableBatchNorm<Float>(featureCount: 16, activation: .relu)   // BN + ReLU, one pass
+/// for x in batches {                                         // any batch size, the last partial one too
+///     let shape = try BatchNormShape([x.count / (16 * 8 * 8), 16, 8, 8])
+///     let g = gradient(at: bn) { bn in
+///         bn(x, shape: shape).differentiableReduce(0) { $0 + $1 * $1 }   // your loss
+///     }
+///     for c in 0..<16 {                                      // SGD on γ and β
+///         bn.weight[c] -= 0.01 * g.weight.base[c]
+///         bn.bias[c] -= 0.01 * g.bias.base[c]
+///     }
+/// }
+/// bn.mode = .inference                                       // now the running statistics normalize
 /// ```
 ///
 /// Calling it runs ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:)``
 /// with its parameters: in training mode it normalizes with the batch's
 /// statistics and updates ``runningStatistics`` once per forward pass
 /// (inside a differentiated function too); in inference mode it normalizes
-/// with them. Because a differentiable call cannot mutate the layer, the
-/// running statistics are a reference: copies of a layer share them.
+/// with them. A layer without running statistics uses the batch's in both
+/// modes, and a layer that is not affine has γ = 1, β = 0 and empty `weight`
+/// and `bias` (whose gradients are empty), as ``BatchNorm``. Because a
+/// differentiable call cannot mutate the layer, the running statistics are a
+/// reference: copies of a layer share them.
+///
+/// `Codable` saves γ, β, the running statistics, ε, the mode and the
+/// activation bit for bit; not the executor or the reducer, which belong to
+/// the machine and the job (a decoded layer runs on `.automatic`, alone).
 public struct DifferentiableBatchNorm<Scalar: DifferentiableBatchNormScalar>: Differentiable {
-    /// γ, one per channel.
+    /// γ, one per channel; empty when the layer is not affine.
     public var weight: [Scalar]
-    /// β, one per channel.
+    /// β, one per channel; empty when the layer is not affine.
     public var bias: [Scalar]
-    /// Updated by training-mode calls, used by inference-mode calls; shared by copies.
-    @noDerivative public let runningStatistics: BatchNormRunningStatistics<Scalar>
+    /// C, the number of channels.
+    @noDerivative public let featureCount: Int
+    /// Whether γ and β are applied.
+    @noDerivative public let isAffine: Bool
+    /// Updated by training-mode calls, used by inference-mode calls; shared by
+    /// copies. nil when the layer does not track running statistics.
+    @noDerivative public let runningStatistics: BatchNormRunningStatistics<Scalar>?
     /// Training (batch statistics) or inference (running statistics).
     @noDerivative public var mode: BatchNormMode
     /// ε, added to the variance.
@@ -241,19 +383,24 @@ public struct DifferentiableBatchNorm<Scalar: DifferentiableBatchNormScalar>: Di
     /// When set, synchronized batch norm across its ranks (see ``BatchNormReducer``).
     @noDerivative public var reducer: (any BatchNormReducer)?
 
-    /// γ = 1, β = 0, running mean 0 and variance 1 for `featureCount` channels,
-    /// with PyTorch's defaults (ε = 1e-5, momentum 0.1; nil: a cumulative average).
+    /// γ = 1, β = 0 (if `affine`), running mean 0 and variance 1 (if
+    /// `tracksRunningStatistics`) for `featureCount` channels, with PyTorch's
+    /// defaults (ε = 1e-5, momentum 0.1; nil: a cumulative average).
     public init(
-        featureCount: Int, epsilon: Double = 1e-5, momentum: Double? = 0.1, mode: BatchNormMode = .training,
+        featureCount: Int, epsilon: Double = 1e-5, momentum: Double? = 0.1, affine: Bool = true,
+        tracksRunningStatistics: Bool = true, mode: BatchNormMode = .training,
         activation: BatchNormActivation = .identity, executor: BatchNormExecutor = .automatic,
         reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) {
-        // The layer that checks them, and holds the running statistics.
+        // The layer that checks them.
         _ = try BatchNorm<Scalar>(featureCount: featureCount, epsilon: epsilon, momentum: momentum,
                                   executor: executor)
-        runningStatistics = try BatchNormRunningStatistics(featureCount: featureCount, momentum: momentum)
-        weight = Array(repeating: 1, count: featureCount)
-        bias = Array(repeating: 0, count: featureCount)
+        runningStatistics = tracksRunningStatistics
+            ? try BatchNormRunningStatistics(featureCount: featureCount, momentum: momentum) : nil
+        self.featureCount = featureCount
+        isAffine = affine
+        weight = affine ? Array(repeating: 1, count: featureCount) : []
+        bias = affine ? Array(repeating: 0, count: featureCount) : []
         self.mode = mode
         self.epsilon = epsilon
         self.activation = activation
@@ -261,18 +408,99 @@ public struct DifferentiableBatchNorm<Scalar: DifferentiableBatchNormScalar>: Di
         self.reducer = reducer
     }
 
+    /// Whether running statistics are kept.
+    @noDerivative public var tracksRunningStatistics: Bool { runningStatistics != nil }
+
+    /// The mode the call runs in: without running statistics, batch statistics in either mode.
+    @noDerivative private var callMode: BatchNormMode { runningStatistics == nil ? .training : mode }
+
     /// y = activation(γ · x̂ + β) over `input` of `shape`, in the layer's mode.
     @differentiable(reverse)
     public func callAsFunction(_ input: [Scalar], shape: BatchNormShape) -> [Scalar] {
-        batchNorm(input, shape: shape, weight: weight, bias: bias, mode: mode, running: runningStatistics,
-                  epsilon: epsilon, activation: activation, executor: executor, reducer: reducer)
+        if isAffine {
+            return batchNorm(input, shape: shape, weight: weight, bias: bias, mode: callMode,
+                             running: runningStatistics, epsilon: epsilon, activation: activation,
+                             executor: executor, reducer: reducer)
+        }
+        return batchNorm(input, shape: shape, mode: callMode, running: runningStatistics, epsilon: epsilon,
+                         activation: activation, executor: executor, reducer: reducer)
     }
 
     /// y = activation(γ · x̂ + β + z), the residual z shaped like the input, in one pass.
     @differentiable(reverse)
     public func callAsFunction(_ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape) -> [Scalar] {
-        batchNorm(input, adding: residual, shape: shape, weight: weight, bias: bias, mode: mode,
-                  running: runningStatistics, epsilon: epsilon, activation: activation, executor: executor,
-                  reducer: reducer)
+        if isAffine {
+            return batchNorm(input, adding: residual, shape: shape, weight: weight, bias: bias, mode: callMode,
+                             running: runningStatistics, epsilon: epsilon, activation: activation,
+                             executor: executor, reducer: reducer)
+        }
+        return batchNorm(input, adding: residual, shape: shape, mode: callMode, running: runningStatistics,
+                         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer)
+    }
+
+    /// Running mean 0, variance 1 and `batchesTracked` 0 (PyTorch's
+    /// `reset_running_stats`); the copies that share them see it too.
+    public func resetRunningStatistics() {
+        runningStatistics?.reset()
+    }
+
+    /// γ = 1 and β = 0 when affine, and the running statistics reset (PyTorch's `reset_parameters`).
+    public mutating func resetParameters() {
+        if isAffine {
+            weight = Array(repeating: 1, count: featureCount)
+            bias = Array(repeating: 0, count: featureCount)
+        }
+        resetRunningStatistics()
+    }
+}
+
+extension DifferentiableBatchNorm: Codable {
+    private enum CodingKeys: String, CodingKey {
+        case featureCount, isAffine, weight, bias, runningStatistics, mode, epsilon, activation
+    }
+
+    /// Decodes a layer; throws `DecodingError.dataCorrupted` with the
+    /// ``BatchNormError`` for a state the layer's checks reject.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        featureCount = try container.decode(Int.self, forKey: .featureCount)
+        isAffine = try container.decode(Bool.self, forKey: .isAffine)
+        weight = try container.decode([Scalar].self, forKey: .weight)
+        bias = try container.decode([Scalar].self, forKey: .bias)
+        runningStatistics = try container.decodeIfPresent(BatchNormRunningStatistics<Scalar>.self,
+                                                          forKey: .runningStatistics)
+        mode = try container.decode(BatchNormMode.self, forKey: .mode)
+        epsilon = try container.decode(Double.self, forKey: .epsilon)
+        activation = try container.decode(BatchNormActivation.self, forKey: .activation)
+        executor = .automatic
+        reducer = nil
+        do throws(BatchNormError) {
+            _ = try BatchNorm<Scalar>(featureCount: featureCount, epsilon: epsilon)
+            let parameterCount = isAffine ? featureCount : 0
+            for (values, name) in [(weight, "weight"), (bias, "bias")] where values.count != parameterCount {
+                throw BatchNormError(.countMismatch, argument: name, expected: "\(parameterCount) values",
+                                     actual: "\(values.count) values")
+            }
+            if let runningStatistics, runningStatistics.featureCount != featureCount {
+                throw BatchNormError(.countMismatch, argument: "runningStatistics",
+                                     expected: "\(featureCount) channels",
+                                     actual: "\(runningStatistics.featureCount) channels")
+            }
+        } catch {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "\(error)", underlyingError: error))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(featureCount, forKey: .featureCount)
+        try container.encode(isAffine, forKey: .isAffine)
+        try container.encode(weight, forKey: .weight)
+        try container.encode(bias, forKey: .bias)
+        try container.encodeIfPresent(runningStatistics, forKey: .runningStatistics)
+        try container.encode(mode, forKey: .mode)
+        try container.encode(epsilon, forKey: .epsilon)
+        try container.encode(activation, forKey: .activation)
     }
 }

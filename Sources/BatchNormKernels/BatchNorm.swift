@@ -123,49 +123,102 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
         input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>, shape: BatchNormShape,
         residual: UnsafeBufferPointer<Scalar>? = nil, reducer: (any BatchNormReducer)? = nil
     ) throws(BatchNormError) -> BatchNormStatistics {
-        try Synchronization.precheck(reducer) { () throws(BatchNormError) in try checkState(shape: shape) }
-        let channels = featureCount
-        if mode == .inference, let runningMean, let runningVariance {
-            try withBuffers(weight, bias, runningMean, runningVariance) {
-                (weight, bias, mean, variance) throws(BatchNormError) in
-                try BatchNormalization.forwardInference(
-                    input: input, output: output, shape: shape, runningMean: mean!, runningVariance: variance!,
-                    weight: weight, bias: bias, residual: residual, activation: activation, epsilon: epsilon,
-                    executor: executor, reducer: reducer)
-            }
-            return try BatchNormalization.inferenceStatistics(
-                runningMean: runningMean, runningVariance: runningVariance, epsilon: epsilon)
+        guard mode == .training else {
+            return try inference(input: input, output: output, shape: shape, residual: residual, reducer: reducer)
         }
-
-        // Training mode, or inference without running statistics: batch statistics
-        // (the whole batch's m ≥ 2 is checked by the synchronized call).
-        if reducer == nil { try Check.trainable(shape) }
-        let updatesRunning = mode == .training && tracksRunningStatistics
-        let factor: Double
-        if updatesRunning {
-            factor = momentum ?? 1 / Double(batchesTracked + 1)
-        } else {
-            factor = 0
+        try Synchronization.precheck(reducer) { () throws(BatchNormError) in
+            try checkState(shape: shape)
+            // The whole batch's m ≥ 2 is checked by the synchronized call.
+            if reducer == nil { try Check.trainable(shape) }
+        }
+        guard let runningMean, let runningVariance else {
+            return try normalizeWithBatchStatistics(input: input, output: output, shape: shape, residual: residual,
+                                                    reducer: reducer).statistics
         }
         // The running statistics are updated in copies, which replace them on success.
-        var mean = [Double](), invStd = [Double](), newMean = runningMean ?? [], newVariance = runningVariance ?? []
+        let result = try normalizeWithBatchStatistics(
+            input: input, output: output, shape: shape, residual: residual, reducer: reducer,
+            updating: (runningMean, runningVariance, momentum ?? 1 / Double(batchesTracked + 1)))
+        (self.runningMean, self.runningVariance) = (result.runningMean, result.runningVariance)
+        batchesTracked += 1
+        return result.statistics
+    }
+
+    /// Normalizes `input` as `forward` does in inference mode, whatever the
+    /// layer's `mode`, without changing the layer (so a `let` layer can run
+    /// it): with the running statistics, or with the batch's statistics when
+    /// the layer tracks none (then every rank of a `reducer` calls it, as it
+    /// calls `forward`). Returns y and the statistics `backward` needs.
+    public func inference(
+        _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst, residual: [Scalar]? = nil,
+        reducer: (any BatchNormReducer)? = nil
+    ) throws(BatchNormError) -> BatchNormForwardResult<Scalar> {
+        var output = [Scalar]()
+        let statistics = try inference(input, into: &output, shape: shape, layout: layout, residual: residual,
+                                       reducer: reducer)
+        return BatchNormForwardResult(output: output, statistics: statistics)
+    }
+
+    /// `inference` writing y into `output`, reusing its storage as
+    /// `forward(_:into:…)` does. Returns the statistics `backward` needs.
+    @discardableResult
+    public func inference(
+        _ input: [Scalar], into output: inout [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
+        residual: [Scalar]? = nil, reducer: (any BatchNormReducer)? = nil
+    ) throws(BatchNormError) -> BatchNormStatistics {
+        var layer = self
+        layer.mode = .inference
+        return try layer.forward(input, into: &output, shape: shape, layout: layout, residual: residual,
+                                 reducer: reducer)
+    }
+
+    /// `inference` over caller-owned memory; `output` may be `input` or `residual` itself.
+    public func inference(
+        input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>, shape: BatchNormShape,
+        residual: UnsafeBufferPointer<Scalar>? = nil, reducer: (any BatchNormReducer)? = nil
+    ) throws(BatchNormError) -> BatchNormStatistics {
+        try Synchronization.precheck(reducer) { () throws(BatchNormError) in
+            try checkState(shape: shape)
+            if !tracksRunningStatistics && reducer == nil { try Check.trainable(shape) }
+        }
+        guard let runningMean, let runningVariance else {
+            return try normalizeWithBatchStatistics(input: input, output: output, shape: shape, residual: residual,
+                                                    reducer: reducer).statistics
+        }
+        try withBuffers(weight, bias, runningMean, runningVariance) {
+            (weight, bias, mean, variance) throws(BatchNormError) in
+            try BatchNormalization.forwardInference(
+                input: input, output: output, shape: shape, runningMean: mean!, runningVariance: variance!,
+                weight: weight, bias: bias, residual: residual, activation: activation, epsilon: epsilon,
+                executor: executor, reducer: reducer)
+        }
+        return try BatchNormalization.inferenceStatistics(
+            runningMean: runningMean, runningVariance: runningVariance, epsilon: epsilon)
+    }
+
+    /// y with the batch's statistics; with `updating`, also the running mean
+    /// and variance that the update by `factor` gives (the layer's own are not touched).
+    private func normalizeWithBatchStatistics(
+        input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>, shape: BatchNormShape,
+        residual: UnsafeBufferPointer<Scalar>?, reducer: (any BatchNormReducer)?,
+        updating running: (mean: [Scalar.Parameter], variance: [Scalar.Parameter], factor: Double)? = nil
+    ) throws(BatchNormError) -> (statistics: BatchNormStatistics, runningMean: [Scalar.Parameter],
+                                 runningVariance: [Scalar.Parameter]) {
+        let channels = featureCount
+        var mean = [Double](), invStd = [Double]()
+        var newMean = running?.mean ?? [], newVariance = running?.variance ?? []
         try overwriting(&mean, count: channels, &invStd, count: channels, &newMean, count: newMean.count,
                         &newVariance, count: newVariance.count) {
             (mean, invStd, runMean, runVariance) throws(BatchNormError) in
             try withBuffers(weight, bias) { (weight, bias) throws(BatchNormError) in
                 try BatchNormalization.forwardTraining(
                     input: input, output: output, shape: shape, weight: weight, bias: bias, residual: residual,
-                    activation: activation, runningMean: updatesRunning ? runMean : nil,
-                    runningVariance: updatesRunning ? runVariance : nil, momentum: factor, epsilon: epsilon,
-                    savedMean: mean, savedInvStd: invStd, executor: executor, reducer: reducer)
+                    activation: activation, runningMean: running == nil ? nil : runMean,
+                    runningVariance: running == nil ? nil : runVariance, momentum: running?.factor ?? 0,
+                    epsilon: epsilon, savedMean: mean, savedInvStd: invStd, executor: executor, reducer: reducer)
             }
         }
-        if updatesRunning {
-            runningMean = newMean
-            runningVariance = newVariance
-            batchesTracked += 1
-        }
-        return BatchNormStatistics(mode: .training, mean: mean, invStd: invStd)
+        return (BatchNormStatistics(mode: .training, mean: mean, invStd: invStd), newMean, newVariance)
     }
 
     /// Back-propagates `outputGradient` through the forward call that returned
@@ -214,11 +267,15 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
 
     /// The layer's own properties are public and mutable: check them at each call.
     private func checkState(shape: BatchNormShape) throws(BatchNormError) {
-        try Check.count(shape.channels, equals: featureCount, argument: "shape[\(shape.channelAxis)]",
-                        what: "channels")
+        try Check.channels(of: shape, equal: featureCount)
+        try executor.validate()
+        try checkParameters()
+    }
+
+    /// Every property but the executor: ε, momentum, and the per-channel arrays' counts and pairs.
+    private func checkParameters() throws(BatchNormError) {
         try Check.epsilon(epsilon)
         if let momentum { try Check.momentum(momentum) }
-        try executor.validate()
         if let weight { try Check.count(weight.count, equals: featureCount, argument: "weight") }
         if let bias { try Check.count(bias.count, equals: featureCount, argument: "bias") }
         if (weight == nil) != (bias == nil) {
@@ -234,5 +291,86 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
                                  expected: "runningMean and runningVariance together, or neither",
                                  actual: "only one of them")
         }
+    }
+}
+
+extension BatchNorm {
+    /// Running mean 0, running variance 1 and `batchesTracked` 0, as in a new
+    /// layer (PyTorch's `reset_running_stats`); nothing when none are tracked.
+    public mutating func resetRunningStatistics() {
+        if tracksRunningStatistics {
+            runningMean = Array(repeating: 0, count: featureCount)
+            runningVariance = Array(repeating: 1, count: featureCount)
+        }
+        batchesTracked = 0
+    }
+
+    /// γ = 1 and β = 0 when affine, and the running statistics reset: the
+    /// state of a new layer (PyTorch's `reset_parameters`).
+    public mutating func resetParameters() {
+        if isAffine {
+            weight = Array(repeating: 1, count: featureCount)
+            bias = Array(repeating: 0, count: featureCount)
+        }
+        resetRunningStatistics()
+    }
+}
+
+/// The layer's state as a model checkpoint holds it: `featureCount`, ε,
+/// momentum, γ, β, the running statistics, `batchesTracked`, the mode and the
+/// activation, each value bit for bit (with an encoder that writes floating
+/// point exactly, as `JSONEncoder` and `PropertyListEncoder` do; non-finite
+/// values need the encoder's non-conforming float strategy). The executor
+/// belongs to the machine, not the model: it is not saved, and a decoded
+/// layer runs on `.automatic`. Decoding checks the state as the layer's calls
+/// do and throws `DecodingError.dataCorrupted` with the ``BatchNormError``
+/// for a state they would reject.
+extension BatchNorm: Codable {
+    private enum CodingKeys: String, CodingKey {
+        case featureCount, epsilon, momentum, weight, bias, runningMean, runningVariance, batchesTracked, mode
+        case activation
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        featureCount = try container.decode(Int.self, forKey: .featureCount)
+        epsilon = try container.decode(Double.self, forKey: .epsilon)
+        momentum = try container.decodeIfPresent(Double.self, forKey: .momentum)
+        weight = try container.decodeIfPresent([Scalar.Parameter].self, forKey: .weight)
+        bias = try container.decodeIfPresent([Scalar.Parameter].self, forKey: .bias)
+        runningMean = try container.decodeIfPresent([Scalar.Parameter].self, forKey: .runningMean)
+        runningVariance = try container.decodeIfPresent([Scalar.Parameter].self, forKey: .runningVariance)
+        batchesTracked = try container.decode(Int.self, forKey: .batchesTracked)
+        mode = try container.decode(BatchNormMode.self, forKey: .mode)
+        activation = try container.decode(BatchNormActivation.self, forKey: .activation)
+        executor = .automatic
+        do throws(BatchNormError) {
+            guard featureCount >= 1 else {
+                throw BatchNormError(.invalidDimension, argument: "featureCount", expected: "at least 1",
+                                     actual: "\(featureCount)")
+            }
+            guard batchesTracked >= 0 else {
+                throw BatchNormError(.invalidDimension, argument: "batchesTracked", expected: "at least 0",
+                                     actual: "\(batchesTracked)")
+            }
+            try checkParameters()
+        } catch {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "\(error)", underlyingError: error))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(featureCount, forKey: .featureCount)
+        try container.encode(epsilon, forKey: .epsilon)
+        try container.encodeIfPresent(momentum, forKey: .momentum)
+        try container.encodeIfPresent(weight, forKey: .weight)
+        try container.encodeIfPresent(bias, forKey: .bias)
+        try container.encodeIfPresent(runningMean, forKey: .runningMean)
+        try container.encodeIfPresent(runningVariance, forKey: .runningVariance)
+        try container.encode(batchesTracked, forKey: .batchesTracked)
+        try container.encode(mode, forKey: .mode)
+        try container.encode(activation, forKey: .activation)
     }
 }

@@ -32,8 +32,6 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
         public static let missingArgument = Code("missing argument")
         /// The OpenMP executor was asked for but OpenMP is not compiled in.
         public static let executorUnavailable = Code("executor unavailable")
-        /// A statistics value whose mode does not fit the call.
-        public static let modeMismatch = Code("mode mismatch")
         /// The core could not allocate its scratch space.
         public static let outOfMemory = Code("out of memory")
         /// Synchronized batch norm: the ranks disagree on something every rank
@@ -53,7 +51,7 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
         static let all: [Code] = [
             .invalidRank, .invalidDimension, .shapeTooLarge, .countMismatch, .tooFewValuesPerChannel,
             .invalidEpsilon, .invalidMomentum, .invalidThreadCount, .overlappingBuffers, .missingArgument,
-            .executorUnavailable, .modeMismatch, .outOfMemory, .rankMismatch, .rankFailed, .communicationFailed,
+            .executorUnavailable, .outOfMemory, .rankMismatch, .rankFailed, .communicationFailed,
         ]
     }
 

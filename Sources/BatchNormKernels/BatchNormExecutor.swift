@@ -1,6 +1,7 @@
 internal import CBatchNorm
 import Dispatch
 import Foundation
+import Synchronization
 
 /// `true` when the C core was compiled with OpenMP (the package trait
 /// `OpenMP` is on, `BATCHNORM_OPENMP` was not `0` at build time, and libomp
@@ -29,10 +30,36 @@ public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
     /// The calling thread alone.
     case serial
 
-    /// OpenMP when compiled in, Dispatch otherwise, with every active core.
+    /// OpenMP when compiled in, Dispatch otherwise, with ``defaultThreadCount`` threads.
     public static var automatic: BatchNormExecutor {
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        return isOpenMPAvailable ? .openMP(threads: cores) : .dispatch(threads: cores)
+        let threads = defaultThreadCount
+        return isOpenMPAvailable ? .openMP(threads: threads) : .dispatch(threads: threads)
+    }
+
+    /// The thread count of ``automatic``, for the whole process (as PyTorch's
+    /// `torch.get_num_threads`). In order of precedence:
+    /// 1. the count given to ``setDefaultThreadCount(_:)``;
+    /// 2. `OMP_NUM_THREADS`, when it is a positive integer (the first entry of a list);
+    /// 3. the CPUs this process may run on: its affinity mask, which `taskset`,
+    ///    `numactl` and `mpirun --bind-to` set, so that ranks sharing a machine
+    ///    do not each start a team the size of the machine;
+    /// 4. `ProcessInfo.activeProcessorCount`.
+    ///
+    /// The environment and the mask are read once, at first use.
+    public static var defaultThreadCount: Int {
+        defaultThreads.withLock { $0 } ?? environmentThreadCount
+    }
+
+    /// Sets ``defaultThreadCount`` for the whole process (as PyTorch's
+    /// `torch.set_num_threads`); nil goes back to the environment's count.
+    /// Executors already made keep their own count. Throws
+    /// `invalidThreadCount` for a count below 1.
+    public static func setDefaultThreadCount(_ threads: Int?) throws(BatchNormError) {
+        if let threads, threads < 1 {
+            throw BatchNormError(.invalidThreadCount, argument: "threads", expected: "at least 1 thread, or nil",
+                                 actual: "\(threads)")
+        }
+        defaultThreads.withLock { $0 = threads }
     }
 
     /// The number of threads the executor may use.
@@ -77,6 +104,20 @@ public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
         }
     }
 }
+
+/// The count set by `setDefaultThreadCount`, if any.
+private let defaultThreads = Mutex<Int?>(nil)
+
+/// `OMP_NUM_THREADS`, else the affinity mask's CPUs, else the active processors.
+private let environmentThreadCount: Int = {
+    if let value = ProcessInfo.processInfo.environment["OMP_NUM_THREADS"],
+       let first = value.split(separator: ",").first.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }),
+       first >= 1 {
+        return first
+    }
+    let allowed = Int(cbn_affinity_cpu_count())
+    return allowed >= 1 ? allowed : max(1, ProcessInfo.processInfo.activeProcessorCount)
+}()
 
 /// The Dispatch executor. The calling thread works through items at once,
 /// while `workers - 1` helpers start on the global queue; it returns when

@@ -6,10 +6,12 @@ internal import CBatchNorm
 /// γ, β, the running statistics and their gradients have the type
 /// `Parameter`: the element type itself for `Float` and `Double`, and `Float`
 /// for the two half formats (mixed precision, PyTorch's convention). Saved
-/// batch statistics are `Double` for every element type. Half-format tensors
-/// are widened as they are read, computed on in `Double`, and every output is
-/// rounded to nearest even as it is written: within one unit in the last
-/// place of the exact result of the same formula on the same inputs.
+/// batch statistics are `Double` for every element type, and the statistics
+/// accumulate in `Double`. Half-format tensors are widened as they are read
+/// and each output is computed in `Float` with a check that falls back to
+/// `Double` where `Float` could lose accuracy; it is rounded to nearest even as
+/// it is written: within one unit in the last place of the exact result of
+/// the same formula on the same inputs.
 ///
 /// Do not add conformances: the C core reads memory according to
 /// `batchNormElementKind`.
@@ -24,20 +26,15 @@ public protocol BatchNormElement: Sendable {
 
 /// The element types that are also their own parameter type and support
 /// arithmetic: `Float` and `Double`.
-public protocol BatchNormScalar: BatchNormElement, BinaryFloatingPoint where Parameter == Self {
-    /// Bits per element as the core sees them: 32 or 64.
-    static var batchNormElementWidth: Int { get }
-}
+public protocol BatchNormScalar: BatchNormElement, BinaryFloatingPoint, Codable where Parameter == Self {}
 
 extension Float: BatchNormScalar {
     public typealias Parameter = Float
-    public static var batchNormElementWidth: Int { 32 }
     public static var batchNormElementKind: Int { 0 }
 }
 
 extension Double: BatchNormScalar {
     public typealias Parameter = Double
-    public static var batchNormElementWidth: Int { 64 }
     public static var batchNormElementKind: Int { 1 }
 }
 

@@ -4,7 +4,7 @@
 /// gives, bit for bit, the results of the channels-first call on the
 /// transposed tensor. For rank 2, `[N, C]`, the two layouts are the same
 /// memory.
-public enum BatchNormLayout: Hashable, Sendable, CaseIterable, CustomStringConvertible {
+public enum BatchNormLayout: String, Hashable, Sendable, CaseIterable, Codable, CustomStringConvertible {
     /// `[N, C, S₁, …]` (NCL, NCHW, NCDHW): each channel's plane is contiguous.
     case channelsFirst
     /// `[N, S₁, …, C]` (NLC, NHWC, NDHWC): the channels of one position are contiguous.
@@ -74,5 +74,18 @@ public struct BatchNormShape: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         let extents = dimensions.map(String.init).joined(separator: "×")
         return layout == .channelsFirst ? extents : "\(extents) \(layout)"
+    }
+}
+
+extension BatchNormShape {
+    /// When `channels` is the extent of the other layout's channel axis (and
+    /// not this one's), a sentence saying so, for an error message; else "".
+    func otherLayoutHint(channels expected: Int) -> String {
+        guard dimensions.count > 2 else { return "" }
+        let other: BatchNormLayout = layout == .channelsFirst ? .channelsLast : .channelsFirst
+        let axis = other == .channelsFirst ? 1 : dimensions.count - 1
+        guard dimensions[axis] == expected, dimensions[channelAxis] != expected else { return "" }
+        let name = other == .channelsFirst ? "channelsFirst" : "channelsLast"
+        return "; shape[\(axis)] is \(expected): if the tensor is \(other), pass `layout: .\(name)`"
     }
 }

@@ -2,7 +2,7 @@ internal import CBatchNorm
 
 /// Whether statistics come from the batch (training) or from the running
 /// statistics (inference).
-public enum BatchNormMode: Hashable, Sendable {
+public enum BatchNormMode: String, Hashable, Sendable, Codable {
     /// Normalize with the batch's own mean and biased variance; backward
     /// propagates through them.
     case training
@@ -13,7 +13,7 @@ public enum BatchNormMode: Hashable, Sendable {
 /// What follows batch normalization in the same pass: y = activation(BN(x) + z),
 /// with z the optional residual. The statistics (saved and running) are
 /// BN(x)'s whatever the activation.
-public enum BatchNormActivation: Hashable, Sendable, CaseIterable, CustomStringConvertible {
+public enum BatchNormActivation: String, Hashable, Sendable, CaseIterable, Codable, CustomStringConvertible {
     /// y = BN(x) (+ z).
     case identity
     /// y = max(0, BN(x) (+ z)): v where v > 0, +0 where v ≤ 0 (−0 included), NaN
@@ -127,23 +127,22 @@ public enum BatchNormalization {
             try executor.validate()
             try Check.epsilon(epsilon)
             try Check.momentum(momentum)
-            let channels = shape.channels
             try Check.count(input.count, equals: shape.count, argument: "input")
             try Check.count(output.count, equals: shape.count, argument: "output")
-            if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
-            if let bias { try Check.count(bias.count, equals: channels, argument: "bias") }
+            if let weight { try Check.perChannel(weight.count, of: shape, argument: "weight") }
+            if let bias { try Check.perChannel(bias.count, of: shape, argument: "bias") }
             if (runningMean == nil) != (runningVariance == nil) {
                 throw BatchNormError(.missingArgument,
                                      argument: runningMean == nil ? "runningMean" : "runningVariance",
                                      expected: "runningMean and runningVariance together, or neither",
                                      actual: "only one of them")
             }
-            if let runningMean { try Check.count(runningMean.count, equals: channels, argument: "runningMean") }
+            if let runningMean { try Check.perChannel(runningMean.count, of: shape, argument: "runningMean") }
             if let runningVariance {
-                try Check.count(runningVariance.count, equals: channels, argument: "runningVariance")
+                try Check.perChannel(runningVariance.count, of: shape, argument: "runningVariance")
             }
-            if let savedMean { try Check.count(savedMean.count, equals: channels, argument: "savedMean") }
-            if let savedInvStd { try Check.count(savedInvStd.count, equals: channels, argument: "savedInvStd") }
+            if let savedMean { try Check.perChannel(savedMean.count, of: shape, argument: "savedMean") }
+            if let savedInvStd { try Check.perChannel(savedInvStd.count, of: shape, argument: "savedInvStd") }
             if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
             try Check.noOverlaps(
                 [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
@@ -209,13 +208,12 @@ public enum BatchNormalization {
         let check = { () throws(BatchNormError) in
             try executor.validate()
             try Check.epsilon(epsilon)
-            let channels = shape.channels
             try Check.count(input.count, equals: shape.count, argument: "input")
             try Check.count(output.count, equals: shape.count, argument: "output")
-            try Check.count(runningMean.count, equals: channels, argument: "runningMean")
-            try Check.count(runningVariance.count, equals: channels, argument: "runningVariance")
-            if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
-            if let bias { try Check.count(bias.count, equals: channels, argument: "bias") }
+            try Check.perChannel(runningMean.count, of: shape, argument: "runningMean")
+            try Check.perChannel(runningVariance.count, of: shape, argument: "runningVariance")
+            if let weight { try Check.perChannel(weight.count, of: shape, argument: "weight") }
+            if let bias { try Check.perChannel(bias.count, of: shape, argument: "bias") }
             if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
             try Check.noOverlaps(
                 [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
@@ -283,7 +281,6 @@ public enum BatchNormalization {
     ) throws(BatchNormError) {
         let check = { () throws(BatchNormError) in
             try executor.validate()
-            let channels = shape.channels
             if activation == .relu && forwardOutput == nil {
                 throw BatchNormError(.missingArgument, argument: "forwardOutput",
                                      expected: "the forward pass's output, for the relu mask", actual: "nil")
@@ -296,16 +293,16 @@ public enum BatchNormalization {
             }
             try Check.count(input.count, equals: shape.count, argument: "input")
             try Check.count(outputGradient.count, equals: shape.count, argument: "outputGradient")
-            try Check.count(mean.count, equals: channels, argument: "mean")
-            try Check.count(invStd.count, equals: channels, argument: "invStd")
-            if let weight { try Check.count(weight.count, equals: channels, argument: "weight") }
+            try Check.perChannel(mean.count, of: shape, argument: "mean")
+            try Check.perChannel(invStd.count, of: shape, argument: "invStd")
+            if let weight { try Check.perChannel(weight.count, of: shape, argument: "weight") }
             if let inputGradient {
                 try Check.count(inputGradient.count, equals: shape.count, argument: "inputGradient")
             }
             if let weightGradient {
-                try Check.count(weightGradient.count, equals: channels, argument: "weightGradient")
+                try Check.perChannel(weightGradient.count, of: shape, argument: "weightGradient")
             }
-            if let biasGradient { try Check.count(biasGradient.count, equals: channels, argument: "biasGradient") }
+            if let biasGradient { try Check.perChannel(biasGradient.count, of: shape, argument: "biasGradient") }
             try Check.noOverlaps(
                 [.init("input", input), .init("outputGradient", outputGradient), .init("mean", mean),
                  .init("invStd", invStd), .init("weight", weight), .init("inputGradient", inputGradient),

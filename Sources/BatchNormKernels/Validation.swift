@@ -11,6 +11,25 @@ enum Check {
         }
     }
 
+    /// A per-channel array's count must be C of `shape`. When it is the
+    /// extent of the other layout's channel axis instead, the message says
+    /// that the layout is the likely mistake.
+    static func perChannel(_ actual: Int, of shape: BatchNormShape, argument: String) throws(BatchNormError) {
+        guard actual != shape.channels else { return }
+        throw BatchNormError(.countMismatch, argument: argument,
+                             expected: "\(shape.channels) values (C of \(shape))",
+                             actual: "\(actual) values" + shape.otherLayoutHint(channels: actual))
+    }
+
+    /// A layer's `featureCount` must be C of `shape`, with the same hint.
+    static func channels(of shape: BatchNormShape, equal featureCount: Int) throws(BatchNormError) {
+        guard shape.channels != featureCount else { return }
+        throw BatchNormError(.countMismatch, argument: "shape[\(shape.channelAxis)]",
+                             expected: "\(featureCount) channels, the layer's featureCount",
+                             actual: "\(shape.channels) channels in \(shape)"
+                                 + shape.otherLayoutHint(channels: featureCount))
+    }
+
     static func epsilon(_ epsilon: Double) throws(BatchNormError) {
         guard epsilon >= 0, epsilon.isFinite else {
             throw BatchNormError(.invalidEpsilon, argument: "epsilon", expected: "a finite value ≥ 0",

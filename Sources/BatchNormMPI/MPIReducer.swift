@@ -5,13 +5,13 @@ internal import CBatchNormMPI
 /// processes of `MPI_COMM_WORLD`, each of which holds its slice of the batch.
 ///
 /// ```swift
-/// let reducer = try MPIReducer()          // every rank, after or instead of MPI_Init
-/// var layer = try BatchNorm<Float>(featureCount: 64)
-/// let y = try layer.forward(mySlice, shape: [mySliceCount, 64, 56, 56], reducer: reducer)
-/// ...
-/// MPIReducer.finalize()                   // every rank, at the end
+/// let reducer = try MPIReducer()                                 // every rank; MPI_COMM_WORLD
+/// var bn = try BatchNorm<Float>(featureCount: 16)
+/// let shape = [mySlice.count / (16 * 8 * 8), 16, 8, 8]           // this rank's images: counts may differ
+/// let out = try bn.forward(mySlice, shape: shape, reducer: reducer)   // the whole batch's statistics
 /// ```
-/// launched as `mpirun -np 4 .build/release/my-trainer`. The exchange is one
+/// launched as `mpirun -np 4 .build/release/my-trainer`, with
+/// ``finalize()`` on every rank at the end. The exchange is one
 /// `MPI_Allgather` of a fixed-size header and one of 3 doubles per channel,
 /// merged in rank order on every rank: its result is the same on every rank
 /// (an all-reduce would leave the order of additions to MPI).

@@ -94,7 +94,7 @@ struct SmallModel: Differentiable {
         #expect(dz.base.map(bitPattern) == (want.residual ?? []).map(bitPattern), "\(context): dz")
         #expect(dLayer.weight.base.map(bitPattern) == want.weight!.map(bitPattern), "\(context): dγ")
         #expect(dLayer.bias.base.map(bitPattern) == want.bias!.map(bitPattern), "\(context): dβ")
-        #expect(layer.runningStatistics.mean.map(bitPattern) == explicit.runningMean!.map(bitPattern), "\(context)")
+        #expect(layer.runningStatistics!.mean.map(bitPattern) == explicit.runningMean!.map(bitPattern), "\(context)")
     }
 
     @Test func gradientsAreTheExplicitBackwardBitForBit() throws {
@@ -130,7 +130,7 @@ struct SmallModel: Differentiable {
             return dx.base.map(\.bitPattern) == want.input!.map(\.bitPattern)
                 && dLayer.weight.base.map(\.bitPattern) == want.weight!.map(\.bitPattern)
                 && dLayer.bias.base.map(\.bitPattern) == want.bias!.map(\.bitPattern)
-                && layer.runningStatistics.variance == explicit.runningVariance!
+                && layer.runningStatistics!.variance == explicit.runningVariance!
         }
         #expect(outcomes == [true, true])
     }
@@ -142,17 +142,17 @@ struct SmallModel: Differentiable {
         let (_, pullback) = valueWithPullback(at: layer) { layer in dot(layer(x, shape: shape), x) }
         _ = pullback(1)
         _ = pullback(2)
-        #expect(layer.runningStatistics.batchesTracked == 1)
+        #expect(layer.runningStatistics!.batchesTracked == 1)
         _ = gradient(at: x) { x in dot(layer(x, shape: shape), x) }
-        #expect(layer.runningStatistics.batchesTracked == 2)
+        #expect(layer.runningStatistics!.batchesTracked == 2)
         _ = layer(x, shape: shape)
-        #expect(layer.runningStatistics.batchesTracked == 3)
+        #expect(layer.runningStatistics!.batchesTracked == 3)
 
         // Three updates, as three forward calls of the BatchNorm layer make them.
         var explicit = try BatchNorm<Float>(featureCount: 4, momentum: 0.5)
         for _ in 0..<3 { _ = try explicit.forward(x, shape: shape.dimensions) }
-        #expect(layer.runningStatistics.mean == explicit.runningMean!)
-        #expect(layer.runningStatistics.variance == explicit.runningVariance!)
+        #expect(layer.runningStatistics!.mean == explicit.runningMean!)
+        #expect(layer.runningStatistics!.variance == explicit.runningVariance!)
     }
 
     /// Gradients of a small model from `gradient(at:)` against central finite

@@ -6,7 +6,7 @@ import Testing
 /// 8.6 GB of memory, so it runs only when BATCHNORM_LARGE_TESTS=1 (CI sets it).
 @Suite struct LargeTensorTests {
     @Test("a channel of 2³¹ + 36 values normalizes correctly past index 2³¹",
-          .enabled(if: ProcessInfo.processInfo.environment["BATCHNORM_LARGE_TESTS"] == "1"))
+          .enabled(if: largeTestsEnabled))
     func pastInt32Indexing() throws {
         let spatial = (1 << 30) + 18
         let shape = try BatchNormShape([2, 1, spatial])           // m = 2³¹ + 36 values in one channel

@@ -1,5 +1,6 @@
 import BatchNormKernels
 import BatchNormReference
+import Foundation
 
 /// A small deterministic generator (SplitMix64), so every test sees the same data.
 struct SplitMix64: RandomNumberGenerator {
@@ -118,3 +119,8 @@ func bitPattern<S: BatchNormScalar>(_ value: S) -> UInt64 {
     if let value = value as? Float { return UInt64(value.bitPattern) }
     return (value as! Double).bitPattern
 }
+
+/// BATCHNORM_LARGE_TESTS=1 (CI sets it) runs the tests over tensors of tens
+/// of MB and more, which take minutes in a debug build; `swift test` alone
+/// skips them.
+let largeTestsEnabled = ProcessInfo.processInfo.environment["BATCHNORM_LARGE_TESTS"] == "1"

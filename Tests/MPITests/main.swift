@@ -194,6 +194,27 @@ if rank == 1 {
 checkAgreement(Float.self, nchw: [2, 5, 3, 3], layout: .channelsFirst, mode: .training, activation: .identity,
                seed: 100)
 
+// The README's synchronized example, on uneven slices of one batch: the same
+// dγ and dx as one process on the whole batch.
+do {
+    let images = (0..<ranks).map { 1 + $0 % 2 }, plane = 16 * 8 * 8
+    let whole: [Float] = values(images.reduce(0, +) * plane, center: 1, spread: 2, seed: 300)
+    let wholeDy: [Float] = values(whole.count, seed: 301)
+    let start = images[..<rank].reduce(0, +) * plane, end = start + images[rank] * plane
+    let (dx, dWeight) = try readmeSynchronizedExample(mySlice: Array(whole[start..<end]),
+                                                      dy: Array(wholeDy[start..<end]))
+    var single = try BatchNorm<Float>(featureCount: 16)
+    let shape = [whole.count / plane, 16, 8, 8]
+    let out = try single.forward(whole, shape: shape)
+    let want = try single.backward(outputGradient: wholeDy, input: whole, shape: shape, statistics: out.statistics)
+    expect(ReferenceBatchNorm.normwiseError(dWeight, doubles(want.weight!)) <= 1e-6, "README example: dγ")
+    // Each dx is within the float backward bound (5e-6) of the float64 truth, so within twice it of the other.
+    expect(ReferenceBatchNorm.normwiseError(dx, doubles(Array(want.input![start..<end]))) <= 1e-5,
+           "README example: dx")
+} catch {
+    expect(false, "README example: \(error)")
+}
+
 let allFailures = (try? reducer.allGather([Double(failures)]).reduce(0, +)) ?? Double(failures + 1)
 print("mpi-tests: rank \(rank) of \(ranks): \(checks - failures) of \(checks) checks passed")
 if rank == 0 {

@@ -4,7 +4,9 @@
  * an executor decides only how many threads there are, never the numerics.
  * The Dispatch executor lives in Swift and has the same contract.
  */
+#define _GNU_SOURCE
 #include <limits.h>
+#include <sched.h>
 #include "CBatchNorm.h"
 
 void cbn_parallel_serial(void *executor_context, void (*work)(cbn_job *job), cbn_job *job,
@@ -26,6 +28,13 @@ void cbn_parallel_openmp(void *executor_context, void (*work)(cbn_job *job), cbn
     (void)workers;
     work(job);
 #endif
+}
+
+int64_t cbn_affinity_cpu_count(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    return CPU_COUNT(&set);
 }
 
 int cbn_openmp_available(void) {

@@ -213,6 +213,10 @@ void cbn_parallel_openmp(void *executor_context, void (*work)(cbn_job *job),
 /// 1 when the core was compiled with OpenMP, else 0.
 int cbn_openmp_available(void);
 
+/// The number of CPUs this process may run on (its affinity mask, as
+/// `taskset` or `mpirun --bind-to` set it), or 0 when it cannot be read.
+int64_t cbn_affinity_cpu_count(void);
+
 /// Batch norm across processes (data-parallel ranks) in three steps per pass:
 ///  1. each rank runs a job with `moments_out` (forward) or `sums_out`
 ///     (backward) over its own slice of the batch;
