@@ -20,7 +20,7 @@ extension Double: DifferentiableBatchNormScalar {}
 /// faults, per step. An array it returned and that you mutate in place before
 /// the next call is copied first, as any array that shares its storage is.
 public final class BatchNormRunningStatistics<Scalar: DifferentiableBatchNormScalar>: Sendable {
-    /// A ``BatchNorm`` layer holds them, so that they follow its rules.
+    /// A `BatchNorm` layer holds them, so that they follow its rules.
     private let layer: Mutex<BatchNorm<Scalar>>
     /// The storage of the tensors the calls last returned.
     let recycler = StorageRecycler<Scalar>()
@@ -28,15 +28,26 @@ public final class BatchNormRunningStatistics<Scalar: DifferentiableBatchNormSca
     public let featureCount: Int
 
     /// Running mean 0 and variance 1 for `featureCount` channels, updated with
-    /// `momentum` (nil: a cumulative average), as ``BatchNorm``'s.
+    /// `momentum` (nil: a cumulative average), as `BatchNorm`'s.
+    ///
+    /// - Parameters:
+    ///   - featureCount: C, the number of channels; at least 1.
+    ///   - momentum: The weight of each new batch, in [0, 1]; nil for a cumulative average.
     public init(featureCount: Int, momentum: Double? = 0.1) throws(BatchNormError) {
         layer = Mutex(try BatchNorm<Scalar>(featureCount: featureCount, momentum: momentum, affine: false))
         self.featureCount = featureCount
     }
 
     /// Running statistics that start from `mean`, `variance` and
-    /// `batchesTracked` (a checkpoint's, say); throws as ``BatchNorm``'s
+    /// `batchesTracked` (a checkpoint's, say); throws as `BatchNorm`'s
     /// checks do for counts other than `featureCount` or a bad momentum.
+    ///
+    /// - Parameters:
+    ///   - featureCount: C, the number of channels; at least 1.
+    ///   - momentum: The weight of each new batch, in [0, 1]; nil for a cumulative average.
+    ///   - mean: The running mean to start from, `featureCount` values.
+    ///   - variance: The running variance to start from, `featureCount` values.
+    ///   - batchesTracked: The number of training passes behind them, at least 0.
     public init(featureCount: Int, momentum: Double? = 0.1, mean: [Scalar], variance: [Scalar],
                 batchesTracked: Int) throws(BatchNormError) {
         var layer = try BatchNorm<Scalar>(featureCount: featureCount, momentum: momentum, affine: false)
@@ -86,6 +97,9 @@ extension BatchNormRunningStatistics: Codable {
         case featureCount, momentum, mean, variance, batchesTracked
     }
 
+    /// Decodes running statistics, checking them as the initializer does.
+    ///
+    /// - Parameter decoder: The decoder to read from.
     public convenience init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let featureCount = try container.decode(Int.self, forKey: .featureCount)
@@ -102,6 +116,9 @@ extension BatchNormRunningStatistics: Codable {
         }
     }
 
+    /// Encodes the statistics listed above.
+    ///
+    /// - Parameter encoder: The encoder to write to.
     public func encode(to encoder: any Encoder) throws {
         let layer = self.layer.withLock { $0 }
         var container = encoder.container(keyedBy: CodingKeys.self)
@@ -121,7 +138,7 @@ extension BatchNormRunningStatistics: Codable {
 ///   is updated once per call, with the unbiased variance.
 /// - `.inference`: μ and σ² are `running`'s, which is required.
 /// - With a `reducer`, the call is synchronized batch norm across its ranks
-///   (see ``BatchNormReducer``): the statistics, and in the pullback dγ and
+///   (see `BatchNormReducer`): the statistics, and in the pullback dγ and
 ///   dβ, are the whole batch's. Every rank calls it, and its pullback, in
 ///   the same order.
 ///
@@ -131,7 +148,19 @@ extension BatchNormRunningStatistics: Codable {
 /// formula, and returns exactly what it returns. A differentiable function
 /// cannot throw: the shape is checked when it is made, and an argument that
 /// does not fit it (the input's count, γ's, β's or `running`'s channels)
-/// stops the program with the ``BatchNormError`` that names it.
+/// stops the program with the `BatchNormError` that names it.
+///
+/// - Parameters:
+///   - input: x, `shape`'s count of values.
+///   - shape: The tensor's dimensions and layout.
+///   - weight: γ, one per channel.
+///   - bias: β, one per channel.
+///   - mode: `.training` (batch statistics) or `.inference` (the running statistics, which it then needs).
+///   - running: The running statistics: updated once per training-mode call, used in inference mode; nil for none.
+///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+///   - executor: Who runs the kernels; `.automatic` by default.
+///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
 @differentiable(reverse, wrt: (input, weight, bias))
 public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], shape: BatchNormShape, weight: [Scalar], bias: [Scalar],
@@ -147,6 +176,19 @@ public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
 /// the residual z, γ and β: y = activation(BN(x) + z), in the same pass, as
 /// ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:)``
 /// otherwise.
+///
+/// - Parameters:
+///   - input: x, `shape`'s count of values.
+///   - residual: z, shaped like the input.
+///   - shape: The tensor's dimensions and layout.
+///   - weight: γ, one per channel.
+///   - bias: β, one per channel.
+///   - mode: `.training` (batch statistics) or `.inference` (the running statistics, which it then needs).
+///   - running: The running statistics: updated once per training-mode call, used in inference mode; nil for none.
+///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+///   - executor: Who runs the kernels; `.automatic` by default.
+///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
 @differentiable(reverse, wrt: (input, residual, weight, bias))
 public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape, weight: [Scalar], bias: [Scalar],
@@ -161,6 +203,16 @@ public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
 /// Batch normalization without γ and β (γ = 1, β = 0) as a differentiable
 /// function of the input: y = activation((x − μ) / sqrt(σ² + ε)), otherwise as
 /// ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:)``.
+///
+/// - Parameters:
+///   - input: x, `shape`'s count of values.
+///   - shape: The tensor's dimensions and layout.
+///   - mode: `.training` (batch statistics) or `.inference` (the running statistics, which it then needs).
+///   - running: The running statistics: updated once per training-mode call, used in inference mode; nil for none.
+///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+///   - executor: Who runs the kernels; `.automatic` by default.
+///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
 @differentiable(reverse, wrt: input)
 public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], shape: BatchNormShape, mode: BatchNormMode = .training,
@@ -174,6 +226,17 @@ public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
 
 /// The residual block's batch norm without γ and β: y = activation(x̂ + z), as
 /// a differentiable function of the input and the residual z.
+///
+/// - Parameters:
+///   - input: x, `shape`'s count of values.
+///   - residual: z, shaped like the input.
+///   - shape: The tensor's dimensions and layout.
+///   - mode: `.training` (batch statistics) or `.inference` (the running statistics, which it then needs).
+///   - running: The running statistics: updated once per training-mode call, used in inference mode; nil for none.
+///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+///   - executor: Who runs the kernels; `.automatic` by default.
+///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
 @differentiable(reverse, wrt: (input, residual))
 public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape, mode: BatchNormMode = .training,
@@ -253,7 +316,7 @@ func batchNormNonAffineResidualVJP<Scalar: DifferentiableBatchNormScalar>(
     })
 }
 
-/// One forward pass of `batchNorm`, through the ``BatchNorm`` layer's own
+/// One forward pass of `batchNorm`, through the `BatchNorm` layer's own
 /// forward (so the running statistics follow its rules exactly), and what
 /// its pullback needs. With running statistics, the output and the gradients
 /// are written into the storage their recycler hands back.
@@ -353,7 +416,7 @@ func stopOnError<R>(_ function: String, _ body: () throws(BatchNormError) -> R) 
 /// (inside a differentiated function too); in inference mode it normalizes
 /// with them. A layer without running statistics uses the batch's in both
 /// modes, and a layer that is not affine has γ = 1, β = 0 and empty `weight`
-/// and `bias` (whose gradients are empty), as ``BatchNorm``. Because a
+/// and `bias` (whose gradients are empty), as `BatchNorm`. Because a
 /// differentiable call cannot mutate the layer, the running statistics are a
 /// reference: copies of a layer share them.
 ///
@@ -380,12 +443,23 @@ public struct DifferentiableBatchNorm<Scalar: DifferentiableBatchNormScalar>: Di
     @noDerivative public var activation: BatchNormActivation
     /// Who runs the kernels.
     @noDerivative public var executor: BatchNormExecutor
-    /// When set, synchronized batch norm across its ranks (see ``BatchNormReducer``).
+    /// When set, synchronized batch norm across its ranks (see `BatchNormReducer`).
     @noDerivative public var reducer: (any BatchNormReducer)?
 
     /// γ = 1, β = 0 (if `affine`), running mean 0 and variance 1 (if
     /// `tracksRunningStatistics`) for `featureCount` channels, with PyTorch's
     /// defaults (ε = 1e-5, momentum 0.1; nil: a cumulative average).
+    ///
+    /// - Parameters:
+    ///   - featureCount: C, the number of channels; at least 1.
+    ///   - epsilon: ε, added to the variance; finite and ≥ 0.
+    ///   - momentum: The weight of each new batch, in [0, 1]; nil for a cumulative average.
+    ///   - affine: Whether the layer has γ and β (starting at 1 and 0).
+    ///   - tracksRunningStatistics: Whether the layer keeps a running mean and variance (starting at 0 and 1).
+    ///   - mode: Training (batch statistics) or inference (running statistics).
+    ///   - activation: Applied in the same pass: `.identity` or `.relu`.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: When given, synchronized batch norm across its ranks.
     public init(
         featureCount: Int, epsilon: Double = 1e-5, momentum: Double? = 0.1, affine: Bool = true,
         tracksRunningStatistics: Bool = true, mode: BatchNormMode = .training,
@@ -415,6 +489,10 @@ public struct DifferentiableBatchNorm<Scalar: DifferentiableBatchNormScalar>: Di
     @noDerivative private var callMode: BatchNormMode { runningStatistics == nil ? .training : mode }
 
     /// y = activation(γ · x̂ + β) over `input` of `shape`, in the layer's mode.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values.
+    ///   - shape: The tensor's dimensions and layout.
     @differentiable(reverse)
     public func callAsFunction(_ input: [Scalar], shape: BatchNormShape) -> [Scalar] {
         if isAffine {
@@ -427,6 +505,11 @@ public struct DifferentiableBatchNorm<Scalar: DifferentiableBatchNormScalar>: Di
     }
 
     /// y = activation(γ · x̂ + β + z), the residual z shaped like the input, in one pass.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values.
+    ///   - residual: z, shaped like the input.
+    ///   - shape: The tensor's dimensions and layout.
     @differentiable(reverse)
     public func callAsFunction(_ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape) -> [Scalar] {
         if isAffine {
@@ -460,7 +543,10 @@ extension DifferentiableBatchNorm: Codable {
     }
 
     /// Decodes a layer; throws `DecodingError.dataCorrupted` with the
-    /// ``BatchNormError`` for a state the layer's checks reject.
+    /// `BatchNormError` for a state the layer's checks reject.
+    ///
+    /// - Parameters:
+    ///   - decoder: The decoder to read from.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         featureCount = try container.decode(Int.self, forKey: .featureCount)
@@ -492,6 +578,9 @@ extension DifferentiableBatchNorm: Codable {
         }
     }
 
+    /// Encodes γ, β, the running statistics, the mode, ε and the activation.
+    ///
+    /// - Parameter encoder: The encoder to write to.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(featureCount, forKey: .featureCount)

@@ -15,11 +15,15 @@ public struct BFloat16: Hashable, Sendable, CustomStringConvertible, CustomDebug
     public var bitPattern: UInt16
 
     /// The value with these bits.
+    ///
+    /// - Parameter bitPattern: Sign, exponent and fraction, as a float's upper 16 bits.
     public init(bitPattern: UInt16) {
         self.bitPattern = bitPattern
     }
 
     /// `value` rounded to nearest, ties to even.
+    ///
+    /// - Parameter value: Any float: NaN stays NaN, values past the range become ±∞.
     public init(_ value: Float) {
         let bits = value.bitPattern
         if value.isNaN {
@@ -36,6 +40,8 @@ public struct BFloat16: Hashable, Sendable, CustomStringConvertible, CustomDebug
     /// `value` rounded to nearest, ties to even, in one rounding: first to a
     /// `Float` rounded to odd (truncated, with its last bit set when anything
     /// was dropped), which keeps enough to round again correctly.
+    ///
+    /// - Parameter value: Any double: NaN stays NaN, values past the range become ±∞.
     public init(_ value: Double) {
         guard value.isFinite else {
             self.init(Float(value))
@@ -54,19 +60,32 @@ public struct BFloat16: Hashable, Sendable, CustomStringConvertible, CustomDebug
     /// +0.
     public static var zero: BFloat16 { BFloat16(bitPattern: 0) }
 
+    /// Whether `a` and `b` are the same number, as floating-point equality
+    /// says: −0 equals +0, and NaN equals nothing.
+    ///
+    /// - Parameters:
+    ///   - a: A value.
+    ///   - b: Another.
     public static func == (a: BFloat16, b: BFloat16) -> Bool { Float(a) == Float(b) }
 
+    /// Hashes the value so that equal values hash alike (−0 as +0).
+    ///
+    /// - Parameter hasher: The hasher to feed.
     public func hash(into hasher: inout Hasher) {
         // Equal values hash alike: −0 as +0.
         hasher.combine(Float(self) == 0 ? 0 : bitPattern)
     }
 
+    /// The value as `Float` prints it.
     public var description: String { Float(self).description }
+    /// `BFloat16(…)` around the value as `Float` debug-prints it.
     public var debugDescription: String { "BFloat16(\(Float(self).debugDescription))" }
 }
 
 extension Float {
     /// The value of `value`, exactly.
+    ///
+    /// - Parameter value: A bfloat16 value; every one is a float.
     public init(_ value: BFloat16) {
         self.init(bitPattern: UInt32(value.bitPattern) << 16)
     }
@@ -74,6 +93,8 @@ extension Float {
 
 extension Double {
     /// The value of `value`, exactly.
+    ///
+    /// - Parameter value: A bfloat16 value; every one is a double.
     public init(_ value: BFloat16) {
         self.init(Float(value))
     }

@@ -36,6 +36,16 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
 
     /// A layer with γ = 1, β = 0 (if `affine`) and running mean 0, variance 1
     /// (if `tracksRunningStatistics`).
+    ///
+    /// - Parameters:
+    ///   - featureCount: C, the number of channels; at least 1.
+    ///   - epsilon: ε, added to the variance; finite and ≥ 0. PyTorch's default, 1e-5.
+    ///   - momentum: The weight of each new batch in the running statistics, in [0, 1]; nil for a cumulative average.
+    ///   - affine: Whether the layer has γ and β (starting at 1 and 0).
+    ///   - tracksRunningStatistics: Whether the layer keeps a running mean and variance (starting at 0 and 1).
+    ///   - mode: Training (batch statistics) or inference (running statistics).
+    ///   - activation: Applied after BN, in the same pass: `.identity` or `.relu`.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
     public init(
         featureCount: Int,
         epsilon: Double = 1e-5,
@@ -83,6 +93,13 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     /// whole batch's, bitwise the same on every rank. Inference with running
     /// statistics stays local. Every rank throws if any rank's call fails its
     /// checks or the ranks disagree (mode, channels, layout, ε, …).
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - shape: The dimensions, `[N, featureCount, …]` or, channels last, `[N, …, featureCount]`.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public mutating func forward(
         _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst, residual: [Scalar]? = nil,
         reducer: (any BatchNormReducer)? = nil
@@ -98,6 +115,14 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     /// `forward`, with no new tensor-sized memory per call. An `output` that
     /// shares its storage is copied first (copy-on-write); on error neither
     /// it nor the layer changes. Returns the statistics `backward` needs.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - output: Receives y: made `shape`'s count long, its storage reused when its capacity suffices.
+    ///   - shape: The dimensions, `[N, featureCount, …]` or, channels last, `[N, …, featureCount]`.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     @discardableResult
     public mutating func forward(
         _ input: [Scalar], into output: inout [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
@@ -119,6 +144,13 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     }
 
     /// `forward` over caller-owned memory; `output` may be `input` or `residual` itself.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values.
+    ///   - output: Receives y, `shape`'s count of values; may be `input` or `residual` itself.
+    ///   - shape: The dimensions and layout, with `featureCount` channels.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public mutating func forward(
         input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>, shape: BatchNormShape,
         residual: UnsafeBufferPointer<Scalar>? = nil, reducer: (any BatchNormReducer)? = nil
@@ -149,6 +181,13 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     /// it): with the running statistics, or with the batch's statistics when
     /// the layer tracks none (then every rank of a `reducer` calls it, as it
     /// calls `forward`). Returns y and the statistics `backward` needs.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - shape: The dimensions, `[N, featureCount, …]` or, channels last, `[N, …, featureCount]`.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public func inference(
         _ input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst, residual: [Scalar]? = nil,
         reducer: (any BatchNormReducer)? = nil
@@ -161,6 +200,14 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
 
     /// `inference` writing y into `output`, reusing its storage as
     /// `forward(_:into:…)` does. Returns the statistics `backward` needs.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - output: Receives y: made `shape`'s count long, its storage reused when its capacity suffices.
+    ///   - shape: The dimensions, `[N, featureCount, …]` or, channels last, `[N, …, featureCount]`.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     @discardableResult
     public func inference(
         _ input: [Scalar], into output: inout [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
@@ -173,6 +220,13 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     }
 
     /// `inference` over caller-owned memory; `output` may be `input` or `residual` itself.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values.
+    ///   - output: Receives y, `shape`'s count of values; may be `input` or `residual` itself.
+    ///   - shape: The dimensions and layout, with `featureCount` channels.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public func inference(
         input: UnsafeBufferPointer<Scalar>, output: UnsafeMutableBufferPointer<Scalar>, shape: BatchNormShape,
         residual: UnsafeBufferPointer<Scalar>? = nil, reducer: (any BatchNormReducer)? = nil
@@ -228,6 +282,16 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     /// that forward returned as `forwardOutput`: the gradient is masked with it.
     /// With the `reducer` the forward call was synchronized by, dγ and dβ are the
     /// whole batch's, bitwise the same on every rank, and dx is this rank's.
+    ///
+    /// - Parameters:
+    ///   - outputGradient: dy, the gradient of the loss with respect to y, shaped like the input.
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - shape: The dimensions, `[N, featureCount, …]` or, channels last, `[N, …, featureCount]`.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - statistics: The statistics the forward call returned; their mode decides whether dx flows through μ and σ.
+    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
+    ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public func backward(
         outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, forwardOutput: [Scalar]? = nil, wantsResidualGradient: Bool = false,
@@ -243,6 +307,17 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     /// `backward` writing into `gradients`, reusing the storage of the arrays
     /// it holds as ``BatchNormalization/backward(outputGradient:input:shape:layout:statistics:weight:activation:forwardOutput:into:wantsResidualGradient:executor:reducer:)``
     /// does; afterwards it holds what `backward` returns. On error it does not change.
+    ///
+    /// - Parameters:
+    ///   - outputGradient: dy, the gradient of the loss with respect to y, shaped like the input.
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - shape: The dimensions, `[N, featureCount, …]` or, channels last, `[N, …, featureCount]`.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - statistics: The statistics the forward call returned; their mode decides whether dx flows through μ and σ.
+    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
+    ///   - gradients: Holds the gradients afterwards; the storage of the arrays it holds is reused.
+    ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public func backward(
         outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, forwardOutput: [Scalar]? = nil,
@@ -331,6 +406,9 @@ extension BatchNorm: Codable {
         case activation
     }
 
+    /// Decodes a layer, checking it as the layer's calls do.
+    ///
+    /// - Parameter decoder: The decoder to read from.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         featureCount = try container.decode(Int.self, forKey: .featureCount)
@@ -360,6 +438,9 @@ extension BatchNorm: Codable {
         }
     }
 
+    /// Encodes the state listed above.
+    ///
+    /// - Parameter encoder: The encoder to write to.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(featureCount, forKey: .featureCount)

@@ -6,8 +6,10 @@
 public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What kind of mistake the error reports.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
+        /// The code's name in words, e.g. `"count mismatch"`.
         public let rawValue: String
         private init(_ rawValue: String) { self.rawValue = rawValue }
+        /// The code's name in words.
         public var description: String { rawValue }
 
         /// A shape whose rank is outside 2...5.
@@ -55,6 +57,7 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
         ]
     }
 
+    /// What kind of mistake it is.
     public var code: Code
     /// The argument at fault, e.g. `"weight"` or `"shape[2]"`.
     public var argument: String
@@ -63,6 +66,13 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
     /// What it got, e.g. `"63 values"`.
     public var actual: String
 
+    /// An error of `code` about `argument`.
+    ///
+    /// - Parameters:
+    ///   - code: What kind of mistake.
+    ///   - argument: The argument at fault, as the API spells it.
+    ///   - expected: What the API expected.
+    ///   - actual: What it got.
     public init(_ code: Code, argument: String, expected: String, actual: String) {
         self.code = code
         self.argument = argument
@@ -70,6 +80,7 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
         self.actual = actual
     }
 
+    /// `BatchNormError(code): argument: expected …, got …`.
     public var description: String {
         "BatchNormError(\(code)): \(argument): expected \(expected), got \(actual)"
     }

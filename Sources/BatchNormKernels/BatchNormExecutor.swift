@@ -54,6 +54,8 @@ public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
     /// `torch.set_num_threads`); nil goes back to the environment's count.
     /// Executors already made keep their own count. Throws
     /// `invalidThreadCount` for a count below 1.
+    ///
+    /// - Parameter threads: The count, at least 1; nil for the environment's.
     public static func setDefaultThreadCount(_ threads: Int?) throws(BatchNormError) {
         if let threads, threads < 1 {
             throw BatchNormError(.invalidThreadCount, argument: "threads", expected: "at least 1 thread, or nil",
@@ -70,6 +72,7 @@ public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The name as the benchmark and error messages print it.
     public var description: String {
         switch self {
         case .openMP(let threads): "openmp(\(threads))"

@@ -10,6 +10,7 @@ public enum BatchNormLayout: String, Hashable, Sendable, CaseIterable, Codable, 
     /// `[N, S₁, …, C]` (NLC, NHWC, NDHWC): the channels of one position are contiguous.
     case channelsLast
 
+    /// The name as the benchmark and error messages print it.
     public var description: String {
         switch self {
         case .channelsFirst: "channels-first"
@@ -34,6 +35,10 @@ public struct BatchNormShape: Hashable, Sendable, CustomStringConvertible {
 
     /// Validates `dimensions`: rank 2 to 5, every dimension at least 1, and
     /// an element count whose size in bytes (of `Double`) fits in `Int`.
+    ///
+    /// - Parameters:
+    ///   - dimensions: `[N, C, S₁, …]` channels first, `[N, S₁, …, C]` channels last: 2 to 5 of them.
+    ///   - layout: Where C lies: `.channelsFirst` (the default) or `.channelsLast`.
     public init(_ dimensions: [Int], layout: BatchNormLayout = .channelsFirst) throws(BatchNormError) {
         guard (2...5).contains(dimensions.count) else {
             let form = layout == .channelsFirst ? "[N, C, …]" : "[N, …, C]"

@@ -11,6 +11,18 @@
 extension BatchNormalization {
     /// Training-mode forward over an array: y = activation(BN(x) + residual) with the
     /// batch's own μ and biased σ² (the whole batch's over the ranks of `reducer`).
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`, rank 2 to 5.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - bias: β, one per channel; nil for β = 0.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+    ///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public static func forwardTraining<Element: BatchNormElement>(
         _ input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         weight: [Element.Parameter]? = nil, bias: [Element.Parameter]? = nil,
@@ -27,6 +39,19 @@ extension BatchNormalization {
 
     /// `forwardTraining` writing y into `output`, made `shape`'s count long;
     /// returns the statistics it normalized with.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - output: Receives y: made `shape`'s count long, its storage reused when its capacity suffices.
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`, rank 2 to 5.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - bias: β, one per channel; nil for β = 0.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+    ///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     @discardableResult
     public static func forwardTraining<Element: BatchNormElement>(
         _ input: [Element], into output: inout [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
@@ -54,6 +79,20 @@ extension BatchNormalization {
     /// Inference-mode forward over an array: y = activation(BN(x) + residual) with the
     /// running statistics (local, and collective with a `reducer`, as the buffer
     /// `forwardInference` says).
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`, rank 2 to 5.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - runningMean: The running mean, one per channel.
+    ///   - runningVariance: The running unbiased variance, one per channel.
+    ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - bias: β, one per channel; nil for β = 0.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+    ///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public static func forwardInference<Element: BatchNormElement>(
         _ input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         runningMean: [Element.Parameter], runningVariance: [Element.Parameter],
@@ -71,6 +110,21 @@ extension BatchNormalization {
     }
 
     /// `forwardInference` writing y into `output`, made `shape`'s count long.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - output: Receives y: made `shape`'s count long, its storage reused when its capacity suffices.
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`, rank 2 to 5.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - runningMean: The running mean, one per channel.
+    ///   - runningVariance: The running unbiased variance, one per channel.
+    ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - bias: β, one per channel; nil for β = 0.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+    ///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public static func forwardInference<Element: BatchNormElement>(
         _ input: [Element], into output: inout [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         runningMean: [Element.Parameter], runningVariance: [Element.Parameter],
@@ -97,6 +151,19 @@ extension BatchNormalization {
     /// dz when `wantsResidualGradient`. After a forward pass with `.relu`, pass it as
     /// `activation` with the output it returned as `forwardOutput` (the mask). With a
     /// `reducer`, dγ and dβ are the whole batch's, as in the buffer `backward`.
+    ///
+    /// - Parameters:
+    ///   - outputGradient: dy, the gradient of the loss with respect to y, shaped like the input.
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`, rank 2 to 5.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - statistics: The statistics the forward call returned; their mode decides whether dx flows through μ and σ.
+    ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
+    ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public static func backward<Element: BatchNormElement>(
         outputGradient: [Element], input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil,
@@ -117,6 +184,20 @@ extension BatchNormalization {
     /// `weight` and `bias`, and dz into its `residual` when
     /// `wantsResidualGradient` (else `residual` becomes nil). Each array
     /// present is reused as the `into:` rule says; a nil one is made.
+    ///
+    /// - Parameters:
+    ///   - outputGradient: dy, the gradient of the loss with respect to y, shaped like the input.
+    ///   - input: x, `shape`'s count of values in `layout`.
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`, rank 2 to 5.
+    ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
+    ///   - statistics: The statistics the forward call returned; their mode decides whether dx flows through μ and σ.
+    ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
+    ///   - gradients: Holds the gradients afterwards; the storage of the arrays it holds is reused.
+    ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public static func backward<Element: BatchNormElement>(
         outputGradient: [Element], input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil,

@@ -22,6 +22,7 @@ public enum BatchNormActivation: String, Hashable, Sendable, CaseIterable, Codab
     /// NaN the gradient passes), +0 there.
     case relu
 
+    /// The name as the benchmark and error messages print it.
     public var description: String {
         switch self {
         case .identity: "identity"
@@ -41,6 +42,12 @@ public struct BatchNormStatistics: Hashable, Sendable {
     /// r_c = 1 / sqrt(σ²_c + ε), in double.
     public var invStd: [Double]
 
+    /// Statistics with these values, e.g. to run `backward` from statistics saved elsewhere.
+    ///
+    /// - Parameters:
+    ///   - mode: `.training` for batch statistics, `.inference` for running ones.
+    ///   - mean: μ per channel.
+    ///   - invStd: r = 1 / sqrt(σ² + ε) per channel.
     public init(mode: BatchNormMode, mean: [Double], invStd: [Double]) {
         self.mode = mode
         self.mean = mean
@@ -69,6 +76,12 @@ public struct BatchNormGradients<Element: BatchNormElement>: Sendable {
 
     /// Gradients with these arrays: none by default, or arrays whose storage
     /// a `backward(…, into:)` call reuses.
+    ///
+    /// - Parameters:
+    ///   - input: An array for dx, whose storage a `backward(…, into:)` call reuses.
+    ///   - weight: An array for dγ, reused the same way.
+    ///   - bias: An array for dβ, reused the same way.
+    ///   - residual: An array for dz, reused the same way.
     public init(input: [Element]? = nil, weight: [Element.Parameter]? = nil, bias: [Element.Parameter]? = nil,
                 residual: [Element]? = nil) {
         (self.input, self.weight, self.bias, self.residual) = (input, weight, bias, residual)
@@ -106,6 +119,23 @@ public enum BatchNormalization {
     /// rank; m ≥ 2 is required of the whole batch only. If any rank's arguments fail
     /// their checks, or the ranks disagree on the shape's channels, spatial extent or
     /// layout, the scalar type or ε, every rank throws and none writes anything.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in its layout.
+    ///   - output: Receives y, `shape`'s count of values; may be `input` or `residual` itself.
+    ///   - shape: The tensor's dimensions and layout.
+    ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - bias: β, one per channel; nil for β = 0.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+    ///   - runningMean: Updated in place when given: (1 − momentum) · old + momentum · μ; with `runningVariance`.
+    ///   - runningVariance: Updated in place when given, with the unbiased variance σ² · m / (m − 1).
+    ///   - momentum: The weight of this batch in the running statistics, in [0, 1].
+    ///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+    ///   - savedMean: Receives μ per channel, for `backward`, when given.
+    ///   - savedInvStd: Receives r = 1 / sqrt(σ² + ε) per channel, for `backward`, when given.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public static func forwardTraining<Element: BatchNormElement>(
         input: UnsafeBufferPointer<Element>,
         output: UnsafeMutableBufferPointer<Element>,
@@ -191,6 +221,20 @@ public enum BatchNormalization {
     /// but is collective: the ranks check that they agree, so that a rank in
     /// inference mode beside one in training mode throws instead of leaving the
     /// other waiting.
+    ///
+    /// - Parameters:
+    ///   - input: x, `shape`'s count of values in its layout.
+    ///   - output: Receives y, `shape`'s count of values; may be `input` or `residual` itself.
+    ///   - shape: The tensor's dimensions and layout.
+    ///   - runningMean: The running mean, one per channel.
+    ///   - runningVariance: The running unbiased variance, one per channel.
+    ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - bias: β, one per channel; nil for β = 0.
+    ///   - residual: z, shaped like the input, added before the activation; nil for none.
+    ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+    ///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public static func forwardInference<Element: BatchNormElement>(
         input: UnsafeBufferPointer<Element>,
         output: UnsafeMutableBufferPointer<Element>,
@@ -262,6 +306,23 @@ public enum BatchNormalization {
     /// batch's, in either mode: every rank gets its own dx and the whole batch's dγ
     /// and dβ, bitwise the same on every rank. Errors are collective as in
     /// `forwardTraining`.
+    ///
+    /// - Parameters:
+    ///   - mode: How the forward call normalized: `.training` (batch statistics: dx flows through μ and σ) or `.inference` (constants).
+    ///   - input: x, `shape`'s count of values in its layout.
+    ///   - outputGradient: dy, the gradient of the loss with respect to y, shaped like the input.
+    ///   - shape: The tensor's dimensions and layout.
+    ///   - mean: μ per channel, as the forward call saved it (or the running mean in inference).
+    ///   - invStd: r = 1 / sqrt(σ² + ε) per channel, as the forward call saved it.
+    ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - inputGradient: Receives dx when given; may be `outputGradient` or `input` itself.
+    ///   - weightGradient: Receives dγ = Σ dy · x̂ per channel when given.
+    ///   - biasGradient: Receives dβ = Σ dy per channel when given.
+    ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
+    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
+    ///   - residualGradient: Receives dz, the masked dy, when given; may be `outputGradient` itself.
+    ///   - executor: Who runs the kernels; `.automatic` by default.
+    ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     public static func backward<Element: BatchNormElement>(
         mode: BatchNormMode,
         input: UnsafeBufferPointer<Element>,
@@ -361,6 +422,11 @@ public enum BatchNormalization {
     /// The statistics inference mode normalizes with: mean_c = runningMean_c and
     /// invStd_c = 1 / sqrt(runningVariance_c + ε), computed exactly as the kernels do
     /// (running statistics are `Float` for `Float` and the half formats, `Double` for `Double`).
+    ///
+    /// - Parameters:
+    ///   - runningMean: The running mean, one per channel.
+    ///   - runningVariance: The running variance, as many values.
+    ///   - epsilon: ε, added to the variance before the square root; finite and ≥ 0.
     public static func inferenceStatistics<Scalar: BatchNormScalar>(
         runningMean: [Scalar], runningVariance: [Scalar], epsilon: Double = 1e-5
     ) throws(BatchNormError) -> BatchNormStatistics {

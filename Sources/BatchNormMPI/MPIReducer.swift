@@ -1,7 +1,7 @@
 public import BatchNormKernels
 internal import CBatchNormMPI
 
-/// A ``BatchNormReducer`` over MPI: synchronized batch norm between the
+/// A `BatchNormReducer` over MPI: synchronized batch norm between the
 /// processes of `MPI_COMM_WORLD`, each of which holds its slice of the batch.
 ///
 /// ```swift
@@ -21,7 +21,9 @@ internal import CBatchNormMPI
 /// on every rank. Requires Open MPI (Debian's `libopenmpi-dev`) when the
 /// package is built; ``isAvailable`` tells.
 public final class MPIReducer: BatchNormReducer, @unchecked Sendable {
+    /// This process's rank in `MPI_COMM_WORLD`.
     public let rank: Int
+    /// The number of processes in `MPI_COMM_WORLD`.
     public let rankCount: Int
     private let communicator: OpaquePointer
 
@@ -31,7 +33,7 @@ public final class MPIReducer: BatchNormReducer, @unchecked Sendable {
     /// Initializes MPI if the program has not, and joins a duplicate of
     /// `MPI_COMM_WORLD` (so that these collectives never match the program's
     /// own). Collective: every rank makes it. Throws
-    /// ``BatchNormError/Code/communicationFailed`` when MPI is missing or fails.
+    /// `BatchNormError.Code.communicationFailed` when MPI is missing or fails.
     public init() throws(BatchNormError) {
         var initializedHere: Int32 = 0
         try Self.check(cbn_mpi_initialize(&initializedHere), doing: "MPI_Init_thread")
@@ -45,6 +47,10 @@ public final class MPIReducer: BatchNormReducer, @unchecked Sendable {
 
     deinit { cbn_mpi_communicator_free(communicator) }
 
+    /// `MPI_Allgather` of `local` over the reducer's communicator: every
+    /// rank's values, rank 0's first. Throws `communicationFailed` when MPI fails.
+    ///
+    /// - Parameter local: This rank's values; every rank passes the same count.
     public func allGather(_ local: [Double]) throws -> [Double] {
         var all = [Double](repeating: 0, count: rankCount * local.count)
         let status = cbn_mpi_allgather(communicator, local, Int64(local.count), &all)

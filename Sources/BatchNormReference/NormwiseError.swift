@@ -7,6 +7,11 @@ extension ReferenceBatchNorm {
     /// Values equal as numbers (the same infinity included) differ by 0, and
     /// so do two NaNs; a NaN against a number, or infinities against anything
     /// else, make the error +∞, so that no bound passes them.
+    ///
+    /// - Parameters:
+    ///   - got: The values to judge.
+    ///   - want: The truth, in float64, as many values.
+    ///   - scale: A floor for the denominator: max(max |want|, scale).
     public static func normwiseError(_ got: [Double], _ want: [Double], scale: Double = 0) -> Double {
         precondition(got.count == want.count, "length mismatch: \(got.count) vs \(want.count)")
         var maxDifference = 0.0, maxWant = scale
@@ -22,6 +27,11 @@ extension ReferenceBatchNorm {
     }
 
     /// `normwiseError` of float results against a double reference.
+    ///
+    /// - Parameters:
+    ///   - got: The values to judge.
+    ///   - want: The truth, in float64, as many values.
+    ///   - scale: A floor for the denominator: max(max |want|, scale).
     public static func normwiseError(_ got: [Float], _ want: [Double], scale: Double = 0) -> Double {
         normwiseError(got.map(Double.init), want, scale: scale)
     }

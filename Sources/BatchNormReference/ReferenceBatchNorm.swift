@@ -15,24 +15,34 @@ public enum ReferenceBatchNorm {
         public var mean: [Double]
         /// r = 1 / sqrt(σ² + ε) per channel.
         public var invStd: [Double]
-        /// Running statistics after the call (updated in training only).
+        /// The running mean after the call (updated in training only).
         public var runningMean: [Double]?
+        /// The running variance after the call (updated in training only, with the unbiased variance).
         public var runningVariance: [Double]?
     }
 
     /// The result of `backward`.
     public struct Backward: Sendable {
+        /// dx.
         public var inputGradient: [Double]
+        /// dγ = Σ g · x̂ per channel.
         public var weightGradient: [Double]
+        /// dβ = Σ g per channel.
         public var biasGradient: [Double]
         /// dL/dz for an epilogue with a residual z: the (masked) gradient g.
         public var residualGradient: [Double]
     }
 
     /// relu(v): v where v > 0 or v is NaN, 0 elsewhere.
+    ///
+    /// - Parameter v: A value.
     public static func relu(_ v: Double) -> Double { v > 0 || v.isNaN ? v : 0 }
 
     /// C: `shape[1]`, or the last dimension with `channelsLast`.
+    ///
+    /// - Parameters:
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`.
+    ///   - channelsLast: Whether C is the last dimension.
     public static func channels(shape: [Int], channelsLast: Bool = false) -> Int {
         channelsLast ? shape[shape.count - 1] : shape[1]
     }
@@ -56,6 +66,11 @@ public enum ReferenceBatchNorm {
     }
 
     /// Per-channel mean and biased variance, two passes in `Double`.
+    ///
+    /// - Parameters:
+    ///   - x: The input, in float64, laid out as `shape` and `channelsLast` say.
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`.
+    ///   - channelsLast: Whether C is the last dimension.
     public static func statistics(_ x: [Double], shape: [Int], channelsLast: Bool = false)
         -> (mean: [Double], variance: [Double])
     {
@@ -74,6 +89,20 @@ public enum ReferenceBatchNorm {
     /// Training: batch statistics, running ← (1 − momentum)·running + momentum·batch with the
     /// unbiased variance σ²·m/(m − 1). Inference: the running statistics. With an epilogue,
     /// y = relu(BN(x) + z) (`relu`, `residual` z); the statistics are BN(x)'s.
+    ///
+    /// - Parameters:
+    ///   - x: The input, in float64, laid out as `shape` and `channelsLast` say.
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`.
+    ///   - channelsLast: Whether C is the last dimension.
+    ///   - training: Batch statistics (and running statistics updated) when true; the running statistics when false.
+    ///   - weight: γ, one per channel; nil for 1.
+    ///   - bias: β, one per channel; nil for 0.
+    ///   - runningMean: The running mean: updated in training, used in inference (0 when nil).
+    ///   - runningVariance: The running variance: updated in training, used in inference (1 when nil).
+    ///   - momentum: The weight of this batch in the running statistics.
+    ///   - epsilon: ε.
+    ///   - residual: z, added before the relu; nil for none.
+    ///   - relu: Whether y = relu(BN(x) + z).
     public static func forward(
         _ x: [Double], shape: [Int], channelsLast: Bool = false, training: Bool,
         weight: [Double]? = nil, bias: [Double]? = nil,
@@ -112,6 +141,17 @@ public enum ReferenceBatchNorm {
     /// dx = γ·r/m · (m·dy − dβ − x̂·dγ) in training, dx = γ·r·dy in inference.
     /// After a relu epilogue that wrote `forwardOutput` y, dy is first replaced by
     /// g = (y ≤ 0 ? 0 : dy), which is also the residual's gradient.
+    ///
+    /// - Parameters:
+    ///   - x: The input, in float64, laid out as `shape` and `channelsLast` say.
+    ///   - outputGradient: dy.
+    ///   - shape: The dimensions, `[N, C, …]` or, channels last, `[N, …, C]`.
+    ///   - channelsLast: Whether C is the last dimension.
+    ///   - training: Batch statistics (and running statistics updated) when true; the running statistics when false.
+    ///   - mean: μ per channel, as forward returned it.
+    ///   - invStd: r per channel, as forward returned it.
+    ///   - weight: γ, one per channel; nil for 1.
+    ///   - forwardOutput: y of the relu forward: the mask; nil without relu.
     public static func backward(
         _ x: [Double], outputGradient: [Double], shape: [Int], channelsLast: Bool = false, training: Bool,
         mean: [Double], invStd: [Double], weight: [Double]? = nil, forwardOutput: [Double]? = nil

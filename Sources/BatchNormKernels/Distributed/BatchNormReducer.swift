@@ -23,6 +23,9 @@ public protocol BatchNormReducer {
     /// with a fixed-size exchange first), and receives the `rankCount`
     /// contributions concatenated in rank order, `rankCount · local.count`
     /// values, the same on every rank.
+    ///
+    /// - Parameter local: This rank's values.
+    /// - Returns: Every rank's values, rank 0's first.
     func allGather(_ local: [Double]) throws -> [Double]
 }
 
@@ -31,7 +34,9 @@ public protocol BatchNormReducer {
 /// ``makeGroup(rankCount:timeout:)``. For tests, and for programs that train
 /// several replicas of a model in one process.
 public struct InProcessReducer: BatchNormReducer, Sendable {
+    /// This participant's rank, in `0..<rankCount`.
     public let rank: Int
+    /// R, the number of reducers in the group.
     public var rankCount: Int { rendezvous.rankCount }
     private let rendezvous: Rendezvous
 
@@ -39,6 +44,10 @@ public struct InProcessReducer: BatchNormReducer, Sendable {
     /// ranks' calls; with a `timeout`, a call that waits longer throws
     /// ``BatchNormError/Code/communicationFailed`` (and the group is then
     /// unusable), instead of waiting for ever for a rank that never calls.
+    ///
+    /// - Parameters:
+    ///   - rankCount: R, at least 1: hand one reducer to each of R threads or tasks.
+    ///   - timeout: How long a call waits for the other ranks; nil for as long as it takes.
     public static func makeGroup(rankCount: Int, timeout: Duration? = nil) throws(BatchNormError)
         -> [InProcessReducer]
     {
@@ -50,6 +59,10 @@ public struct InProcessReducer: BatchNormReducer, Sendable {
         return (0..<rankCount).map { InProcessReducer(rank: $0, rendezvous: rendezvous) }
     }
 
+    /// Waits for every rank of the group to call, and returns their values
+    /// concatenated in rank order.
+    ///
+    /// - Parameter local: This rank's values; every rank passes the same count.
     public func allGather(_ local: [Double]) throws -> [Double] {
         try rendezvous.allGather(local, rank: rank)
     }
