@@ -23,7 +23,8 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     public var runningMean: [Scalar.Parameter]?
     /// Running unbiased variance, one per channel; nil when not tracked.
     public var runningVariance: [Scalar.Parameter]?
-    /// The number of training calls that updated the running statistics.
+    /// The number of training calls that updated the running statistics: at
+    /// least 0 (the calls check it), and it stays at `Int.max` once there.
     public var batchesTracked: Int
     /// Training (batch statistics) or inference (running statistics).
     public var mode: BatchNormMode
@@ -170,9 +171,9 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
         // The running statistics are updated in copies, which replace them on success.
         let result = try normalizeWithBatchStatistics(
             input: input, output: output, shape: shape, residual: residual, reducer: reducer,
-            updating: (runningMean, runningVariance, momentum ?? 1 / Double(batchesTracked + 1)))
+            updating: (runningMean, runningVariance, momentum ?? 1 / (Double(batchesTracked) + 1)))
         (self.runningMean, self.runningVariance) = (result.runningMean, result.runningVariance)
-        batchesTracked += 1
+        batchesTracked = batchesTracked == .max ? .max : batchesTracked + 1
         return result.statistics
     }
 
@@ -351,6 +352,10 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     private func checkParameters() throws(BatchNormError) {
         try Check.epsilon(epsilon)
         if let momentum { try Check.momentum(momentum) }
+        guard batchesTracked >= 0 else {
+            throw BatchNormError(.invalidDimension, argument: "batchesTracked", expected: "at least 0",
+                                 actual: "\(batchesTracked)")
+        }
         if let weight { try Check.count(weight.count, equals: featureCount, argument: "weight") }
         if let bias { try Check.count(bias.count, equals: featureCount, argument: "bias") }
         if (weight == nil) != (bias == nil) {
@@ -426,10 +431,6 @@ extension BatchNorm: Codable {
             guard featureCount >= 1 else {
                 throw BatchNormError(.invalidDimension, argument: "featureCount", expected: "at least 1",
                                      actual: "\(featureCount)")
-            }
-            guard batchesTracked >= 0 else {
-                throw BatchNormError(.invalidDimension, argument: "batchesTracked", expected: "at least 0",
-                                     actual: "\(batchesTracked)")
             }
             try checkParameters()
         } catch {

@@ -5,9 +5,9 @@ import BatchNormReference
 import Foundation
 import Testing
 
-/// The examples of the README and the DocC documentation, compiled and run
-/// here on small shapes. `everyDocumentedExampleIsCompiledHere` fails when a
-/// ```swift block of README.md, of a DocC catalog or of a `///` comment is not
+/// The examples of the README, docs/ and the DocC documentation, compiled and
+/// run here on small shapes. `everyDocumentedExampleIsCompiledHere` fails when
+/// a ```swift block of those files, of a DocC catalog or of a `///` comment is not
 /// found, line for line, in this file or in Tests/MPITests/ReadmeExample.swift
 /// (the synchronized example, which runs under mpirun); `import` lines and
 /// indentation aside, and package manifests excepted (Examples/Consumer is
@@ -97,10 +97,84 @@ import Testing
     }
 }
 
+extension DocumentationExampleTests {
+    @Test func aResidualBlockOfTwoDifferentiableLayers() throws {
+        let x = batch(5)
+        // example: residual block
+        struct ResidualBlock: Differentiable {
+            var bn1 = try! DifferentiableBatchNorm<Float>(featureCount: 16, activation: .relu)   // BN + ReLU, fused
+            var bn2 = try! DifferentiableBatchNorm<Float>(featureCount: 16, activation: .relu)
+
+            @differentiable(reverse)
+            func callAsFunction(_ x: [Float], shape: BatchNormShape) -> [Float] {
+                let h = bn1(x, shape: shape)                           // your convolutions go around these
+                return bn2(h, adding: x, shape: shape)                 // relu(BN(h) + x), in one pass
+            }
+        }
+
+        var block = ResidualBlock()
+        let shape = try BatchNormShape([x.count / (16 * 8 * 8), 16, 8, 8])   // made per batch: any batch size
+        let (loss, g) = valueWithGradient(at: block) { block in
+            block(x, shape: shape).differentiableReduce(0) { $0 + $1 * $1 }  // your loss
+        }
+        for c in 0..<16 {                                              // g.bn1.weight is dL/dγ of bn1, …
+            block.bn1.weight[c] -= 0.01 * g.bn1.weight.base[c]
+            block.bn2.weight[c] -= 0.01 * g.bn2.weight.base[c]
+        }
+        // end example
+        // The loss by the float64 reference: y = relu(BN(relu(BN(x))) + x), summed squares.
+        let shapeArray = shape.dimensions
+        let h = ReferenceBatchNorm.forward(doubles(x), shape: shapeArray, training: true, relu: true).output
+        let y = ReferenceBatchNorm.forward(h, shape: shapeArray, training: true, residual: doubles(x), relu: true)
+        let want = y.output.reduce(0) { $0 + $1 * $1 }
+        #expect(abs(Double(loss) - want) <= 1e-5 * want)
+        #expect(block.bn1.weight != [Float](repeating: 1, count: 16) && block.bn2.runningStatistics!.batchesTracked == 1)
+    }
+
+    @Test func halfPrecisionTensorsWithFloatParameters() throws {
+        let activations: [Float] = batch(6)
+        // example: bfloat16
+        var bn = try BatchNorm<BFloat16>(featureCount: 16)        // weight, bias, running statistics: [Float]
+        let x: [BFloat16] = activations.map { BFloat16($0) }
+        let out = try bn.forward(x, shape: [8, 16, 8, 8])         // out.output: [BFloat16]
+        // end example
+        let want = ReferenceBatchNorm.forward(x.map { Double(Float($0)) }, shape: [8, 16, 8, 8], training: true)
+        // Within one bfloat16 ulp (2⁻⁷ relative) of the float64 result, rounded.
+        for (got, truth) in zip(out.output, want.output) {
+            #expect(abs(Double(Float(got)) - truth) <= abs(truth) * 0x1p-7 + 0x1p-133)
+        }
+        #expect(bn.runningMean!.count == 16)
+    }
+
+    @Test func arraysKeptAcrossSteps() throws {
+        var bn = try BatchNorm<Float>(featureCount: 16)
+        let shape = [8, 16, 8, 8]
+        let batches = (0..<3).map { (x: batch(20 + $0), ()) }
+        let dy = batch(30)
+        // example: into
+        var y = [Float](), gradients = BatchNormGradients<Float>()
+        for batch in batches {
+            let statistics = try bn.forward(batch.x, into: &y, shape: shape)
+            // … the rest of the network reads y, and gives back dy …
+            try bn.backward(outputGradient: dy, input: batch.x, shape: shape, statistics: statistics,
+                            into: &gradients)
+        }
+        // end example
+        let want = ReferenceBatchNorm.forward(doubles(batch(22)), shape: shape, training: true)
+        #expect(normwiseError(y, want.output) <= Bound.forward(Float.self))
+        let wantBack = ReferenceBatchNorm.backward(doubles(batch(22)), outputGradient: doubles(dy), shape: shape,
+                                                   training: true, mean: want.mean, invStd: want.invStd)
+        #expect(normwiseError(gradients.input!, wantBack.inputGradient) <= Bound.backward(Float.self))
+        #expect(bn.batchesTracked == 3)
+    }
+}
+
 /// The ```swift blocks of the documentation, each as its non-blank,
 /// non-`import` lines, trimmed, with the file it came from.
 func documentedExamples(in root: URL) throws -> [(file: String, lines: [String])] {
-    var files = ["README.md"]
+    var files = ["README.md", "Demo/README.md"]
+    let docs = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("docs").path)
+    files += docs.filter { $0.hasSuffix(".md") }.sorted().map { "docs/\($0)" }
     for module in ["BatchNormKernels", "BatchNormMPI", "BatchNormDifferentiation", "BatchNormReference"] {
         let sources = root.appendingPathComponent("Sources/\(module)")
         guard let walk = FileManager.default.enumerator(atPath: sources.path) else { continue }
@@ -140,7 +214,7 @@ func documentedExamples(in root: URL) throws -> [(file: String, lines: [String])
             .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
     let blocks = try documentedExamples(in: root)
-    #expect(blocks.count >= 6, "the README's four examples and the DocC ones")
+    #expect(blocks.count >= 10, "the README's four examples, docs/ and the DocC ones")
     for (file, lines) in blocks {
         let found = compiled.indices.contains { start in
             start + lines.count <= compiled.count && Array(compiled[start..<(start + lines.count)]) == lines

@@ -79,6 +79,18 @@ import Testing
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(BatchNorm<Float>.self, from: Data(epsilon.utf8)) }
     }
 
+    @Test func aBatchCountAtEitherEndIsCheckedNotTrapped() throws {
+        var layer = try BatchNorm<Float>(featureCount: 2, momentum: nil)
+        let x: [Float] = randomValues(8, center: 1, spread: 2, seed: 5)
+        layer.batchesTracked = .max
+        _ = try layer.forward(x, shape: [4, 2])                   // the factor 1/(k+1) in double, no overflow
+        #expect(layer.batchesTracked == .max)
+        layer.batchesTracked = -1
+        let before = layer.runningMean
+        #expect(throws: BatchNormError.self) { try layer.forward(x, shape: [4, 2]) }
+        #expect(layer.runningMean == before && layer.batchesTracked == -1)
+    }
+
     @Test func resetGivesTheStateOfANewLayer() throws {
         let fresh = try BatchNorm<Float>(featureCount: 5, epsilon: 1e-3, activation: .relu)
         var (layer, _, _) = try trained(Float.self, momentum: 0.1, affine: true, tracks: true) {
@@ -204,5 +216,81 @@ import Testing
         let plainCopy = try JSONDecoder().decode(DifferentiableBatchNorm<Double>.self,
                                                  from: JSONEncoder().encode(plain))
         #expect(!plainCopy.isAffine && plainCopy.runningStatistics == nil && plainCopy.featureCount == 2)
+    }
+}
+
+/// Checkpoints are input from outside the program: random corruptions of a
+/// valid one (numbers changed, arrays cut or grown, keys dropped, values of
+/// the wrong type) decode to a layer that passes every check of a call, or
+/// throw; never a layer that crashes or writes out of bounds later.
+@Suite struct CheckpointCorruptionTests {
+    /// A corrupted copy of `object` (a JSON value), changed at one random place.
+    func corrupt(_ object: Any, using rng: inout SplitMix64) -> Any {
+        if var dictionary = object as? [String: Any], !dictionary.isEmpty {
+            let key = dictionary.keys.sorted()[Int.random(in: 0..<dictionary.count, using: &rng)]
+            switch Int.random(in: 0..<4, using: &rng) {
+            case 0: dictionary[key] = nil
+            case 1: dictionary[key] = "text"
+            default: dictionary[key] = corrupt(dictionary[key]!, using: &rng)
+            }
+            return dictionary
+        }
+        if var array = object as? [Any] {
+            switch Int.random(in: 0..<4, using: &rng) {
+            case 0: if !array.isEmpty { array.removeLast() }
+            case 1: array.append(0.5)
+            default:
+                if !array.isEmpty {
+                    let i = Int.random(in: 0..<array.count, using: &rng)
+                    array[i] = corrupt(array[i], using: &rng)
+                }
+            }
+            return array
+        }
+        let values: [Any] = [0, -1, 1, 2, 3, 1e300, -1e-300, 0.5, Int.max, Int.min, 1_000_000, "nan", NSNull()]
+        return values[Int.random(in: 0..<values.count, using: &rng)]
+    }
+
+    @Test func aCorruptedCheckpointDecodesToAUsableLayerOrThrows() throws {
+        var layer = try BatchNorm<Float>(featureCount: 3, momentum: nil, activation: .relu)
+        _ = try layer.forward(randomValues(24, center: 1, spread: 2, seed: 1), shape: [2, 3, 4])
+        let valid = try JSONSerialization.jsonObject(with: JSONEncoder().encode(layer))
+        var differentiable = try DifferentiableBatchNorm<Float>(featureCount: 3)
+        differentiable.weight = [2, 3, 4]
+        let validDifferentiable = try JSONSerialization.jsonObject(with: JSONEncoder().encode(differentiable))
+        var rng = SplitMix64(seed: 77)
+        var decoded = 0, rejected = 0
+        let x: [Float] = randomValues(24, center: 1, spread: 2, seed: 2)
+        for _ in 0..<400 {
+            var object = valid
+            for _ in 0..<Int.random(in: 1...3, using: &rng) { object = corrupt(object, using: &rng) }
+            let data = try JSONSerialization.data(withJSONObject: object)
+            guard var restored = try? JSONDecoder().decode(BatchNorm<Float>.self, from: data) else {
+                rejected += 1
+                continue
+            }
+            decoded += 1
+            // A decoded layer is one the checks accept: each call runs or throws a BatchNormError.
+            let shape = [2, restored.featureCount, 24 / (2 * max(1, restored.featureCount))]
+            if shape.reduce(1, *) == 24 {
+                _ = try? restored.forward(x, shape: shape)
+                _ = try? restored.inference(x, shape: shape)
+            }
+            #expect(restored.weight?.count ?? restored.featureCount == restored.featureCount)
+            #expect(restored.runningMean?.count ?? restored.featureCount == restored.featureCount)
+
+            var objectD = validDifferentiable
+            for _ in 0..<Int.random(in: 1...3, using: &rng) { objectD = corrupt(objectD, using: &rng) }
+            let dataD = try JSONSerialization.data(withJSONObject: objectD)
+            if let restoredD = try? JSONDecoder().decode(DifferentiableBatchNorm<Float>.self, from: dataD) {
+                #expect(restoredD.weight.count == (restoredD.isAffine ? restoredD.featureCount : 0))
+                #expect(restoredD.runningStatistics.map { $0.mean.count == restoredD.featureCount } ?? true)
+                if restoredD.featureCount == 3 {
+                    let y = restoredD(x, shape: try BatchNormShape([2, 3, 4]))
+                    #expect(y.count == 24)
+                }
+            }
+        }
+        #expect(decoded > 20 && rejected > 20, "decoded \(decoded), rejected \(rejected)")
     }
 }
