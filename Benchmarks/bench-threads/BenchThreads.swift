@@ -55,7 +55,7 @@ struct BenchThreads: ParsableCommand {
     @Option(name: .customLong("repeat"), help: "Timed calls per figure.")
     var repetitions: Int?
 
-    @Flag(help: "A few seconds: the small shapes, 3 repetitions, a smaller bandwidth probe (for CI).")
+    @Flag(help: "About 15 s on 2 cores: the small shapes, 3 repetitions, a smaller bandwidth probe (for CI).")
     var quick = false
 
     @Option(name: .customLong("training-loop"), help: "Instead of timing: run this many training steps (forward training, then backward) through each --api path, float, at the largest thread count, and print the resident memory each loop holds.")

@@ -186,7 +186,7 @@ private struct Axis {
             let exponent = Int(log10(value).rounded())
             return (-2...3).contains(exponent) ? String(format: "%g", value) : "1e\(exponent)"
         }
-        return String(format: "%g", (value * 1e6).rounded() / 1e6)
+        return String(format: "%g", (value * 1e6).rounded() / 1e6 + 0)   // + 0: −0 prints as 0
     }
 }
 

@@ -7,9 +7,9 @@
 #include "../job.h"
 #include "moments.h"
 
-/// Sixteen doubles: the accumulator vector of every reduction. Both element
-/// types are processed sixteen values at a time and widened to this, so the
-/// order of additions is the same for float and double and for every ISA.
+/// Sixteen doubles: the accumulator vector of every reduction. Every element
+/// type is processed sixteen values at a time and widened to this, so the
+/// order of additions is the same for all four types and for every ISA.
 typedef double cbn_vd __attribute__((vector_size(16 * sizeof(double))));
 
 /// Helpers are forced inline so that each instruction-set clone of an item
