@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Synchronized batch norm across real processes: builds the mpi-tests program
-# and runs it under `mpirun -np 2`, `-np 3` and `-np 4` (oversubscribed on a
-# small machine). Exits non-zero on any failure. Without Open MPI it says so
+# and runs it under `mpirun -np 2, 3, 4, 5 and 8` (powers of two and not;
+# oversubscribed on a small machine). Exits non-zero on any failure. Without Open MPI it says so
 # and exits 0 having run nothing: the package builds and tests without it.
 #
 # Arguments go to `swift build`, e.g. under AddressSanitizer:
@@ -26,9 +26,9 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none
 # More ranks than cores: ranks waiting in a collective must yield their core
 # to the ranks still computing, or every exchange costs a scheduler tick.
 export OMPI_MCA_mpi_yield_when_idle=1
-for ranks in 2 3 4; do
+for ranks in 2 3 4 5 8; do
     echo "mpi-tests: mpirun -np $ranks"
     # A hang would be a bug: give up after 5 minutes.
     timeout 300 mpirun --oversubscribe -np "$ranks" "$binary"
 done
-echo "mpi-tests: passed at 2, 3 and 4 ranks"
+echo "mpi-tests: passed at 2, 3, 4, 5 and 8 ranks"

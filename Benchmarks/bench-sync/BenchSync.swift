@@ -92,8 +92,8 @@ struct BenchSync: ParsableCommand {
             let localBackward = try slowest { try slice.backward(reducer: nil) }
             let synchronizedBackward = try slowest { try slice.backward(reducer: reducer) }
             let exchange = try slowest {
-                _ = try reducer.allGather([Double](repeating: 0, count: 10))
-                _ = try reducer.allGather(partials)
+                _ = try reducer.sum([Double](repeating: 0, count: Exchanges.summaryLength))
+                _ = try reducer.sum(partials)
             }
             guard call >= 2 else { continue }   // warm-up
             for (name, value) in [("fl", local), ("fs", synchronized), ("bl", localBackward),
@@ -119,10 +119,10 @@ struct BenchSync: ParsableCommand {
         let threads = self.threads ?? ProcessInfo.processInfo.activeProcessorCount
         let executor: BatchNormExecutor = isOpenMPAvailable ? .openMP(threads: threads) : .dispatch(threads: threads)
         print("bench-sync --simulate: one process, \(executor), medians of \(repetitions) calls, float; "
-              + "the stand-in reducer copies the partials R times (no network)")
-        print("| shape (one rank's slice) | ranks R | bytes each rank receives per pass | forward local "
+              + "the stand-in reducer plays rank 0 of the tree, each exchange a copy (no network)")
+        print("| shape (one rank's slice) | ranks R | messages per pass | bytes received per pass | forward local "
               + "| forward synchronized | overhead | backward local | backward synchronized | overhead |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for shape in shapes {
             let slice = try Slice(shape: shape, executor: executor)
             for rankCount in counts {
@@ -136,10 +136,11 @@ struct BenchSync: ParsableCommand {
                     if call >= 2 { for i in 0..<4 { times[i].append(figures[i]) } }
                 }
                 let m = times.map { $0.sorted()[$0.count / 2] }
-                let bytes = rankCount * (3 * shape[1] + 10) * 8
+                let steps = Exchanges.perAllReduce(rankCount: rankCount)
+                let bytes = steps * (3 * shape[1] + Exchanges.summaryLength) * 8
                 let name = shape.map(String.init).joined(separator: "×")
-                print(String(format: "| %@ | %d | %@ | %.3f ms | %.3f ms | %+.0f%% | %.3f ms | %.3f ms | %+.0f%% |",
-                             name, rankCount, formatBytes(bytes), m[0], m[1], 100 * (m[1] / m[0] - 1),
+                print(String(format: "| %@ | %d | %d | %@ | %.3f ms | %.3f ms | %+.0f%% | %.3f ms | %.3f ms | %+.0f%% |",
+                             name, rankCount, 2 * steps, formatBytes(bytes), m[0], m[1], 100 * (m[1] / m[0] - 1),
                              m[2], m[3], 100 * (m[3] / m[2] - 1)))
             }
         }
@@ -194,15 +195,32 @@ struct Slice {
     }
 }
 
-/// A reducer that plays R ranks holding the same values: the all-gather is R copies.
+/// A reducer that plays rank 0 of R ranks holding the same values: each
+/// exchange receives a copy of what it sends, into new memory as a transport's
+/// receive would. Rank 0 makes as many exchanges as any rank of the tree.
 struct StandIn: BatchNormReducer {
     let rankCount: Int
     var rank: Int { 0 }
-    func allGather(_ local: [Double]) throws -> [Double] {
-        var all = [Double]()
-        all.reserveCapacity(rankCount * local.count)
-        for _ in 0..<rankCount { all.append(contentsOf: local) }
-        return all
+    func exchange(_ values: [Double], with partner: Int) throws -> [Double] {
+        [Double](unsafeUninitializedCapacity: values.count) { buffer, count in
+            _ = buffer.initialize(from: values)
+            count = values.count
+        }
+    }
+}
+
+/// What one rank sends and receives per synchronized pass: the agreement's
+/// summary, then 3 doubles per channel, each over the reducer's tree.
+enum Exchanges {
+    /// The agreement summary's length: 2 + 4 per field (version and 7 header fields).
+    static let summaryLength = 34
+
+    /// The exchanges rank 0 makes in one all-reduce over R ranks: log₂ P with
+    /// P the largest power of two ≤ R, and two more when R > P.
+    static func perAllReduce(rankCount: Int) -> Int {
+        var powerOfTwo = 1, steps = 0
+        while powerOfTwo * 2 <= rankCount { powerOfTwo *= 2; steps += 1 }
+        return steps + (rankCount > powerOfTwo ? 2 : 0)
     }
 }
 

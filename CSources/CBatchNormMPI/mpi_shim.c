@@ -28,15 +28,16 @@ int cbn_mpi_initialize(int *initialized_here) {
     return status;
 }
 
-int cbn_mpi_communicator_create(cbn_mpi_communicator **out, int *rank, int *size) {
+/* Wraps the communicator that MPI_Comm_dup or MPI_Comm_split made (or returns their failure). */
+static int wrap_communicator(int status, MPI_Comm comm, cbn_mpi_communicator **out, int *rank, int *size) {
     *out = NULL;
+    if (status != MPI_SUCCESS) return status;
     cbn_mpi_communicator *c = malloc(sizeof *c);
-    if (!c) return MPI_ERR_NO_MEM;
-    int status = MPI_Comm_dup(MPI_COMM_WORLD, &c->comm);
-    if (status != MPI_SUCCESS) {
-        free(c);
-        return status;
+    if (!c) {
+        MPI_Comm_free(&comm);
+        return MPI_ERR_NO_MEM;
     }
+    c->comm = comm;
     MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
     if ((status = MPI_Comm_rank(c->comm, rank)) != MPI_SUCCESS ||
         (status = MPI_Comm_size(c->comm, size)) != MPI_SUCCESS) {
@@ -46,6 +47,27 @@ int cbn_mpi_communicator_create(cbn_mpi_communicator **out, int *rank, int *size
     }
     *out = c;
     return 0;
+}
+
+int cbn_mpi_communicator_create(cbn_mpi_communicator **out, int *rank, int *size) {
+    MPI_Comm comm = MPI_COMM_NULL;
+    const int status = MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+    return wrap_communicator(status, comm, out, rank, size);
+}
+
+int cbn_mpi_communicator_split(int color, int key, cbn_mpi_communicator **out, int *rank, int *size) {
+    MPI_Comm comm = MPI_COMM_NULL;
+    const int status = MPI_Comm_split(MPI_COMM_WORLD, color, key, &comm);
+    return wrap_communicator(status, comm, out, rank, size);
+}
+
+/* Point-to-point messages of the package's tree, on its own communicator. */
+enum { CBN_MPI_TAG = 0x6b6e };
+
+int cbn_mpi_sendrecv(cbn_mpi_communicator *c, const double *send, int64_t count, int partner, double *receive) {
+    if (count < 0 || count > INT_MAX) return CBN_MPI_TOO_LARGE;
+    return MPI_Sendrecv(send, (int)count, MPI_DOUBLE, partner, CBN_MPI_TAG, receive, (int)count, MPI_DOUBLE,
+                        partner, CBN_MPI_TAG, c->comm, MPI_STATUS_IGNORE);
 }
 
 int cbn_mpi_allgather(cbn_mpi_communicator *c, const double *local, int64_t count, double *all) {
@@ -102,6 +124,19 @@ int cbn_mpi_communicator_create(cbn_mpi_communicator **out, int *rank, int *size
 
 int cbn_mpi_allgather(cbn_mpi_communicator *c, const double *local, int64_t count, double *all) {
     (void)c; (void)local; (void)count; (void)all;
+    return CBN_MPI_UNAVAILABLE;
+}
+
+int cbn_mpi_communicator_split(int color, int key, cbn_mpi_communicator **out, int *rank, int *size) {
+    (void)color; (void)key;
+    *out = NULL;
+    *rank = 0;
+    *size = 0;
+    return CBN_MPI_UNAVAILABLE;
+}
+
+int cbn_mpi_sendrecv(cbn_mpi_communicator *c, const double *send, int64_t count, int partner, double *receive) {
+    (void)c; (void)send; (void)count; (void)partner; (void)receive;
     return CBN_MPI_UNAVAILABLE;
 }
 

@@ -160,12 +160,13 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         }
     }
 
-    /// 1 to 4 ranks with uneven slices (a slice of one image; with spatial
+    /// 1 to 8 ranks (powers of two and not) with uneven slices (a slice of one image; with spatial
     /// size 1, one value per channel on a rank), both layouts and scalar types,
     /// training and inference, plain and with the fused residual add and ReLU.
     @Test(arguments: [
         ([4, 6, 5, 3], [4]), ([7, 6, 5, 3], [3, 4]), ([6, 3, 49], [1, 2, 3]), ([9, 20, 7, 7], [2, 3, 1, 3]),
         ([5, 130], [1, 1, 3]), ([4, 17, 1, 1], [1, 2, 1]), ([3, 40, 56, 56], [2, 1]), ([5, 4, 2, 3, 5], [2, 3]),
+        ([9, 6, 5, 3], [1, 2, 1, 2, 3]), ([13, 5, 3, 3], [1, 1, 2, 1, 3, 4, 1]), ([16, 10, 7, 7], [2, 2, 2, 2, 2, 2, 2, 2]),
     ])
     func ranksAgreeWithOneProcessOnTheWholeBatch(shape: [Int], slices: [Int]) throws {
         for (index, layout) in [BatchNormLayout.channelsFirst, .channelsLast].enumerated() {
@@ -348,6 +349,34 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         #expect(outputs[0] == [-y, 0] && outputs[1] == [y, 0], "\(outputs)")
     }
 
+    /// `allReduce` merges in the documented tree, the same bits on every rank:
+    /// with P the largest power of two ≤ R, rank r ≥ P folded into r − P, then
+    /// pairs at distances 1, 2, 4, …, the lower ranks' values first. The merge
+    /// here is not commutative (3a + b), so any other order gives other bits.
+    @Test(arguments: Array(1...17))
+    func allReduceMergesInTheDocumentedTreeOnEveryRank(rankCount: Int) throws {
+        @Sendable func merge(_ a: [Double], _ b: [Double]) -> [Double] { zip(a, b).map { 3 * $0 + $1 } }
+        var powerOfTwo = 1
+        while powerOfTwo * 2 <= rankCount { powerOfTwo *= 2 }
+        var folded = (0..<powerOfTwo).map { [Double($0 + 1), -Double($0)] }
+        for r in powerOfTwo..<rankCount { folded[r - powerOfTwo] = merge(folded[r - powerOfTwo], [Double(r + 1), -Double(r)]) }
+        func tree(_ range: Range<Int>) -> [Double] {
+            range.count == 1 ? folded[range.lowerBound]
+                : merge(tree(range.lowerBound..<(range.lowerBound + range.count / 2)),
+                        tree((range.lowerBound + range.count / 2)..<range.upperBound))
+        }
+        let want = tree(0..<powerOfTwo)
+        let reducers = try InProcessReducer.makeGroup(rankCount: rankCount, timeout: .seconds(60))
+        let results = onRanks(rankCount) { rank in
+            try? reducers[rank].allReduce([Double(rank + 1), -Double(rank)], merge: merge)
+        }
+        for (rank, result) in results.enumerated() {
+            #expect(result == want, "rank \(rank) of \(rankCount)")
+        }
+        let sums = onRanks(rankCount) { rank in try? reducers[rank].sum([Double(rank), 1]) }
+        #expect(sums.allSatisfy { $0 == [Double(rankCount * (rankCount - 1) / 2), Double(rankCount)] })
+    }
+
     /// A reducer that fails the way a transport can.
     struct FaultyReducer: BatchNormReducer {
         enum Fault { case throwing, shortResult, inconsistentCounts }
@@ -355,15 +384,16 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         var rank: Int { 0 }
         var rankCount: Int { 2 }
         struct TransportDown: Error {}
-        func allGather(_ local: [Double]) throws -> [Double] {
+        /// Plays rank 1 holding rank 0's values, but for the fault.
+        func exchange(_ values: [Double], with partner: Int) throws -> [Double] {
             switch fault {
             case .throwing: throw TransportDown()
-            case .shortResult: return local
+            case .shortResult: return Array(values.dropLast())
             case .inconsistentCounts:
-                // Headers pass; the partials (3 per channel) come back with channel 1's count changed.
-                var second = local
-                if local.count == 9 { second[3] += 1 }   // 3 channels × (count, mean, M2); the header is 10
-                return local + second
+                // The agreement passes; the partials (3 per channel) come back with channel 1's count changed.
+                var other = values
+                if values.count == 9 { other[3] += 1 }   // 3 channels × (count, mean, M2)
+                return other
             }
         }
     }

@@ -215,6 +215,28 @@ do {
     expect(false, "README example: \(error)")
 }
 
+// A reducer over a group of the world's ranks (even and odd): each group is
+// synchronized on its own batch, as one process on it; at 2 and 3 ranks a
+// group of one rank is the local call bit for bit.
+do {
+    let members = (0..<ranks).filter { $0 % 2 == rank % 2 }
+    let group = try MPIReducer(group: rank % 2)
+    expect(group.rankCount == members.count && group.rank == members.firstIndex(of: rank)!,
+           "group reducer: rank \(group.rank) of \(group.rankCount), members \(members)")
+    let plane = 3 * 4, images = members.map { 1 + $0 % 3 }
+    let whole: [Double] = values(images.reduce(0, +) * plane, center: 2, spread: 1, seed: UInt64(400 + rank % 2))
+    let start = images[..<group.rank].reduce(0, +) * plane, end = start + images[group.rank] * plane
+    let y = try BatchNormalization.forwardTraining(Array(whole[start..<end]), shape: [images[group.rank], 3, 4],
+                                                   reducer: group).output
+    let want = try BatchNormalization.forwardTraining(whole, shape: [whole.count / plane, 3, 4]).output
+    expect(ReferenceBatchNorm.normwiseError(y, Array(want[start..<end])) <= 1e-12, "group reducer: y")
+    if group.rankCount == 1 {
+        expect(y.map(\.bitPattern) == want.map(\.bitPattern), "a group of one rank is the local call bit for bit")
+    }
+} catch {
+    expect(false, "group reducer: \(error)")
+}
+
 let allFailures = (try? reducer.allGather([Double(failures)]).reduce(0, +)) ?? Double(failures + 1)
 print("mpi-tests: rank \(rank) of \(ranks): \(checks - failures) of \(checks) checks passed")
 if rank == 0 {

@@ -36,6 +36,16 @@ int cbn_mpi_initialize(int *initialized_here);
 /// and size.
 int cbn_mpi_communicator_create(cbn_mpi_communicator **out, int *rank, int *size);
 
+/// MPI_Comm_split of MPI_COMM_WORLD (collective over it): the ranks that pass
+/// the same `color` (≥ 0) get one communicator, ordered by `key`, then by
+/// their world rank; errors are returned as above. Its rank and size.
+int cbn_mpi_communicator_split(int color, int key, cbn_mpi_communicator **out, int *rank, int *size);
+
+/// MPI_Sendrecv of `count` doubles with rank `partner` of the communicator:
+/// sends `send`, receives the partner's into `receive`.
+int cbn_mpi_sendrecv(cbn_mpi_communicator *communicator, const double *send, int64_t count, int partner,
+                     double *receive);
+
 /// MPI_Allgather of `count` doubles from every rank into `all` (size·count),
 /// in rank order.
 int cbn_mpi_allgather(cbn_mpi_communicator *communicator, const double *local, int64_t count, double *all);

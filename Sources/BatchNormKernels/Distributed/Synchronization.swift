@@ -1,13 +1,15 @@
 internal import CBatchNorm
 
-/// The two exchanges of a synchronized call (see ``BatchNormReducer``):
-///  1. `agree`: every rank sends a fixed-size header (what it is about to do
-///     and whether its own arguments passed their checks), so that ranks that
-///     disagree, or a rank that failed, make every rank throw before the
-///     variable-size exchange, whose sizes would not match;
-///  2. `combine`: every rank sends its 3 doubles per channel and merges all
-///     ranks' in rank order with the core's `cbn_merge_moments` or
-///     `cbn_merge_sums`, so every rank gets bitwise the same result.
+/// The two all-reduces of a synchronized call, each over the reducer's fixed
+/// tree (``BatchNormReducer/allReduce(_:merge:)``), O(log R) exchanges:
+///  1. `agree`: a fixed-size summary of what every rank is about to do (the
+///     smallest and largest value of each header field, with a rank holding
+///     it) and of the lowest rank whose own arguments failed their checks, so
+///     that ranks that disagree, or a rank that failed, make every rank throw
+///     before the variable-size exchange, whose sizes would not match;
+///  2. `combine`: the 3 doubles per channel, merged pairwise with the core's
+///     `cbn_merge_moments` or `cbn_merge_sums`, so every rank gets bitwise the
+///     same result.
 enum Synchronization {
     /// What every rank of a synchronized call must share.
     struct Header {
@@ -20,10 +22,13 @@ enum Synchronization {
 
         /// (name, value) of each field, in the order they are compared.
         var fields: [(String, Double)] {
-            [("pass", pass.rawValue), ("mode", mode == .training ? 0 : 1), ("scalar type", Double(scalar.rawValue)),
-             ("layout", shape.layout == .channelsFirst ? 0 : 1), ("channels", Double(shape.channels)),
-             ("spatial size", Double(shape.spatialSize)), ("epsilon", epsilon)]
+            zip(Header.fieldNames, [
+                pass.rawValue, mode == .training ? 0 : 1, Double(scalar.rawValue),
+                shape.layout == .channelsFirst ? 0 : 1, Double(shape.channels), Double(shape.spatialSize), epsilon,
+            ]).map { ($0, $1) }
         }
+
+        static let fieldNames = ["pass", "mode", "scalar type", "layout", "channels", "spatial size", "epsilon"]
 
         static func describe(_ field: String, _ value: Double) -> String {
             switch field {
@@ -39,9 +44,48 @@ enum Synchronization {
         }
     }
 
-    /// The header's size on the wire: a version, the fields, the local outcome.
-    private static let headerLength = 10
-    private static let version = 1.0
+    /// The version of the summary below; ranks of other versions disagree on it.
+    private static let version = 2.0
+    /// Stands for "no rank" in the summary: above every rank.
+    private static let noRank = Double(Int32.max)
+
+    /// The agreement summary: the failed rank (or `noRank`) and its error's
+    /// code index, then for the version and each header field the smallest
+    /// value, a rank holding it, the largest and a rank holding it. Merging
+    /// two summaries keeps the lower failed rank and, for each field, the
+    /// smaller minimum and the larger maximum (ties: the lower rank), in
+    /// whichever order they come: every rank ends with the same summary.
+    private enum Summary {
+        static let fieldNames = ["version"] + Header.fieldNames
+        static var count: Int { 2 + 4 * fieldNames.count }
+
+        static func make(rank: Int, header: Header?, failure: BatchNormError?) -> [Double] {
+            var summary = [noRank, 0]
+            if let failure {
+                summary = [Double(rank), Double(1 + (BatchNormError.Code.all.firstIndex(of: failure.code) ?? -1))]
+            }
+            let values = header.map { [version] + $0.fields.map(\.1) }
+            for i in fieldNames.indices {
+                if let values {
+                    summary += [values[i], Double(rank), values[i], Double(rank)]
+                } else {
+                    summary += [.infinity, noRank, -.infinity, noRank]   // neutral: a failed rank has no header
+                }
+            }
+            return summary
+        }
+
+        static func merge(_ a: [Double], _ b: [Double]) -> [Double] {
+            var out = a[0] <= b[0] ? Array(a[0..<2]) : Array(b[0..<2])
+            for i in fieldNames.indices {
+                let f = 2 + 4 * i
+                let smaller = a[f] < b[f] || (a[f] == b[f] && a[f + 1] <= b[f + 1]) ? a : b
+                let larger = a[f + 2] > b[f + 2] || (a[f + 2] == b[f + 2] && a[f + 3] <= b[f + 3]) ? a : b
+                out += [smaller[f], smaller[f + 1], larger[f + 2], larger[f + 3]]
+            }
+            return out
+        }
+    }
 
     /// Runs `check` (this rank's own argument checks) and exchanges its
     /// outcome and `header` with every rank. Returns on every rank when all
@@ -77,72 +121,70 @@ enum Synchronization {
         }
     }
 
-    /// The header exchange: this rank's header, or its failure; throws as
-    /// `agree` says (with `failure`, always).
+    /// The agreement: this rank's header, or its failure, summarized over
+    /// every rank; throws as `agree` says (with `failure`, always).
     private static func exchange(
         _ reducer: any BatchNormReducer, header: Header?, failure: BatchNormError?
     ) throws(BatchNormError) {
-        var message = [Double](repeating: 0, count: headerLength)
-        message[0] = version
-        if let header {
-            for (i, field) in header.fields.enumerated() { message[1 + i] = field.1 }
-        }
-        if let failure {
-            message[headerLength - 1] = Double(1 + (BatchNormError.Code.all.firstIndex(of: failure.code) ?? -1))
-        }
-        let all = try gather(reducer, message)
+        let local = Summary.make(rank: reducer.rank, header: header, failure: failure)
+        let summary = try allReduce(reducer, local, merge: Summary.merge)
         if let failure { throw failure }
-        let headers = (0..<reducer.rankCount).map { Array(all[($0 * headerLength)..<(($0 + 1) * headerLength)]) }
-        if let failed = headers.firstIndex(where: { $0[headerLength - 1] != 0 || $0[0] != version }) {
-            let codeIndex = Int(headers[failed][headerLength - 1]) - 1
+        guard summary.count == Summary.count else {
+            throw BatchNormError(.communicationFailed, argument: "reducer", expected: "\(Summary.count) values",
+                                 actual: "\(summary.count) values")
+        }
+        if summary[0] != noRank {
+            let codeIndex = Int(summary[1]) - 1
             let code = BatchNormError.Code.all.indices.contains(codeIndex)
                 ? "\(BatchNormError.Code.all[codeIndex])" : "an unknown failure"
-            throw BatchNormError(.rankFailed, argument: "rank \(failed)", expected: "arguments that pass their checks",
-                                 actual: code)
+            throw BatchNormError(.rankFailed, argument: "rank \(Int(summary[0]))",
+                                 expected: "arguments that pass their checks", actual: code)
         }
-        guard let header else { return }
-        for (i, (name, _)) in header.fields.enumerated() {
-            let first = headers[0][1 + i]
-            if let other = headers.firstIndex(where: { $0[1 + i] != first }) {
-                throw BatchNormError(
-                    .rankMismatch, argument: name, expected: "the same on every rank",
-                    actual: "rank 0: \(Header.describe(name, first)), rank \(other): "
-                        + Header.describe(name, headers[other][1 + i]))
-            }
+        for (i, name) in Summary.fieldNames.enumerated() {
+            let f = 2 + 4 * i
+            guard summary[f] != summary[f + 2] else { continue }
+            let (low, high) = (summary[f], summary[f + 2])
+            let (lowRank, highRank) = (Int(summary[f + 1]), Int(summary[f + 3]))
+            let first = lowRank < highRank ? (lowRank, low) : (highRank, high)
+            let second = lowRank < highRank ? (highRank, high) : (lowRank, low)
+            throw BatchNormError(
+                .rankMismatch, argument: name, expected: "the same on every rank",
+                actual: "rank \(first.0): \(Header.describe(name, first.1)), rank \(second.0): "
+                    + Header.describe(name, second.1))
         }
     }
 
-    /// All-gathers this rank's `3·channels` partials and merges every rank's in
-    /// rank order with `merge` (`cbn_merge_moments` or `cbn_merge_sums`).
+    /// Merges this rank's `3·channels` partials with every rank's over the
+    /// reducer's tree, pairwise with `merge` (`cbn_merge_moments` or
+    /// `cbn_merge_sums` of two sets, the lower ranks' first).
     static func combine(
         _ reducer: any BatchNormReducer, _ partials: [Double],
-        merge: (Int64, Int64, UnsafePointer<Double>?, UnsafeMutablePointer<Double>?) -> Void
+        merge: @escaping (Int64, Int64, UnsafePointer<Double>?, UnsafeMutablePointer<Double>?) -> Void
     ) throws(BatchNormError) -> [Double] {
-        let all = try gather(reducer, partials)
-        var whole = [Double](repeating: 0, count: partials.count)
-        merge(Int64(partials.count / 3), Int64(reducer.rankCount), all, &whole)
-        return whole
+        try allReduce(reducer, partials) { lower, higher in
+            var whole = [Double](repeating: 0, count: lower.count)
+            merge(Int64(lower.count / 3), 2, lower + higher, &whole)
+            return whole
+        }
     }
 
-    /// The reducer's all-gather, with its errors and a wrong result count as
+    /// The reducer's all-reduce, with a transport's error as
     /// ``BatchNormError/Code/communicationFailed``.
-    private static func gather(_ reducer: any BatchNormReducer, _ local: [Double]) throws(BatchNormError)
-        -> [Double]
-    {
-        let all: [Double]
+    private static func allReduce(
+        _ reducer: any BatchNormReducer, _ local: [Double], merge: ([Double], [Double]) -> [Double]
+    ) throws(BatchNormError) -> [Double] {
+        guard reducer.rankCount >= 1, (0..<reducer.rankCount).contains(reducer.rank) else {
+            throw BatchNormError(.communicationFailed, argument: "reducer",
+                                 expected: "a rank in 0..<rankCount, rankCount ≥ 1",
+                                 actual: "rank \(reducer.rank) of \(reducer.rankCount)")
+        }
         do {
-            all = try reducer.allGather(local)
+            return try reducer.allReduce(local, merge: merge)
         } catch let error as BatchNormError {
             throw error
         } catch {
-            throw BatchNormError(.communicationFailed, argument: "reducer", expected: "an all-gather",
+            throw BatchNormError(.communicationFailed, argument: "reducer", expected: "a pairwise exchange",
                                  actual: "\(error)")
         }
-        guard reducer.rankCount >= 1, all.count == reducer.rankCount * local.count else {
-            throw BatchNormError(.communicationFailed, argument: "reducer",
-                                 expected: "\(reducer.rankCount) × \(local.count) values",
-                                 actual: "\(all.count) values")
-        }
-        return all
     }
 }
