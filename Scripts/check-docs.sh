@@ -24,8 +24,8 @@ problems = []
 for module in modules:
     for path in glob.glob(f"{directory}/{module}.symbols.json") + glob.glob(f"{directory}/{module}@*.symbols.json"):
         for symbol in json.load(open(path))["symbols"]:
-            if "/Sources/" not in symbol.get("location", {}).get("uri", ""):
-                continue                      # synthesized, or declared elsewhere
+            if f"/Sources/{module}/" not in symbol.get("location", {}).get("uri", ""):
+                continue                      # synthesized, or declared in another module
             name = f"{module}: {'/'.join(symbol['pathComponents'])}"
             doc = symbol.get("docComment")
             if not doc or doc.get("module", module) != module:

@@ -138,9 +138,11 @@ extension BatchNormRunningStatistics: Codable {
 ///   is updated once per call, with the unbiased variance.
 /// - `.inference`: μ and σ² are `running`'s, which is required.
 /// - With a `reducer`, the call is synchronized batch norm across its ranks
-///   (see `BatchNormReducer`): the statistics, and in the pullback dγ and
-///   dβ, are the whole batch's. Every rank calls it, and its pullback, in
-///   the same order.
+///   (see `BatchNormReducer`): the statistics are the whole batch's, and the
+///   pullback's dγ and dβ this rank's part of the whole batch's (which a
+///   data-parallel optimizer sums or averages across ranks), or the whole
+///   batch's with `parameterGradients: .wholeBatch`. Every rank calls it, and
+///   its pullback, in the same order.
 ///
 /// Its derivative is registered to the package's fused backward kernels: the
 /// pullback of `gradient(at:of:)` or `valueWithPullback` runs
@@ -161,20 +163,23 @@ extension BatchNormRunningStatistics: Codable {
 ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
 ///   - executor: Who runs the kernels; `.automatic` by default.
 ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
+///   - parameterGradients: Synchronized: this rank\'s dγ and dβ (the default) or the whole batch\'s.
 @differentiable(reverse, wrt: (input, weight, bias))
 public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], shape: BatchNormShape, weight: [Scalar], bias: [Scalar],
     mode: BatchNormMode = .training, running: BatchNormRunningStatistics<Scalar>? = nil,
     epsilon: Double = 1e-5, activation: BatchNormActivation = .identity,
-    executor: BatchNormExecutor = .automatic, reducer: (any BatchNormReducer)? = nil
+    executor: BatchNormExecutor = .automatic, reducer: (any BatchNormReducer)? = nil,
+    parameterGradients: BatchNormParameterGradients = .perRank
 ) -> [Scalar] {
     Pass(input, residual: nil, shape: shape, weight: weight, bias: bias, mode: mode, running: running,
-         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer).output
+         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer,
+         parameterGradients: parameterGradients).output
 }
 
 /// The residual block's batch norm as a differentiable function of the input,
 /// the residual z, γ and β: y = activation(BN(x) + z), in the same pass, as
-/// ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:)``
+/// ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:parameterGradients:)``
 /// otherwise.
 ///
 /// - Parameters:
@@ -189,20 +194,23 @@ public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
 ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
 ///   - executor: Who runs the kernels; `.automatic` by default.
 ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
+///   - parameterGradients: Synchronized: this rank\'s dγ and dβ (the default) or the whole batch\'s.
 @differentiable(reverse, wrt: (input, residual, weight, bias))
 public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape, weight: [Scalar], bias: [Scalar],
     mode: BatchNormMode = .training, running: BatchNormRunningStatistics<Scalar>? = nil,
     epsilon: Double = 1e-5, activation: BatchNormActivation = .identity,
-    executor: BatchNormExecutor = .automatic, reducer: (any BatchNormReducer)? = nil
+    executor: BatchNormExecutor = .automatic, reducer: (any BatchNormReducer)? = nil,
+    parameterGradients: BatchNormParameterGradients = .perRank
 ) -> [Scalar] {
     Pass(input, residual: residual, shape: shape, weight: weight, bias: bias, mode: mode, running: running,
-         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer).output
+         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer,
+         parameterGradients: parameterGradients).output
 }
 
 /// Batch normalization without γ and β (γ = 1, β = 0) as a differentiable
 /// function of the input: y = activation((x − μ) / sqrt(σ² + ε)), otherwise as
-/// ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:)``.
+/// ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:parameterGradients:)``.
 ///
 /// - Parameters:
 ///   - input: x, `shape`'s count of values.
@@ -213,15 +221,17 @@ public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
 ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
 ///   - executor: Who runs the kernels; `.automatic` by default.
 ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
+///   - parameterGradients: Synchronized: this rank\'s dγ and dβ (the default) or the whole batch\'s.
 @differentiable(reverse, wrt: input)
 public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], shape: BatchNormShape, mode: BatchNormMode = .training,
     running: BatchNormRunningStatistics<Scalar>? = nil, epsilon: Double = 1e-5,
     activation: BatchNormActivation = .identity, executor: BatchNormExecutor = .automatic,
-    reducer: (any BatchNormReducer)? = nil
+    reducer: (any BatchNormReducer)? = nil, parameterGradients: BatchNormParameterGradients = .perRank
 ) -> [Scalar] {
     Pass(input, residual: nil, shape: shape, weight: nil, bias: nil, mode: mode, running: running,
-         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer).output
+         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer,
+         parameterGradients: parameterGradients).output
 }
 
 /// The residual block's batch norm without γ and β: y = activation(x̂ + z), as
@@ -237,79 +247,85 @@ public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
 ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
 ///   - executor: Who runs the kernels; `.automatic` by default.
 ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
+///   - parameterGradients: Synchronized: this rank\'s dγ and dβ (the default) or the whole batch\'s.
 @differentiable(reverse, wrt: (input, residual))
 public func batchNorm<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape, mode: BatchNormMode = .training,
     running: BatchNormRunningStatistics<Scalar>? = nil, epsilon: Double = 1e-5,
     activation: BatchNormActivation = .identity, executor: BatchNormExecutor = .automatic,
-    reducer: (any BatchNormReducer)? = nil
+    reducer: (any BatchNormReducer)? = nil, parameterGradients: BatchNormParameterGradients = .perRank
 ) -> [Scalar] {
     Pass(input, residual: residual, shape: shape, weight: nil, bias: nil, mode: mode, running: running,
-         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer).output
+         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer,
+         parameterGradients: parameterGradients).output
 }
 
-@derivative(of: batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:),
+@derivative(of: batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:parameterGradients:),
             wrt: (input, weight, bias))
 @usableFromInline
 func batchNormVJP<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], shape: BatchNormShape, weight: [Scalar], bias: [Scalar],
     mode: BatchNormMode, running: BatchNormRunningStatistics<Scalar>?,
     epsilon: Double, activation: BatchNormActivation, executor: BatchNormExecutor,
-    reducer: (any BatchNormReducer)?
+    reducer: (any BatchNormReducer)?, parameterGradients: BatchNormParameterGradients
 ) -> (value: [Scalar],
       pullback: ([Scalar].TangentVector)
           -> ([Scalar].TangentVector, [Scalar].TangentVector, [Scalar].TangentVector))
 {
     let pass = Pass(input, residual: nil, shape: shape, weight: weight, bias: bias, mode: mode, running: running,
-                    epsilon: epsilon, activation: activation, executor: executor, reducer: reducer)
+                    epsilon: epsilon, activation: activation, executor: executor, reducer: reducer,
+                    parameterGradients: parameterGradients)
     return (pass.output, { v in
         let g = pass.gradients(v)
         return (g.input, g.weight, g.bias)
     })
 }
 
-@derivative(of: batchNorm(_:adding:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:),
+@derivative(of: batchNorm(_:adding:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:parameterGradients:),
             wrt: (input, residual, weight, bias))
 @usableFromInline
 func batchNormResidualVJP<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape, weight: [Scalar], bias: [Scalar],
     mode: BatchNormMode, running: BatchNormRunningStatistics<Scalar>?,
     epsilon: Double, activation: BatchNormActivation, executor: BatchNormExecutor,
-    reducer: (any BatchNormReducer)?
+    reducer: (any BatchNormReducer)?, parameterGradients: BatchNormParameterGradients
 ) -> (value: [Scalar],
       pullback: ([Scalar].TangentVector)
           -> ([Scalar].TangentVector, [Scalar].TangentVector, [Scalar].TangentVector, [Scalar].TangentVector))
 {
     let pass = Pass(input, residual: residual, shape: shape, weight: weight, bias: bias, mode: mode,
-                    running: running, epsilon: epsilon, activation: activation, executor: executor, reducer: reducer)
+                    running: running, epsilon: epsilon, activation: activation, executor: executor, reducer: reducer,
+                    parameterGradients: parameterGradients)
     return (pass.output, { v in
         let g = pass.gradients(v)
         return (g.input, g.residual, g.weight, g.bias)
     })
 }
 
-@derivative(of: batchNorm(_:shape:mode:running:epsilon:activation:executor:reducer:), wrt: input)
+@derivative(of: batchNorm(_:shape:mode:running:epsilon:activation:executor:reducer:parameterGradients:), wrt: input)
 @usableFromInline
 func batchNormNonAffineVJP<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], shape: BatchNormShape, mode: BatchNormMode, running: BatchNormRunningStatistics<Scalar>?,
     epsilon: Double, activation: BatchNormActivation, executor: BatchNormExecutor,
-    reducer: (any BatchNormReducer)?
+    reducer: (any BatchNormReducer)?, parameterGradients: BatchNormParameterGradients
 ) -> (value: [Scalar], pullback: ([Scalar].TangentVector) -> [Scalar].TangentVector) {
     let pass = Pass(input, residual: nil, shape: shape, weight: nil, bias: nil, mode: mode, running: running,
-                    epsilon: epsilon, activation: activation, executor: executor, reducer: reducer)
+                    epsilon: epsilon, activation: activation, executor: executor, reducer: reducer,
+                    parameterGradients: parameterGradients)
     return (pass.output, { v in pass.gradients(v).input })
 }
 
-@derivative(of: batchNorm(_:adding:shape:mode:running:epsilon:activation:executor:reducer:),
+@derivative(of: batchNorm(_:adding:shape:mode:running:epsilon:activation:executor:reducer:parameterGradients:),
             wrt: (input, residual))
 @usableFromInline
 func batchNormNonAffineResidualVJP<Scalar: DifferentiableBatchNormScalar>(
     _ input: [Scalar], adding residual: [Scalar], shape: BatchNormShape, mode: BatchNormMode,
     running: BatchNormRunningStatistics<Scalar>?, epsilon: Double, activation: BatchNormActivation,
-    executor: BatchNormExecutor, reducer: (any BatchNormReducer)?
+    executor: BatchNormExecutor, reducer: (any BatchNormReducer)?, parameterGradients: BatchNormParameterGradients
 ) -> (value: [Scalar], pullback: ([Scalar].TangentVector) -> ([Scalar].TangentVector, [Scalar].TangentVector)) {
     let pass = Pass(input, residual: residual, shape: shape, weight: nil, bias: nil, mode: mode, running: running,
-                    epsilon: epsilon, activation: activation, executor: executor, reducer: reducer)
+                    epsilon: epsilon, activation: activation, executor: executor, reducer: reducer,
+                    parameterGradients: parameterGradients)
     return (pass.output, { v in
         let g = pass.gradients(v)
         return (g.input, g.residual)
@@ -324,6 +340,7 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
     typealias Tangent = [Scalar].TangentVector
     let input: [Scalar], shape: BatchNormShape, weight: [Scalar]?, hasResidual: Bool
     let activation: BatchNormActivation, executor: BatchNormExecutor, reducer: (any BatchNormReducer)?
+    let parameterGradients: BatchNormParameterGradients
     let output: [Scalar], statistics: BatchNormStatistics
     /// Where the output and gradients get their storage, with running statistics.
     let recycler: StorageRecycler<Scalar>?
@@ -332,10 +349,12 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
     init(
         _ input: [Scalar], residual: [Scalar]?, shape: BatchNormShape, weight: [Scalar]?, bias: [Scalar]?,
         mode: BatchNormMode, running: BatchNormRunningStatistics<Scalar>?, epsilon: Double,
-        activation: BatchNormActivation, executor: BatchNormExecutor, reducer: (any BatchNormReducer)?
+        activation: BatchNormActivation, executor: BatchNormExecutor, reducer: (any BatchNormReducer)?,
+        parameterGradients: BatchNormParameterGradients
     ) {
         (self.input, self.shape, self.weight, hasResidual) = (input, shape, weight, residual != nil)
         (self.activation, self.executor, self.reducer) = (activation, executor, reducer)
+        self.parameterGradients = parameterGradients
         let recycler = running?.recycler
         self.recycler = recycler
         var output = recycler?.take(.output, count: shape.count) ?? []
@@ -373,7 +392,8 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
             try BatchNormalization.backward(
                 outputGradient: v.base, input: input, shape: shape.dimensions, layout: shape.layout,
                 statistics: statistics, weight: weight, activation: activation, forwardOutput: output,
-                into: &g, wantsResidualGradient: hasResidual, executor: executor, reducer: reducer)
+                into: &g, wantsResidualGradient: hasResidual, executor: executor, reducer: reducer,
+                parameterGradients: parameterGradients)
         }
         recycler?.keep(.inputGradient, g.input!)
         if hasResidual { recycler?.keep(.residualGradient, g.residual!) }
@@ -410,7 +430,7 @@ func stopOnError<R>(_ function: String, _ body: () throws(BatchNormError) -> R) 
 /// bn.mode = .inference                                       // now the running statistics normalize
 /// ```
 ///
-/// Calling it runs ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:)``
+/// Calling it runs ``batchNorm(_:shape:weight:bias:mode:running:epsilon:activation:executor:reducer:parameterGradients:)``
 /// with its parameters: in training mode it normalizes with the batch's
 /// statistics and updates ``runningStatistics`` once per forward pass
 /// (inside a differentiated function too); in inference mode it normalizes
@@ -445,6 +465,10 @@ public struct DifferentiableBatchNorm<Scalar: DifferentiableBatchNormScalar>: Di
     @noDerivative public var executor: BatchNormExecutor
     /// When set, synchronized batch norm across its ranks (see `BatchNormReducer`).
     @noDerivative public var reducer: (any BatchNormReducer)?
+    /// Synchronized: this rank's dγ and dβ (the default, which a data-parallel
+    /// optimizer sums or averages across ranks like every other gradient) or
+    /// the whole batch's.
+    @noDerivative public var parameterGradients: BatchNormParameterGradients = .perRank
 
     /// γ = 1, β = 0 (if `affine`), running mean 0 and variance 1 (if
     /// `tracksRunningStatistics`) for `featureCount` channels, with PyTorch's
@@ -498,10 +522,11 @@ public struct DifferentiableBatchNorm<Scalar: DifferentiableBatchNormScalar>: Di
         if isAffine {
             return batchNorm(input, shape: shape, weight: weight, bias: bias, mode: callMode,
                              running: runningStatistics, epsilon: epsilon, activation: activation,
-                             executor: executor, reducer: reducer)
+                             executor: executor, reducer: reducer, parameterGradients: parameterGradients)
         }
         return batchNorm(input, shape: shape, mode: callMode, running: runningStatistics, epsilon: epsilon,
-                         activation: activation, executor: executor, reducer: reducer)
+                         activation: activation, executor: executor, reducer: reducer,
+                         parameterGradients: parameterGradients)
     }
 
     /// y = activation(γ · x̂ + β + z), the residual z shaped like the input, in one pass.
@@ -515,10 +540,11 @@ public struct DifferentiableBatchNorm<Scalar: DifferentiableBatchNormScalar>: Di
         if isAffine {
             return batchNorm(input, adding: residual, shape: shape, weight: weight, bias: bias, mode: callMode,
                              running: runningStatistics, epsilon: epsilon, activation: activation,
-                             executor: executor, reducer: reducer)
+                             executor: executor, reducer: reducer, parameterGradients: parameterGradients)
         }
         return batchNorm(input, adding: residual, shape: shape, mode: callMode, running: runningStatistics,
-                         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer)
+                         epsilon: epsilon, activation: activation, executor: executor, reducer: reducer,
+                         parameterGradients: parameterGradients)
     }
 
     /// Running mean 0, variance 1 and `batchesTracked` 0 (PyTorch's

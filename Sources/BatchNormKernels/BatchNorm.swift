@@ -281,8 +281,9 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     /// Returns dx, dγ and dβ when the layer is affine, and dz for the residual
     /// when `wantsResidualGradient`. With `activation == .relu`, pass the output
     /// that forward returned as `forwardOutput`: the gradient is masked with it.
-    /// With the `reducer` the forward call was synchronized by, dγ and dβ are the
-    /// whole batch's, bitwise the same on every rank, and dx is this rank's.
+    /// With the `reducer` the forward call was synchronized by, dx is this
+    /// rank's, and dγ and dβ are this rank's part of the whole batch's (which
+    /// `parameterGradients: .wholeBatch` returns instead).
     ///
     /// - Parameters:
     ///   - outputGradient: dy, the gradient of the loss with respect to y, shaped like the input.
@@ -293,20 +294,22 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
     ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
     ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
+    ///   - parameterGradients: Synchronized backward: this rank's dγ and dβ (the default), or the whole batch's.
     public func backward(
         outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, forwardOutput: [Scalar]? = nil, wantsResidualGradient: Bool = false,
-        reducer: (any BatchNormReducer)? = nil
+        reducer: (any BatchNormReducer)? = nil, parameterGradients: BatchNormParameterGradients = .perRank
     ) throws(BatchNormError) -> BatchNormGradients<Scalar> {
         var gradients = BatchNormGradients<Scalar>()
         try backward(outputGradient: outputGradient, input: input, shape: shape, layout: layout,
                      statistics: statistics, forwardOutput: forwardOutput, into: &gradients,
-                     wantsResidualGradient: wantsResidualGradient, reducer: reducer)
+                     wantsResidualGradient: wantsResidualGradient, reducer: reducer,
+                     parameterGradients: parameterGradients)
         return gradients
     }
 
     /// `backward` writing into `gradients`, reusing the storage of the arrays
-    /// it holds as ``BatchNormalization/backward(outputGradient:input:shape:layout:statistics:weight:activation:forwardOutput:into:wantsResidualGradient:executor:reducer:)``
+    /// it holds as ``BatchNormalization/backward(outputGradient:input:shape:layout:statistics:weight:activation:forwardOutput:into:wantsResidualGradient:executor:reducer:parameterGradients:)``
     /// does; afterwards it holds what `backward` returns. On error it does not change.
     ///
     /// - Parameters:
@@ -319,11 +322,12 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     ///   - gradients: Holds the gradients afterwards; the storage of the arrays it holds is reused.
     ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
     ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
+    ///   - parameterGradients: Synchronized backward: this rank's dγ and dβ (the default), or the whole batch's.
     public func backward(
         outputGradient: [Scalar], input: [Scalar], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, forwardOutput: [Scalar]? = nil,
         into gradients: inout BatchNormGradients<Scalar>, wantsResidualGradient: Bool = false,
-        reducer: (any BatchNormReducer)? = nil
+        reducer: (any BatchNormReducer)? = nil, parameterGradients: BatchNormParameterGradients = .perRank
     ) throws(BatchNormError) {
         try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             let shapeValue = try BatchNormShape(shape, layout: layout)
@@ -334,7 +338,8 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
         try BatchNormalization.backward(
             outputGradient: outputGradient, input: input, shape: shape, layout: layout, statistics: statistics,
             weight: weight, activation: activation, forwardOutput: forwardOutput, into: &gradients,
-            wantsResidualGradient: wantsResidualGradient, executor: executor, reducer: reducer)
+            wantsResidualGradient: wantsResidualGradient, executor: executor, reducer: reducer,
+            parameterGradients: parameterGradients)
         if !isAffine {
             gradients.weight = nil
             gradients.bias = nil

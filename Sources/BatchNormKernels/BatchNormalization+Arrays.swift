@@ -150,7 +150,8 @@ extension BatchNormalization {
     /// Backward over arrays, in the mode of `statistics`: returns dx, dγ and dβ, and
     /// dz when `wantsResidualGradient`. After a forward pass with `.relu`, pass it as
     /// `activation` with the output it returned as `forwardOutput` (the mask). With a
-    /// `reducer`, dγ and dβ are the whole batch's, as in the buffer `backward`.
+    /// `reducer`, dx is this rank's and dγ, dβ this rank's part (or the whole
+    /// batch's, with `parameterGradients: .wholeBatch`), as in the buffer `backward`.
     ///
     /// - Parameters:
     ///   - outputGradient: dy, the gradient of the loss with respect to y, shaped like the input.
@@ -164,19 +165,22 @@ extension BatchNormalization {
     ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
     ///   - executor: Who runs the kernels; `.automatic` by default.
     ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
+    ///   - parameterGradients: Synchronized backward: this rank's dγ and dβ (the default), or the whole batch's.
     public static func backward<Element: BatchNormElement>(
         outputGradient: [Element], input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil,
         activation: BatchNormActivation = .identity, forwardOutput: [Element]? = nil,
         wantsResidualGradient: Bool = false,
         executor: BatchNormExecutor = .automatic,
-        reducer: (any BatchNormReducer)? = nil
+        reducer: (any BatchNormReducer)? = nil,
+        parameterGradients: BatchNormParameterGradients = .perRank
     ) throws(BatchNormError) -> BatchNormGradients<Element> {
         var gradients = BatchNormGradients<Element>()
         try backward(
             outputGradient: outputGradient, input: input, shape: shape, layout: layout, statistics: statistics,
             weight: weight, activation: activation, forwardOutput: forwardOutput, into: &gradients,
-            wantsResidualGradient: wantsResidualGradient, executor: executor, reducer: reducer)
+            wantsResidualGradient: wantsResidualGradient, executor: executor, reducer: reducer,
+            parameterGradients: parameterGradients)
         return gradients
     }
 
@@ -198,13 +202,15 @@ extension BatchNormalization {
     ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
     ///   - executor: Who runs the kernels; `.automatic` by default.
     ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
+    ///   - parameterGradients: Synchronized backward: this rank's dγ and dβ (the default), or the whole batch's.
     public static func backward<Element: BatchNormElement>(
         outputGradient: [Element], input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
         statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil,
         activation: BatchNormActivation = .identity, forwardOutput: [Element]? = nil,
         into gradients: inout BatchNormGradients<Element>, wantsResidualGradient: Bool = false,
         executor: BatchNormExecutor = .automatic,
-        reducer: (any BatchNormReducer)? = nil
+        reducer: (any BatchNormReducer)? = nil,
+        parameterGradients: BatchNormParameterGradients = .perRank
     ) throws(BatchNormError) {
         let shape = try Synchronization.precheck(reducer) { () throws(BatchNormError) in
             try BatchNormShape(shape, layout: layout)
@@ -225,7 +231,8 @@ extension BatchNormalization {
                         mode: statistics.mode, input: input!, outputGradient: dy!, shape: shape, mean: mean!,
                         invStd: invStd!, weight: weight, inputGradient: dx, weightGradient: dWeight,
                         biasGradient: dBias, activation: activation, forwardOutput: y,
-                        residualGradient: wantsResidualGradient ? dz : nil, executor: executor, reducer: reducer)
+                        residualGradient: wantsResidualGradient ? dz : nil, executor: executor, reducer: reducer,
+                        parameterGradients: parameterGradients)
                 }
             }
         } catch {

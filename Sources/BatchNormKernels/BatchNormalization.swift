@@ -33,6 +33,20 @@ public enum BatchNormActivation: String, Hashable, Sendable, CaseIterable, Codab
     var core: cbn_activation { self == .relu ? CBN_ACTIVATION_RELU : CBN_ACTIVATION_IDENTITY }
 }
 
+/// Which dγ and dβ a synchronized backward pass returns on each rank.
+public enum BatchNormParameterGradients: String, Hashable, Sendable, Codable {
+    /// This rank's contribution: dγ = Σ dy · x̂ and dβ = Σ dy over its own
+    /// slice, with the whole batch's μ and σ. Summed over the ranks they give
+    /// the whole batch's; a data-parallel optimizer that sums or averages
+    /// every parameter's gradient across the ranks (as PyTorch's DDP does)
+    /// then treats γ and β as it treats every other parameter. The default,
+    /// as PyTorch's `SyncBatchNorm`.
+    case perRank
+    /// The whole batch's dγ and dβ, bitwise the same on every rank (already
+    /// summed: do not sum or average them across ranks again).
+    case wholeBatch
+}
+
 /// The per-channel statistics a forward pass normalized with, as backward needs them.
 public struct BatchNormStatistics: Hashable, Sendable {
     /// `.training`: batch statistics; `.inference`: taken from running statistics.
@@ -302,10 +316,11 @@ public enum BatchNormalization {
     /// itself, as `inputGradient` may (but not both).
     ///
     /// With a `reducer` (after a forward pass synchronized by it, whose statistics
-    /// `mean` and `invStd` are), the sums Σg and Σg·x̂ and m above are the whole
-    /// batch's, in either mode: every rank gets its own dx and the whole batch's dγ
-    /// and dβ, bitwise the same on every rank. Errors are collective as in
-    /// `forwardTraining`.
+    /// `mean` and `invStd` are), the sums Σg and Σg·x̂ and m in dx are the whole
+    /// batch's: every rank gets its own dx. dγ and dβ are this rank's part (the
+    /// sums over its slice; see ``BatchNormParameterGradients``) or, with
+    /// `parameterGradients: .wholeBatch`, the whole batch's, bitwise the same on
+    /// every rank. Errors are collective as in `forwardTraining`.
     ///
     /// - Parameters:
     ///   - mode: How the forward call normalized: `.training` (batch statistics: dx flows through μ and σ) or `.inference` (constants).
@@ -323,6 +338,7 @@ public enum BatchNormalization {
     ///   - residualGradient: Receives dz, the masked dy, when given; may be `outputGradient` itself.
     ///   - executor: Who runs the kernels; `.automatic` by default.
     ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
+    ///   - parameterGradients: Synchronized backward: this rank's dγ and dβ (the default), or the whole batch's.
     public static func backward<Element: BatchNormElement>(
         mode: BatchNormMode,
         input: UnsafeBufferPointer<Element>,
@@ -338,7 +354,8 @@ public enum BatchNormalization {
         forwardOutput: UnsafeBufferPointer<Element>? = nil,
         residualGradient: UnsafeMutableBufferPointer<Element>? = nil,
         executor: BatchNormExecutor = .automatic,
-        reducer: (any BatchNormReducer)? = nil
+        reducer: (any BatchNormReducer)? = nil,
+        parameterGradients: BatchNormParameterGradients = .perRank
     ) throws(BatchNormError) {
         let check = { () throws(BatchNormError) in
             try executor.validate()
@@ -396,8 +413,13 @@ public enum BatchNormalization {
 
         // Synchronized: agree, this slice's sums, the whole batch's, then the gradients.
         try Synchronization.agree(
-            reducer, header: .init(pass: .backward, mode: mode, scalar: Element.coreType, shape: shape, epsilon: 0),
+            reducer, header: .init(pass: .backward, mode: mode, scalar: Element.coreType, shape: shape, epsilon: 0,
+                                   parameterGradients: parameterGradients),
             check: check)
+        // In inference mode dx takes no sums; this rank's dγ and dβ are then the local call's.
+        if mode == .inference && parameterGradients == .perRank {
+            return try runBackward(desc, executor: executor)
+        }
         var sums = [Double](repeating: 0, count: 3 * shape.channels)
         try sums.withUnsafeMutableBufferPointer { sums throws(BatchNormError) in
             partial.sums_out = sums.baseAddress
@@ -405,9 +427,21 @@ public enum BatchNormalization {
         }
         let whole = try Synchronization.combine(reducer, sums, merge: cbn_merge_sums)
         try Check.wholeBatch(whole, least: 1, shape: shape)
-        try whole.withUnsafeBufferPointer { whole throws(BatchNormError) in
-            desc.sums = whole.baseAddress
-            try runBackward(desc, executor: executor)
+        let perRank = parameterGradients == .perRank && (desc.dweight != nil || desc.dbias != nil)
+        var parameters = desc
+        if perRank { (desc.dweight, desc.dbias) = (nil, nil) }
+        if desc.dx != nil || desc.dresidual != nil || desc.dweight != nil || desc.dbias != nil {
+            try whole.withUnsafeBufferPointer { whole throws(BatchNormError) in
+                desc.sums = whole.baseAddress
+                try runBackward(desc, executor: executor)
+            }
+        }
+        // This rank's dγ and dβ: the same finalize, from this slice's sums.
+        guard perRank else { return }
+        (parameters.dx, parameters.dresidual) = (nil, nil)
+        try sums.withUnsafeBufferPointer { sums throws(BatchNormError) in
+            parameters.sums = sums.baseAddress
+            try runBackward(parameters, executor: executor)
         }
     }
 

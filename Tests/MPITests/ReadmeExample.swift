@@ -2,8 +2,8 @@ import BatchNormKernels
 import BatchNormMPI
 
 /// The README's synchronized example (every rank runs it with its own slice
-/// of the batch): returns this rank's dx and the whole batch's dγ, which
-/// main.swift checks against the other ranks and one process.
+/// of the batch): returns this rank's dx and its part of dγ, which main.swift
+/// checks against one process on the whole batch.
 func readmeSynchronizedExample(mySlice: [Float], dy: [Float]) throws -> (dx: [Float], dWeight: [Float]) {
     // example: synchronized
     let reducer = try MPIReducer()                                 // every rank; MPI_COMM_WORLD
@@ -11,7 +11,7 @@ func readmeSynchronizedExample(mySlice: [Float], dy: [Float]) throws -> (dx: [Fl
     let shape = [mySlice.count / (16 * 8 * 8), 16, 8, 8]           // this rank's images: counts may differ
     let out = try bn.forward(mySlice, shape: shape, reducer: reducer)   // the whole batch's statistics
     let grads = try bn.backward(outputGradient: dy, input: mySlice, shape: shape, statistics: out.statistics,
-                                reducer: reducer)                  // dx this rank's; dγ, dβ the whole batch's
+                                reducer: reducer)                  // this rank's dx, and its part of dγ, dβ
     // end example
     return (grads.input!, grads.weight!)
 }

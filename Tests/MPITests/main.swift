@@ -108,16 +108,22 @@ func sliceSize(_ r: Int, _ seed: Int) -> Int { 1 + (r * 2 + seed) % 3 }
             ("mean", forward.statistics.mean, wholeForward.statistics.mean),
             ("invStd", forward.statistics.invStd, wholeForward.statistics.invStd),
             ("running variance", doubles(layer.runningVariance!), doubles(whole.runningVariance!)),
-            ("dγ", doubles(gradients.weight!), doubles(wholeGradients.weight!)),
-            ("dβ", doubles(gradients.bias!), doubles(wholeGradients.bias!)),
         ]
         for (name, got, want) in pairs {
             let error = ReferenceBatchNorm.normwiseError(got, want)
             expect(error <= bound, "\(context): \(name) normwise error \(error) > \(bound)")
         }
+        // dγ and dβ are this rank's parts: summed over the ranks, the whole batch's (each part
+        // rounded on its own, so the bound is against the largest part).
+        let parts = doubles(gradients.weight!) + doubles(gradients.bias!)
+        let total = try reducer.sum(parts)
+        let largest = try reducer.allReduce([parts.map(abs).max() ?? 0]) { [max($0[0], $1[0])] }[0]
+        let error = ReferenceBatchNorm.normwiseError(
+            total, doubles(wholeGradients.weight!) + doubles(wholeGradients.bias!), scale: largest)
+        expect(error <= bound, "\(context): dγ, dβ summed over the ranks: normwise error \(error) > \(bound)")
         let shared = forward.statistics.mean + forward.statistics.invStd + doubles(layer.runningMean!)
-            + doubles(layer.runningVariance!) + doubles(gradients.weight!) + doubles(gradients.bias!)
-        expect(sameOnEveryRank(shared), "\(context): statistics or dγ, dβ differ between ranks")
+            + doubles(layer.runningVariance!) + total
+        expect(sameOnEveryRank(shared), "\(context): statistics or the summed dγ, dβ differ between ranks")
     } catch {
         expect(false, "\(context): \(error)")
     }
@@ -207,12 +213,55 @@ do {
     let shape = [whole.count / plane, 16, 8, 8]
     let out = try single.forward(whole, shape: shape)
     let want = try single.backward(outputGradient: wholeDy, input: whole, shape: shape, statistics: out.statistics)
-    expect(ReferenceBatchNorm.normwiseError(dWeight, doubles(want.weight!)) <= 1e-6, "README example: dγ")
+    // dγ is this rank's part: summed over the ranks, the whole batch's (against the largest part).
+    let total = try reducer.sum(doubles(dWeight))
+    let largest = try reducer.allReduce([dWeight.map { Double(abs($0)) }.max() ?? 0]) { [max($0[0], $1[0])] }[0]
+    expect(ReferenceBatchNorm.normwiseError(total, doubles(want.weight!), scale: largest) <= 1e-6,
+           "README example: dγ summed over the ranks")
     // Each dx is within the float backward bound (5e-6) of the float64 truth, so within twice it of the other.
     expect(ReferenceBatchNorm.normwiseError(dx, doubles(Array(want.input![start..<end]))) <= 1e-5,
            "README example: dx")
 } catch {
     expect(false, "README example: \(error)")
+}
+
+// Data-parallel training as PyTorch's DDP runs it: h = x · W, y = BN(h),
+// the mean loss of (y − t)² on each rank's equal slice, every gradient
+// averaged across the ranks, SGD. After 3 steps the parameters equal one
+// process's on the whole batch with the mean loss (the in-process twin of
+// this check is DataParallelTests).
+@MainActor func dataParallelParameters(ranks: Int, rank: Int, reducer: MPIReducer?) throws -> [Double] {
+    let (d, c, rows) = (3, 4, 120)                 // 120 rows: equal slices at 1, 2, 3, 4, 5 and 8 ranks
+    var w: [Double] = values(d * c, spread: 1, seed: 500)
+    var bn = try BatchNorm<Double>(featureCount: c, momentum: 0.2)
+    bn.weight = values(c, center: 1, spread: 0.3, seed: 501)
+    let n = rows / ranks, first = rank * n
+    for step in 0..<3 {
+        let x: [Double] = Array(values(rows * d, center: 1, spread: 2, seed: UInt64(510 + step))[(first * d)..<((first + n) * d)])
+        let t: [Double] = Array(values(rows * c, spread: 1, seed: UInt64(520 + step))[(first * c)..<((first + n) * c)])
+        var h = [Double](repeating: 0, count: n * c)
+        for i in 0..<n { for k in 0..<d { for j in 0..<c { h[i * c + j] += x[i * d + k] * w[k * c + j] } } }
+        let forward = try bn.forward(h, shape: [n, c], reducer: reducer)
+        let dy = zip(forward.output, t).map { 2 * ($0 - $1) / Double(n * c) }
+        let g = try bn.backward(outputGradient: dy, input: h, shape: [n, c], statistics: forward.statistics,
+                                reducer: reducer)
+        var local = [Double](repeating: 0, count: d * c)
+        for i in 0..<n { for k in 0..<d { for j in 0..<c { local[k * c + j] += x[i * d + k] * g.input![i * c + j] } } }
+        local += g.weight! + g.bias!
+        let averaged = try reducer.map { try $0.sum(local).map { $0 / Double(ranks) } } ?? local
+        for i in 0..<(d * c) { w[i] -= 0.5 * averaged[i] }
+        for j in 0..<c { bn.weight![j] -= 0.5 * averaged[d * c + j]; bn.bias![j] -= 0.5 * averaged[d * c + c + j] }
+    }
+    return w + bn.weight! + bn.bias! + bn.runningMean! + bn.runningVariance!
+}
+do {
+    let replica = try dataParallelParameters(ranks: ranks, rank: rank, reducer: reducer)
+    let single = try dataParallelParameters(ranks: 1, rank: 0, reducer: nil)
+    // Double throughout; the replicas round differently from one process by a few ulps per step.
+    expect(ReferenceBatchNorm.normwiseError(replica, single) <= 1e-12, "data-parallel training: parameters")
+    expect(sameOnEveryRank(replica), "data-parallel training: replicas differ")
+} catch {
+    expect(false, "data-parallel training: \(error)")
 }
 
 // A reducer over a group of the world's ranks (even and odd): each group is

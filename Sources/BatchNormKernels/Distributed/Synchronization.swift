@@ -19,16 +19,20 @@ enum Synchronization {
         var scalar: cbn_dtype
         var shape: BatchNormShape
         var epsilon: Double
+        /// Backward: which dγ and dβ (in inference mode it decides whether the sums are exchanged).
+        var parameterGradients: BatchNormParameterGradients = .perRank
 
         /// (name, value) of each field, in the order they are compared.
         var fields: [(String, Double)] {
             zip(Header.fieldNames, [
                 pass.rawValue, mode == .training ? 0 : 1, Double(scalar.rawValue),
                 shape.layout == .channelsFirst ? 0 : 1, Double(shape.channels), Double(shape.spatialSize), epsilon,
+                parameterGradients == .perRank ? 0 : 1,
             ]).map { ($0, $1) }
         }
 
-        static let fieldNames = ["pass", "mode", "scalar type", "layout", "channels", "spatial size", "epsilon"]
+        static let fieldNames = ["pass", "mode", "scalar type", "layout", "channels", "spatial size", "epsilon",
+                                 "parameterGradients"]
 
         static func describe(_ field: String, _ value: Double) -> String {
             switch field {
@@ -39,6 +43,7 @@ enum Synchronization {
                     .first { Double($0.key.rawValue) == value }?.value ?? "\(value)"
             case "layout": value == 0 ? "channels first" : "channels last"
             case "epsilon": "\(value)"
+            case "parameterGradients": value == 0 ? "perRank" : "wholeBatch"
             default: "\(Int(value))"
             }
         }
