@@ -18,9 +18,10 @@ struct BenchSync: ParsableCommand {
             so it is the slowest rank's, as in a data-parallel step; figures are medians over --repeat \
             calls. Forward is training mode \
             (the only mode that exchanges), backward its training backward. The exchange alone (the \
-            header and 3 doubles per channel) is timed too. With --simulate R1,R2,… a single process \
-            also times the synchronized call against a stand-in reducer that returns R copies of its \
-            partials: the merge and copies of R ranks without the network, for rank counts the machine \
+            agreement's summary and 3 doubles per channel, each an all-reduce over the reducer's tree) \
+            is timed too. With --simulate R1,R2,… a single process also times the synchronized call \
+            against a stand-in reducer that plays rank 0 of the tree, each exchange a copy of what it \
+            sends: the merges and copies of R ranks without the network, for rank counts the machine \
             cannot hold.
             """)
 

@@ -399,6 +399,38 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         #expect(sums.allSatisfy { $0 == [Double(rankCount * (rankCount - 1) / 2), Double(rankCount)] })
     }
 
+    /// The tree's merge of random uneven slices (some of one value per channel,
+    /// data far from zero) against the float64 statistics of the whole batch.
+    @Test(arguments: [3, 5, 8, 13])
+    func treeMergedStatisticsMatchTheFloat64Reference(rankCount: Int) throws {
+        var rng = SplitMix64(seed: UInt64(rankCount))
+        let channels = 6, spatial = 5
+        let slices = (0..<rankCount).map { _ in Int.random(in: 1...4, using: &rng) }
+        let center = Double(Int.random(in: -1000...1000, using: &rng))
+        let x: [Double] = randomValues(slices.reduce(0, +) * channels * spatial, center: center, spread: 3,
+                                       seed: UInt64(rankCount) + 7)
+        let starts = slices.indices.map { slices[..<$0].reduce(0, +) * channels * spatial }
+        let reducers = try InProcessReducer.makeGroup(rankCount: rankCount, timeout: .seconds(60))
+        let statistics = onRanks(rankCount) { rank -> BatchNormStatistics? in
+            let mine = Array(x[starts[rank]..<(starts[rank] + slices[rank] * channels * spatial)])
+            return try? BatchNormalization.forwardTraining(mine, shape: [slices[rank], channels, spatial],
+                                                           epsilon: 0, reducer: reducers[rank]).statistics
+        }
+        let want = ReferenceBatchNorm.statistics(x, shape: [x.count / (channels * spatial), channels, spatial])
+        for (rank, got) in statistics.enumerated() {
+            let got = try #require(got, "rank \(rank)")
+            // Both sides sum at most 13 · 4 · 5 = 260 doubles per channel in different orders: a
+            // few dozen units of double's rounding (1.1e-16) apart, at most, in the mean.
+            #expect(ReferenceBatchNorm.normwiseError(got.mean, want.mean) <= 1e-14, "rank \(rank): mean")
+            // Sums about a pivot lose at most a factor of the count (260) of double's rounding
+            // whatever the offset (docs/design.md), and σ² = 1/r² two roundings more:
+            // 260 · 1.1e-16 ≈ 3e-14, so 1e-13 (measured: 6e-15).
+            let variance = got.invStd.map { 1 / ($0 * $0) }
+            #expect(ReferenceBatchNorm.normwiseError(variance, want.variance) <= 1e-13, "rank \(rank): variance")
+            #expect(got == statistics[0], "rank \(rank): the same bits on every rank")
+        }
+    }
+
     /// A reducer that fails the way a transport can.
     struct FaultyReducer: BatchNormReducer {
         enum Fault { case throwing, shortResult, inconsistentCounts }
