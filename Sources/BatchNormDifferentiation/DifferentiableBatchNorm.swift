@@ -383,14 +383,16 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
 
     /// dx, dz, dγ and dβ for the output's tangent `v`, from the fused backward kernels.
     func gradients(_ v: Tangent) -> (input: Tangent, residual: Tangent, weight: Tangent, bias: Tangent) {
-        // An empty tangent is the zero of its array: nothing flows back.
-        guard !v.base.isEmpty else { return (.zero, .zero, .zero, .zero) }
+        // An empty tangent is the zero of its array: nothing flows back. Synchronized, this
+        // rank still joins the collective backward (with dy = 0), or the other ranks would wait.
+        guard !v.base.isEmpty || reducer != nil else { return (.zero, .zero, .zero, .zero) }
+        let dy = v.base.isEmpty ? [Scalar](repeating: 0, count: shape.count) : v.base
         var g = BatchNormGradients<Scalar>(
             input: recycler?.take(.inputGradient, count: shape.count),
             residual: hasResidual ? recycler?.take(.residualGradient, count: shape.count) : nil)
         stopOnError("batchNorm's pullback") { () throws(BatchNormError) in
             try BatchNormalization.backward(
-                outputGradient: v.base, input: input, shape: shape.dimensions, layout: shape.layout,
+                outputGradient: dy, input: input, shape: shape.dimensions, layout: shape.layout,
                 statistics: statistics, weight: weight, activation: activation, forwardOutput: output,
                 into: &g, wantsResidualGradient: hasResidual, executor: executor, reducer: reducer,
                 parameterGradients: parameterGradients)

@@ -1,3 +1,5 @@
+import _Differentiation
+import BatchNormDifferentiation
 import BatchNormKernels
 import BatchNormReference
 import Testing
@@ -105,5 +107,25 @@ import Testing
         // The whole batch's dγ and dβ, averaged again, count them R times: the parameters drift away.
         let summed = try #require(try dataParallel(ranks: ranks, parameterGradients: .wholeBatch)[0])
         #expect(ReferenceBatchNorm.normwiseError(summed, want) > 1e-3)
+    }
+
+    /// A rank whose loss does not depend on the layer's output pulls back a zero
+    /// (empty) tangent; it still joins the synchronized backward, so the other
+    /// ranks finish instead of waiting for it.
+    @Test func aZeroTangentOnOneRankStillJoinsTheCollective() throws {
+        let reducers = try InProcessReducer.makeGroup(rankCount: 2, timeout: .seconds(30))
+        let shape = try BatchNormShape([2, 3, 4])
+        let results = onRanks(2) { rank -> [Double]? in
+            guard let layer = try? DifferentiableBatchNorm<Double>(featureCount: 3, reducer: reducers[rank]) else {
+                return nil
+            }
+            let x: [Double] = randomValues(shape.count, center: 1, spread: 2, seed: UInt64(rank))
+            let (_, pullback) = valueWithPullback(at: x) { x in layer(x, shape: shape) }
+            return pullback(rank == 0 ? .init(randomValues(shape.count, seed: 9)) : .zero).base
+        }
+        // Both finish (a rank left waiting would time out and stop the program). Rank 1's dx is
+        // not zero: through the whole batch's μ and σ, rank 0's loss depends on rank 1's x.
+        #expect(results[0]?.count == shape.count && results[1]?.count == shape.count)
+        #expect(results[1]?.contains { $0 != 0 } == true)
     }
 }
