@@ -52,7 +52,13 @@ static cbn_status check_shape(cbn_shape shape, cbn_dtype dtype) {
     return CBN_OK;
 }
 
+/* Job creations on this thread until an injected failure; -1: none. */
+static _Thread_local int64_t creations_until_failure = -1;
+
+void cbn_test_fail_job_creation(int64_t after) { creations_until_failure = after; }
+
 static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
+    if (creations_until_failure >= 0 && creations_until_failure-- == 0) return CBN_OUT_OF_MEMORY;
     cbn_job *job = calloc(1, sizeof *job);
     if (!job) return CBN_OUT_OF_MEMORY;
     atomic_init(&job->references, 1);

@@ -141,3 +141,14 @@ private let dispatchParallel: cbn_parallel_fn = { _, work, job, workers in
     work(job)
     cbn_job_wait(job)
 }
+
+/// Test hooks. Not API: only the package's tests call them.
+@_spi(Testing) public enum BatchNormFaultInjection {
+    /// On the calling thread, the job created `after` job creations from now
+    /// (0: the next one) fails as if out of memory; nil injects nothing.
+    ///
+    /// - Parameter after: The number of job creations to let through first.
+    public static func failJobCreation(after: Int?) {
+        cbn_test_fail_job_creation(Int64(after ?? -1))
+    }
+}

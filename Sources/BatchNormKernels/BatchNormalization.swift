@@ -212,12 +212,17 @@ public enum BatchNormalization {
                                    epsilon: epsilon),
             check: check)
         var moments = [Double](repeating: 0, count: 3 * shape.channels)
-        try moments.withUnsafeMutableBufferPointer { moments throws(BatchNormError) in
-            var partial = run
-            partial.momentsOut = moments.baseAddress
-            try partial.execute()
+        var failure: BatchNormError?   // this rank's, which the combine tells the others
+        do throws(BatchNormError) {
+            try moments.withUnsafeMutableBufferPointer { moments throws(BatchNormError) in
+                var partial = run
+                partial.momentsOut = moments.baseAddress
+                try partial.execute()
+            }
+        } catch {
+            failure = error
         }
-        let whole = try Synchronization.combine(reducer, moments, merge: cbn_merge_moments)
+        let whole = try Synchronization.combine(reducer, moments, failure: failure, merge: cbn_merge_moments)
         try Check.wholeBatch(whole, least: 2, shape: shape)
         try whole.withUnsafeBufferPointer { whole throws(BatchNormError) in
             run.moments = whole.baseAddress
@@ -421,11 +426,16 @@ public enum BatchNormalization {
             return try runBackward(desc, executor: executor)
         }
         var sums = [Double](repeating: 0, count: 3 * shape.channels)
-        try sums.withUnsafeMutableBufferPointer { sums throws(BatchNormError) in
-            partial.sums_out = sums.baseAddress
-            try runBackward(partial, executor: executor)
+        var failure: BatchNormError?   // this rank's, which the combine tells the others
+        do throws(BatchNormError) {
+            try sums.withUnsafeMutableBufferPointer { sums throws(BatchNormError) in
+                partial.sums_out = sums.baseAddress
+                try runBackward(partial, executor: executor)
+            }
+        } catch {
+            failure = error
         }
-        let whole = try Synchronization.combine(reducer, sums, merge: cbn_merge_sums)
+        let whole = try Synchronization.combine(reducer, sums, failure: failure, merge: cbn_merge_sums)
         try Check.wholeBatch(whole, least: 1, shape: shape)
         let perRank = parameterGradients == .perRank && (desc.dweight != nil || desc.dbias != nil)
         var parameters = desc

@@ -1,4 +1,4 @@
-import BatchNormKernels
+@_spi(Testing) import BatchNormKernels
 import BatchNormReference
 import Foundation
 import Testing
@@ -431,6 +431,48 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         }
     }
 
+    /// A rank whose core runs out of memory in its partial pass, after the
+    /// agreement, still joins the exchange of partials: every rank throws
+    /// (that rank `outOfMemory`, the others `rankFailed`), none writes
+    /// anything, and no rank is left waiting.
+    @Test(arguments: [BatchNormMode.training, .inference])
+    func aRankThatRunsOutOfMemoryBetweenTheExchangesMakesEveryRankThrow(mode: BatchNormMode) throws {
+        let reducers = try InProcessReducer.makeGroup(rankCount: 2, timeout: .seconds(10))
+        let outcomes = onRanks(2) { rank -> (forward: BatchNormError?, backward: BatchNormError?, untouched: Bool) in
+            let x: [Float] = randomValues(24, center: 1, spread: 2, seed: UInt64(rank))
+            var y = [Float](repeating: 7, count: 24)
+            var layer = try! BatchNorm<Float>(featureCount: 3)
+            defer { BatchNormFaultInjection.failJobCreation(after: nil) }
+            if rank == 1 { BatchNormFaultInjection.failJobCreation(after: 0) }   // its partial pass
+            var forwardError: BatchNormError?
+            do throws(BatchNormError) {
+                try layer.forward(x, into: &y, shape: [2, 3, 4], reducer: reducers[rank])
+            } catch {
+                forwardError = error
+            }
+            let untouched = y.allSatisfy { $0 == 7 } && layer.batchesTracked == 0
+            // Backward after a good forward: the failure in the sums' pass.
+            guard let statistics = try? layer.forward(x, into: &y, shape: [2, 3, 4], reducer: reducers[rank]) else {
+                return (forwardError, nil, false)
+            }
+            var gradients = BatchNormGradients<Float>(input: [Float](repeating: 7, count: 24))
+            if rank == 1 { BatchNormFaultInjection.failJobCreation(after: 0) }
+            var backwardError: BatchNormError?
+            let inMode = BatchNormStatistics(mode: mode, mean: statistics.mean, invStd: statistics.invStd)
+            do throws(BatchNormError) {
+                try layer.backward(outputGradient: x, input: x, shape: [2, 3, 4], statistics: inMode,
+                                   into: &gradients, reducer: reducers[rank], parameterGradients: .wholeBatch)
+            } catch {
+                backwardError = error
+            }
+            return (forwardError, backwardError, untouched && gradients.input!.allSatisfy { $0 == 7 })
+        }
+        #expect(outcomes[1].forward?.code == .outOfMemory && outcomes[1].backward?.code == .outOfMemory)
+        #expect(outcomes[0].forward?.code == .rankFailed && outcomes[0].forward?.argument == "rank 1")
+        #expect(outcomes[0].backward?.code == .rankFailed && outcomes[0].backward?.argument == "rank 1")
+        #expect(outcomes[0].untouched && outcomes[1].untouched)
+    }
+
     /// A reducer that fails the way a transport can.
     struct FaultyReducer: BatchNormReducer {
         enum Fault { case throwing, shortResult, inconsistentCounts }
@@ -446,7 +488,7 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
             case .inconsistentCounts:
                 // The agreement passes; the partials (3 per channel) come back with channel 1's count changed.
                 var other = values
-                if values.count == 9 { other[3] += 1 }   // 3 channels × (count, mean, M2)
+                if values.count == 9 + 2 { other[3] += 1 }   // 3 channels × (count, mean, M2), and the status
                 return other
             }
         }

@@ -14,7 +14,7 @@
 //    rank, a rank whose arguments fail makes the others throw `rankFailed`,
 //    nothing is written, and the ranks go on working together afterwards.
 // Exits 0 when every check on every rank passed, 1 otherwise.
-import BatchNormKernels
+@_spi(Testing) import BatchNormKernels
 import BatchNormMPI
 import BatchNormReference
 import Foundation
@@ -196,6 +196,24 @@ if rank == 1 {
     expect(failedRank.0?.code == .rankFailed && failedRank.0?.argument == "rank 1" && failedRank.1,
            "peer of a failed rank: \(String(describing: failedRank.0))")
 }
+// Rank 1 runs out of memory in its partial pass, after the agreement: it still
+// joins the exchange of partials, so every rank throws and none waits.
+do {
+    var layer = try BatchNorm<Float>(featureCount: 3)
+    var y = [Float](repeating: 7, count: 24)
+    if rank == 1 { BatchNormFaultInjection.failJobCreation(after: 0) }
+    defer { BatchNormFaultInjection.failJobCreation(after: nil) }
+    do {
+        try layer.forward(values(24, seed: 98), into: &y, shape: [2, 3, 4], reducer: reducer)
+        expect(false, "out of memory on rank 1: rank \(rank) did not throw")
+    } catch let error as BatchNormError {
+        expect(error.code == (rank == 1 ? .outOfMemory : .rankFailed) && y.allSatisfy { $0 == 7 },
+               "out of memory on rank 1: rank \(rank) threw \(error)")
+    }
+} catch {
+    expect(false, "out of memory on rank 1: \(error)")
+}
+
 // ... and the ranks still work together afterwards.
 checkAgreement(Float.self, nchw: [2, 5, 3, 3], layout: .channelsFirst, mode: .training, activation: .identity,
                seed: 100)

@@ -213,6 +213,12 @@ void cbn_parallel_openmp(void *executor_context, void (*work)(cbn_job *job),
 /// 1 when the core was compiled with OpenMP, else 0.
 int cbn_openmp_available(void);
 
+/// Fault injection, for tests: on the calling thread, the job created
+/// `after` job creations from now (0: the next one) fails with
+/// CBN_OUT_OF_MEMORY, as if its scratch space could not be allocated, having
+/// allocated nothing; -1 (the default) injects nothing.
+void cbn_test_fail_job_creation(int64_t after);
+
 /// The number of CPUs this process may run on (its affinity mask, as
 /// `taskset` or `mpirun --bind-to` set it), or 0 when it cannot be read.
 int64_t cbn_affinity_cpu_count(void);

@@ -66,9 +66,7 @@ enum Synchronization {
 
         static func make(rank: Int, header: Header?, failure: BatchNormError?) -> [Double] {
             var summary = [noRank, 0]
-            if let failure {
-                summary = [Double(rank), Double(1 + (BatchNormError.Code.all.firstIndex(of: failure.code) ?? -1))]
-            }
+            if let failure { summary = [Double(rank), codeIndex(failure)] }
             let values = header.map { [version] + $0.fields.map(\.1) }
             for i in fieldNames.indices {
                 if let values {
@@ -138,13 +136,7 @@ enum Synchronization {
             throw BatchNormError(.communicationFailed, argument: "reducer", expected: "\(Summary.count) values",
                                  actual: "\(summary.count) values")
         }
-        if summary[0] != noRank {
-            let codeIndex = Int(summary[1]) - 1
-            let code = BatchNormError.Code.all.indices.contains(codeIndex)
-                ? "\(BatchNormError.Code.all[codeIndex])" : "an unknown failure"
-            throw BatchNormError(.rankFailed, argument: "rank \(Int(summary[0]))",
-                                 expected: "arguments that pass their checks", actual: code)
-        }
+        if summary[0] != noRank { throw rankFailed(rank: summary[0], code: summary[1]) }
         for (i, name) in Summary.fieldNames.enumerated() {
             let f = 2 + 4 * i
             guard summary[f] != summary[f + 2] else { continue }
@@ -161,16 +153,40 @@ enum Synchronization {
 
     /// Merges this rank's `3·channels` partials with every rank's over the
     /// reducer's tree, pairwise with `merge` (`cbn_merge_moments` or
-    /// `cbn_merge_sums` of two sets, the lower ranks' first).
+    /// `cbn_merge_sums` of two sets, the lower ranks' first). A rank whose
+    /// partial pass failed (`failure`) still takes part, so that no rank
+    /// waits for it: two more values carry the lowest failed rank and its
+    /// error, and every rank throws (the failed one its own error, the others
+    /// `rankFailed`).
     static func combine(
-        _ reducer: any BatchNormReducer, _ partials: [Double],
+        _ reducer: any BatchNormReducer, _ partials: [Double], failure: BatchNormError? = nil,
         merge: @escaping (Int64, Int64, UnsafePointer<Double>?, UnsafeMutablePointer<Double>?) -> Void
     ) throws(BatchNormError) -> [Double] {
-        try allReduce(reducer, partials) { lower, higher in
-            var whole = [Double](repeating: 0, count: lower.count)
-            merge(Int64(lower.count / 3), 2, lower + higher, &whole)
-            return whole
+        let status: [Double] = failure.map { [Double(reducer.rank), codeIndex($0)] } ?? [noRank, 0]
+        let count = partials.count
+        let merged = try allReduce(reducer, partials + status) { (lower: [Double], higher: [Double]) -> [Double] in
+            var whole = [Double](repeating: 0, count: count)
+            merge(Int64(count / 3), 2, Array(lower[..<count]) + Array(higher[..<count]), &whole)
+            let failed: ArraySlice<Double> = lower[count] <= higher[count] ? lower[count...] : higher[count...]
+            return whole + failed
         }
+        if let failure { throw failure }
+        if merged[count] != noRank { throw rankFailed(rank: merged[count], code: merged[count + 1]) }
+        return Array(merged[..<count])
+    }
+
+    /// A failed rank's error as sent: 1 + its code's index (0: none).
+    private static func codeIndex(_ error: BatchNormError) -> Double {
+        Double(1 + (BatchNormError.Code.all.firstIndex(of: error.code) ?? -1))
+    }
+
+    /// The error the other ranks throw for a failed `rank` that sent `code`.
+    private static func rankFailed(rank: Double, code: Double) -> BatchNormError {
+        let index = Int(code) - 1
+        let name = BatchNormError.Code.all.indices.contains(index) ? "\(BatchNormError.Code.all[index])"
+            : "an unknown failure"
+        return BatchNormError(.rankFailed, argument: "rank \(Int(rank))", expected: "arguments that pass their checks",
+                              actual: name)
     }
 
     /// The reducer's all-reduce, with a transport's error as
