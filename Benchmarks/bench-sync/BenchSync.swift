@@ -213,8 +213,8 @@ struct StandIn: BatchNormReducer {
 /// What one rank sends and receives per synchronized pass: the agreement's
 /// summary, then 3 doubles per channel, each over the reducer's tree.
 enum Exchanges {
-    /// The agreement summary's length: 2 + 4 per field (version and 8 header fields).
-    static let summaryLength = 38
+    /// The agreement summary's length: 2 + 4 per field (version and 13 header fields).
+    static let summaryLength = 58
 
     /// The exchanges rank 0 makes in one all-reduce over R ranks: log₂ P with
     /// P the largest power of two ≤ R, and two more when R > P.

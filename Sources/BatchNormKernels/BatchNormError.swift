@@ -38,7 +38,9 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
         public static let outOfMemory = Code("out of memory")
         /// Synchronized batch norm: the ranks disagree on something every rank
         /// must share (pass, mode, scalar type, layout, channels, spatial
-        /// extent, ε). Thrown on every rank alike, before any buffer is written.
+        /// extent, ε, activation, residual, γ and β, momentum; backward: which
+        /// dγ and dβ, and the statistics). Thrown on every rank alike, before
+        /// any buffer is written.
         public static let rankMismatch = Code("rank mismatch")
         /// Synchronized batch norm: another rank's arguments failed its checks
         /// (that rank throws the reason); thrown on the other ranks, before any

@@ -209,7 +209,9 @@ public enum BatchNormalization {
         // Synchronized: agree, this slice's moments, the whole batch's, then y.
         try Synchronization.agree(
             reducer, header: .init(pass: .forward, mode: .training, scalar: Element.coreType, shape: shape,
-                                   epsilon: epsilon),
+                                   epsilon: epsilon, activation: activation, hasResidual: residual != nil,
+                                   affine: (weight == nil ? 0 : 1) + (bias == nil ? 0 : 2),
+                                   momentum: runningMean == nil ? -1 : momentum),
             check: check)
         var moments = [Double](repeating: 0, count: 3 * shape.channels)
         var failure: BatchNormError?   // this rank's, which the combine tells the others
@@ -287,7 +289,8 @@ public enum BatchNormalization {
         if let reducer {
             try Synchronization.agree(
                 reducer, header: .init(pass: .forward, mode: .inference, scalar: Element.coreType, shape: shape,
-                                       epsilon: epsilon),
+                                       epsilon: epsilon, activation: activation, hasResidual: residual != nil,
+                                       affine: (weight == nil ? 0 : 1) + (bias == nil ? 0 : 2)),
                 check: check)
         } else {
             try check()
@@ -419,7 +422,9 @@ public enum BatchNormalization {
         // Synchronized: agree, this slice's sums, the whole batch's, then the gradients.
         try Synchronization.agree(
             reducer, header: .init(pass: .backward, mode: mode, scalar: Element.coreType, shape: shape, epsilon: 0,
-                                   parameterGradients: parameterGradients),
+                                   parameterGradients: parameterGradients, activation: activation,
+                                   hasResidual: residualGradient != nil, affine: weight == nil ? 0 : 1,
+                                   statistics: Synchronization.Header.hash(mean, invStd)),
             check: check)
         // In inference mode dx takes no sums; this rank's dγ and dβ are then the local call's.
         if mode == .inference && parameterGradients == .perRank {

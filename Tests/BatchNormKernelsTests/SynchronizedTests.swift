@@ -274,6 +274,11 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         var epsilon = 1e-5
         var weightCount: Int? = nil
         var double = false
+        var activation: BatchNormActivation = .identity
+        var affine = true
+        var momentum: Double? = 0.1
+        var tracks = true
+        var residual = false
     }
 
     /// Runs `calls[r]` on rank r (forward) and returns each rank's error, and
@@ -285,18 +290,16 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
             let channels = call.layout == .channelsFirst ? call.shape[1] : call.shape.last!
             func attempt<S: BatchNormScalar>(_: S.Type) -> (BatchNormError?, Bool) {
                 do throws(BatchNormError) {
-                    var layer = try BatchNorm<S>(featureCount: channels, epsilon: call.epsilon, mode: call.mode)
+                    var layer = try BatchNorm<S>(
+                        featureCount: channels, epsilon: call.epsilon, momentum: call.momentum, affine: call.affine,
+                        tracksRunningStatistics: call.tracks, mode: call.mode, activation: call.activation)
                     if let count = call.weightCount { layer.weight = Array(repeating: 1, count: count) }
                     let before = (layer.runningMean, layer.runningVariance, layer.batchesTracked)
                     let x: [S] = randomValues(call.shape.reduce(1, *), seed: 5)
                     var output = [S](repeating: 7, count: x.count)
                     do throws(BatchNormError) {
-                        let shape = try BatchNormShape(call.shape, layout: call.layout)
-                        try x.withUnsafeBufferPointer { x throws(BatchNormError) in
-                            try output.withUnsafeMutableBufferPointer { y throws(BatchNormError) in
-                                _ = try layer.forward(input: x, output: y, shape: shape, reducer: reducers[rank])
-                            }
-                        }
+                        try layer.forward(x, into: &output, shape: call.shape, layout: call.layout,
+                                          residual: call.residual ? x : nil, reducer: reducers[rank])
                         return (nil, false)
                     } catch {
                         let untouched = output.allSatisfy { $0 == 7 } && layer.runningMean == before.0
@@ -318,6 +321,11 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         ("scalar type", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], double: true)]),
         ("mode", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], mode: .inference)]),
         ("epsilon", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], epsilon: 1e-3)]),
+        ("activation", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], activation: .relu)]),
+        ("residual", [Call(shape: [2, 3, 4], residual: true), Call(shape: [2, 3, 4])]),
+        ("weight and bias", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], affine: false)]),
+        ("momentum", [Call(shape: [2, 3, 4]), Call(shape: [2, 3, 4], momentum: 0.3)]),
+        ("momentum", [Call(shape: [2, 3, 4], tracks: false), Call(shape: [2, 3, 4])]),
     ])
     func ranksThatDisagreeAllThrowTheSameErrorAndWriteNothing(field: String, calls: [Call]) throws {
         let outcomes = try Self.run(calls)
@@ -327,6 +335,27 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
             #expect(outcome.error == first)
             #expect(outcome.untouched)
         }
+    }
+
+    /// Backward with statistics other than the ones the ranks share (this
+    /// rank's own, from a local forward) would give silently wrong gradients.
+    @Test func ranksGivenDifferentStatisticsToBackwardAllThrow() throws {
+        let reducers = try InProcessReducer.makeGroup(rankCount: 2, timeout: .seconds(60))
+        let errors = onRanks(2) { rank -> BatchNormError? in
+            let x: [Float] = randomValues(24, center: 1, spread: 2, seed: UInt64(rank))
+            do throws(BatchNormError) {
+                let synchronized = try BatchNormalization.forwardTraining(x, shape: [2, 3, 4], reducer: reducers[rank])
+                let local = try BatchNormalization.forwardTraining(x, shape: [2, 3, 4])
+                _ = try BatchNormalization.backward(
+                    outputGradient: x, input: x, shape: [2, 3, 4],
+                    statistics: rank == 0 ? synchronized.statistics : local.statistics, reducer: reducers[rank])
+                return nil
+            } catch {
+                return error
+            }
+        }
+        #expect(errors[0]?.code == .rankMismatch && errors[0]?.argument == "statistics", "\(String(describing: errors[0]))")
+        #expect(errors[1] == errors[0])
     }
 
     @Test func aRankWhoseArgumentsFailMakesEveryRankThrow() throws {

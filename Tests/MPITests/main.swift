@@ -203,10 +203,10 @@ do {
     var y = [Float](repeating: 7, count: 24)
     if rank == 1 { BatchNormFaultInjection.failJobCreation(after: 0) }
     defer { BatchNormFaultInjection.failJobCreation(after: nil) }
-    do {
+    do throws(BatchNormError) {
         try layer.forward(values(24, seed: 98), into: &y, shape: [2, 3, 4], reducer: reducer)
         expect(false, "out of memory on rank 1: rank \(rank) did not throw")
-    } catch let error as BatchNormError {
+    } catch {
         expect(error.code == (rank == 1 ? .outOfMemory : .rankFailed) && y.allSatisfy { $0 == 7 },
                "out of memory on rank 1: rank \(rank) threw \(error)")
     }

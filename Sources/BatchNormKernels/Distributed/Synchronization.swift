@@ -21,18 +21,39 @@ enum Synchronization {
         var epsilon: Double
         /// Backward: which dγ and dβ (in inference mode it decides whether the sums are exchanged).
         var parameterGradients: BatchNormParameterGradients = .perRank
+        /// The epilogue: replicas that differ here would diverge without an error.
+        var activation: BatchNormActivation = .identity
+        var hasResidual = false
+        /// Whether γ and β are given (1 and 2, added).
+        var affine = 0.0
+        /// Forward training: the running statistics' update (-1 without them).
+        var momentum = -1.0
+        /// Backward: a 53-bit hash of the statistics it is given, which every
+        /// rank must share (the synchronized forward's).
+        var statistics = 0.0
 
         /// (name, value) of each field, in the order they are compared.
         var fields: [(String, Double)] {
             zip(Header.fieldNames, [
                 pass.rawValue, mode == .training ? 0 : 1, Double(scalar.rawValue),
                 shape.layout == .channelsFirst ? 0 : 1, Double(shape.channels), Double(shape.spatialSize), epsilon,
-                parameterGradients == .perRank ? 0 : 1,
+                parameterGradients == .perRank ? 0 : 1, activation == .identity ? 0 : 1, hasResidual ? 1 : 0,
+                affine, momentum, statistics,
             ]).map { ($0, $1) }
         }
 
         static let fieldNames = ["pass", "mode", "scalar type", "layout", "channels", "spatial size", "epsilon",
-                                 "parameterGradients"]
+                                 "parameterGradients", "activation", "residual", "weight and bias", "momentum",
+                                 "statistics"]
+
+        /// FNV-1a over the bits of `values`, cut to 53 bits so that a double holds it exactly.
+        static func hash(_ values: UnsafeBufferPointer<Double>...) -> Double {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for buffer in values {
+                for value in buffer { hash = (hash ^ value.bitPattern) &* 0x0000_0100_0000_01b3 }
+            }
+            return Double(hash >> 11)
+        }
 
         static func describe(_ field: String, _ value: Double) -> String {
             switch field {
@@ -44,6 +65,11 @@ enum Synchronization {
             case "layout": value == 0 ? "channels first" : "channels last"
             case "epsilon": "\(value)"
             case "parameterGradients": value == 0 ? "perRank" : "wholeBatch"
+            case "activation": value == 0 ? "identity" : "relu"
+            case "residual": value == 0 ? "none" : "given"
+            case "weight and bias": ["neither", "weight only", "bias only", "both"][Int(value)]
+            case "momentum": value < 0 ? "no running statistics" : "\(value)"
+            case "statistics": "statistics with hash \(UInt64(value))"
             default: "\(Int(value))"
             }
         }
