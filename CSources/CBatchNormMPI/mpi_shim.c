@@ -17,15 +17,23 @@ struct cbn_mpi_communicator {
 
 int cbn_mpi_available(void) { return 1; }
 
+/* Whether this package called MPI_Init_thread (and so may finalize MPI). */
+static int package_initialized_mpi = 0;
+
 int cbn_mpi_initialize(int *initialized_here) {
-    int initialized = 0;
+    int initialized = 0, provided = 0;
     *initialized_here = 0;
     MPI_Initialized(&initialized);
-    if (initialized) return 0;
-    int provided = 0;
-    const int status = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
-    if (status == MPI_SUCCESS) *initialized_here = 1;
-    return status;
+    if (initialized) {
+        MPI_Query_thread(&provided);
+    } else {
+        const int status = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        if (status != MPI_SUCCESS) return status;
+        *initialized_here = 1;
+        package_initialized_mpi = 1;
+    }
+    /* The kernels' threads exist beside the one that calls MPI: FUNNELED at least. */
+    return provided >= MPI_THREAD_FUNNELED ? 0 : CBN_MPI_THREAD_LEVEL;
 }
 
 /* Wraps the communicator that MPI_Comm_dup or MPI_Comm_split made (or returns their failure). */
@@ -87,13 +95,18 @@ int cbn_mpi_finalize(void) {
     int initialized = 0, finalized = 0;
     MPI_Initialized(&initialized);
     MPI_Finalized(&finalized);
-    return initialized && !finalized ? MPI_Finalize() : 0;
+    return package_initialized_mpi && initialized && !finalized ? MPI_Finalize() : 0;
 }
 
 void cbn_mpi_error_string(int code, char *buffer, int length) {
     if (length <= 0) return;
     if (code == CBN_MPI_TOO_LARGE) {
         snprintf(buffer, (size_t)length, "a count above MPI's int limit");
+        return;
+    }
+    if (code == CBN_MPI_THREAD_LEVEL) {
+        snprintf(buffer, (size_t)length,
+                 "MPI runs at a thread level below MPI_THREAD_FUNNELED (initialize it with MPI_Init_thread)");
         return;
     }
     char message[MPI_MAX_ERROR_STRING];

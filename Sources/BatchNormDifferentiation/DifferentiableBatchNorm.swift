@@ -11,7 +11,9 @@ extension Double: DifferentiableBatchNormScalar {}
 /// Running statistics that a differentiable call updates: a reference, so
 /// that a call inside `gradient(at:of:)` or `valueWithPullback` (which cannot
 /// mutate its arguments) can update them, once per forward pass. Thread-safe:
-/// calls that share it update it one at a time.
+/// local calls that share it update it one at a time; synchronized calls
+/// never hold it across their exchange, and replicas that share it (copies of
+/// one layer) store the step's update once.
 ///
 /// It also keeps the storage of the output, input gradient and residual
 /// gradient that the calls using it last returned (one tensor each), and
@@ -86,6 +88,23 @@ public final class BatchNormRunningStatistics<Scalar: DifferentiableBatchNormSca
     /// Runs `body` on the layer that holds the statistics, under the lock.
     func withLayer<R>(_ body: (inout BatchNorm<Scalar>) throws(BatchNormError) -> R) throws(BatchNormError) -> R {
         try layer.withLock { (layer) throws(BatchNormError) -> R in try body(&layer) }
+    }
+
+    /// Runs `body` on a copy of the layer taken under the lock, outside it,
+    /// and stores the running statistics it leaves: for synchronized calls,
+    /// which must not hold the lock across their exchange (replicas copied
+    /// from one layer share these statistics, and one replica holding the
+    /// lock while it waits for the other in the exchange would deadlock).
+    /// Every replica takes its copy before the exchange and stores after it,
+    /// so all store the same update, once.
+    func withCopyOfLayer<R>(_ body: (inout BatchNorm<Scalar>) throws(BatchNormError) -> R) throws(BatchNormError) -> R {
+        var copy = layer.withLock { $0 }
+        let result = try body(&copy)
+        layer.withLock { layer in
+            (layer.runningMean, layer.runningVariance, layer.batchesTracked) =
+                (copy.runningMean, copy.runningVariance, copy.batchesTracked)
+        }
+        return result
     }
 }
 
@@ -375,7 +394,10 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
                 var layer = try BatchNorm<Scalar>(featureCount: shape.channels, tracksRunningStatistics: false)
                 return try run(&layer)
             }
-            return try running.withLayer { (layer) throws(BatchNormError) in try run(&layer) }
+            // Local calls update the statistics one at a time; synchronized ones never hold the lock
+            // across their exchange.
+            if reducer == nil { return try running.withLayer { (layer) throws(BatchNormError) in try run(&layer) } }
+            return try running.withCopyOfLayer { (layer) throws(BatchNormError) in try run(&layer) }
         }
         recycler?.keep(.output, output)
         self.output = output

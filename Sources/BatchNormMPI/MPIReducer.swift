@@ -37,7 +37,9 @@ public final class MPIReducer: BatchNormReducer, @unchecked Sendable {
     /// Initializes MPI if the program has not, and joins a duplicate of
     /// `MPI_COMM_WORLD` (so that these messages never match the program's
     /// own). Collective: every rank makes it. Throws
-    /// `BatchNormError.Code.communicationFailed` when MPI is missing or fails.
+    /// `BatchNormError.Code.communicationFailed` when MPI is missing or fails,
+    /// or runs at a thread level below `MPI_THREAD_FUNNELED` (a program that
+    /// initializes MPI itself calls `MPI_Init_thread` with it).
     public init() throws(BatchNormError) {
         try Self.initializeMPI()
         var communicator: OpaquePointer?
@@ -108,8 +110,9 @@ public final class MPIReducer: BatchNormReducer, @unchecked Sendable {
         return all
     }
 
-    /// `MPI_Finalize`, if MPI is initialized and not yet finalized. Call it on
-    /// every rank once no reducer is in use.
+    /// `MPI_Finalize`, if a reducer initialized MPI and it is not yet
+    /// finalized; MPI that the program initialized itself is the program's
+    /// to finalize. Call it on every rank once no reducer is in use.
     public static func finalize() {
         _ = cbn_mpi_finalize()
     }

@@ -128,4 +128,25 @@ import Testing
         #expect(results[0]?.count == shape.count && results[1]?.count == shape.count)
         #expect(results[1]?.contains { $0 != 0 } == true)
     }
+
+    /// Replicas copied from one differentiable layer share its running
+    /// statistics; synchronized, each replica's call waits for the others in
+    /// the exchange, so none may hold the statistics' lock meanwhile. They
+    /// finish, and the statistics take the step's update once.
+    @Test func replicasCopiedFromOneLayerDoNotDeadlock() throws {
+        let reducers = try InProcessReducer.makeGroup(rankCount: 2, timeout: .seconds(30))
+        let shape = try BatchNormShape([2, 3, 4])
+        nonisolated(unsafe) let layer = try DifferentiableBatchNorm<Double>(featureCount: 3)   // copied, not shared, by each rank
+        let x: [Double] = randomValues(2 * shape.count, center: 1, spread: 2, seed: 11)
+        let outputs = onRanks(2) { rank -> [Double] in
+            var replica = layer                  // a copy: the same running statistics
+            replica.reducer = reducers[rank]
+            return replica(Array(x[(rank * shape.count)..<((rank + 1) * shape.count)]), shape: shape)
+        }
+        #expect(outputs.allSatisfy { $0.count == shape.count })
+        var single = try BatchNorm<Double>(featureCount: 3)
+        _ = try single.forward(x, shape: [4, 3, 4])
+        #expect(layer.runningStatistics!.batchesTracked == 1)
+        #expect(ReferenceBatchNorm.normwiseError(layer.runningStatistics!.mean, single.runningMean!) <= 1e-15)
+    }
 }

@@ -19,6 +19,8 @@ extern "C" {
 #define CBN_MPI_UNAVAILABLE (-1)
 /// A count too large for MPI's int counts.
 #define CBN_MPI_TOO_LARGE (-2)
+/// MPI runs at a thread level below MPI_THREAD_FUNNELED.
+#define CBN_MPI_THREAD_LEVEL (-3)
 
 /// An MPI communicator, opaque.
 typedef struct cbn_mpi_communicator cbn_mpi_communicator;
@@ -28,7 +30,8 @@ int cbn_mpi_available(void);
 
 /// Initializes MPI (MPI_Init_thread, MPI_THREAD_FUNNELED: only the thread
 /// that called it makes MPI calls) unless the program already has;
-/// `*initialized_here` tells which.
+/// `*initialized_here` tells which. Returns CBN_MPI_THREAD_LEVEL when MPI
+/// runs at a thread level below MPI_THREAD_FUNNELED.
 int cbn_mpi_initialize(int *initialized_here);
 
 /// A duplicate of MPI_COMM_WORLD, with errors returned rather than fatal, so
@@ -53,7 +56,8 @@ int cbn_mpi_allgather(cbn_mpi_communicator *communicator, const double *local, i
 /// Frees the communicator (collective, as MPI_Comm_free is).
 void cbn_mpi_communicator_free(cbn_mpi_communicator *communicator);
 
-/// MPI_Finalize, when MPI is initialized and not yet finalized.
+/// MPI_Finalize, when this package initialized MPI and it is not yet
+/// finalized; a program that initialized MPI itself finalizes it.
 int cbn_mpi_finalize(void);
 
 /// MPI's message for an error code, into `buffer` (NUL-terminated).
