@@ -339,7 +339,11 @@ import Testing
         }
         layer.weight = before.weight
         #expect(same(layer, before))
-        #expect(throws: BatchNormError.self) { try BatchNorm<Float>(featureCount: 0) }
-        #expect(throws: BatchNormError.self) { try BatchNorm<Float>(featureCount: 3, momentum: 2) }
+        expectThrows(.invalidDimension, argument: "featureCount") { () throws(BatchNormError) in
+            _ = try BatchNorm<Float>(featureCount: 0)
+        }
+        expectThrows(.invalidMomentum, argument: "momentum") { () throws(BatchNormError) in
+            _ = try BatchNorm<Float>(featureCount: 3, momentum: 2)
+        }
     }
 }

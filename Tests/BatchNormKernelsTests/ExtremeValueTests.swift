@@ -74,7 +74,13 @@ import Testing
                                                             layout: layout, statistics: got.statistics)
             #expect(normwiseError(got.output, want.output) <= Bound.forward(Float.self))
             #expect(normwiseError(gradients.weight!, wantBack.weightGradient) <= Bound.backward(Float.self))
-            #expect(gradients.input!.allSatisfy { $0.isFinite })
+            #expect(normwiseError(gradients.bias!, wantBack.biasGradient) <= Bound.backward(Float.self))
+            // dx = k1·dy + k2·(x − μ) + k3 with k2 ∝ γ·r³·Σdy·(x − μ)/m: for σ ≈ 1e29 it is
+            // about 1e-58, below float's range, so the float kernel loses the x̂ term of dx
+            // (7–20 % normwise here). Known: float's dx is exact only for σ below about 1e19.
+            withKnownIssue("float dx when σ is past about 1e19: its second coefficient underflows float") {
+                #expect(normwiseError(gradients.input!, wantBack.inputGradient) <= Bound.backward(Float.self))
+            }
         }
     }
 
@@ -142,6 +148,8 @@ import Testing
                                                             layout: layout, statistics: got.statistics)
             #expect(normwiseError(gradients.input!, wantBack.inputGradient) <= 1e-5)
             #expect(normwiseError(gradients.bias!, wantBack.biasGradient) <= Bound.backward(Float.self))
+            // dγ = Σ dy · x̂ takes x̂ from the same grid-limited x − μ: the same 1e-5.
+            #expect(normwiseError(gradients.weight!, wantBack.weightGradient) <= 1e-5)
         }
     }
 }

@@ -199,25 +199,33 @@ func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
     }
 
     /// Every executor and thread count, and channels last against channels
-    /// first transposed: the same bits.
+    /// first transposed: the same bits, every one of them (the 16 of each
+    /// tensor value, the 32 of each Float parameter gradient and statistic),
+    /// in both half formats.
     @Test func resultsAreBitwiseTheSameForEveryExecutorAndLayout() throws {
+        try checkBitwiseAcrossExecutors(BFloat16.self)
+        try checkBitwiseAcrossExecutors(Float16.self)
+    }
+
+    func checkBitwiseAcrossExecutors<H: HalfFormat>(_: H.Type) throws {
         for nchw in [[2, 70, 7, 7], [3, 130, 14, 14], [300, 20]] {
-            var seen: [[UInt16]]? = nil
+            var seen: [[UInt32]]? = nil
             for (i, executor) in allExecutors.enumerated() {
                 let layout: BatchNormLayout = i % 2 == 0 ? .channelsFirst : .channelsLast
                 let shape = dimensions(nchw, in: layout), count = nchw.reduce(1, *)
-                let x: [BFloat16] = arranged(Self.values(BFloat16.self, count, center: 2, spread: 3, seed: 9),
-                                             nchw: nchw, in: layout)
-                let dy: [BFloat16] = arranged(Self.values(BFloat16.self, count, seed: 10), nchw: nchw, in: layout)
-                var layer = try BatchNorm<BFloat16>(featureCount: nchw[1], executor: executor)
+                let x: [H] = arranged(Self.values(H.self, count, center: 2, spread: 3, seed: 9), nchw: nchw, in: layout)
+                let dy: [H] = arranged(Self.values(H.self, count, seed: 10), nchw: nchw, in: layout)
+                var layer = try BatchNorm<H>(featureCount: nchw[1], executor: executor)
                 let forward = try layer.forward(x, shape: shape, layout: layout)
                 let g = try layer.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
                                            statistics: forward.statistics)
-                let outputs = [arranged(forward.output, nchw: nchw, in: layout, inverse: true).map(\.bits),
-                               arranged(g.input!, nchw: nchw, in: layout, inverse: true).map(\.bits),
-                               g.weight!.map { UInt16(truncatingIfNeeded: $0.bitPattern) },
-                               layer.runningVariance!.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }]
-                if let seen { #expect(outputs == seen, "\(nchw) \(executor) \(layout)") }
+                func wide(_ values: [H]) -> [UInt32] {
+                    arranged(values, nchw: nchw, in: layout, inverse: true).map { UInt32($0.bits) }
+                }
+                let outputs = [wide(forward.output), wide(g.input!), g.weight!.map(\.bitPattern),
+                               g.bias!.map(\.bitPattern), layer.runningMean!.map(\.bitPattern),
+                               layer.runningVariance!.map(\.bitPattern)]
+                if let seen { #expect(outputs == seen, "\(H.self) \(nchw) \(executor) \(layout)") }
                 seen = outputs
             }
         }
@@ -281,7 +289,7 @@ func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
     /// Errors are the same, and leave everything as it was.
     @Test func errorsAreCheckedBeforeAnythingIsWritten() throws {
         let x = Self.values(BFloat16.self, 24, seed: 41)
-        #expect(throws: BatchNormError.self) {
+        expectThrows(.countMismatch, argument: "input") { () throws(BatchNormError) in
             _ = try BatchNormalization.forwardTraining(x, shape: [2, 3, 5])
         }
         #expect {
@@ -290,7 +298,7 @@ func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
         var layer = try BatchNorm<Float16>(featureCount: 3)
         layer.runningMean = [0, 0]
         let before = layer.runningVariance
-        #expect(throws: BatchNormError.self) {
+        expectThrows(.countMismatch, argument: "runningMean") { () throws(BatchNormError) in
             _ = try layer.forward(x.map { Float16($0.widened) }, shape: [2, 3, 4])
         }
         #expect(layer.runningVariance == before && layer.batchesTracked == 0)

@@ -87,7 +87,9 @@ import Testing
         #expect(layer.batchesTracked == .max)
         layer.batchesTracked = -1
         let before = layer.runningMean
-        #expect(throws: BatchNormError.self) { try layer.forward(x, shape: [4, 2]) }
+        expectThrows(.invalidDimension, argument: "batchesTracked") { () throws(BatchNormError) in
+            _ = try layer.forward(x, shape: [4, 2])
+        }
         #expect(layer.runningMean == before && layer.batchesTracked == -1)
     }
 
@@ -155,7 +157,9 @@ import Testing
         #expect(environment >= 1 && BatchNormExecutor.automatic.threads == environment)
         try BatchNormExecutor.setDefaultThreadCount(3)
         #expect(BatchNormExecutor.defaultThreadCount == 3 && BatchNormExecutor.automatic.threads == 3)
-        #expect(throws: BatchNormError.self) { try BatchNormExecutor.setDefaultThreadCount(0) }
+        expectThrows(.invalidThreadCount, argument: "threads") { () throws(BatchNormError) in
+            try BatchNormExecutor.setDefaultThreadCount(0)
+        }
         #expect(BatchNormExecutor.defaultThreadCount == 3)
         try BatchNormExecutor.setDefaultThreadCount(nil)
         #expect(BatchNormExecutor.defaultThreadCount == environment)

@@ -99,8 +99,9 @@ import Testing
     }
 
     /// The half formats: ours within one ulp of the float64 result rounded to
-    /// the format, and PyTorch's mixed kernel (float parameters) no nearer the
-    /// truth than one ulp plus its own distance from it (reported on failure).
+    /// the format (PyTorch's mixed kernel's distance reported beside it), and
+    /// the Float parameter gradients and statistics within float's bounds of
+    /// the float64 reference.
     func replayHalf<H: HalfFormat>(_ fixture: Fixture, as _: H.Type) throws {
         let layout: BatchNormLayout = fixture.layout == "channels-last" ? .channelsLast : .channelsFirst
         let shape = try BatchNormShape(fixture.shape, layout: layout)
@@ -126,20 +127,26 @@ import Testing
                 training: fixture.training, mean: truth.mean, invStd: truth.invStd, weight: fixture.weight)
             for (name, ours, torch, exact) in [("y", forward.output, call.y, truth.output),
                                                ("dx", gradients.input!, call.dx, truthBackward.inputGradient)] {
-                let torchRounded = torch.map { H(roundingOnce: $0) }
                 let ourDistance = HalfPrecisionTests.worstUlps(ours, exact)
-                let torchDistance = HalfPrecisionTests.worstUlps(torchRounded, exact)
-                #expect(ourDistance <= 1, "\(fixture.name) \(name): ours \(ourDistance) ulps from float64")
-                let apart = zip(ours, torchRounded).map { ulps($0, $1) }.max() ?? 0
-                #expect(apart <= torchDistance + 1,
-                        "\(fixture.name) \(name): \(apart) ulps from PyTorch, which is \(torchDistance) from float64")
+                let torchDistance = HalfPrecisionTests.worstUlps(torch.map { H(roundingOnce: $0) }, exact)
+                // PyTorch's distance is reported, not asserted: it is PyTorch's accuracy, not ours.
+                #expect(ourDistance <= 1,
+                        "\(fixture.name) \(name): ours \(ourDistance) ulps from float64 (PyTorch's \(torchDistance))")
             }
-            #expect(normwiseError(layer.runningVariance!, call.running_var_after) <= 1e-6, "running variance")
-            #expect(normwiseError(gradients.weight!, call.dweight!) <= 1e-2, "dγ (PyTorch's in float from half values)")
+            // The Float outputs against the float64 reference, within the float kernels' bounds:
+            // dγ and dβ accumulate in double and are rounded to Float once, the running
+            // statistics are one Float rounding of their update.
+            #expect(normwiseError(gradients.weight!, truthBackward.weightGradient) <= Bound.backward(Float.self), "dγ")
+            #expect(normwiseError(gradients.bias!, truthBackward.biasGradient) <= Bound.backward(Float.self), "dβ")
+            #expect(normwiseError(layer.runningMean!, truth.runningMean!) <= Bound.forward(Float.self), "running mean")
+            #expect(normwiseError(layer.runningVariance!, truth.runningVariance!) <= Bound.forward(Float.self),
+                    "running variance")
+            // And PyTorch's recorded running variance, which is the same Float update.
+            #expect(normwiseError(layer.runningVariance!, call.running_var_after) <= 1e-6, "PyTorch's running variance")
         }
     }
 
-    @Test("half formats: within one ulp of float64, and of PyTorch's mixed kernel",
+    @Test("half formats: within one ulp of float64, on PyTorch's recorded inputs",
           arguments: fixtures.filter { halfFormats.contains($0.dtype) })
     func halfFormatsMatchTruthAndPyTorch(fixture: Fixture) throws {
         if fixture.dtype == "bfloat16" {

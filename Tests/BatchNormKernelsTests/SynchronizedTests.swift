@@ -386,7 +386,7 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
     @Test func tooFewValuesInTheWholeBatchThrowsOnEveryRank() throws {
         // One value per channel on the only rank: m = 1 over the whole batch.
         let reducers = try InProcessReducer.makeGroup(rankCount: 1)
-        #expect(throws: BatchNormError.self) {
+        expectThrows(.tooFewValuesPerChannel, argument: "shape") { () throws(BatchNormError) in
             _ = try BatchNormalization.forwardTraining([Float](repeating: 1, count: 3), shape: [1, 3],
                                                       reducer: reducers[0])
         }

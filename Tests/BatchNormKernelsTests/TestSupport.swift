@@ -1,6 +1,7 @@
 import BatchNormKernels
 import BatchNormReference
 import Foundation
+import Testing
 
 /// A small deterministic generator (SplitMix64), so every test sees the same data.
 struct SplitMix64: RandomNumberGenerator {
@@ -118,6 +119,20 @@ func arranged<S>(_ x: [S], nchw: [Int], in layout: BatchNormLayout, inverse: Boo
 func bitPattern<S: BatchNormScalar>(_ value: S) -> UInt64 {
     if let value = value as? Float { return UInt64(value.bitPattern) }
     return (value as! Double).bitPattern
+}
+
+/// Expects `body` to throw a `BatchNormError` of `code` (and naming `argument`, when given).
+func expectThrows(
+    _ code: BatchNormError.Code, argument: String? = nil, sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () throws(BatchNormError) -> Void
+) {
+    do throws(BatchNormError) {
+        try body()
+        Issue.record("expected \(code), but nothing was thrown", sourceLocation: sourceLocation)
+    } catch {
+        #expect(error.code == code && (argument == nil || error.argument == argument), "\(error)",
+                sourceLocation: sourceLocation)
+    }
 }
 
 /// BATCHNORM_LARGE_TESTS=1 (CI sets it) runs the tests over tensors of tens
