@@ -271,19 +271,39 @@ func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
 
     /// Synchronized over an in-process group: each rank's slice equals
     /// single-process batch norm on the whole batch, in ulps.
-    @Test func synchronizedRanksMatchOneProcessWithinOneUlp() throws {
-        let image = 4 * 49, slices = [2, 1, 3]
-        let x = Self.values(Float16.self, 6 * image, center: 1, spread: 2, seed: 51)
+    @Test(arguments: [BatchNormLayout.channelsFirst, .channelsLast])
+    func synchronizedRanksMatchOneProcessWithinOneUlp(layout: BatchNormLayout) throws {
+        try checkSynchronized(Float16.self, layout: layout)
+        try checkSynchronized(BFloat16.self, layout: layout)
+    }
+
+    /// Three ranks of uneven slices: y and dx within one ulp of the float64
+    /// result on the whole batch, in both formats and layouts.
+    func checkSynchronized<H: HalfFormat>(_: H.Type, layout: BatchNormLayout) throws {
+        let nchw = [6, 4, 7, 7], image = 4 * 49, slices = [2, 1, 3]
+        let x: [H] = arranged(Self.values(H.self, 6 * image, center: 1, spread: 2, seed: 51), nchw: nchw, in: layout)
+        let dy: [H] = arranged(Self.values(H.self, 6 * image, seed: 52), nchw: nchw, in: layout)
         let reducers = try InProcessReducer.makeGroup(rankCount: 3, timeout: .seconds(60))
-        let whole = try BatchNormalization.forwardTraining(x, shape: [6, 4, 7, 7]).output
-        let outputs = onRanks(3) { rank -> [Float16]? in
-            let start = slices[..<rank].reduce(0, +) * image
-            return try? BatchNormalization.forwardTraining(
-                Array(x[start..<(start + slices[rank] * image)]), shape: [slices[rank], 4, 7, 7],
-                reducer: reducers[rank]).output
+        let outcomes = onRanks(3) { rank -> (y: [H], dx: [H])? in
+            let start = slices[..<rank].reduce(0, +) * image, range = start..<(start + slices[rank] * image)
+            let shape = dimensions([slices[rank], 4, 7, 7], in: layout)
+            guard let forward = try? BatchNormalization.forwardTraining(Array(x[range]), shape: shape, layout: layout,
+                                                                        reducer: reducers[rank]),
+                  let gradients = try? BatchNormalization.backward(
+                      outputGradient: Array(dy[range]), input: Array(x[range]), shape: shape, layout: layout,
+                      statistics: forward.statistics, reducer: reducers[rank])
+            else { return nil }
+            return (forward.output, gradients.input!)
         }
-        let joined = try #require(outputs.allSatisfy { $0 != nil } ? outputs.flatMap { $0! } : nil)
-        #expect(zip(joined, whole).map { ulps($0, $1) }.max()! <= 1)
+        let ranks = try #require(outcomes.allSatisfy { $0 != nil } ? outcomes.map { $0! } : nil)
+        let shape = dimensions(nchw, in: layout), channelsLast = layout == .channelsLast
+        let truth = ReferenceBatchNorm.forward(x.map { Double($0.widened) }, shape: shape, channelsLast: channelsLast,
+                                               training: true)
+        let truthBack = ReferenceBatchNorm.backward(
+            x.map { Double($0.widened) }, outputGradient: dy.map { Double($0.widened) }, shape: shape,
+            channelsLast: channelsLast, training: true, mean: truth.mean, invStd: truth.invStd)
+        #expect(Self.worstUlps(ranks.flatMap(\.y), truth.output) <= 1, "\(H.self) \(layout): y")
+        #expect(Self.worstUlps(ranks.flatMap(\.dx), truthBack.inputGradient) <= 1, "\(H.self) \(layout): dx")
     }
 
     /// Errors are the same, and leave everything as it was.

@@ -125,6 +125,25 @@ import Testing
         if !tracks { #expect(got.statistics.mode == .training) }
     }
 
+    /// The layer's buffer forward in place (output is the input's memory):
+    /// the bits of the array forward, and the same running statistics.
+    @Test(arguments: [BatchNormMode.training, .inference])
+    func theLayerNormalizesInPlace(mode: BatchNormMode) throws {
+        var (layer, x, shape) = try trained(Float.self, momentum: 0.1, affine: true, tracks: true) {
+            randomValues($0, center: 1, spread: 2, seed: $1)
+        }
+        layer.mode = mode
+        var copy = layer
+        let want = try copy.forward(x, shape: shape)
+        let shapeValue = try BatchNormShape(shape)
+        var buffer = x
+        let statistics = try buffer.withUnsafeMutableBufferPointer { buffer in
+            try layer.forward(input: UnsafeBufferPointer(buffer), output: buffer, shape: shapeValue)
+        }
+        #expect(buffer.map(bitPattern) == want.output.map(bitPattern) && statistics == want.statistics)
+        expectSameState(layer, copy)
+    }
+
     @Test func aTensorInTheOtherLayoutGetsAnErrorThatSaysSo() throws {
         var layer = try BatchNorm<Float>(featureCount: 8)
         let x = [Float](repeating: 1, count: 2 * 4 * 4 * 8)

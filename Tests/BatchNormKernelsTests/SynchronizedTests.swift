@@ -43,13 +43,24 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
 /// its own slice of one batch along N, against single-process batch norm on
 /// the whole batch.
 @Suite struct SynchronizedTests {
+    /// The layer's other forms: without γ and β, with a cumulative average, a
+    /// residual without the relu.
+    struct Variant: Sendable {
+        var affine = true
+        var momentum: Double? = 0.3
+        var residual: Bool? = nil   // nil: with the relu only
+    }
+
     /// The layer every rank (and the single process) starts from.
     static func layer<S: BatchNormScalar>(_: S.Type, channels: Int, executor: BatchNormExecutor,
-                                           activation: BatchNormActivation = .identity) throws -> BatchNorm<S> {
-        var layer = try BatchNorm<S>(featureCount: channels, momentum: 0.3, activation: activation,
-                                     executor: executor)
-        layer.weight = randomValues(channels, center: 1, spread: 0.5, seed: 71)
-        layer.bias = randomValues(channels, seed: 72)
+                                           activation: BatchNormActivation = .identity,
+                                           variant: Variant = .init()) throws -> BatchNorm<S> {
+        var layer = try BatchNorm<S>(featureCount: channels, momentum: variant.momentum, affine: variant.affine,
+                                     activation: activation, executor: executor)
+        if variant.affine {
+            layer.weight = randomValues(channels, center: 1, spread: 0.5, seed: 71)
+            layer.bias = randomValues(channels, seed: 72)
+        }
         layer.runningMean = randomValues(channels, seed: 73)
         layer.runningVariance = randomValues(channels, center: 2, spread: 1, seed: 74)
         return layer
@@ -61,13 +72,13 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
     static func synchronized<S: BatchNormScalar>(
         _: S.Type, shape: [Int], layout: BatchNormLayout, slices: [Int], x: [S], dy: [S], z: [S]? = nil,
         executor: BatchNormExecutor, mode: BatchNormMode, activation: BatchNormActivation = .identity,
-        parameterGradients: BatchNormParameterGradients = .perRank
+        parameterGradients: BatchNormParameterGradients = .perRank, variant: Variant = .init()
     ) throws -> [RankOutcome<S>] {
         let channels = layout == .channelsFirst ? shape[1] : shape.last!
         let image = shape.dropFirst().reduce(1, *)
         let reducers = try InProcessReducer.makeGroup(rankCount: slices.count, timeout: .seconds(60))
         let starts = slices.indices.map { slices[..<$0].reduce(0, +) * image }
-        let base = try layer(S.self, channels: channels, executor: executor, activation: activation)
+        let base = try layer(S.self, channels: channels, executor: executor, activation: activation, variant: variant)
         return onRanks(slices.count) { rank in
             var outcome = RankOutcome<S>()
             do throws(BatchNormError) {
@@ -90,8 +101,8 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
                 outcome.runningMean = layer.runningMean!
                 outcome.runningVariance = layer.runningVariance!
                 outcome.dx = gradients.input!
-                outcome.dWeight = gradients.weight!
-                outcome.dBias = gradients.bias!
+                outcome.dWeight = gradients.weight ?? []
+                outcome.dBias = gradients.bias ?? []
             } catch {
                 outcome.error = error
             }
@@ -102,10 +113,12 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
     /// The same on one process with the whole batch.
     static func single<S: BatchNormScalar>(
         _: S.Type, shape: [Int], layout: BatchNormLayout, x: [S], dy: [S], z: [S]? = nil,
-        executor: BatchNormExecutor, mode: BatchNormMode, activation: BatchNormActivation = .identity
+        executor: BatchNormExecutor, mode: BatchNormMode, activation: BatchNormActivation = .identity,
+        variant: Variant = .init()
     ) throws -> RankOutcome<S> {
         let channels = layout == .channelsFirst ? shape[1] : shape.last!
-        var layer = try layer(S.self, channels: channels, executor: executor, activation: activation)
+        var layer = try layer(S.self, channels: channels, executor: executor, activation: activation,
+                              variant: variant)
         layer.mode = mode
         let forward = try layer.forward(x, shape: shape, layout: layout, residual: z)
         let gradients = try layer.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
@@ -113,26 +126,26 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
                                            wantsResidualGradient: z != nil)
         return RankOutcome(output: forward.output, mean: forward.statistics.mean, invStd: forward.statistics.invStd,
                            runningMean: layer.runningMean!, runningVariance: layer.runningVariance!,
-                           dx: gradients.input!, dWeight: gradients.weight!, dBias: gradients.bias!,
+                           dx: gradients.input!, dWeight: gradients.weight ?? [], dBias: gradients.bias ?? [],
                            dz: gradients.residual ?? [])
     }
 
     func checkAgreement<S: BatchNormScalar>(
         _: S.Type, shape: [Int], layout: BatchNormLayout, slices: [Int], executor: BatchNormExecutor,
-        mode: BatchNormMode, activation: BatchNormActivation
+        mode: BatchNormMode, activation: BatchNormActivation, variant: Variant = .init()
     ) throws {
         let count = shape.reduce(1, *)
         let x: [S] = randomValues(count, center: 5, spread: 3, seed: UInt64(count))
         let dy: [S] = randomValues(count, seed: UInt64(count) + 1)
         // With the relu, a residual too: the whole epilogue, y = relu(BN(x) + z) and dz.
-        let z: [S]? = activation == .relu ? randomValues(count, seed: UInt64(count) + 2) : nil
+        let z: [S]? = variant.residual ?? (activation == .relu) ? randomValues(count, seed: UInt64(count) + 2) : nil
         let whole = try Self.single(S.self, shape: shape, layout: layout, x: x, dy: dy, z: z, executor: executor,
-                                    mode: mode, activation: activation)
+                                    mode: mode, activation: activation, variant: variant)
         let bound = S.self == Float.self ? 1e-6 : 1e-12
         for parameterGradients in [BatchNormParameterGradients.perRank, .wholeBatch] {
             let ranks = try Self.synchronized(S.self, shape: shape, layout: layout, slices: slices, x: x, dy: dy, z: z,
                                               executor: executor, mode: mode, activation: activation,
-                                              parameterGradients: parameterGradients)
+                                              parameterGradients: parameterGradients, variant: variant)
             let context = "\(shape) \(layout) slices \(slices) \(executor) \(mode) \(activation) \(S.self) "
                 + "\(parameterGradients)"
             for rank in ranks { #expect(rank.error == nil, "\(context): \(rank.error!)") }
@@ -201,6 +214,20 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
                 try checkAgreement(Double.self, shape: dims, layout: layout, slices: slices, executor: executor,
                                    mode: mode, activation: activation)
             }
+        }
+    }
+
+    /// Without γ and β, with a cumulative average of the running statistics
+    /// (momentum nil), and a residual without the relu.
+    @Test(arguments: [BatchNormLayout.channelsFirst, .channelsLast])
+    func otherLayerFormsAgreeWithOneProcess(layout: BatchNormLayout) throws {
+        let variant = Variant(affine: false, momentum: nil, residual: true)
+        for mode in [BatchNormMode.training, .inference] {
+            try checkAgreement(Float.self, shape: dimensions([7, 6, 5, 3], in: layout), layout: layout,
+                               slices: [3, 4], executor: .serial, mode: mode, activation: .identity, variant: variant)
+            try checkAgreement(Double.self, shape: dimensions([9, 6, 5, 3], in: layout), layout: layout,
+                               slices: [1, 2, 1, 2, 3], executor: .dispatch(threads: 2), mode: mode,
+                               activation: .identity, variant: variant)
         }
     }
 
@@ -356,6 +383,32 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         }
         #expect(errors[0]?.code == .rankMismatch && errors[0]?.argument == "statistics", "\(String(describing: errors[0]))")
         #expect(errors[1] == errors[0])
+    }
+
+    /// Backward's errors are collective as forward's: a rank whose own
+    /// arguments fail throws its error, the others `rankFailed`, and nobody's
+    /// gradient arrays change.
+    @Test func aRankWhoseBackwardArgumentsFailMakesEveryRankThrow() throws {
+        let reducers = try InProcessReducer.makeGroup(rankCount: 3, timeout: .seconds(60))
+        let outcomes = onRanks(3) { rank -> (BatchNormError?, Bool) in
+            let x: [Float] = randomValues(24, center: 1, spread: 2, seed: UInt64(rank))
+            var gradients = BatchNormGradients<Float>(input: [Float](repeating: 7, count: 24))
+            do throws(BatchNormError) {
+                let forward = try BatchNormalization.forwardTraining(x, shape: [2, 3, 4], reducer: reducers[rank])
+                let dy = rank == 2 ? Array(x.prefix(20)) : x                       // rank 2: 20 values, not 24
+                try BatchNormalization.backward(outputGradient: dy, input: x, shape: [2, 3, 4],
+                                                statistics: forward.statistics, into: &gradients,
+                                                reducer: reducers[rank])
+                return (nil, false)
+            } catch {
+                return (error, gradients.input!.allSatisfy { $0 == 7 })
+            }
+        }
+        #expect(outcomes[2].0?.code == .countMismatch && outcomes[2].0?.argument == "outputGradient")
+        for rank in [0, 1] {
+            #expect(outcomes[rank].0?.code == .rankFailed && outcomes[rank].0?.argument == "rank 2")
+        }
+        #expect(outcomes.allSatisfy { $0.1 })
     }
 
     @Test func aRankWhoseArgumentsFailMakesEveryRankThrow() throws {
@@ -531,6 +584,32 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
                                   reducer: FaultyReducer(fault: fault))
         } throws: { ($0 as? BatchNormError)?.code == .communicationFailed }
         #expect(layer.runningMean == [0, 0, 0] && layer.batchesTracked == 0)
+    }
+
+    /// Two callers on one rank's reducer: the second throws at once; the first
+    /// times out waiting for the other rank, and the group is then broken for
+    /// every later call, exchanges included.
+    @Test func aReducerCalledTwiceInOneRoundThrowsAndATimedOutGroupStaysBroken() throws {
+        let reducers = try InProcessReducer.makeGroup(rankCount: 2, timeout: .milliseconds(500))
+        let errors = onRanks(2) { caller -> BatchNormError? in
+            if caller == 1 { Thread.sleep(forTimeInterval: 0.1) }   // the first caller deposits first
+            do {
+                _ = try reducers[0].allGather([Double(caller)])
+                return nil
+            } catch {
+                return error as? BatchNormError
+            }
+        }
+        #expect(errors[1]?.code == .communicationFailed && errors[1]?.actual.contains("twice") == true,
+                "\(String(describing: errors[1]))")
+        #expect(errors[0]?.code == .communicationFailed && errors[0]?.actual.contains("timed out") == true,
+                "\(String(describing: errors[0]))")
+        for call in [{ _ = try reducers[1].allGather([1]) }, { _ = try reducers[1].exchange([1], with: 0) }] {
+            #expect { try call() } throws: {
+                ($0 as? BatchNormError)?.code == .communicationFailed
+                    && ($0 as? BatchNormError)?.actual.contains("broke") == true
+            }
+        }
     }
 
     @Test func aRankThatNeverCallsTimesOutInsteadOfHanging() throws {
