@@ -1,12 +1,10 @@
 /*
- * The rank-ordered merge of batch norm across processes: every rank merges
- * the same gathered partials in the same order, so every rank gets bitwise
- * the same whole-batch statistics and sums (see CBatchNorm.h).
- *
- * Sets are walked one after another, each in channel order, so that the
- * gathered partials stream through once (R·C·24 bytes: 48 MiB for 1024 ranks
- * of 2048 channels) while the C running results stay in cache; each channel
- * still takes its sets in set order.
+ * The merge of the partials of batch norm across processes, set by set in
+ * set order: the reducer's tree calls it on two sets at a time (the lower
+ * ranks' first), so every rank gets bitwise the same whole-batch statistics
+ * and sums (see CBatchNorm.h). Sets are walked one after another, each in
+ * channel order, so that they stream through once while the C running
+ * results stay in cache.
  */
 #include <string.h>
 #include "CBatchNorm.h"

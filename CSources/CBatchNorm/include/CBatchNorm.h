@@ -226,9 +226,10 @@ int64_t cbn_affinity_cpu_count(void);
 /// Batch norm across processes (data-parallel ranks) in three steps per pass:
 ///  1. each rank runs a job with `moments_out` (forward) or `sums_out`
 ///     (backward) over its own slice of the batch;
-///  2. the ranks exchange these `3*channels` doubles (an all-gather) and each
-///     merges all of them, in rank order, with the function below: every rank
-///     gets bitwise the same result;
+///  2. the ranks combine these `3*channels` doubles over a fixed tree of
+///     pairwise exchanges (the Swift reducer's `allReduce`), each pair merged
+///     with the functions below, the lower ranks' set first: every rank gets
+///     bitwise the same result;
 ///  3. each rank runs the job again with `moments` or `sums` set to the merge.
 /// `partials` holds `sets` arrays of `3*channels` doubles, one after another;
 /// `out` gets `3*channels`. Moments merge with Chan's formula, set 0 first
