@@ -83,12 +83,18 @@ func randomShapes(count: Int, seed: UInt64) -> [[Int]] {
 }
 
 /// Bounds, normwise, of float32 and float64 kernels against the float64
-/// reference on the same input. Each is a few units of the type's rounding
-/// error times the small factors the formulas add (the subtractions and the
-/// fused multiply-add in y, the three-term sum in dx).
+/// reference on the same input. Each output is a few roundings of the type
+/// (u = 6e-8 in float, 1.1e-16 in double) on terms that can partly cancel: y
+/// is one fused multiply-add of (x − μ_hi) by k1 plus k3, dx three terms
+/// (k1·dy + k2·(x − μ_hi) + k3), so a bound of tens of u, more for dx. Measured
+/// over the whole suite (every test that uses these, the tight bounds set to
+/// fail so that each error is printed): float y ≤ 1.4e-7, dx, dγ, dβ ≤ 2.0e-7;
+/// double y ≤ 4.4e-15, gradients ≤ 1.3e-13 (on data far from zero). Each bound
+/// keeps a factor 5 to 20 over those, for other instruction sets (fused
+/// multiply-add or not) and the larger shapes CI adds.
 enum Bound {
     static func forward<S: BatchNormScalar>(_: S.Type) -> Double { S.self == Float.self ? 1e-6 : 1e-13 }
-    static func backward<S: BatchNormScalar>(_: S.Type) -> Double { S.self == Float.self ? 5e-6 : 1e-12 }
+    static func backward<S: BatchNormScalar>(_: S.Type) -> Double { S.self == Float.self ? 1e-6 : 1e-12 }
 }
 
 /// The dimensions of a tensor given as `[N, C, S₁, …]`, as laid out in
