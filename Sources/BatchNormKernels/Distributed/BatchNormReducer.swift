@@ -108,14 +108,15 @@ public struct InProcessReducer: BatchNormReducer, Sendable {
     private let rendezvous: Rendezvous
 
     /// The reducers of one group, rank 0 first. A call waits for the other
-    /// ranks' calls; with a `timeout`, a call that waits longer throws
+    /// ranks' calls; one that waits longer than `timeout` throws
     /// ``BatchNormError/Code/communicationFailed`` (and the group is then
     /// unusable), instead of waiting for ever for a rank that never calls.
     ///
     /// - Parameters:
     ///   - rankCount: R, at least 1: hand one reducer to each of R threads or tasks.
-    ///   - timeout: How long a call waits for the other ranks; nil for as long as it takes.
-    public static func makeGroup(rankCount: Int, timeout: Duration? = nil) throws(BatchNormError)
+    ///   - timeout: How long a call waits for the other ranks: 10 minutes by
+    ///     default, far beyond any batch-norm step; nil for as long as it takes.
+    public static func makeGroup(rankCount: Int, timeout: Duration? = .seconds(600)) throws(BatchNormError)
         -> [InProcessReducer]
     {
         guard rankCount >= 1 else {
