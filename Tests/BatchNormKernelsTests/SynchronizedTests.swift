@@ -436,7 +436,7 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         #expect(errors[1]?.code == .invalidDimension)
     }
 
-    @Test func tooFewValuesInTheWholeBatchThrowsOnEveryRank() throws {
+    @Test func oneValueInTheWholeBatchThrowsAndTwoRanksOfOneValueEachNormalize() throws {
         // One value per channel on the only rank: m = 1 over the whole batch.
         let reducers = try InProcessReducer.makeGroup(rankCount: 1)
         expectThrows(.tooFewValuesPerChannel, argument: "shape") { () throws(BatchNormError) in
