@@ -1,6 +1,5 @@
 public import _Differentiation
 public import BatchNormKernels
-import Synchronization
 
 /// The scalars of the differentiable API: `Float` and `Double`, whose
 /// tangents are themselves.
@@ -23,7 +22,7 @@ extension Double: DifferentiableBatchNormScalar {}
 /// the next call is copied first, as any array that shares its storage is.
 public final class BatchNormRunningStatistics<Scalar: DifferentiableBatchNormScalar>: Sendable {
     /// A `BatchNorm` layer holds them, so that they follow its rules.
-    private let layer: Mutex<BatchNorm<Scalar>>
+    private let layer: Locked<BatchNorm<Scalar>>
     /// The storage of the tensors the calls last returned.
     let recycler = StorageRecycler<Scalar>()
     /// C.
@@ -36,7 +35,7 @@ public final class BatchNormRunningStatistics<Scalar: DifferentiableBatchNormSca
     ///   - featureCount: C, the number of channels; at least 1.
     ///   - momentum: The weight of each new batch, in [0, 1]; nil for a cumulative average.
     public init(featureCount: Int, momentum: Double? = 0.1) throws(BatchNormError) {
-        layer = Mutex(try BatchNorm<Scalar>(featureCount: featureCount, momentum: momentum, affine: false))
+        layer = Locked(try BatchNorm<Scalar>(featureCount: featureCount, momentum: momentum, affine: false))
         self.featureCount = featureCount
     }
 
@@ -60,7 +59,7 @@ public final class BatchNormRunningStatistics<Scalar: DifferentiableBatchNormSca
                                  actual: "\(batchesTracked)")
         }
         (layer.runningMean, layer.runningVariance, layer.batchesTracked) = (mean, variance, batchesTracked)
-        self.layer = Mutex(layer)
+        self.layer = Locked(layer)
         self.featureCount = featureCount
     }
 

@@ -1,4 +1,4 @@
-import Synchronization
+import BatchNormKernels
 
 /// The storage of the tensors a differentiable layer last returned (its
 /// output, and its pullback's input and residual gradients), handed back to
@@ -28,7 +28,7 @@ final class StorageRecycler<Scalar: Sendable>: Sendable {
     }
 
     /// The storage of the last array of each slot.
-    private let slots = Mutex<[Storage?]>(Array(repeating: nil, count: Slot.allCases.count))
+    private let slots = Locked<[Storage?]>(Array(repeating: nil, count: Slot.allCases.count))
 
     /// The slot's array, emptied from the slot, if it holds `count` elements
     /// and nothing else shares its storage; otherwise an empty array (and the

@@ -1,7 +1,6 @@
 internal import CBatchNorm
 import Dispatch
 import Foundation
-import Synchronization
 
 /// `true` when the C core was compiled with OpenMP (the package trait
 /// `OpenMP` is on, `BATCHNORM_OPENMP` was not `0` at build time, and libomp
@@ -109,7 +108,7 @@ public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// The count set by `setDefaultThreadCount`, if any.
-private let defaultThreads = Mutex<Int?>(nil)
+private let defaultThreads = Locked<Int?>(nil)
 
 /// `OMP_NUM_THREADS`, else the affinity mask's CPUs, else the active processors.
 private let environmentThreadCount: Int = {
