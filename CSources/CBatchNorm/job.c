@@ -105,7 +105,6 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) 
     if ((d->running_mean == NULL) != (d->running_var == NULL)) return CBN_INVALID_ARGUMENT;
     if ((d->moments_out || d->moments) && (!d->training || (d->moments_out && d->moments)))
         return CBN_INVALID_ARGUMENT;
-    if (d->moments && (status = check_given_counts(d->moments, d->shape.channels, 2)) != CBN_OK) return status;
     /* a slice's moments may count one value: the whole batch's are checked when given */
     if (d->training && !d->moments && !moments_only && d->shape.n * d->shape.spatial < 2)
         return CBN_TOO_FEW_VALUES;
@@ -169,7 +168,6 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     const int training = d->training != 0;
     if (d->sums_out && d->sums) return CBN_INVALID_ARGUMENT;
     if (d->sums_out && (d->dx || d->dweight || d->dbias || d->dresidual)) return CBN_INVALID_ARGUMENT;
-    if (d->sums && (status = check_given_counts(d->sums, d->shape.channels, 1)) != CBN_OK) return status;
     /* the passes over this slice: given sums leave only dx (and dz) to write */
     const int wants_sums = d->sums_out || (!d->sums && (d->dweight || d->dbias || (training && d->dx)));
     if ((wants_sums || (training && d->dx)) && !d->x) return CBN_INVALID_ARGUMENT;
@@ -353,6 +351,13 @@ static cbn_status prepare_scratch(cbn_job *job, int64_t workers) {
 
 cbn_status cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
                        int64_t max_workers) {
+    /* Given moments and sums are read now, not at creation: a caller may
+     * create the job first and fill them in afterwards. */
+    const int64_t channels = job->plan.shape.channels;
+    cbn_status status = CBN_OK;
+    if (job->moments_in) status = check_given_counts(job->moments_in, channels, 2);
+    if (job->sums_in) status = check_given_counts(job->sums_in, channels, 1);
+    if (status != CBN_OK) return status;
     int64_t most_items = 0;
     for (int phase = 0; phase < job->phase_count; phase++) {
         job->phase_items[phase] = items_in_step(&job->plan, job->steps[phase]);
@@ -362,8 +367,7 @@ cbn_status cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_co
     }
     int64_t workers = max_workers < most_items ? max_workers : most_items;
     if (workers < 1) workers = 1;
-    const cbn_status status = prepare_scratch(job, workers);
-    if (status != CBN_OK) return status;
+    if ((status = prepare_scratch(job, workers)) != CBN_OK) return status;
     if (workers == 1)
         cbn_job_work(job);
     else

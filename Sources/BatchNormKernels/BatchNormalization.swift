@@ -213,23 +213,28 @@ public enum BatchNormalization {
                                    affine: (weight == nil ? 0 : 1) + (bias == nil ? 0 : 2),
                                    momentum: runningMean == nil ? -1 : momentum),
             check: check)
+        // The job that normalizes with the whole batch's moments is made before
+        // the exchange, so that its allocations fail (if they do) where every
+        // rank learns of it; the job reads the moments when it runs.
+        let whole = ChannelPartials(channels: shape.channels)
         var moments = [Double](repeating: 0, count: 3 * shape.channels)
+        var normalize: CoreJob?
         var failure: BatchNormError?   // this rank's, which the combine tells the others
         do throws(BatchNormError) {
+            run.moments = UnsafePointer(whole.values.baseAddress)
+            normalize = try CoreJob(forward: run.desc)
             try moments.withUnsafeMutableBufferPointer { moments throws(BatchNormError) in
                 var partial = run
+                partial.moments = nil
                 partial.momentsOut = moments.baseAddress
                 try partial.execute()
             }
         } catch {
             failure = error
         }
-        let whole = try Synchronization.combine(reducer, moments, failure: failure, merge: cbn_merge_moments)
-        try Check.wholeBatch(whole, least: 2, shape: shape)
-        try whole.withUnsafeBufferPointer { whole throws(BatchNormError) in
-            run.moments = whole.baseAddress
-            try run.execute()
-        }
+        try whole.receive(Synchronization.combine(reducer, moments, failure: failure, merge: cbn_merge_moments),
+                          least: 2, shape: shape)
+        try normalize?.run(on: executor)
     }
 
     // MARK: Forward, inference
@@ -286,23 +291,28 @@ public enum BatchNormalization {
                  .init("residual", residual)],
                 exactAliases: [["output", "input"], ["output", "residual"]])
         }
-        if let reducer {
-            try Synchronization.agree(
-                reducer, header: .init(pass: .forward, mode: .inference, scalar: Element.coreType, shape: shape,
-                                       epsilon: epsilon, activation: activation, hasResidual: residual != nil,
-                                       affine: (weight == nil ? 0 : 1) + (bias == nil ? 0 : 2)),
-                check: check)
-        } else {
-            try check()
-        }
-
-        try ForwardCall(
+        let run = ForwardCall(
             training: false, input: input, output: output, shape: shape, weight: weight, bias: bias,
             residual: residual, activation: activation,
             runningMean: UnsafeMutableRawPointer(mutating: runningMean.rawBase),
             runningVariance: UnsafeMutableRawPointer(mutating: runningVariance.rawBase),
-            savedMean: nil, savedInvStd: nil, epsilon: epsilon, momentum: 0, executor: executor
-        ).execute()
+            savedMean: nil, savedInvStd: nil, epsilon: epsilon, momentum: 0, executor: executor)
+        guard let reducer else {
+            try check()
+            return try run.execute()
+        }
+        // The job is made among this rank's checks, so that a failure to
+        // allocate it reaches every rank in the agreement.
+        var job: CoreJob?
+        try Synchronization.agree(
+            reducer, header: .init(pass: .forward, mode: .inference, scalar: Element.coreType, shape: shape,
+                                   epsilon: epsilon, activation: activation, hasResidual: residual != nil,
+                                   affine: (weight == nil ? 0 : 1) + (bias == nil ? 0 : 2)),
+            check: { () throws(BatchNormError) in
+                try check()
+                job = try CoreJob(forward: run.desc)
+            })
+        try job?.run(on: executor)
     }
 
     // MARK: Backward
@@ -420,52 +430,56 @@ public enum BatchNormalization {
         }
 
         // Synchronized: agree, this slice's sums, the whole batch's, then the gradients.
+        // In inference mode dx takes no sums; this rank's dγ and dβ are then the
+        // local call's, whose job is made among the checks (a failure to allocate
+        // it reaches every rank in the agreement).
+        let local = mode == .inference && parameterGradients == .perRank
+        var job: CoreJob?
         try Synchronization.agree(
             reducer, header: .init(pass: .backward, mode: mode, scalar: Element.coreType, shape: shape, epsilon: 0,
                                    parameterGradients: parameterGradients, activation: activation,
                                    hasResidual: residualGradient != nil, affine: weight == nil ? 0 : 1,
                                    statistics: Synchronization.Header.hash(mean, invStd)),
-            check: check)
-        // In inference mode dx takes no sums; this rank's dγ and dβ are then the local call's.
-        if mode == .inference && parameterGradients == .perRank {
-            return try runBackward(desc, executor: executor)
+            check: { () throws(BatchNormError) in
+                try check()
+                if local { job = try CoreJob(backward: desc) }
+            })
+        if local {
+            try job?.run(on: executor)
+            return
         }
-        var sums = [Double](repeating: 0, count: 3 * shape.channels)
+
+        // The jobs that use the sums are made before the exchange, as in
+        // `forwardTraining`: the whole batch's gradients, and this rank's dγ
+        // and dβ from its own sums (the same finalize).
+        let whole = ChannelPartials(channels: shape.channels)
+        let sums = ChannelPartials(channels: shape.channels)
+        let perRank = parameterGradients == .perRank && (desc.dweight != nil || desc.dbias != nil)
+        var parameters = desc
+        (parameters.dx, parameters.dresidual, parameters.sums) = (nil, nil, UnsafePointer(sums.values.baseAddress))
+        if perRank { (desc.dweight, desc.dbias) = (nil, nil) }
+        desc.sums = UnsafePointer(whole.values.baseAddress)
+        partial.sums_out = sums.values.baseAddress
+        var gradients: CoreJob?, parameterJob: CoreJob?
         var failure: BatchNormError?   // this rank's, which the combine tells the others
         do throws(BatchNormError) {
-            try sums.withUnsafeMutableBufferPointer { sums throws(BatchNormError) in
-                partial.sums_out = sums.baseAddress
-                try runBackward(partial, executor: executor)
+            if desc.dx != nil || desc.dresidual != nil || desc.dweight != nil || desc.dbias != nil {
+                gradients = try CoreJob(backward: desc)
             }
+            if perRank { parameterJob = try CoreJob(backward: parameters) }
+            try CoreJob(backward: partial).run(on: executor)
         } catch {
             failure = error
         }
-        let whole = try Synchronization.combine(reducer, sums, failure: failure, merge: cbn_merge_sums)
-        try Check.wholeBatch(whole, least: 1, shape: shape)
-        let perRank = parameterGradients == .perRank && (desc.dweight != nil || desc.dbias != nil)
-        var parameters = desc
-        if perRank { (desc.dweight, desc.dbias) = (nil, nil) }
-        if desc.dx != nil || desc.dresidual != nil || desc.dweight != nil || desc.dbias != nil {
-            try whole.withUnsafeBufferPointer { whole throws(BatchNormError) in
-                desc.sums = whole.baseAddress
-                try runBackward(desc, executor: executor)
-            }
-        }
-        // This rank's dγ and dβ: the same finalize, from this slice's sums.
-        guard perRank else { return }
-        (parameters.dx, parameters.dresidual) = (nil, nil)
-        try sums.withUnsafeBufferPointer { sums throws(BatchNormError) in
-            parameters.sums = sums.baseAddress
-            try runBackward(parameters, executor: executor)
-        }
+        try whole.receive(Synchronization.combine(reducer, Array(sums.values), failure: failure,
+                                                  merge: cbn_merge_sums),
+                          least: 1, shape: shape)
+        try gradients?.run(on: executor)
+        try parameterJob?.run(on: executor)
     }
 
     private static func runBackward(_ desc: cbn_backward_desc, executor: BatchNormExecutor) throws(BatchNormError) {
-        var desc = desc
-        var job: OpaquePointer?
-        try Check.status(cbn_job_create_backward(&desc, &job))
-        defer { cbn_job_destroy(job) }
-        try executor.run(job!)
+        try CoreJob(backward: desc).run(on: executor)
     }
 
     /// The statistics inference mode normalizes with: mean_c = runningMean_c and
@@ -540,11 +554,56 @@ private struct ForwardCall {
     }
 
     func execute() throws(BatchNormError) {
+        try CoreJob(forward: desc).run(on: executor)
+    }
+}
+
+/// A job of the C core: created, with every allocation it needs, then run.
+/// A job given the whole batch's moments or sums makes no allocation when it
+/// runs, so a synchronized call creates it before its exchange and has nothing
+/// left to fail after it.
+struct CoreJob: ~Copyable {
+    private let job: OpaquePointer
+
+    init(forward desc: cbn_forward_desc) throws(BatchNormError) {
         var desc = desc
         var job: OpaquePointer?
         try Check.status(cbn_job_create_forward(&desc, &job))
-        defer { cbn_job_destroy(job) }
-        try executor.run(job!)
+        self.job = job!
+    }
+
+    init(backward desc: cbn_backward_desc) throws(BatchNormError) {
+        var desc = desc
+        var job: OpaquePointer?
+        try Check.status(cbn_job_create_backward(&desc, &job))
+        self.job = job!
+    }
+
+    func run(on executor: BatchNormExecutor) throws(BatchNormError) {
+        try executor.run(job)
+    }
+
+    deinit { cbn_job_destroy(job) }
+}
+
+/// Three doubles per channel, at an address that stays put: this slice's
+/// moments or sums, which a job writes, or the whole batch's, which a job
+/// created before the exchange reads when it runs (copied in once they are
+/// known and checked).
+final class ChannelPartials {
+    let values: UnsafeMutableBufferPointer<Double>
+
+    init(channels: Int) {
+        values = .allocate(capacity: 3 * channels)
+        values.initialize(repeating: 0)
+    }
+
+    deinit { values.deallocate() }
+
+    /// Checks `merged` (every channel counts at least `least` values) and copies it in.
+    func receive(_ merged: [Double], least: Double, shape: BatchNormShape) throws(BatchNormError) {
+        try Check.wholeBatch(merged, least: least, shape: shape)
+        _ = values.update(fromContentsOf: merged)
     }
 }
 

@@ -555,6 +555,62 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         #expect(outcomes[0].untouched && outcomes[1].untouched)
     }
 
+    /// Whichever of a synchronized call's jobs fails to allocate on one rank
+    /// (the hook's `after` counts the call's job creations), the ranks end
+    /// alike: every rank throws and writes nothing (that rank `outOfMemory`,
+    /// the others `rankFailed`), or, past the call's last job, every rank
+    /// succeeds. The jobs that run after the last exchange are made before it.
+    @Test(arguments: [BatchNormMode.training, .inference], [BatchNormParameterGradients.perRank, .wholeBatch])
+    func whicheverJobFailsToAllocateEveryRankEndsAlike(mode: BatchNormMode,
+                                                       parameterGradients: BatchNormParameterGradients) throws {
+        let reducers = try InProcessReducer.makeGroup(rankCount: 2, timeout: .seconds(10))
+        for failing in 0..<4 {
+            let outcomes = onRanks(2) { rank -> [(error: BatchNormError?, untouched: Bool)] in
+                let x: [Float] = randomValues(24, center: 1, spread: 2, seed: UInt64(rank))
+                var layer = try! BatchNorm<Float>(featureCount: 3)
+                layer.mode = mode
+                defer { BatchNormFaultInjection.failJobCreation(after: nil) }
+                var y = [Float](repeating: 7, count: 24)
+                if rank == 1 { BatchNormFaultInjection.failJobCreation(after: failing) }
+                var forwardError: BatchNormError?
+                do throws(BatchNormError) {
+                    try layer.forward(x, into: &y, shape: [2, 3, 4], reducer: reducers[rank])
+                } catch {
+                    forwardError = error
+                }
+                BatchNormFaultInjection.failJobCreation(after: nil)
+                let forwardUntouched = y.allSatisfy { $0 == 7 } && layer.batchesTracked == 0
+                guard let statistics = try? layer.forward(x, into: &y, shape: [2, 3, 4], reducer: reducers[rank])
+                else { return [(forwardError, forwardUntouched)] }
+                var gradients = BatchNormGradients<Float>(
+                    input: [Float](repeating: 7, count: 24), weight: [7, 7, 7], bias: [7, 7, 7])
+                if rank == 1 { BatchNormFaultInjection.failJobCreation(after: failing) }
+                var backwardError: BatchNormError?
+                do throws(BatchNormError) {
+                    try layer.backward(outputGradient: x, input: x, shape: [2, 3, 4], statistics: statistics,
+                                       into: &gradients, reducer: reducers[rank],
+                                       parameterGradients: parameterGradients)
+                } catch {
+                    backwardError = error
+                }
+                let backwardUntouched = (gradients.input! + gradients.weight! + gradients.bias!).allSatisfy { $0 == 7 }
+                return [(forwardError, forwardUntouched), (backwardError, backwardUntouched)]
+            }
+            #expect(outcomes[0].count == outcomes[1].count, "job \(failing): one rank's forward failed alone")
+            for (pass, (zero, one)) in zip(["forward", "backward"], zip(outcomes[0], outcomes[1])) {
+                if one.error == nil {
+                    #expect(zero.error == nil, "job \(failing), \(pass): rank 0 threw \(zero.error!) alone")
+                    continue
+                }
+                #expect(one.error?.code == .outOfMemory && one.untouched, "job \(failing), \(pass)")
+                #expect(zero.error?.code == .rankFailed && zero.error?.argument == "rank 1" && zero.untouched,
+                        "job \(failing), \(pass): rank 0 \(String(describing: zero.error))")
+            }
+            // The first job fails in every pass.
+            if failing == 0 { #expect(outcomes[1].allSatisfy { $0.error != nil }) }
+        }
+    }
+
     /// A reducer that fails the way a transport can.
     struct FaultyReducer: BatchNormReducer {
         enum Fault { case throwing, shortResult, inconsistentCounts }

@@ -119,7 +119,8 @@ typedef struct cbn_forward_desc {
                                ///< the job writes nothing else (y may be NULL)
     const double *moments;     ///< the whole batch's moments, laid out as moments_out, used
                                ///< instead of this slice's: saved statistics, running statistics
-                               ///< (unbiased with the whole count) and y; x is read once
+                               ///< (unbiased with the whole count) and y; x is read once.
+                               ///< Read by cbn_job_run, not at creation (counts checked then)
 } cbn_forward_desc;
 
 /// Backward pass. With xhat = (x - mean) * invstd:
@@ -152,7 +153,8 @@ typedef struct cbn_backward_desc {
     double *sums_out;          ///< this slice's count_c, sum g, sum g*(x - mean_c) at 3c..3c+2;
                                ///< dx, dweight, dbias and dresidual must be NULL
     const double *sums;        ///< the whole batch's sums, laid out as sums_out (counts >= 1), used
-                               ///< instead of this slice's: m is their count, dweight and dbias theirs
+                               ///< instead of this slice's: m is their count, dweight and dbias theirs.
+                               ///< Read by cbn_job_run, not at creation (counts checked then)
 } cbn_backward_desc;
 
 /// An opaque job: plan, per-channel parameters, partial results.
@@ -180,8 +182,12 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *desc, cbn_job **job_ou
 cbn_status cbn_job_create_backward(const cbn_backward_desc *desc, cbn_job **job_out);
 
 /// Runs every phase of the job in one call of `parallel`. `max_workers` >= 1
-/// bounds the workers asked of the executor. Returns CBN_OUT_OF_MEMORY, having
-/// written nothing, when the workers' scratch space cannot be allocated.
+/// bounds the workers asked of the executor. Returns, having written nothing,
+/// CBN_TOO_FEW_VALUES when given moments or sums count too few values, and
+/// CBN_OUT_OF_MEMORY when the workers' scratch space cannot be allocated
+/// (never for a job with given moments or sums: it makes no reduction pass,
+/// so a caller that creates it before an exchange has nothing left to fail
+/// after the exchange).
 cbn_status cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
                        int64_t max_workers);
 
@@ -230,7 +236,9 @@ int64_t cbn_affinity_cpu_count(void);
 ///     pairwise exchanges (the Swift reducer's `allReduce`), each pair merged
 ///     with the functions below, the lower ranks' set first: every rank gets
 ///     bitwise the same result;
-///  3. each rank runs the job again with `moments` or `sums` set to the merge.
+///  3. each rank runs the job again with `moments` or `sums` set to the merge
+///     (a job it may create before step 2, its allocations made, and fill
+///     the merge into afterwards).
 /// `partials` holds `sets` arrays of `3*channels` doubles, one after another;
 /// `out` gets `3*channels`. Moments merge with Chan's formula, set 0 first
 /// (a set of count 0 changes nothing); sums add in set order, counts too.

@@ -197,6 +197,10 @@ enum Synchronization {
             return whole + failed
         }
         if let failure { throw failure }
+        guard merged.count == count + 2 else {
+            throw BatchNormError(.communicationFailed, argument: "reducer", expected: "\(count + 2) values",
+                                 actual: "\(merged.count) values")
+        }
         if merged[count] != noRank { throw rankFailed(rank: merged[count], code: merged[count + 1]) }
         return Array(merged[..<count])
     }
