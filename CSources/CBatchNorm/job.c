@@ -5,6 +5,7 @@
 #include <math.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include "job.h"
 
 static const cbn_kernels *kernels_for(cbn_dtype dtype) {
@@ -57,6 +58,31 @@ static _Thread_local int64_t creations_until_failure = -1;
 
 void cbn_test_fail_job_creation(int64_t after) { creations_until_failure = after; }
 
+/* The fault jobs created on this thread carry. */
+static _Thread_local cbn_test_mutant next_mutant = CBN_MUTANT_NONE;
+
+void cbn_test_mutate_jobs(cbn_test_mutant mutant) { next_mutant = mutant; }
+
+/// Applies the job's output mutant (cbn_test_mutate_jobs) to a tensor it wrote.
+static void mutate_output(const cbn_job *job, void *tensor) {
+    if (!tensor) return;
+    const size_t size = element_size(job->dtype);
+    const cbn_shape s = job->plan.shape;
+    unsigned char *values = tensor;
+    if (job->mutant == CBN_MUTANT_NAN_OUTPUT) {
+        static const float nan_f = __builtin_nanf("");
+        static const double nan_d = __builtin_nan("");
+        static const uint16_t nan_f16 = 0x7E00, nan_bf16 = 0x7FC0;
+        const void *nan = job->dtype == CBN_FLOAT64   ? (const void *)&nan_d
+                          : job->dtype == CBN_FLOAT16 ? (const void *)&nan_f16
+                          : job->dtype == CBN_BFLOAT16 ? (const void *)&nan_bf16
+                                                       : (const void *)&nan_f;
+        memcpy(values, nan, size);
+    } else if (job->mutant == CBN_MUTANT_FLIP_LOW_BIT) {
+        values[(size_t)(s.n * s.channels * s.spatial - 1) * size] ^= 1;   /* little-endian: the low byte first */
+    }
+}
+
 static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
     if (creations_until_failure >= 0 && creations_until_failure-- == 0) return CBN_OUT_OF_MEMORY;
     cbn_job *job = calloc(1, sizeof *job);
@@ -81,6 +107,7 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
     }
     job->plan = plan;
     job->dtype = dtype;
+    job->mutant = next_mutant;
     *out = job;
     return CBN_OK;
 }
@@ -372,6 +399,10 @@ cbn_status cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_co
         cbn_job_work(job);
     else
         parallel(executor_context, cbn_job_work, job, workers);
+    if (job->mutant == CBN_MUTANT_NAN_OUTPUT || job->mutant == CBN_MUTANT_FLIP_LOW_BIT) {
+        mutate_output(job, job->out);
+        if (job->mutant == CBN_MUTANT_FLIP_LOW_BIT) mutate_output(job, job->dresidual);
+    }
     return CBN_OK;
 }
 

@@ -123,6 +123,9 @@ struct cbn_job {
     int64_t scratch_slots;
     _Atomic int64_t next_slot;
 
+    /* A deliberate fault (cbn_test_mutate_jobs), CBN_MUTANT_NONE but in tests. */
+    cbn_test_mutant mutant;
+
     /* The creator's reference and one per executor helper still to run. */
     _Atomic int64_t references;
 };

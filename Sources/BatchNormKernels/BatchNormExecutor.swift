@@ -150,4 +150,28 @@ private let dispatchParallel: cbn_parallel_fn = { _, work, job, workers in
     public static func failJobCreation(after: Int?) {
         cbn_test_fail_job_creation(Int64(after ?? -1))
     }
+
+    /// A deliberate fault in the results, for the tests that prove the suite catches it.
+    public enum Mutant: Sendable {
+        /// The first value of y (or dx) is a NaN.
+        case nanInOutput
+        /// The lowest bit of the last value of y, dx and dz is flipped.
+        case flippedLowBit
+        /// Every channel's batch mean is off by 1e-3 (σ + |mean|), in y and in the saved and running statistics.
+        case wrongMean
+    }
+
+    /// Every call made on the calling thread from now on computes with
+    /// `mutant`; nil for none.
+    ///
+    /// - Parameter mutant: The fault, or nil.
+    public static func mutate(_ mutant: Mutant?) {
+        let core: cbn_test_mutant = switch mutant {
+        case nil: CBN_MUTANT_NONE
+        case .nanInOutput: CBN_MUTANT_NAN_OUTPUT
+        case .flippedLowBit: CBN_MUTANT_FLIP_LOW_BIT
+        case .wrongMean: CBN_MUTANT_WRONG_MEAN
+        }
+        cbn_test_mutate_jobs(core)
+    }
 }

@@ -225,6 +225,18 @@ int cbn_openmp_available(void);
 /// allocated nothing; -1 (the default) injects nothing.
 void cbn_test_fail_job_creation(int64_t after);
 
+/// Deliberate faults, for the tests that prove the suite catches them.
+typedef enum cbn_test_mutant {
+    CBN_MUTANT_NONE = 0,
+    CBN_MUTANT_NAN_OUTPUT = 1,      ///< the first value of y (or dx) becomes a NaN
+    CBN_MUTANT_FLIP_LOW_BIT = 2,    ///< the lowest bit of the last value of y, dx and dz flips
+    CBN_MUTANT_WRONG_MEAN = 3,      ///< every channel's batch mean is off by 1e-3 (σ + |mean|)
+} cbn_test_mutant;
+
+/// Every job created on the calling thread from now on carries `mutant`
+/// (CBN_MUTANT_NONE, the default, for none).
+void cbn_test_mutate_jobs(cbn_test_mutant mutant);
+
 /// The number of CPUs this process may run on (its affinity mask, as
 /// `taskset` or `mpirun --bind-to` set it), or 0 when it cannot be read.
 int64_t cbn_affinity_cpu_count(void);

@@ -1010,7 +1010,9 @@ static void FN(finish_forward)(cbn_job *job, int64_t c, cbn_moments acc) {
     const PARAM *weight = (const PARAM *)job->weight, *bias = (const PARAM *)job->bias;
     PARAM *running_mean = (PARAM *)job->running_mean, *running_var = (PARAM *)job->running_var;
     const double m = acc.count, momentum = job->momentum;
-    const double mean = acc.mean, variance = acc.m2 / m;
+    const double variance = acc.m2 / m;
+    const double mean = job->mutant == CBN_MUTANT_WRONG_MEAN ? acc.mean + 1e-3 * (sqrt(variance) + fabs(acc.mean))
+                                                             : acc.mean;
     const double invstd = cbn_inverse_std(variance, job->eps);
     if (job->saved_mean) job->saved_mean[c] = mean;
     if (job->saved_invstd) job->saved_invstd[c] = invstd;
