@@ -139,6 +139,11 @@ let package = Package(
         ),
         // The multi-process tests, run by Scripts/mpi-tests.sh under mpirun.
         .executableTarget(
+            name: "output-hashes",
+            dependencies: ["BatchNormKernels"],
+            path: "Tools/output-hashes"
+        ),
+        .executableTarget(
             name: "mpi-tests",
             dependencies: ["BatchNormKernels", "BatchNormMPI", "BatchNormReference"],
             path: "Tests/MPITests"
