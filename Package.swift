@@ -45,7 +45,8 @@ func openMPIInstalled() -> Bool {
 let whenOpenMPTrait = BuildSettingCondition.when(traits: ["OpenMP"])
 // The core is compiled optimized in debug builds too: its loops are written
 // for the vectorizer, and `swift test` would otherwise spend its time there.
-var coreCSettings: [CSetting] = [.unsafeFlags(["-O2"], .when(configuration: .debug))]
+// Every file of the core includes its internal headers from the target's root ("job.h", "plan/plan.h").
+var coreCSettings: [CSetting] = [.headerSearchPath("."), .unsafeFlags(["-O2"], .when(configuration: .debug))]
 var coreLinkerSettings: [LinkerSetting] = [.linkedLibrary("m")]
 if let directory = openMPLibraryDirectory() {
     coreCSettings.append(.unsafeFlags(["-fopenmp"], whenOpenMPTrait))

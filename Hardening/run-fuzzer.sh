@@ -14,7 +14,7 @@ done
 mkdir -p .build-fuzz/corpus
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -I CSources/CBatchNorm/include -I CSources/CBatchNorm \
-    CSources/CBatchNorm/job.c CSources/CBatchNorm/plan/plan.c \
+    CSources/CBatchNorm/job.c CSources/CBatchNorm/driver.c CSources/CBatchNorm/plan/plan.c \
     CSources/CBatchNorm/microkernels/kernels.c CSources/CBatchNorm/executors/executors.c \
     CSources/CBatchNorm/distributed/merge.c \
     Hardening/fuzz_batchnorm.c "${omp_flags[@]}" -lm -o .build-fuzz/fuzz_batchnorm

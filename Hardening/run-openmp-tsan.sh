@@ -13,7 +13,8 @@ done
 swift_lib=$(dirname "$(readlink -f "$(command -v swift)")")/../lib/swift/linux   # libdispatch for TSan's runtime
 mkdir -p .build-fuzz
 clang -g -O1 -fsanitize=thread -fopenmp -I CSources/CBatchNorm/include -I CSources/CBatchNorm \
-    CSources/CBatchNorm/job.c CSources/CBatchNorm/plan/plan.c CSources/CBatchNorm/microkernels/kernels.c \
+    CSources/CBatchNorm/job.c CSources/CBatchNorm/driver.c CSources/CBatchNorm/plan/plan.c \
+    CSources/CBatchNorm/microkernels/kernels.c \
     CSources/CBatchNorm/executors/executors.c Hardening/openmp_driver.c \
     -L"$llvm" -Wl,-rpath,"$llvm" -lomp -L"$swift_lib" -Wl,-rpath,"$swift_lib" -ldispatch -lBlocksRuntime -lm \
     -o .build-fuzz/openmp_driver_tsan

@@ -1,6 +1,8 @@
 /*
- * Job creation, the phase driver and the worker loop. Type-agnostic: the
- * element-type-specific work is in the kernel tables (microkernels/).
+ * Job creation: the checks of a descriptor, the plan, the job's own memory
+ * and its phases; and the test hooks that make a creation fail or a job's
+ * results wrong on purpose. Type-agnostic: the element-type-specific work
+ * is in the kernel tables (microkernels/). The driver is in driver.c.
  */
 #include <math.h>
 #include <sched.h>
@@ -8,34 +10,22 @@
 #include <string.h>
 #include "job.h"
 
-static const cbn_kernels *kernels_for(cbn_dtype dtype) {
+/// The kernel table of an element type (kernels.c), which also holds its
+/// sizes and tuning; NULL for a value that names no type.
+const cbn_kernels *cbn_kernels_for(cbn_dtype dtype) {
     switch (dtype) {
+    case CBN_FLOAT32: return &cbn_kernels_f32;
     case CBN_FLOAT64: return &cbn_kernels_f64;
     case CBN_FLOAT16: return &cbn_kernels_f16;
     case CBN_BFLOAT16: return cbn_bfloat16_kernels();
-    default: return &cbn_kernels_f32;
     }
+    return NULL;
 }
+
+static int valid_dtype(cbn_dtype dtype) { return cbn_kernels_for(dtype) != NULL; }
 
 /// Bytes of one tensor element.
-static size_t element_size(cbn_dtype dtype) {
-    switch (dtype) {
-    case CBN_FLOAT64: return sizeof(double);
-    case CBN_FLOAT16:
-    case CBN_BFLOAT16: return 2;
-    default: return sizeof(float);
-    }
-}
-
-/// Bytes of one value of the arithmetic type (the coefficients'): double
-/// for double, float for the others.
-static size_t compute_size(cbn_dtype dtype) {
-    return dtype == CBN_FLOAT64 ? sizeof(double) : sizeof(float);
-}
-
-static int valid_dtype(cbn_dtype dtype) {
-    return dtype == CBN_FLOAT32 || dtype == CBN_FLOAT64 || dtype == CBN_FLOAT16 || dtype == CBN_BFLOAT16;
-}
+static int64_t element_size(cbn_dtype dtype) { return cbn_kernels_for(dtype)->tuning->element_bytes; }
 
 static int valid_activation(cbn_activation activation) {
     return activation == CBN_ACTIVATION_IDENTITY || activation == CBN_ACTIVATION_RELU;
@@ -49,7 +39,7 @@ static cbn_status check_shape(cbn_shape shape, cbn_dtype dtype) {
     int64_t count;
     if (__builtin_mul_overflow(shape.n, shape.channels, &count)) return CBN_INVALID_SHAPE;
     if (__builtin_mul_overflow(count, shape.spatial, &count)) return CBN_INVALID_SHAPE;
-    if (__builtin_mul_overflow(count, (int64_t)element_size(dtype), &count)) return CBN_INVALID_SHAPE;
+    if (__builtin_mul_overflow(count, element_size(dtype), &count)) return CBN_INVALID_SHAPE;
     return CBN_OK;
 }
 
@@ -66,7 +56,7 @@ void cbn_test_mutate_jobs(cbn_test_mutant mutant) { next_mutant = mutant; }
 /// Applies the job's output mutant (cbn_test_mutate_jobs) to a tensor it wrote.
 static void mutate_output(const cbn_job *job, void *tensor) {
     if (!tensor) return;
-    const size_t size = element_size(job->dtype);
+    const size_t size = (size_t)element_size(job->dtype);
     const cbn_shape s = job->plan.shape;
     unsigned char *values = tensor;
     if (job->mutant == CBN_MUTANT_NAN_OUTPUT) {
@@ -97,8 +87,9 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
      * its own step before any step reads it (and zeroing megabytes of
      * partials on each call would cost page faults and a pass of stores). */
     const size_t stride = (size_t)cbn_coefficient_stride(plan.shape.channels);
-    const int checked = kernels_for(dtype)->checked;
-    job->coefficients = malloc(stride * CBN_COEFFICIENTS * compute_size(dtype));
+    const cbn_kernels *kernels = cbn_kernels_for(dtype);
+    const int checked = kernels->checked;
+    job->coefficients = malloc(stride * CBN_COEFFICIENTS * kernels->compute_bytes);
     job->wide_coefficients = checked ? malloc(stride * CBN_WIDE_COEFFICIENTS * sizeof(double)) : NULL;
     job->partials = malloc(partial_count * sizeof *job->partials);
     if (!job->coefficients || (checked && !job->wide_coefficients) || !job->partials) {
@@ -137,7 +128,7 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) 
         return CBN_TOO_FEW_VALUES;
     if (!d->training && !d->running_mean) return CBN_INVALID_ARGUMENT;
 
-    cbn_plan plan = cbn_make_plan(d->shape, element_size(d->dtype), 1);
+    cbn_plan plan = cbn_make_plan(d->shape, cbn_kernels_for(d->dtype)->tuning, 1);
     cbn_job *job;
     if ((status = allocate_job(plan, d->dtype, &job)) != CBN_OK) return status;
     job->training = d->training != 0;
@@ -178,7 +169,7 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) 
             job->steps[job->phase_count++] = CBN_STEP_NORMALIZE;
         }
     } else {
-        kernels_for(d->dtype)->prepare(job);
+        cbn_kernels_for(d->dtype)->prepare(job);
         job->steps[job->phase_count++] = CBN_STEP_NORMALIZE;
     }
     *job_out = job;
@@ -202,9 +193,8 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
 
     /* A fused item keeps x and dy in cache. The budget does not count the
      * mask's y: a fused relu item then holds 1.5 times the bytes, which spills
-     * L2 on some shapes, but fusing still wins there (32x256x56x56: 12.9 ms
-     * fused against 21.5 ms unfused, plain backward 9.8 ms). */
-    cbn_plan plan = cbn_make_plan(d->shape, element_size(d->dtype), 2);
+     * L2 on some shapes, but fusing still won there (Benchmarks/results/tuning.md). */
+    cbn_plan plan = cbn_make_plan(d->shape, cbn_kernels_for(d->dtype)->tuning, 2);
     cbn_job *job;
     if ((status = allocate_job(plan, d->dtype, &job)) != CBN_OK) return status;
     job->backward = 1;
@@ -222,7 +212,7 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     job->epilogue = (relu ? CBN_EPILOGUE_RELU : 0) | (d->dresidual ? CBN_EPILOGUE_RESIDUAL : 0);
     job->sums_out = d->sums_out;
     job->sums_in = d->sums;
-    kernels_for(d->dtype)->prepare(job);
+    cbn_kernels_for(d->dtype)->prepare(job);
 
     if (d->sums) {
         if (d->dweight || d->dbias || d->dx) job->steps[job->phase_count++] = CBN_STEP_FINALIZE_BACKWARD;
@@ -250,182 +240,22 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     return CBN_OK;
 }
 
-static int is_finalize(cbn_step step) {
-    return step == CBN_STEP_FINALIZE_FORWARD || step == CBN_STEP_FINALIZE_BACKWARD;
-}
-
-/// Finalize phases have one item per CBN_FINALIZE_CHANNELS channels,
-/// elementwise phases the plan's elementwise items, the others its items.
-static int is_elementwise(cbn_step step) {
-    return step == CBN_STEP_NORMALIZE || step == CBN_STEP_INPUT_GRADIENT;
-}
-
-static int64_t items_in_step(const cbn_plan *plan, cbn_step step) {
-    if (is_finalize(step)) return (plan->shape.channels + CBN_FINALIZE_CHANNELS - 1) / CBN_FINALIZE_CHANNELS;
-    return is_elementwise(step) ? plan->elementwise_items : plan->items;
-}
-
-static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t index, double *scratch) {
-    const cbn_item item = is_finalize(step)      ? (cbn_item){0, 0, 0, 0, 0}
-                          : is_elementwise(step) ? cbn_plan_elementwise_item(&job->plan, index)
-                                                 : cbn_plan_item(&job->plan, index);
-    switch (step) {
-    case CBN_STEP_STATISTICS:
-        k->statistics(job, item, scratch);
-        break;
-    case CBN_STEP_NORMALIZE:
-        k->normalize(job, item);
-        break;
-    case CBN_STEP_STATISTICS_FUSED:
-        k->statistics(job, item, scratch);
-        k->finalize_forward(job, item.c0, item.c1);
-        if (job->out) k->normalize(job, item);   /* no y: the moments alone (moments_out) */
-        break;
-    case CBN_STEP_SUMS:
-        k->sums(job, item, 0, scratch);
-        break;
-    case CBN_STEP_SUMS_AND_SCALE:
-        k->sums(job, item, 1, scratch);
-        break;
-    case CBN_STEP_INPUT_GRADIENT:
-        k->input_gradient(job, item);
-        break;
-    case CBN_STEP_SUMS_FUSED:
-        k->sums(job, item, 0, scratch);
-        k->finalize_backward(job, item.c0, item.c1);
-        if (job->out) k->input_gradient(job, item);
-        break;
-    case CBN_STEP_FINALIZE_FORWARD:
-    case CBN_STEP_FINALIZE_BACKWARD: {
-        const int64_t c0 = index * CBN_FINALIZE_CHANNELS;
-        const int64_t c1 = c0 + CBN_FINALIZE_CHANNELS < job->plan.shape.channels
-                               ? c0 + CBN_FINALIZE_CHANNELS
-                               : job->plan.shape.channels;
-        if (step == CBN_STEP_FINALIZE_FORWARD)
-            k->finalize_forward(job, c0, c1);
-        else
-            k->finalize_backward(job, c0, c1);
-        break;
-    }
-    }
-}
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-/// Spins until done_items[phase] reaches the phase's item count: the items
-/// other workers hold are short, but a worker may be descheduled, so after a
-/// while the spinning thread yields its core.
-static void wait_for_phase(cbn_job *job, int phase) {
-    const int64_t items = job->phase_items[phase];
-    for (int64_t spins = 0;
-         atomic_load_explicit(&job->done_items[phase], memory_order_acquire) < items; spins++) {
-        if (spins < 4096)
-            cpu_relax();
-        else
-            sched_yield();
-    }
-}
-
-void cbn_job_work(cbn_job *job) {
-    const cbn_kernels *k = kernels_for(job->dtype);
-    const int64_t slot = atomic_fetch_add_explicit(&job->next_slot, 1, memory_order_relaxed);
-    /* More calls than workers asked for: the others finish the job without this one. */
-    if (job->scratch && slot >= job->scratch_slots) return;
-    double *scratch = job->scratch ? job->scratch + slot * job->scratch_doubles : NULL;
-    for (int phase = 0; phase < job->phase_count; phase++) {
-        const cbn_step step = job->steps[phase];
-        const int64_t items = job->phase_items[phase];
-        for (;;) {
-            const int64_t index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
-            if (index >= items) break;
-            run_item(job, k, step, index, scratch);
-            atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
-        }
-        /* The next phase reads what every item of this one wrote. */
-        if (phase + 1 < job->phase_count) wait_for_phase(job, phase);
-    }
-}
-
-void cbn_job_wait(cbn_job *job) {
-    if (job->phase_count > 0) wait_for_phase(job, job->phase_count - 1);
-}
-
-/// Whether any phase of the job runs the statistics or the backward sums.
-static int job_reduces(const cbn_job *job) {
-    for (int phase = 0; phase < job->phase_count; phase++) {
-        const cbn_step step = job->steps[phase];
-        if (!is_elementwise(step) && !is_finalize(step)) return 1;
-    }
-    return 0;
-}
-
-/// Scratch for `workers` workers, when the plan needs it.
-static cbn_status prepare_scratch(cbn_job *job, int64_t workers) {
-    atomic_store_explicit(&job->next_slot, 0, memory_order_relaxed);
-    if (!cbn_plan_has_column_lanes(&job->plan) || !job_reduces(job)) return CBN_OK;
-    const int64_t doubles = 2 * CBN_LANES * job->plan.channel_block;
-    if (job->scratch && job->scratch_slots >= workers) return CBN_OK;
-    free(job->scratch);
-    job->scratch = malloc((size_t)(workers * doubles) * sizeof(double));
-    job->scratch_doubles = doubles;
-    job->scratch_slots = job->scratch ? workers : 0;
-    return job->scratch ? CBN_OK : CBN_OUT_OF_MEMORY;
-}
-
-cbn_status cbn_job_run(cbn_job *job, cbn_parallel_fn parallel, void *executor_context,
-                       int64_t max_workers) {
-    /* Given moments and sums are read now, not at creation: a caller may
-     * create the job first and fill them in afterwards. */
-    const int64_t channels = job->plan.shape.channels;
-    cbn_status status = CBN_OK;
-    if (job->moments_in) status = check_given_counts(job->moments_in, channels, 2);
-    if (job->sums_in) status = check_given_counts(job->sums_in, channels, 1);
-    if (status != CBN_OK) return status;
-    int64_t most_items = 0;
-    for (int phase = 0; phase < job->phase_count; phase++) {
-        job->phase_items[phase] = items_in_step(&job->plan, job->steps[phase]);
-        atomic_store_explicit(&job->next_item[phase], 0, memory_order_relaxed);
-        atomic_store_explicit(&job->done_items[phase], 0, memory_order_relaxed);
-        if (job->phase_items[phase] > most_items) most_items = job->phase_items[phase];
-    }
-    int64_t workers = max_workers < most_items ? max_workers : most_items;
-    if (workers < 1) workers = 1;
-    if ((status = prepare_scratch(job, workers)) != CBN_OK) return status;
-    if (workers == 1)
-        cbn_job_work(job);
-    else
-        parallel(executor_context, cbn_job_work, job, workers);
-    if (job->mutant == CBN_MUTANT_NAN_OUTPUT || job->mutant == CBN_MUTANT_FLIP_LOW_BIT) {
-        mutate_output(job, job->out);
-        if (job->mutant == CBN_MUTANT_FLIP_LOW_BIT) mutate_output(job, job->dresidual);
-    }
-    return CBN_OK;
-}
-
-void cbn_job_retain(cbn_job *job) {
-    atomic_fetch_add_explicit(&job->references, 1, memory_order_relaxed);
-}
-
-void cbn_job_release(cbn_job *job) {
-    if (!job) return;
-    /* acq_rel: whoever frees the job sees every other holder's last access. */
-    if (atomic_fetch_sub_explicit(&job->references, 1, memory_order_acq_rel) != 1) return;
-    free(job->coefficients);
-    free(job->wide_coefficients);
-    free(job->partials);
-    free(job->scratch);
-    free(job);
-}
-
-void cbn_job_destroy(cbn_job *job) { cbn_job_release(job); }
-
 void cbn_inference_statistics(cbn_dtype dtype, int64_t channels, const void *running_mean,
                               const void *running_var, double eps, double *mean_out,
                               double *invstd_out) {
-    kernels_for(dtype)->inference_statistics(channels, running_mean, running_var, eps, mean_out,
+    cbn_kernels_for(dtype)->inference_statistics(channels, running_mean, running_var, eps, mean_out,
                                              invstd_out);
+}
+
+cbn_status cbn_job_check_given(const cbn_job *job) {
+    const int64_t channels = job->plan.shape.channels;
+    if (job->moments_in) return check_given_counts(job->moments_in, channels, 2);
+    if (job->sums_in) return check_given_counts(job->sums_in, channels, 1);
+    return CBN_OK;
+}
+
+void cbn_job_apply_mutant(const cbn_job *job) {
+    if (job->mutant != CBN_MUTANT_NAN_OUTPUT && job->mutant != CBN_MUTANT_FLIP_LOW_BIT) return;
+    mutate_output(job, job->out);
+    if (job->mutant == CBN_MUTANT_FLIP_LOW_BIT) mutate_output(job, job->dresidual);
 }

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include "CBatchNorm.h"
 #include "plan/plan.h"
+#include "moments.h"
 
 /// What the items of a phase do.
 typedef enum cbn_step {
@@ -67,11 +68,14 @@ typedef enum cbn_wide_coefficient {
 /// Values per coefficient row: the channels and sixteen wrapped around.
 static inline int64_t cbn_coefficient_stride(int64_t channels) { return channels + 16; }
 
-/// A partial result for one (channel, part).
-///  forward:  count, mean and M2 (sum of squared deviations) of the part
-///  backward: sum dy, sum dy*(x - mean)
-typedef struct cbn_partial {
-    double a, b, c;
+/// A partial result for one (channel, part): what the statistics pass or
+/// the backward sums pass found in the part's values.
+typedef union cbn_partial {
+    cbn_moments moments;          ///< forward: count, mean and M2 (sum of squared deviations)
+    struct {
+        double dy;                ///< backward: Σ g, g the masked dy
+        double dy_deviation;      ///< backward: Σ g·(x − mean)
+    } sums;
 } cbn_partial;
 
 struct cbn_job {
@@ -137,6 +141,11 @@ typedef struct cbn_kernels {
     /// Whether the elementwise results are checked (kernels_template.h,
     /// CBN_CHECK_RATIO): the job then keeps the wide coefficient rows.
     int checked;
+    /// Bytes of one value of the arithmetic type (the coefficients'): double
+    /// for double, float for the others.
+    int64_t compute_bytes;
+    /// The element type's size and tuning (plan/tuning.h).
+    const cbn_tuning *tuning;
     /// `scratch`: the worker's scratch (job->scratch_doubles), or NULL.
     void (*statistics)(const cbn_job *job, cbn_item item, double *scratch);
     void (*normalize)(const cbn_job *job, cbn_item item);
@@ -158,6 +167,18 @@ typedef struct cbn_kernels {
                                  const void *running_var, double eps,
                                  double *mean_out, double *invstd_out);
 } cbn_kernels;
+
+/// The kernel table of an element type (kernels.c), which also holds its
+/// sizes and tuning; NULL for a value that names no type.
+const cbn_kernels *cbn_kernels_for(cbn_dtype dtype);
+
+/// CBN_TOO_FEW_VALUES unless the job's given moments (sums) count at least
+/// 2 (1) values in every channel; CBN_OK without them. cbn_job_run checks
+/// this first: they are read when the job runs, not when it is created.
+cbn_status cbn_job_check_given(const cbn_job *job);
+
+/// Writes the job's output mutant (cbn_test_mutate_jobs) into what it wrote.
+void cbn_job_apply_mutant(const cbn_job *job);
 
 extern const cbn_kernels cbn_kernels_f32;
 extern const cbn_kernels cbn_kernels_f64;

@@ -8,55 +8,63 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         /// The code's name in words, e.g. `"count mismatch"`.
         public let rawValue: String
-        private init(_ rawValue: String) { self.rawValue = rawValue }
+        /// The code's number: fixed for good (a new code takes the next one),
+        /// so that ranks built from different versions read each other's.
+        public let number: Int
+        private init(_ number: Int, _ rawValue: String) {
+            self.number = number
+            self.rawValue = rawValue
+        }
         /// The code's name in words.
         public var description: String { rawValue }
 
         /// A shape whose rank is outside 2...5.
-        public static let invalidRank = Code("invalid rank")
+        public static let invalidRank = Code(1, "invalid rank")
         /// A dimension below 1.
-        public static let invalidDimension = Code("invalid dimension")
+        public static let invalidDimension = Code(2, "invalid dimension")
         /// A shape whose element count (or byte count) does not fit in `Int`.
-        public static let shapeTooLarge = Code("shape too large")
+        public static let shapeTooLarge = Code(3, "shape too large")
         /// A buffer or array whose count does not match the shape or the channel count.
-        public static let countMismatch = Code("count mismatch")
+        public static let countMismatch = Code(4, "count mismatch")
         /// Training mode with one value per channel: the unbiased variance is undefined.
-        public static let tooFewValuesPerChannel = Code("too few values per channel")
+        public static let tooFewValuesPerChannel = Code(5, "too few values per channel")
         /// ε negative, NaN or infinite.
-        public static let invalidEpsilon = Code("invalid epsilon")
+        public static let invalidEpsilon = Code(6, "invalid epsilon")
         /// Momentum outside [0, 1] or not a number.
-        public static let invalidMomentum = Code("invalid momentum")
+        public static let invalidMomentum = Code(7, "invalid momentum")
         /// A thread count below 1.
-        public static let invalidThreadCount = Code("invalid thread count")
+        public static let invalidThreadCount = Code(8, "invalid thread count")
         /// An output overlapping another buffer where that is not allowed.
-        public static let overlappingBuffers = Code("overlapping buffers")
+        public static let overlappingBuffers = Code(9, "overlapping buffers")
         /// An argument that must come with another is missing (running mean without running variance).
-        public static let missingArgument = Code("missing argument")
+        public static let missingArgument = Code(10, "missing argument")
         /// The OpenMP executor was asked for but OpenMP is not compiled in.
-        public static let executorUnavailable = Code("executor unavailable")
+        public static let executorUnavailable = Code(11, "executor unavailable")
         /// The core could not allocate its scratch space.
-        public static let outOfMemory = Code("out of memory")
+        public static let outOfMemory = Code(12, "out of memory")
         /// Synchronized batch norm: the ranks disagree on something every rank
         /// must share (pass, mode, scalar type, layout, channels, spatial
         /// extent, ε, activation, residual, γ and β, momentum; backward: which
         /// dγ and dβ, and the statistics). Thrown on every rank alike, before
         /// any buffer is written.
-        public static let rankMismatch = Code("rank mismatch")
+        public static let rankMismatch = Code(13, "rank mismatch")
         /// Synchronized batch norm: another rank's arguments failed its checks
         /// (that rank throws the reason); thrown on the other ranks, before any
         /// buffer is written.
-        public static let rankFailed = Code("rank failed")
+        public static let rankFailed = Code(14, "rank failed")
         /// Synchronized batch norm: the reducer threw, timed out or returned
         /// the wrong number of values.
-        public static let communicationFailed = Code("communication failed")
+        public static let communicationFailed = Code(15, "communication failed")
 
-        /// Every code, in a fixed order (synchronized calls send a failed
-        /// rank's code to the others as its index here).
+        /// Every code; their numbers are 1, 2, ... in this order.
         static let all: [Code] = [
             .invalidRank, .invalidDimension, .shapeTooLarge, .countMismatch, .tooFewValuesPerChannel,
             .invalidEpsilon, .invalidMomentum, .invalidThreadCount, .overlappingBuffers, .missingArgument,
             .executorUnavailable, .outOfMemory, .rankMismatch, .rankFailed, .communicationFailed,
         ]
+
+        /// The code numbered `number`, if there is one.
+        static func numbered(_ number: Int) -> Code? { all.first { $0.number == number } }
     }
 
     /// What kind of mistake it is.

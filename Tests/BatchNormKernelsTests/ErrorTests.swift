@@ -346,4 +346,16 @@ import Testing
             _ = try BatchNorm<Float>(featureCount: 3, momentum: 2)
         }
     }
+
+    /// The numbers are the codes' identity across versions (synchronized calls
+    /// send them): written out here, so that renumbering one fails.
+    @Test func errorCodeNumbersAreFixed() {
+        let numbers: [(BatchNormError.Code, Int)] = [
+            (.invalidRank, 1), (.invalidDimension, 2), (.shapeTooLarge, 3), (.countMismatch, 4),
+            (.tooFewValuesPerChannel, 5), (.invalidEpsilon, 6), (.invalidMomentum, 7), (.invalidThreadCount, 8),
+            (.overlappingBuffers, 9), (.missingArgument, 10), (.executorUnavailable, 11), (.outOfMemory, 12),
+            (.rankMismatch, 13), (.rankFailed, 14), (.communicationFailed, 15),
+        ]
+        for (code, number) in numbers { #expect(code.number == number, "\(code)") }
+    }
 }

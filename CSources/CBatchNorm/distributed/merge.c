@@ -8,7 +8,7 @@
  */
 #include <string.h>
 #include "CBatchNorm.h"
-#include "../microkernels/moments.h"
+#include "moments.h"
 
 void cbn_merge_moments(int64_t channels, int64_t sets, const double *partials, double *out) {
     /* out holds the running (count, mean, M2) of each channel: a cbn_moments */

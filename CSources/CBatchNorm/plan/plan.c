@@ -1,4 +1,4 @@
-#include "plan.h"
+#include "plan/plan.h"
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -17,11 +17,12 @@ static void plan_reduction(cbn_plan *plan) {
     plan->parts = ceil_div(plan->m, plan->part_length);
 }
 
-/// Adjacent channels whose runs for one image make about CBN_PLANE_RUN_TARGET
-/// values (CBN_SHORT_PLANE_RUN_TARGET for short planes), at most all of them.
+/// Adjacent channels whose runs for one image make about the tuning's run
+/// target (its short-plane target for short planes), at most all of them.
 static int64_t plane_run_channels(const cbn_plan *plan) {
+    const cbn_tuning *t = plan->tuning;
     const int64_t spatial = plan->shape.spatial;
-    const int64_t target = spatial < CBN_SHORT_PLANE ? CBN_SHORT_PLANE_RUN_TARGET : CBN_PLANE_RUN_TARGET;
+    const int64_t target = spatial < t->short_plane ? t->short_plane_run_target : t->plane_run_target;
     const int64_t block = spatial >= target ? 1 : target / spatial;
     return block < plan->shape.channels ? block : plan->shape.channels;
 }
@@ -33,20 +34,22 @@ static int64_t plane_channel_block(const cbn_plan *plan, int64_t fuse_limit) {
     int64_t block = plane_run_channels(plan);
     if (block > CBN_PLANE_MAX_CHANNELS) block = CBN_PLANE_MAX_CHANNELS;
     const int64_t fusable = fuse_limit / plan->m;
-    const int64_t shortest = spatial >= CBN_PLANE_RUN_MIN ? 1 : CBN_PLANE_RUN_MIN / spatial;
+    const int64_t run_min = plan->tuning->plane_run_min;
+    const int64_t shortest = spatial >= run_min ? 1 : run_min / spatial;
     if (block > fusable && fusable >= shortest) block = fusable;
     return block;
 }
 
-cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pass) {
+cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_per_pass) {
     cbn_plan plan;
     if (shape.channels == 1) shape.layout = CBN_CHANNELS_FIRST;
     plan.shape = shape;
+    plan.tuning = tuning;
     plan.m = shape.n * shape.spatial;
     plan_reduction(&plan);
 
-    const int64_t bytes = (int64_t)element_size;
-    const int64_t fuse_limit = CBN_FUSE_BYTES / (bytes * tensors_per_pass);
+    const int64_t bytes = tuning->element_bytes;
+    const int64_t fuse_limit = tuning->fuse_bytes / (bytes * tensors_per_pass);
     if (shape.channels > 1 && (shape.spatial == 1 || shape.layout == CBN_CHANNELS_LAST)) {
         plan.walk = CBN_WALK_COLUMNS;
         plan.channel_block = shape.channels < CBN_COLUMN_CHANNELS ? shape.channels : CBN_COLUMN_CHANNELS;
@@ -56,27 +59,27 @@ cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pas
     }
     plan.channel_blocks = ceil_div(shape.channels, plan.channel_block);
 
-    /* Unfused items cover about CBN_ITEM_BYTES of a tensor, in whole parts. */
-    int64_t item_parts = CBN_ITEM_BYTES / (bytes * plan.channel_block * plan.part_length);
+    /* Unfused items cover about tuning->item_bytes of a tensor, in whole parts. */
+    int64_t item_parts = tuning->item_bytes / (bytes * plan.channel_block * plan.part_length);
     if (item_parts < 1) item_parts = 1;
     const int fused = plan.m * plan.channel_block <= fuse_limit &&
-                      (plan.channel_blocks >= CBN_MIN_FUSED_BLOCKS || item_parts >= plan.parts);
+                      (plan.channel_blocks >= tuning->min_fused_blocks || item_parts >= plan.parts);
     plan.item_parts = fused || item_parts > plan.parts ? plan.parts : item_parts;
     plan.part_ranges = ceil_div(plan.parts, plan.item_parts);
     plan.items = plan.channel_blocks * plan.part_ranges;
     /* Elementwise items: planes take their runs' channels without the fused
      * slice's limit. Columns keep the statistics' blocks: whole rows of more
-     * than 1024 channels were slower (1024x4096 inference 0.83-0.99x, 4
-     * interleaved A/B runs), their coefficient rows no longer fitting L1. */
+     * than CBN_COLUMN_CHANNELS channels were slower, their coefficient rows
+     * no longer fitting L1 (Benchmarks/results/tuning.md). */
     plan.elementwise_channel_block = plan.walk == CBN_WALK_PLANES ? plane_run_channels(&plan) : plan.channel_block;
     plan.elementwise_channel_blocks = ceil_div(shape.channels, plan.elementwise_channel_block);
-    const int64_t elementwise = CBN_ELEMENTWISE_BYTES / (bytes * plan.elementwise_channel_block);
+    const int64_t elementwise = tuning->elementwise_bytes / (bytes * plan.elementwise_channel_block);
     plan.elementwise_length = elementwise > CBN_LANES ? elementwise : CBN_LANES;
     plan.elementwise_ranges = ceil_div(plan.m, plan.elementwise_length);
     plan.elementwise_items = plan.elementwise_channel_blocks * plan.elementwise_ranges;
-    plan.streaming = shape.n * shape.channels * shape.spatial >= CBN_STREAMING_BYTES / bytes;
-    plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && bytes == (int64_t)sizeof(float) &&
-                      plan.elementwise_channel_block < shape.channels &&
-                      shape.n * shape.channels * shape.spatial <= CBN_ROW_BLOCK_BYTES / bytes;
+    const int64_t count = shape.n * shape.channels * shape.spatial;
+    plan.streaming = count >= tuning->streaming_bytes / bytes;
+    plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && plan.elementwise_channel_block < shape.channels &&
+                      count <= tuning->row_block_bytes / bytes;
     return plan;
 }

@@ -41,6 +41,7 @@
 #define CBN_PLAN_H
 
 #include "CBatchNorm.h"
+#include "plan/tuning.h"
 
 /// Lanes of the reduction order: values j and j + 16 of a segment share one.
 #define CBN_LANES 16
@@ -52,55 +53,14 @@
 /// rows are short too, so that those shapes still split among threads.
 #define CBN_PART_VALUES 4096
 #define CBN_SHORT_PART_VALUES 1024
-/// Planes with shorter runs put this many values of adjacent channels in one item's run.
-#define CBN_PLANE_RUN_TARGET 4096
-/// ...and planes shorter than CBN_SHORT_PLANE (7x7, 14x14) this many: the
-/// longer an item's contiguous stretch per image, the better the caches'
-/// prefetchers follow it (32x2048x7x7 forward 1.2-1.5x faster than with
-/// 4096, 56x56 slower with more than one channel per run).
-#define CBN_SHORT_PLANE 256
-#define CBN_SHORT_PLANE_RUN_TARGET 16384
-/// ...but no fewer than this many when that lets the block be fused.
-#define CBN_PLANE_RUN_MIN 1024
 /// The most channels one planes item handles (each has a vector accumulator
 /// on the stack).
 #define CBN_PLANE_MAX_CHANNELS 256
 /// Channels per columns item: rows of 4 KiB (float) stream well; items that
 /// read parts of rows (a few hundred bytes each, far apart in time) do not.
+/// The most channels one item of either walk handles (stack arrays).
 #define CBN_COLUMN_CHANNELS 1024
-/// The most channels one item of either walk handles.
 #define CBN_MAX_BLOCK_CHANNELS CBN_COLUMN_CHANNELS
-/// Bytes of one tensor an unfused item covers, about.
-#define CBN_ITEM_BYTES (128 * 1024)
-/// ...and an item of an elementwise phase: long enough that each worker
-/// streams, short enough that the workers share a channel block.
-#define CBN_ELEMENTWISE_BYTES (1024 * 1024)
-/// Outputs of at least this size are written with non-temporal stores: they
-/// will not be read again before they leave the cache anyway.
-#define CBN_STREAMING_BYTES (48 * 1024 * 1024)
-/// Float columns walks whose elementwise items hold part of each row (rows
-/// of more than CBN_COLUMN_CHANNELS), over tensors of at most this size,
-/// take their rows in blocks in the elementwise passes: each row's piece is
-/// otherwise a run of its own that loads every coefficient vector again,
-/// and in blocks one load serves several rows (kernels_template.h,
-/// CBN_WRITE_ROWS). 2 threads, medians of 5 interleaved A/B runs, warm and
-/// cold: 32x2048x7x7 channels last 1.04-1.47x (warm inference 1.47x),
-/// 1024x4096 1.03-1.23x (inference 1.22-1.23x). Where they were
-/// slower or gained nothing they are not used: larger tensors, whose inputs
-/// and outputs outgrow the last-level cache (32x512x28x28 binary16
-/// inference 0.8x); items of whole rows, which are one run across rows
-/// (8x256x28x28 float 0.56-0.91x but for warm inference); double
-/// (0.82-1.06x); the half formats (Float16 backward 0.82-0.90x, warm
-/// 1024x4096 inference 0.90-0.94x; faster only in some inference figures,
-/// 1.1-1.2x; 3 interleaved A/B runs).
-#define CBN_ROW_BLOCK_BYTES (16 * 1024 * 1024)
-/// Channels per item of a finalize phase.
-#define CBN_FINALIZE_CHANNELS 64
-/// A channel block's slice (all tensors the pass reads) up to this size is fused.
-#define CBN_FUSE_BYTES (1024 * 1024)
-/// Fewer channel blocks than this are split into parts so that many
-/// threads share them, unless a block fits in one item anyway.
-#define CBN_MIN_FUSED_BLOCKS 8
 
 typedef enum cbn_walk {
     CBN_WALK_PLANES = 0,
@@ -109,6 +69,7 @@ typedef enum cbn_walk {
 
 typedef struct cbn_plan {
     cbn_shape shape;            ///< as given, but one channel is always channels first (the same memory)
+    const cbn_tuning *tuning;   ///< the element type's (plan/tuning.h)
     int64_t m;                  ///< values per channel: n * spatial
 
     /* the reduction order */
@@ -125,7 +86,7 @@ typedef struct cbn_plan {
     int64_t items;              ///< channel_blocks * part_ranges
     /* Elementwise phases (normalize, dx without sums) have no partials and
      * no accumulators, so their items need not be whole parts nor fit a
-     * fused slice: about CBN_ELEMENTWISE_BYTES each, of channel blocks that
+     * fused slice: about tuning.elementwise_bytes each, of channel blocks that
      * make long contiguous stretches (planes walk). */
     int64_t elementwise_channel_block;  ///< channels per elementwise item
     int64_t elementwise_channel_blocks; ///< ceil(channels / elementwise_channel_block)
@@ -133,7 +94,7 @@ typedef struct cbn_plan {
     int64_t elementwise_ranges; ///< ceil(m / elementwise_length)
     int64_t elementwise_items;  ///< elementwise_channel_blocks * elementwise_ranges
     int streaming;              ///< write outputs with non-temporal stores
-    int row_blocks;             ///< elementwise rows in blocks (CBN_ROW_BLOCK_BYTES says when)
+    int row_blocks;             ///< elementwise rows in blocks (tuning.row_block_bytes says when)
 } cbn_plan;
 
 /// The extent of one item: channels [c0, c1) and values [begin, end) of
@@ -146,9 +107,12 @@ typedef struct cbn_item {
 
 /// `tensors_per_pass`: how many input tensors a fused item keeps in cache
 /// (1 for forward, 2 for backward). Requires a valid shape.
-cbn_plan cbn_make_plan(cbn_shape shape, size_t element_size, int tensors_per_pass);
+cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_per_pass);
 
 static inline int cbn_plan_is_fused(const cbn_plan *plan) { return plan->item_parts == plan->parts; }
+
+/// Channels per item of a finalize phase.
+static inline int64_t cbn_plan_finalize_channels(const cbn_plan *plan) { return plan->tuning->finalize_channels; }
 
 /// Whether the columns walk keeps sixteen lane accumulators per channel
 /// (runs of at least CBN_LANES values): they live in per-worker scratch.

@@ -92,7 +92,7 @@ enum Synchronization {
 
         static func make(rank: Int, header: Header?, failure: BatchNormError?) -> [Double] {
             var summary = [noRank, 0]
-            if let failure { summary = [Double(rank), codeIndex(failure)] }
+            if let failure { summary = [Double(rank), codeNumber(failure)] }
             let values = header.map { [version] + $0.fields.map(\.1) }
             for i in fieldNames.indices {
                 if let values {
@@ -188,7 +188,7 @@ enum Synchronization {
         _ reducer: any BatchNormReducer, _ partials: [Double], failure: BatchNormError? = nil,
         merge: @escaping (Int64, Int64, UnsafePointer<Double>?, UnsafeMutablePointer<Double>?) -> Void
     ) throws(BatchNormError) -> [Double] {
-        let status: [Double] = failure.map { [Double(reducer.rank), codeIndex($0)] } ?? [noRank, 0]
+        let status: [Double] = failure.map { [Double(reducer.rank), codeNumber($0)] } ?? [noRank, 0]
         let count = partials.count
         let merged = try allReduce(reducer, partials + status) { (lower: [Double], higher: [Double]) -> [Double] in
             var whole = [Double](repeating: 0, count: count)
@@ -205,16 +205,12 @@ enum Synchronization {
         return Array(merged[..<count])
     }
 
-    /// A failed rank's error as sent: 1 + its code's index (0: none).
-    private static func codeIndex(_ error: BatchNormError) -> Double {
-        Double(1 + (BatchNormError.Code.all.firstIndex(of: error.code) ?? -1))
-    }
+    /// A failed rank's error as sent: its code's number (0: none).
+    private static func codeNumber(_ error: BatchNormError) -> Double { Double(error.code.number) }
 
     /// The error the other ranks throw for a failed `rank` that sent `code`.
     private static func rankFailed(rank: Double, code: Double) -> BatchNormError {
-        let index = Int(code) - 1
-        let name = BatchNormError.Code.all.indices.contains(index) ? "\(BatchNormError.Code.all[index])"
-            : "an unknown failure"
+        let name = BatchNormError.Code.numbered(Int(code)).map { "\($0)" } ?? "an unknown failure"
         return BatchNormError(.rankFailed, argument: "rank \(Int(rank))", expected: "arguments that pass their checks",
                               actual: name)
     }

@@ -1,0 +1,182 @@
+/*
+ * What the microkernels of every element type share: the accumulator vector,
+ * loads and stores that never pass a vector by value, the lanes' pairwise
+ * sum, and the columns walk's accumulators. Included once, by kernels.c,
+ * before the per-type template.
+ */
+#ifndef CBN_MICROKERNELS_COMMON_H
+#define CBN_MICROKERNELS_COMMON_H
+
+#include <string.h>
+
+#include "job.h"
+#include "moments.h"
+
+/// Sixteen doubles: the accumulator vector of every reduction. Every element
+/// type is processed sixteen values at a time and widened to this, so the
+/// order of additions is the same for all four types and for every ISA.
+typedef double cbn_vd __attribute__((vector_size(16 * sizeof(double))));
+
+/// Helpers are forced inline so that each instruction-set clone of an item
+/// microkernel gets its own copy compiled for that instruction set.
+#define CBN_INLINE static inline __attribute__((always_inline))
+
+/// Item microkernels are compiled for AVX-512 (x86-64-v4), AVX2 (x86-64-v3)
+/// and baseline x86-64; the dynamic loader picks one for the CPU at start-up
+/// (an ifunc). Elsewhere they are compiled once, for the target. Under
+/// ThreadSanitizer too: its instrumented ifunc resolvers would run before the
+/// sanitizer's runtime is up and crash the process at load.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) && !defined(CBN_NO_MULTIVERSIONING)
+#define CBN_NO_MULTIVERSIONING 1
+#endif
+#endif
+#if defined(__x86_64__) && defined(__linux__) && !defined(CBN_NO_MULTIVERSIONING)
+#define CBN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+/// A further bfloat16 table for AVX-512 with BF16 (kernels.c), chosen at run time.
+#define CBN_BF16_NATIVE 1
+#include <immintrin.h>
+#else
+#define CBN_CLONES
+#endif
+#define CBN_MULTIVERSIONED CBN_CLONES
+
+/* Vectors never cross a function boundary by value: an AVX2 clone may not
+ * pass a 64-byte vector to an inlined helper (clang rejects it as an ABI
+ * change). Helpers take and return vectors through pointers; loads and
+ * stores are macros. */
+#define CBN_LOAD(type, p) ({ type cbn_loaded_; memcpy(&cbn_loaded_, (p), sizeof cbn_loaded_); cbn_loaded_; })
+#define CBN_STORE(type, p, v) do { type cbn_stored_ = (v); memcpy((p), &cbn_stored_, sizeof cbn_stored_); } while (0)
+#define cbn_vd_load(p) CBN_LOAD(cbn_vd, p)
+#define cbn_vd_store(p, v) CBN_STORE(cbn_vd, p, v)
+
+/// Sum of the sixteen lanes in a fixed pairwise order.
+CBN_INLINE double cbn_vd_sum(const cbn_vd *v) {
+    double s8[8], s4[4];
+    for (int i = 0; i < 8; i++) s8[i] = (*v)[i] + (*v)[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+/// The columns walk's accumulators for w channels: sixteen lanes per channel
+/// (lane l of channel k at lane_a[l*w + k], in the worker's scratch; NULL
+/// when runs are shorter than CBN_LANES and every value goes to the tail)
+/// and a tail per channel. `a` and `b` are the two sums a pass takes.
+typedef struct cbn_column_sums {
+    double *lane_a, *lane_b;
+    double tail_a[CBN_MAX_BLOCK_CHANNELS], tail_b[CBN_MAX_BLOCK_CHANNELS];
+} cbn_column_sums;
+
+/// Zeroes the sums; `lanes` is the worker's scratch (2*CBN_LANES*w doubles) or NULL.
+CBN_INLINE void cbn_column_sums_clear(cbn_column_sums *sums, double *lanes, int64_t w) {
+    sums->lane_a = lanes;
+    sums->lane_b = lanes ? lanes + CBN_LANES * w : NULL;
+    if (lanes) memset(lanes, 0, sizeof(double) * 2 * CBN_LANES * w);
+    memset(sums->tail_a, 0, sizeof(double) * w);
+    memset(sums->tail_b, 0, sizeof(double) * w);
+}
+
+/// Channel k's totals: its lanes' pairwise sum (cbn_vd_sum, as a planes walk
+/// reduces its vector accumulator) plus its tail.
+CBN_INLINE void cbn_column_sums_total(const cbn_column_sums *sums, int64_t w, int64_t k, double *a, double *b) {
+    cbn_vd va = {0}, vb = {0};
+    if (sums->lane_a)
+        for (int l = 0; l < CBN_LANES; l++) {
+            va[l] = sums->lane_a[l * w + k];
+            vb[l] = sums->lane_b[l * w + k];
+        }
+    *a = cbn_vd_sum(&va) + sums->tail_a[k];
+    *b = cbn_vd_sum(&vb) + sums->tail_b[k];
+}
+
+/// One call of the columns walk's reduction order: add rows `row`,
+/// `row + stride`, ... (`rows` of them, at most four) of the block's
+/// channels to the accumulators `a` and `b` (a lane's or the tails).
+typedef struct cbn_column_call {
+    double *a, *b;
+    int64_t row, stride, rows;
+} cbn_column_call;
+
+/// The calls over rows [begin, end) in the reduction order (plan.h): lane l
+/// gets rows first + l, first + l + 16, ... (up to four per call, so that
+/// the accumulators are touched once per four rows), the tail the rows past
+/// the segment's last multiple of 16 (up to four per call, in order).
+typedef struct cbn_column_calls {
+    cbn_segments segments;
+    cbn_column_sums *sums;
+    int64_t w, C;
+    int64_t first, length, full;    /* the current segment, and its rows that go to lanes */
+    int64_t group, lane, tail_row;  /* the next call */
+} cbn_column_calls;
+
+CBN_INLINE cbn_column_calls cbn_column_calls_make(const cbn_plan *plan, int64_t begin, int64_t end,
+                                                  cbn_column_sums *sums, int64_t w) {
+    cbn_column_calls calls = {cbn_segments_make(plan, begin, end), sums, w, plan->shape.channels, 0, 0, 0, 0, 0, 0};
+    return calls;
+}
+
+/// The next call; 0 when there is none.
+CBN_INLINE int cbn_column_calls_next(cbn_column_calls *it, cbn_column_call *call) {
+    for (;;) {
+        if (it->group < it->full) {
+            call->a = it->sums->lane_a + it->lane * it->w;
+            call->b = it->sums->lane_b + it->lane * it->w;
+            call->row = it->first + it->group + it->lane;
+            call->stride = CBN_LANES * it->C;
+            call->rows = cbn_min64((it->full - it->group) / CBN_LANES, 4);
+            if (++it->lane == CBN_LANES) {
+                it->lane = 0;
+                it->group += 4 * CBN_LANES;
+            }
+            return 1;
+        }
+        if (it->tail_row < it->first + it->length) {
+            call->a = it->sums->tail_a;
+            call->b = it->sums->tail_b;
+            call->row = it->tail_row;
+            call->stride = it->C;
+            call->rows = cbn_min64(4, it->first + it->length - it->tail_row);
+            it->tail_row += 4;
+            return 1;
+        }
+        if (!cbn_segments_next(&it->segments, &it->first, &it->length)) return 0;
+        it->full = it->sums->lane_a ? it->length / CBN_LANES * CBN_LANES : 0;
+        it->group = it->lane = 0;
+        it->tail_row = it->first + it->full;
+    }
+}
+
+/// The elementwise passes (microkernels/template/stores.h).
+typedef enum cbn_elementwise_op {
+    CBN_OP_NORMALIZE,            ///< y from x (and z)
+    CBN_OP_INPUT_GRADIENT,       ///< dx from dy (masked by y) and x
+    CBN_OP_SCALE,                ///< dx from dy alone (inference mode)
+    CBN_OP_RESIDUAL_GRADIENT,    ///< dz, the masked dy
+} cbn_elementwise_op;
+
+/// Calls CALL(e) with the constant e equal to `epi` (0 to 3), so that each
+/// epilogue gets loops of its own from one piece of code.
+#define CBN_EPILOGUE_SWITCH(epi, CALL)                                                           \
+    switch (epi) {                                                                               \
+    case 0: CALL(0); break;                                                                      \
+    case 1: CALL(1); break;                                                                      \
+    case 2: CALL(2); break;                                                                      \
+    default: CALL(3); break;                                                                     \
+    }
+
+/// The next channel of a run of rows of `period` channels, `step` values on
+/// from channel c (c + step mod period, without a division per vector).
+CBN_INLINE int64_t cbn_next_channel(int64_t c, int64_t step, int64_t period) {
+    return c + step < period ? c + step : (c + step) % period;
+}
+
+/// Non-temporal stores are weakly ordered: fence them before the item ends.
+CBN_INLINE void cbn_fence_streams(int stream) {
+#if defined(__x86_64__)
+    if (stream) __builtin_ia32_sfence();
+#else
+    (void)stream;
+#endif
+}
+
+#endif /* CBN_MICROKERNELS_COMMON_H */

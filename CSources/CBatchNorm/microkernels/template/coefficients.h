@@ -1,0 +1,197 @@
+/*
+ * The per-channel coefficients (job.h): how the finalize steps set them and
+ * how the elementwise microkernels read them, sixteen lanes or one value at
+ * a time. The check rows exist only for checked types (CBN_CHECK_RATIO);
+ * elsewhere they read as zero, and only here is that decided. Part of
+ * kernels_template.h.
+ */
+
+/// The coefficient rows of a channel block, from its first channel (both
+/// walks): in T, with the check rows (slack, bk1 = |k1|/R, bk2 = |k2|/R),
+/// and in double for the checked recomputation (w*; NULL where unchecked).
+typedef struct FN(cbn_block_coefficients) {
+    const T *hi, *k1, *k2, *k3, *slack, *bk1, *bk2;
+    const double *wm, *wk1, *wk2, *wk3;
+} FN(cbn_block_coefficients);
+
+/// One channel's coefficients, for values taken one at a time.
+typedef struct FN(cbn_scalars) {
+    T hi, k1, k2, k3, slack, bk1, bk2;
+    double wm, wk1, wk2, wk3;
+} FN(cbn_scalars);
+
+/// The coefficients of sixteen values: each lane its own channel's (a run
+/// of rows, channels last) or every lane the same channel's (a planes run).
+/// The double ones, which only a value that fails its check reads, are
+/// loaded then (cbn_wide_lanes): from `rows` at `channel`, or `one`'s.
+typedef struct FN(cbn_lanes) {
+    VT hi, k1, k2, k3, slack, bk1, bk2;
+    const FN(cbn_block_coefficients) *rows;
+    int64_t channel;
+    const FN(cbn_scalars) *one;
+} FN(cbn_lanes);
+
+/// The double coefficients of sixteen values.
+typedef struct FN(cbn_wide_lanes) {
+    cbn_vd m, k1, k2, k3;
+} FN(cbn_wide_lanes);
+
+/// Loads the double coefficients of `l` (checked types only; the compiler
+/// drops the loads a formula does not use).
+CBN_INLINE void FN(wide_lanes)(const FN(cbn_lanes) *l, FN(cbn_wide_lanes) *w) {
+    if (l->rows) {
+        w->m = cbn_vd_load(l->rows->wm + l->channel);
+        w->k1 = cbn_vd_load(l->rows->wk1 + l->channel);
+        w->k2 = cbn_vd_load(l->rows->wk2 + l->channel);
+        w->k3 = cbn_vd_load(l->rows->wk3 + l->channel);
+    } else {
+        w->m = (cbn_vd){0} + l->one->wm;
+        w->k1 = (cbn_vd){0} + l->one->wk1;
+        w->k2 = (cbn_vd){0} + l->one->wk2;
+        w->k3 = (cbn_vd){0} + l->one->wk3;
+    }
+}
+
+CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
+                                            FN(cbn_block_coefficients) *bc) {
+    const T *all = (const T *)job->coefficients;
+    const double *wide = job->wide_coefficients;
+    const int64_t stride = cbn_coefficient_stride(job->plan.shape.channels);
+    bc->hi = all + CBN_MEAN_HI * stride + item.c0;
+    bc->k1 = all + CBN_K1 * stride + item.c0;
+    bc->k2 = all + CBN_K2 * stride + item.c0;
+    bc->k3 = all + CBN_K3 * stride + item.c0;
+#ifdef CBN_CHECK_RATIO
+    bc->slack = all + CBN_SLACK * stride + item.c0;
+    bc->bk1 = all + CBN_BOUND_K1 * stride + item.c0;
+    bc->bk2 = all + CBN_BOUND_K2 * stride + item.c0;
+    bc->wm = wide + CBN_WIDE_MEAN * stride + item.c0;
+    bc->wk1 = wide + CBN_WIDE_K1 * stride + item.c0;
+    bc->wk2 = wide + CBN_WIDE_K2 * stride + item.c0;
+    bc->wk3 = wide + CBN_WIDE_K3 * stride + item.c0;
+#else
+    (void)wide;
+    bc->slack = bc->bk1 = bc->bk2 = NULL;
+    bc->wm = bc->wk1 = bc->wk2 = bc->wk3 = NULL;
+#endif
+}
+
+/// The coefficients of channels c, c + 1, ... c + 15 of the block (the rows
+/// wrap around past the last channel, job.h). A pass loads them all; the
+/// compiler drops the loads of those it does not use.
+CBN_INLINE void FN(lanes_at)(const FN(cbn_block_coefficients) *bc, int64_t c, FN(cbn_lanes) *l) {
+    l->hi = LOAD(bc->hi + c);
+    l->k1 = LOAD(bc->k1 + c);
+    l->k2 = LOAD(bc->k2 + c);
+    l->k3 = LOAD(bc->k3 + c);
+#ifdef CBN_CHECK_RATIO
+    l->slack = LOAD(bc->slack + c);
+    l->bk1 = LOAD(bc->bk1 + c);
+    l->bk2 = LOAD(bc->bk2 + c);
+#else
+    l->slack = l->bk1 = l->bk2 = (VT){0};
+#endif
+    l->rows = bc;
+    l->channel = c;
+    l->one = NULL;
+}
+
+/// Channel c's coefficients, one value each.
+CBN_INLINE void FN(scalars_at)(const FN(cbn_block_coefficients) *bc, int64_t c, FN(cbn_scalars) *s) {
+    s->hi = bc->hi[c];
+    s->k1 = bc->k1[c];
+    s->k2 = bc->k2[c];
+    s->k3 = bc->k3[c];
+#ifdef CBN_CHECK_RATIO
+    s->slack = bc->slack[c];
+    s->bk1 = bc->bk1[c];
+    s->bk2 = bc->bk2[c];
+    s->wm = bc->wm[c];
+    s->wk1 = bc->wk1[c];
+    s->wk2 = bc->wk2[c];
+    s->wk3 = bc->wk3[c];
+#else
+    s->slack = s->bk1 = s->bk2 = 0;
+    s->wm = s->wk1 = s->wk2 = s->wk3 = 0;
+#endif
+}
+
+/// Channel c's coefficients in every lane, for a run of that channel alone.
+CBN_INLINE void FN(lanes_of)(const FN(cbn_scalars) *s, FN(cbn_lanes) *l) {
+    l->hi = (VT){0} + s->hi;
+    l->k1 = (VT){0} + s->k1;
+    l->k2 = (VT){0} + s->k2;
+    l->k3 = (VT){0} + s->k3;
+    l->slack = (VT){0} + s->slack;
+    l->bk1 = (VT){0} + s->bk1;
+    l->bk2 = (VT){0} + s->bk2;
+    l->rows = NULL;
+    l->channel = 0;
+    l->one = s;
+}
+
+/// Stores channel c's value of one coefficient row, and its copies past the
+/// end of the row (job.h). Each copy belongs to one channel, so the
+/// finalize items of different channels never write the same place.
+#define CBN_SET_COEFFICIENT(rows, row, c, value)                                                 \
+    do {                                                                                         \
+        const int64_t C_ = job->plan.shape.channels, stride_ = cbn_coefficient_stride(C_);       \
+        (rows)[(row) * stride_ + (c)] = (value);                                                 \
+        if ((c) < stride_ - C_) /* copies exist: a test that spares the common case a division */ \
+            for (int64_t p_ = (c) + C_; p_ < stride_; p_ += C_) (rows)[(row) * stride_ + p_] = (value); \
+    } while (0)
+
+/// The part of the mean that its rounding to T, mean_hi, leaves out: exact
+/// in double (Sterbenz: mean_hi lies within a factor 2 of the mean), zero in
+/// double itself.
+static inline double FN(mean_rest)(double mean) { return mean - (double)(T)mean; }
+
+#ifdef CBN_CHECK_RATIO
+/// A check row's value (job.h): the least T at or above v/R, and at least
+/// `floor`.
+static T FN(check_row)(double v, double floor) {
+    const double scaled = v / CBN_CHECK_RATIO;
+    if (scaled <= floor) return (T)floor;
+    T t = (T)scaled;
+    if ((double)t < scaled) {    /* t >= 0 and finite: the next float up is the next bit pattern */
+        uint32_t bits;
+        memcpy(&bits, &t, sizeof bits);
+        bits++;
+        memcpy(&t, &bits, sizeof t);
+    }
+    return t;
+}
+
+/// Whether k, nonzero, rounds to a float subnormal or to zero.
+static int FN(coarse_factor)(double k) { return k != 0 && fabs((double)(T)k) < 0x1p-126; }
+#endif
+
+/// Sets channel c's coefficients (job.h) for y = (x - mean)*k1 + k3
+/// (forward) or dx = k1*g + ((x - mean)*k2 + k3) (backward): mean_hi, the
+/// mean rounded to T; k1, k2 and k3 rounded to T, k3 less the rest of the
+/// mean times the factor of x - mean (k1 forward, k2 backward), so that the
+/// kernels' x - mean_hi needs no second subtraction; the check rows; and,
+/// for the check's recomputation, the mean and factors in double.
+static void FN(set_coefficients)(cbn_job *job, int64_t c, double mean, double k1, double k2, double k3) {
+    const double factor = job->backward ? k2 : k1;
+    /* only where there is a rest: 0 * an infinite factor would make k3 NaN */
+    const double rest = FN(mean_rest)(mean), k3_hi = rest != 0 ? k3 - rest * factor : k3;
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_MEAN_HI, c, (T)mean);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K1, c, (T)k1);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K2, c, (T)k2);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_K3, c, (T)k3_hi);
+#ifdef CBN_CHECK_RATIO
+    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_MEAN, c, mean);
+    /* A factor that rounds to a float subnormal (or to zero) keeps less
+     * than float's relative precision, which the bound assumes: an infinite
+     * slack then sends every value of the channel to double. */
+    const int coarse = FN(coarse_factor)(k1) || FN(coarse_factor)(k2);
+    const double slack = coarse ? INFINITY : fabs(k3_hi) + 0x1p-22 * fabs(mean) * fabs(factor);
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_SLACK, c, FN(check_row)(slack, 0x1p-126));
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_BOUND_K1, c, FN(check_row)(fabs((double)(T)k1), 0));
+    CBN_SET_COEFFICIENT((T *)job->coefficients, CBN_BOUND_K2, c, FN(check_row)(fabs((double)(T)k2), 0));
+    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K1, c, k1);
+    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K2, c, k2);
+    CBN_SET_COEFFICIENT(job->wide_coefficients, CBN_WIDE_K3, c, k3);
+#endif
+}

@@ -1,0 +1,122 @@
+/*
+ * How an elementwise pass walks one item: a planes item run by run, each
+ * run of one channel; a columns item in runs of rows or in blocks of rows.
+ * The pass itself (what it writes at a value) is a cbn_elementwise
+ * (stores.h). Part of kernels_template.h.
+ */
+
+/// Rows of a columns item that its elementwise passes take as one run: all
+/// of them when the item has every channel (its rows are then one piece of
+/// memory, and vectors run across row ends: the coefficient rows wrap
+/// around for them, job.h), else one.
+CBN_INLINE int64_t FN(rows_per_run)(const cbn_plan *plan, cbn_item item) {
+    return item.c1 - item.c0 == plan->shape.channels ? item.end - item.begin : 1;
+}
+
+/// Whether a columns item's elementwise pass takes its rows in blocks
+/// (write_rows): where the plan says so (plan.h), for items of a multiple of
+/// 16 channels.
+CBN_INLINE int FN(row_blocks)(const cbn_plan *plan, cbn_item item) {
+    return plan->row_blocks && (item.c1 - item.c0) % 16 == 0;
+}
+
+/// How far on a columns item's elementwise loops ask for their inputs:
+/// CBN_AHEAD along runs of whole rows; in a run of part of a row, the same
+/// channels of a row about CBN_AHEAD values of the item later (the next row
+/// at least).
+CBN_INLINE int64_t FN(column_ahead)(const cbn_plan *plan, cbn_item item) {
+    const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+    if (w == C) return CBN_AHEAD;
+    const int64_t rows = CBN_AHEAD / w;
+    return C * (rows > 1 ? rows : 1);
+}
+
+/// The pass's inputs for the item: each tensor from the item's first
+/// channel's first value (planes) or its first row's first channel (columns).
+CBN_INLINE FN(cbn_run) FN(item_inputs)(const cbn_job *job, cbn_item item, const int op) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t at = plan->walk == CBN_WALK_PLANES ? item.c0 * plan->shape.spatial
+                                                     : item.begin * plan->shape.channels + item.c0;
+    const int reads_x = op == CBN_OP_NORMALIZE || op == CBN_OP_INPUT_GRADIENT;
+    const int reads_dy = op != CBN_OP_NORMALIZE;
+    FN(cbn_run) r = {0};
+    r.x = reads_x ? (const ELEM *)job->x + at : NULL;
+    r.z = op == CBN_OP_NORMALIZE && job->residual ? (const ELEM *)job->residual + at : NULL;
+    r.dy = reads_dy ? (const ELEM *)job->dy + at : NULL;
+    r.y = reads_dy && job->y ? (const ELEM *)job->y + at : NULL;
+    return r;
+}
+
+/// `r`'s inputs `at` values on.
+CBN_INLINE FN(cbn_run) FN(run_at)(const FN(cbn_run) *r, int64_t at) {
+    FN(cbn_run) moved = *r;
+    moved.x = r->x ? r->x + at : NULL;
+    moved.z = r->z ? r->z + at : NULL;
+    moved.dy = r->dy ? r->dy + at : NULL;
+    moved.y = r->y ? r->y + at : NULL;
+    return moved;
+}
+
+/// A pass over the runs of a planes item: each channel's run of each of
+/// its segments, with that channel's coefficients. `item` holds the pass's
+/// inputs from the item's first value (item_inputs), `out` its output.
+CBN_INLINE void FN(elementwise_planes)(const int op, const int epi, const cbn_job *job, cbn_item item,
+                                       const FN(cbn_run) *inputs, ELEM *out) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+    int64_t value, length;
+    cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
+    while (cbn_segments_next(&segments, &value, &length)) {
+        const int64_t offset = cbn_plane_offset(plan, value);
+        for (int64_t k = 0; k < w; k++) {
+            const int64_t at = k * S + offset;
+            FN(cbn_scalars) scalars;
+            FN(cbn_lanes) lanes;
+            FN(scalars_at)(inputs->bc, k, &scalars);
+            FN(lanes_of)(&scalars, &lanes);
+            FN(cbn_run) run = FN(run_at)(inputs, at);
+            run.lanes = &lanes;
+            run.scalars = &scalars;
+            FN(write_run)(op, epi, 0, &run, out + at, length, length, plan->streaming);
+        }
+    }
+}
+
+/// A pass over a columns item: its rows in blocks where the plan says so,
+/// else in runs of rows_per_run rows. `inputs` and `out` as for
+/// elementwise_planes, from the item's first row and channel.
+CBN_INLINE void FN(elementwise_columns)(const int op, const int epi, const cbn_job *job, cbn_item item,
+                                        const FN(cbn_run) *inputs, ELEM *out) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+    if (FN(row_blocks)(plan, item)) {
+        FN(cbn_run) run = *inputs;
+        run.ahead = CBN_ROW_BLOCK * C;
+        FN(write_rows)(op, epi, &run, out, item.end - item.begin, w, C);
+        return;
+    }
+    const int64_t rows = FN(rows_per_run)(plan, item);
+    for (int64_t r = 0; r < item.end - item.begin; r += rows) {
+        FN(cbn_run) run = FN(run_at)(inputs, r * C);
+        run.ahead = FN(column_ahead)(plan, item);
+        FN(write_run)(op, epi, 1, &run, out + r * C, rows * w, w, plan->streaming);
+    }
+}
+
+/// A pass of `op` over one item, reading the job's tensors for it and
+/// writing `out` (y, dx or dz).
+CBN_INLINE void FN(elementwise_item)(const int op, const int epi, const cbn_job *job, cbn_item item, void *out) {
+    const cbn_plan *plan = &job->plan;
+    FN(cbn_block_coefficients) bc;
+    FN(load_block_coefficients)(job, item, &bc);
+    FN(cbn_run) inputs = FN(item_inputs)(job, item, op);
+    inputs.bc = &bc;
+    inputs.ahead = CBN_AHEAD;
+    const int64_t at = plan->walk == CBN_WALK_PLANES ? item.c0 * plan->shape.spatial
+                                                     : item.begin * plan->shape.channels + item.c0;
+    if (plan->walk == CBN_WALK_PLANES)
+        FN(elementwise_planes)(op, epi, job, item, &inputs, (ELEM *)out + at);
+    else
+        FN(elementwise_columns)(op, epi, job, item, &inputs, (ELEM *)out + at);
+    cbn_fence_streams(plan->streaming);
+}

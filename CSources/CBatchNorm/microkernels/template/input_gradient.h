@@ -1,0 +1,21 @@
+/*
+ * The backward elementwise pass: dx = k1*g + (k2*(x - mean_hi) + k3), or
+ * dx = k1*g in inference mode, and dz = g where no sums pass has written
+ * it; g is dy masked by y under relu. Part of kernels_template.h.
+ */
+
+/// dx (and dz) over one item, for the constant epilogue `epi`.
+CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const int epi) {
+    if (epi & CBN_EPILOGUE_RESIDUAL) FN(elementwise_item)(CBN_OP_RESIDUAL_GRADIENT, epi, job, item, job->dresidual);
+    if (!job->out) return;
+    if (job->training)
+        FN(elementwise_item)(CBN_OP_INPUT_GRADIENT, epi, job, item, job->out);
+    else
+        FN(elementwise_item)(CBN_OP_SCALE, epi, job, item, job->out);
+}
+
+CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
+#define CALL(e) FN(input_gradient_item)(job, item, e)
+    CBN_EPILOGUE_SWITCH(job->gradient_epilogue, CALL)
+#undef CALL
+}

@@ -1,0 +1,151 @@
+/*
+ * The forward statistics: each part's moments (count, mean, M2), its blocks
+ * summed about their first value and merged in order (plan.h). Part of
+ * kernels_template.h.
+ */
+
+/// With d = x[i] - pivot: *sum += d and *sumsq += d^2, sixteen lanes at a
+/// time; the values past the last full sixteen go to the tails. Accumulating
+/// across runs and reducing once per block keeps short runs (7x7 planes)
+/// cheap. d is formed in double, exactly for float input.
+CBN_INLINE void FN(add_run_shifted)(const ELEM *x, int64_t n, double pivot, cbn_vd *sum, cbn_vd *sumsq,
+                                    double *tail_sum, double *tail_sumsq) {
+    cbn_vd s = *sum, q = *sumsq;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        PREFETCH(x + i, CBN_AHEAD);
+        cbn_vd d = WIDEN(LOADX(x + i)) - pivot;
+        s += d;
+        q += d * d;
+    }
+    *sum = s;
+    *sumsq = q;
+    double ts = *tail_sum, tq = *tail_sumsq;
+    for (; i < n; i++) {
+        double d = (double)GET(x, i) - pivot;
+        ts += d;
+        tq += d * d;
+    }
+    *tail_sum = ts;
+    *tail_sumsq = tq;
+}
+
+/// The sums' calls take rows j = 0..3 at `stride` (cbn_column_calls): row
+/// j + 4 is the next call's row j, 4 * CBN_LANES rows on, which they ask for
+/// when the item prefetches (FN(columns_prefetch)).
+#define CBN_AHEAD_ROWS 4
+
+/// Whether a columns item's reductions ask for rows ahead: where its rows
+/// are parts of rows, short pieces far apart, or whole rows so short that the
+/// next call's rows are about CBN_AHEAD values on (plan/tuning.h).
+CBN_INLINE int FN(columns_prefetch)(const cbn_plan *plan, cbn_item item) {
+    const int64_t C = plan->shape.channels;
+    return item.c1 - item.c0 < C || CBN_AHEAD_ROWS * CBN_LANES * C <= 2 * CBN_AHEAD;
+}
+
+/// For k < w, with d = x[j*stride + k] - pivot[k]: adds d to sum[k] and d^2
+/// to sumsq[k] for j = 0, 1, ... rows - 1, in that order (one lane or the
+/// tail of the reduction order, see plan.h). The accumulators stay in
+/// registers for the `rows` rows, so a call with several rows touches L1
+/// once.
+CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, int64_t stride,
+                                     int64_t rows, const double *pivot, int64_t w, int prefetch) {
+    int64_t k = 0;
+    for (; k + 16 <= w; k += 16) {
+        const cbn_vd p = cbn_vd_load(pivot + k);
+        cbn_vd s = cbn_vd_load(sum + k), q = cbn_vd_load(sumsq + k);
+        for (int64_t j = 0; j < rows; j++) {
+            if (prefetch) PREFETCH(x + j * stride + k, CBN_AHEAD_ROWS * stride);
+            cbn_vd d = WIDEN(LOADX(x + j * stride + k)) - p;
+            s += d;
+            q += d * d;
+        }
+        cbn_vd_store(sum + k, s);
+        cbn_vd_store(sumsq + k, q);
+    }
+    for (; k < w; k++) {
+        double s = sum[k], q = sumsq[k];
+        for (int64_t j = 0; j < rows; j++) {
+            double d = (double)GET(x, j * stride + k) - pivot[k];
+            s += d;
+            q += d * d;
+        }
+        sum[k] = s;
+        sumsq[k] = q;
+    }
+}
+
+/// Merges the moments of block [b0, b1) of channels item.c0 + k, k < w, into
+/// acc[k] (planes walk). Each channel's sums of d and d^2, d = x - (the
+/// block's first value of the channel), come from one sweep.
+CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
+                                         cbn_moments *acc) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+    const ELEM *x = (const ELEM *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
+    cbn_vd sum[CBN_PLANE_MAX_CHANNELS], sumsq[CBN_PLANE_MAX_CHANNELS];
+    double tail_sum[CBN_PLANE_MAX_CHANNELS], tail_sumsq[CBN_PLANE_MAX_CHANNELS];
+    double pivot[CBN_PLANE_MAX_CHANNELS];
+    memset(sum, 0, sizeof(cbn_vd) * w);
+    memset(sumsq, 0, sizeof(cbn_vd) * w);
+    memset(tail_sum, 0, sizeof(double) * w);
+    memset(tail_sumsq, 0, sizeof(double) * w);
+    const int64_t first = cbn_plane_offset(plan, b0);
+    for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, k * S + first);
+    int64_t value, length;
+    cbn_segments segments = cbn_segments_make(plan, b0, b1);
+    while (cbn_segments_next(&segments, &value, &length)) {
+        const int64_t offset = cbn_plane_offset(plan, value);
+        for (int64_t k = 0; k < w; k++)
+            FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k], &tail_sum[k],
+                                &tail_sumsq[k]);
+    }
+    for (int64_t k = 0; k < w; k++)
+        cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], cbn_vd_sum(&sum[k]) + tail_sum[k],
+                                  cbn_vd_sum(&sumsq[k]) + tail_sumsq[k]);
+}
+
+/// block_moments_planes for the columns walk: the same sums in the same
+/// order, with lanes kept per channel.
+CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
+                                          double *lanes, cbn_moments *acc) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+    const ELEM *x = (const ELEM *)job->x + item.c0;        /* row r, channel k at x[r*C + k] */
+    double pivot[CBN_MAX_BLOCK_CHANNELS];
+    cbn_column_sums sums;
+    cbn_column_sums_clear(&sums, lanes, w);
+    for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, b0 * C + k);
+    const int prefetch = FN(columns_prefetch)(plan, item);
+    cbn_column_calls calls = cbn_column_calls_make(plan, b0, b1, &sums, w);
+    cbn_column_call call;
+    while (cbn_column_calls_next(&calls, &call))
+        FN(rows_add_shifted)(call.a, call.b, x + call.row * C, call.stride, call.rows, pivot, w, prefetch);
+    for (int64_t k = 0; k < w; k++) {
+        double sum, sumsq;
+        cbn_column_sums_total(&sums, w, k, &sum, &sumsq);
+        cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], sum, sumsq);
+    }
+}
+
+/// Moments of each part of one item into its partials: the part's blocks
+/// merged in order with Chan's formula. `lanes`: the worker's scratch for the
+/// columns walk's lane accumulators.
+CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item, double *lanes) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t w = item.c1 - item.c0;
+    cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
+    int64_t part = item.part;
+    for (int64_t p0 = item.begin; p0 < item.end; p0 += plan->part_length, part++) {
+        const int64_t p1 = cbn_min64(item.end, p0 + plan->part_length);
+        memset(acc, 0, sizeof(cbn_moments) * w);
+        for (int64_t b0 = p0; b0 < p1; b0 += plan->block_length) {
+            const int64_t b1 = cbn_min64(p1, b0 + plan->block_length);
+            if (plan->walk == CBN_WALK_PLANES)
+                FN(block_moments_planes)(job, item, b0, b1, acc);
+            else
+                FN(block_moments_columns)(job, item, b0, b1, lanes, acc);
+        }
+        for (int64_t k = 0; k < w; k++) job->partials[(item.c0 + k) * plan->parts + part].moments = acc[k];
+    }
+}

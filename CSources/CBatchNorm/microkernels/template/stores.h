@@ -1,0 +1,214 @@
+/*
+ * Writing an elementwise result: what each elementwise pass computes at a
+ * value (`cbn_elementwise`), and the loops that write a run of values or a
+ * block of rows with it, streamed or cached. Part of kernels_template.h.
+ */
+
+/// Thirty-two stored values, two VEs joined: a streamed output of a 2-byte
+/// format is written a whole 64-byte line per store.
+typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
+#define CBN_LINE_BYTES (sizeof(VE) < 64 ? 64 : sizeof(VE))
+
+/// The run an elementwise pass writes: its inputs, indexed as its output is
+/// (NULL where the pass reads none), how far on the loops ask for them, and
+/// where its coefficients come from. The pass (`op`, a cbn_elementwise_op),
+/// its epilogue (`epi`) and whether the run is rows (`rows`: each value its
+/// channel's coefficients, from `bc`; else one channel's, `lanes` and
+/// `scalars`) are parameters of the functions below, constants where a run
+/// is written, so that each compiles to loops of its own.
+typedef struct FN(cbn_run) {
+    const ELEM *x, *z, *dy, *y;
+    int64_t ahead;
+    const FN(cbn_block_coefficients) *bc;
+    const FN(cbn_lanes) *lanes;
+    const FN(cbn_scalars) *scalars;
+} FN(cbn_run);
+
+/// The pass's sixteen values from element i on, with the coefficients `c`.
+CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cbn_run) *r, int64_t i,
+                                        const FN(cbn_lanes) *c, VT *out) {
+    VT g, x, z = {0};
+    switch (op) {
+    case CBN_OP_NORMALIZE:
+        FN(prefetch_forward)(r->x, r->z, i, r->ahead, epi);
+        x = LOADX(r->x + i);
+        if (epi & CBN_EPILOGUE_RESIDUAL) z = LOADX(r->z + i);
+        FN(forward_v)(out, &x, &z, c, epi);
+        break;
+    case CBN_OP_INPUT_GRADIENT:
+        PREFETCH(r->x + i, r->ahead);
+        FN(prefetch_gradient)(r->dy, r->y, i, r->ahead, epi);
+        FN(gradient_v)(&g, r->dy, r->y, i, epi);
+        x = LOADX(r->x + i);
+        FN(input_gradient_v)(out, &g, &x, c);
+        break;
+    case CBN_OP_SCALE:
+        FN(prefetch_gradient)(r->dy, r->y, i, r->ahead, epi);
+        FN(gradient_v)(&g, r->dy, r->y, i, epi);
+        FN(scale_v)(out, &g, c);
+        break;
+    default:    /* CBN_OP_RESIDUAL_GRADIENT */
+        FN(prefetch_gradient)(r->dy, r->y, i, r->ahead, epi);
+        FN(gradient_v)(out, r->dy, r->y, i, epi);
+        break;
+    }
+}
+
+/// The pass's sixteen values from element i on, the first of channel c.
+CBN_INLINE void FN(elementwise_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, int64_t i,
+                                  int64_t c, VT *out) {
+    if (rows) {
+        FN(cbn_lanes) lanes;
+        FN(lanes_at)(r->bc, c, &lanes);
+        FN(elementwise_lanes_v)(op, epi, r, i, &lanes, out);
+    } else {
+        FN(elementwise_lanes_v)(op, epi, r, i, r->lanes, out);
+    }
+}
+
+/// The pass's value at element i, of channel c.
+CBN_INLINE T FN(elementwise_s)(const int op, const int epi, const int rows, const FN(cbn_run) *r, int64_t i,
+                               int64_t c) {
+    FN(cbn_scalars) at;
+    const FN(cbn_scalars) *s = r->scalars;
+    if (rows) {
+        FN(scalars_at)(r->bc, c, &at);
+        s = &at;
+    }
+    switch (op) {
+    case CBN_OP_NORMALIZE:
+        return FN(forward_s)(GET(r->x, i), epi & CBN_EPILOGUE_RESIDUAL ? GET(r->z, i) : 0, s, epi);
+    case CBN_OP_INPUT_GRADIENT: return FN(input_gradient_s)(FN(gradient_s)(r->dy, r->y, i, epi), GET(r->x, i), s);
+    case CBN_OP_SCALE: return FN(scale_s)(FN(gradient_s)(r->dy, r->y, i, epi), s);
+    default: return FN(gradient_s)(r->dy, r->y, i, epi);
+    }
+}
+
+/// Stores lanes [first, first + count) of v to out[0, count), count < 16, in
+/// pieces of 8, 4, 2 and 1 lanes of constant size: no library call.
+CBN_INLINE void FN(store_lanes)(ELEM *out, const VE *v, int64_t first, int64_t count) {
+    ELEM lanes[16];
+    memcpy(lanes, v, sizeof *v);
+    const ELEM *from = lanes + first;
+    if (count & 8) { memcpy(out, from, 8 * sizeof(ELEM)); out += 8; from += 8; }
+    if (count & 4) { memcpy(out, from, 4 * sizeof(ELEM)); out += 4; from += 4; }
+    if (count & 2) { memcpy(out, from, 2 * sizeof(ELEM)); out += 2; from += 2; }
+    if (count & 1) *out = *from;
+}
+
+/// The pass's sixteen values from element i (of channel c) on, narrowed.
+CBN_INLINE void FN(narrowed_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, int64_t i,
+                               int64_t c, VE *out) {
+    VT v;
+    FN(elementwise_v)(op, epi, rows, r, i, c, &v);
+    *out = CBN_NARROW_V(v);
+}
+
+/// Narrows and stores the pass's sixteen values from element i on.
+CBN_INLINE void FN(store_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, ELEM *out,
+                            int64_t i, int64_t c) {
+    VT v;
+    FN(elementwise_v)(op, epi, rows, r, i, c, &v);
+    STOREX(out + i, v);
+}
+
+/// Writes the streamed body of a run, out[i, n) from the first whole line
+/// (i) on, with non-temporal stores a whole line at a time; returns where
+/// the whole vectors end. `*c` follows i's channel.
+CBN_INLINE int64_t FN(stream_body)(const int op, const int epi, const int rows, const FN(cbn_run) *r, ELEM *out,
+                                   int64_t i, int64_t n, int64_t period, int64_t *c) {
+    if (sizeof(VE) < CBN_LINE_BYTES) {
+        for (; i + 32 <= n; i += 32) {
+            VE one, two;
+            FN(narrowed_v)(op, epi, rows, r, i, *c, &one);
+            *c = cbn_next_channel(*c, 16, period);
+            FN(narrowed_v)(op, epi, rows, r, i + 16, *c, &two);
+            *c = cbn_next_channel(*c, 16, period);
+            const FN(cbn_stored2) line = __builtin_shufflevector(one, two, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                                 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
+                                                                 24, 25, 26, 27, 28, 29, 30, 31);
+            __builtin_nontemporal_store(line, (FN(cbn_stored2) *)(out + i));
+        }
+    }
+    for (; i + 16 <= n; i += 16, *c = cbn_next_channel(*c, 16, period)) {
+        VE result;
+        FN(narrowed_v)(op, epi, rows, r, i, *c, &result);
+        __builtin_nontemporal_store(result, (VE *)(out + i));
+    }
+    return i;
+}
+
+/// Writes out[i] for i < n, the pass's values narrowed to the element type:
+/// a run of one channel (period n) or of rows of `period` channels, value i
+/// of channel i mod period. With `stream`, the values from the first whole
+/// line on are written with non-temporal stores, a whole line at a time,
+/// which do not read the destination lines into the cache first (large
+/// outputs: a third less memory traffic). A run of sixteen values or more
+/// takes no single values: the values before the first whole line and after
+/// the last whole vector come from whole vectors that start at or end with
+/// them, computed before any store of the run reaches their inputs and
+/// stored after the vectors they overlap. The lanes they share get the same
+/// value twice (each value depends on its own inputs only, with the same
+/// arithmetic in any lane), so this holds in place too. Streamed, only their
+/// own lanes are stored: a cached store into a line that non-temporal
+/// stores are filling makes the processor write the partial line out.
+CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const FN(cbn_run) *r, ELEM *out,
+                              int64_t n, int64_t period, int stream) {
+    int64_t i = 0, c = 0;
+    if (n < 16) {
+        for (; i < n; i++, c = cbn_next_channel(c, 1, period)) PUT(out, i, FN(elementwise_s)(op, epi, rows, r, i, c));
+        return;
+    }
+    /* streamed: the body starts at the first whole line, if a vector fits after it */
+    int64_t start = 0;
+    int streamed = 0;
+    if (stream) {
+        const int64_t head = (int64_t)((CBN_LINE_BYTES - ((uintptr_t)out & (CBN_LINE_BYTES - 1))) &
+                                       (CBN_LINE_BYTES - 1)) / (int64_t)sizeof(ELEM);
+        if (head <= n - 16) {
+            start = head;
+            streamed = 1;
+        }
+    }
+    const int tail = ((n - start) & 15) != 0;
+    VE last = {0}, first = {0};
+    if (tail) FN(narrowed_v)(op, epi, rows, r, n - 16, (n - 16) % period, &last);
+    for (; i + 16 <= start; i += 16, c = cbn_next_channel(c, 16, period)) FN(store_v)(op, epi, rows, r, out, i, c);
+    const int64_t first_at = i;
+    if (i < start) {
+        FN(narrowed_v)(op, epi, rows, r, i, c, &first);
+        c = cbn_next_channel(c, start - i, period);
+        i = start;
+    }
+    if (streamed) i = FN(stream_body)(op, epi, rows, r, out, i, n, period, &c);
+    for (; i + 16 <= n; i += 16, c = cbn_next_channel(c, 16, period)) FN(store_v)(op, epi, rows, r, out, i, c);
+    if (first_at < start) FN(store_lanes)(out + first_at, &first, 0, start - first_at);
+    if (tail && streamed)
+        FN(store_lanes)(out + i, &last, 16 - (n - i), n - i);
+    else if (tail)
+        CBN_STORE(VE, out + n - 16, last);
+}
+
+/// Rows a columns item's elementwise passes take per load of a channel
+/// vector's coefficients (write_rows).
+#define CBN_ROW_BLOCK 4
+
+/// out[i] over the first w channels (a multiple of 16) of `rows` rows of C
+/// channels, CBN_ROW_BLOCK rows at a time: for the 16 channels at k, their
+/// coefficients loaded once, then the values of those channels in each row
+/// of the block. Elementwise, so the results are those of write_run.
+CBN_INLINE void FN(write_rows)(const int op, const int epi, const FN(cbn_run) *r, ELEM *out, int64_t rows,
+                               int64_t w, int64_t C) {
+    for (int64_t b = 0; b < rows; b += CBN_ROW_BLOCK) {
+        const int64_t b1 = cbn_min64(rows, b + CBN_ROW_BLOCK);
+        for (int64_t k = 0; k < w; k += 16) {
+            FN(cbn_lanes) lanes;
+            FN(lanes_at)(r->bc, k, &lanes);
+            for (int64_t j = b; j < b1; j++) {
+                VT v;
+                FN(elementwise_lanes_v)(op, epi, r, j * C + k, &lanes, &v);
+                STOREX(out + j * C + k, v);
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+/*
+ * The backward sums: per part, Σg and Σg·(x - mean), g the masked dy; in
+ * the same pass dz = g (with a residual) and, in inference mode, dx = k1*g.
+ * Part of kernels_template.h.
+ */
+
+/// What a sums pass writes besides the sums, from one value's g and x.
+CBN_INLINE void FN(sums_outputs_v)(ELEM *dz, ELEM *dx, int64_t i, const VT *g, const FN(cbn_lanes) *c,
+                                   const int epi) {
+    if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + i, *g);
+    if (dx) {
+        VT scaled;
+        FN(scale_v)(&scaled, g, c);
+        STOREX(dx + i, scaled);
+    }
+}
+CBN_INLINE void FN(sums_outputs_s)(ELEM *dz, ELEM *dx, int64_t i, T g, const FN(cbn_scalars) *c, const int epi) {
+    if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, i, g);
+    if (dx) PUT(dx, i, FN(scale_s)(g, c));
+}
+
+/// The tensors of a sums pass, from the first value it reads, and its
+/// accumulators' destination.
+typedef struct FN(cbn_sums_run) {
+    const ELEM *x, *dy, *y;
+    ELEM *dz, *dx;           /* NULL where not written */
+} FN(cbn_sums_run);
+
+/// Adds g and g*d of a run of n values of channel k (coefficients c, also as
+/// scalars s) to the accumulators (lanes and tails).
+CBN_INLINE void FN(run_sums)(const FN(cbn_sums_run) *r, int64_t n, const FN(cbn_lanes) *c,
+                             const FN(cbn_scalars) *s, cbn_vd *acc_dy, cbn_vd *acc_dyd, double *tail_dy,
+                             double *tail_dyd, const int epi) {
+    cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
+    const cbn_vd wm = (cbn_vd){0} + s->wm;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        PREFETCH(r->x + i, CBN_AHEAD);
+        FN(prefetch_gradient)(r->dy, r->y, i, CBN_AHEAD, epi);
+        VT g;
+        FN(gradient_v)(&g, r->dy, r->y, i, epi);
+        const VT x = LOADX(r->x + i);
+        cbn_vd gw = WIDEN(g), d;
+        FN(deviation_v)(&d, &x, c, &wm);
+        a_dy += gw;
+        a_dyd += gw * d;
+        FN(sums_outputs_v)(r->dz, r->dx, i, &g, c, epi);
+    }
+    *acc_dy = a_dy;
+    *acc_dyd = a_dyd;
+    double t_dy = *tail_dy, t_dyd = *tail_dyd;
+    for (; i < n; i++) {
+        const T g = FN(gradient_s)(r->dy, r->y, i, epi);
+        t_dy += (double)g;
+        t_dyd += (double)g * FN(deviation_s)(GET(r->x, i), s);
+        FN(sums_outputs_s)(r->dz, r->dx, i, g, s, epi);
+    }
+    *tail_dy = t_dy;
+    *tail_dyd = t_dyd;
+}
+
+/// The columns counterpart of run_sums: for k < w, adds g and g*d at rows
+/// j = 0, ... rows - 1 (at `stride`) to sum_dy[k] and sum_dyd[k] in row
+/// order (one lane or the tail of the reduction order).
+CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_sums_run) *r, int64_t stride,
+                                  int64_t rows, const FN(cbn_block_coefficients) *bc, int64_t w, int prefetch,
+                                  const int epi) {
+    int64_t k = 0;
+    for (; k + 16 <= w; k += 16) {
+        FN(cbn_lanes) c;
+        FN(lanes_at)(bc, k, &c);
+        const cbn_vd wm = CBN_CHECKED ? cbn_vd_load(bc->wm + k) : (cbn_vd){0};
+        cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
+        for (int64_t j = 0; j < rows; j++) {
+            const int64_t at = j * stride + k;
+            if (prefetch) {
+                PREFETCH(r->x + at, CBN_AHEAD_ROWS * stride);
+                FN(prefetch_gradient)(r->dy, r->y, at, CBN_AHEAD_ROWS * stride, epi);
+            }
+            VT g;
+            FN(gradient_v)(&g, r->dy, r->y, at, epi);
+            const VT x = LOADX(r->x + at);
+            cbn_vd gw = WIDEN(g), d;
+            FN(deviation_v)(&d, &x, &c, &wm);
+            a_dy += gw;
+            a_dyd += gw * d;
+            FN(sums_outputs_v)(r->dz, r->dx, at, &g, &c, epi);
+        }
+        cbn_vd_store(sum_dy + k, a_dy);
+        cbn_vd_store(sum_dyd + k, a_dyd);
+    }
+    for (; k < w; k++) {
+        FN(cbn_scalars) s;
+        FN(scalars_at)(bc, k, &s);
+        double t_dy = sum_dy[k], t_dyd = sum_dyd[k];
+        for (int64_t j = 0; j < rows; j++) {
+            const int64_t at = j * stride + k;
+            const T g = FN(gradient_s)(r->dy, r->y, at, epi);
+            t_dy += (double)g;
+            t_dyd += (double)g * FN(deviation_s)(GET(r->x, at), &s);
+            FN(sums_outputs_s)(r->dz, r->dx, at, g, &s, epi);
+        }
+        sum_dy[k] = t_dy;
+        sum_dyd[k] = t_dyd;
+    }
+}
+
+/// The item's tensors for a sums pass, offset by `at` values.
+CBN_INLINE FN(cbn_sums_run) FN(sums_run_at)(const FN(cbn_sums_run) *base, int64_t at) {
+    FN(cbn_sums_run) r = {base->x + at, base->dy + at, base->y ? base->y + at : NULL,
+                          base->dz ? base->dz + at : NULL, base->dx ? base->dx + at : NULL};
+    return r;
+}
+
+/// Sums of part [p0, p1) of channels item.c0 + k (planes walk) into
+/// sum_dy[k] and sum_dyd[k]; `base` from the item's first channel.
+CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
+                                     const FN(cbn_block_coefficients) *bc, const FN(cbn_sums_run) *base,
+                                     double *sum_dy, double *sum_dyd, const int epi) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+    cbn_vd lanes_dy[CBN_PLANE_MAX_CHANNELS], lanes_dyd[CBN_PLANE_MAX_CHANNELS];
+    double tails_dy[CBN_PLANE_MAX_CHANNELS], tails_dyd[CBN_PLANE_MAX_CHANNELS];
+    memset(lanes_dy, 0, sizeof(cbn_vd) * w);
+    memset(lanes_dyd, 0, sizeof(cbn_vd) * w);
+    memset(tails_dy, 0, sizeof(double) * w);
+    memset(tails_dyd, 0, sizeof(double) * w);
+    int64_t value, length;
+    cbn_segments segments = cbn_segments_make(plan, p0, p1);
+    while (cbn_segments_next(&segments, &value, &length)) {
+        const int64_t offset = cbn_plane_offset(plan, value);
+        for (int64_t k = 0; k < w; k++) {
+            const FN(cbn_sums_run) run = FN(sums_run_at)(base, k * S + offset);
+            FN(cbn_scalars) s;
+            FN(cbn_lanes) c;
+            FN(scalars_at)(bc, k, &s);
+            FN(lanes_of)(&s, &c);
+            FN(run_sums)(&run, length, &c, &s, &lanes_dy[k], &lanes_dyd[k], &tails_dy[k], &tails_dyd[k], epi);
+        }
+    }
+    for (int64_t k = 0; k < w; k++) {
+        sum_dy[k] = cbn_vd_sum(&lanes_dy[k]) + tails_dy[k];
+        sum_dyd[k] = cbn_vd_sum(&lanes_dyd[k]) + tails_dyd[k];
+    }
+}
+
+/// part_sums_planes for the columns walk: the same sums in the same order;
+/// `base` from the item's first channel of row 0.
+CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
+                                      const FN(cbn_block_coefficients) *bc, const FN(cbn_sums_run) *base,
+                                      double *lanes, double *sum_dy, double *sum_dyd, const int epi) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
+    cbn_column_sums sums;
+    cbn_column_sums_clear(&sums, lanes, w);
+    const int prefetch = FN(columns_prefetch)(plan, item);
+    cbn_column_calls calls = cbn_column_calls_make(plan, p0, p1, &sums, w);
+    cbn_column_call call;
+    while (cbn_column_calls_next(&calls, &call)) {
+        const FN(cbn_sums_run) run = FN(sums_run_at)(base, call.row * C);
+        FN(rows_add_sums)(call.a, call.b, &run, call.stride, call.rows, bc, w, prefetch, epi);
+    }
+    for (int64_t k = 0; k < w; k++) cbn_column_sums_total(&sums, w, k, &sum_dy[k], &sum_dyd[k]);
+}
+
+/// Backward sums of each part of one item into its partials, for the
+/// constant epilogue `epi`; with scale_dy, dx = k1*g in the same pass.
+CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes, const int epi) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t w = item.c1 - item.c0;
+    const int64_t first = plan->walk == CBN_WALK_PLANES ? item.c0 * plan->shape.spatial : item.c0;
+    FN(cbn_block_coefficients) bc;
+    FN(load_block_coefficients)(job, item, &bc);
+    const FN(cbn_sums_run) base = {
+        (const ELEM *)job->x + first, (const ELEM *)job->dy + first, job->y ? (const ELEM *)job->y + first : NULL,
+        job->dresidual ? (ELEM *)job->dresidual + first : NULL, scale_dy ? (ELEM *)job->out + first : NULL,
+    };
+    double sum_dy[CBN_MAX_BLOCK_CHANNELS], sum_dyd[CBN_MAX_BLOCK_CHANNELS];
+    int64_t part = item.part;
+    for (int64_t p0 = item.begin; p0 < item.end; p0 += plan->part_length, part++) {
+        const int64_t p1 = cbn_min64(item.end, p0 + plan->part_length);
+        if (plan->walk == CBN_WALK_PLANES)
+            FN(part_sums_planes)(job, item, p0, p1, &bc, &base, sum_dy, sum_dyd, epi);
+        else
+            FN(part_sums_columns)(job, item, p0, p1, &bc, &base, lanes, sum_dy, sum_dyd, epi);
+        for (int64_t k = 0; k < w; k++) {
+            cbn_partial *p = &job->partials[(item.c0 + k) * plan->parts + part];
+            p->sums.dy = sum_dy[k];
+            p->sums.dy_deviation = sum_dyd[k];
+        }
+    }
+}
+
+/// Backward sums of one item; with scale_dy, also dx = k1*g in the same pass
+/// (inference mode); dz = g with a residual. `lanes`: as for statistics.
+CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes) {
+#define CALL(e) FN(sums_item)(job, item, scale_dy, lanes, e)
+    CBN_EPILOGUE_SWITCH(job->epilogue, CALL)
+#undef CALL
+}

@@ -1,0 +1,63 @@
+/*
+ * The template's names for one element type: the suffixed function names,
+ * the arithmetic and stored types, their vectors, loads, stores and
+ * prefetches. Part of kernels_template.h.
+ */
+
+#define CBN_CAT2(a, b) a##_##b
+#define CBN_CAT(a, b) CBN_CAT2(a, b)
+#define FN(name) CBN_CAT(name, CBN_SUFFIX)
+#define T CBN_T
+#define ELEM CBN_ELEM
+#define PARAM CBN_PARAM
+#define VT FN(cbn_vec)
+#define VE FN(cbn_stored)
+
+/// Sixteen values of the arithmetic type, and sixteen as stored.
+typedef T VT __attribute__((vector_size(16 * sizeof(T))));
+typedef ELEM VE __attribute__((vector_size(16 * sizeof(ELEM))));
+
+/// Integer lanes the width of T's: what comparing two VTs gives.
+typedef __typeof__((VT){0} <= (VT){0}) FN(cbn_lane_mask);
+
+/// Types stored as computed need no widening or narrowing.
+#ifndef CBN_WIDEN_V
+#define CBN_WIDEN_V(v) (v)
+#define CBN_NARROW_V(v) (v)
+#define CBN_WIDEN_S(x) (x)
+#define CBN_NARROW_S(t) (t)
+#endif
+
+/// Coefficients (arrays of T): loaded and stored as they are.
+#define LOAD(p) CBN_LOAD(VT, p)
+/// Tensors: widened on load, narrowed on store; GET and PUT for one value.
+#define LOADX(p) CBN_WIDEN_V(CBN_LOAD(VE, p))
+#define STOREX(p, v) CBN_STORE(VE, p, CBN_NARROW_V(v))
+#define GET(p, i) ((T)CBN_WIDEN_S((p)[i]))
+#define PUT(p, i, v) ((p)[i] = CBN_NARROW_S(v))
+#define WIDEN(v) __builtin_convertvector((v), cbn_vd)
+#define ABS(v) __builtin_elementwise_abs(v)
+
+/// PREFETCH(p, ahead) asks for the line `ahead` values past p, where the
+/// type's tuning asks for prefetches at all (plan/tuning.h); loops over a run
+/// ask for their inputs CBN_AHEAD values on along contiguous memory. The
+/// address may lie past the end of the tensor, which a prefetch does not
+/// read; it is computed in integers, so no pointer leaves its array.
+#define CBN_AHEAD ((int64_t)(CBN_TUNING.prefetch_bytes / (int64_t)sizeof(ELEM)))
+#define PREFETCH(p, ahead)                                                                       \
+    do {                                                                                         \
+        if (CBN_TUNING.prefetch_bytes)                                                           \
+            __builtin_prefetch((const void *)((uintptr_t)(p) + (uintptr_t)((ahead) * (int64_t)sizeof(ELEM)))); \
+    } while (0)
+
+/// The gradient's inputs `ahead` values past element i: dy, and y under relu.
+CBN_INLINE void FN(prefetch_gradient)(const ELEM *dy, const ELEM *y, int64_t i, int64_t ahead, const int epi) {
+    PREFETCH(dy + i, ahead);
+    if (epi & CBN_EPILOGUE_RELU) PREFETCH(y + i, ahead);
+}
+
+/// x and, with a residual, z `ahead` values past element i.
+CBN_INLINE void FN(prefetch_forward)(const ELEM *x, const ELEM *z, int64_t i, int64_t ahead, const int epi) {
+    PREFETCH(x + i, ahead);
+    if (epi & CBN_EPILOGUE_RESIDUAL) PREFETCH(z + i, ahead);
+}

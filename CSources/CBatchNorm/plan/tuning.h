@@ -1,0 +1,73 @@
+/*
+ * The tuning: how large the pieces of work are, one table per element type.
+ * The plan and the microkernels read it; results never depend on it (the
+ * reduction order is fixed apart, plan.h), only speed does. Each entry says
+ * what it sets and why; the measurements behind the values are in
+ * Benchmarks/results/tuning.md.
+ */
+#ifndef CBN_TUNING_H
+#define CBN_TUNING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cbn_tuning {
+    /// Bytes of one stored value.
+    int64_t element_bytes;
+    /// Planes: values of adjacent channels one item's run takes per image,
+    /// so that short planes still make long contiguous stretches to stream.
+    int64_t plane_run_target;
+    /// Planes shorter than this (7x7, 14x14) take `short_plane_run_target`
+    /// values instead: the longer the stretch, the better the prefetchers follow.
+    int64_t short_plane;
+    int64_t short_plane_run_target;
+    /// ...but no fewer than this when fewer channels let the block be fused.
+    int64_t plane_run_min;
+    /// Bytes of one tensor an unfused item covers: enough to stream, few
+    /// enough that many items share the work.
+    int64_t item_bytes;
+    /// Bytes of one tensor an elementwise item covers: long enough that each
+    /// worker streams, short enough that the workers share a channel block.
+    int64_t elementwise_bytes;
+    /// A channel block whose slice (every tensor the pass reads) fits in
+    /// this many bytes is fused: read once, it is still in L2 for the second pass.
+    int64_t fuse_bytes;
+    /// Fewer fused channel blocks than this are split into parts instead, so
+    /// that every thread gets work.
+    int64_t min_fused_blocks;
+    /// Outputs of at least this many bytes are written with non-temporal
+    /// stores: they would leave the cache before anything reads them.
+    int64_t streaming_bytes;
+    /// Columns walks whose elementwise items hold part of each row take their
+    /// rows in blocks (one load of a coefficient vector serves several rows)
+    /// over tensors of up to this many bytes; 0: never (where it did not pay).
+    int64_t row_block_bytes;
+    /// The vector loops ask for their inputs this many bytes ahead; 0: not
+    /// at all (the processor's own prefetchers keep up).
+    int64_t prefetch_bytes;
+    /// Channels per item of a finalize phase.
+    int64_t finalize_channels;
+} cbn_tuning;
+
+/// What every type shares; the tables below differ where a type's own
+/// measurements said so.
+#define CBN_TUNING_COMMON                                                                        \
+    .plane_run_target = 4096, .short_plane = 256, .short_plane_run_target = 16384,              \
+    .plane_run_min = 1024, .item_bytes = 128 * 1024, .elementwise_bytes = 1024 * 1024,         \
+    .fuse_bytes = 1024 * 1024, .min_fused_blocks = 8, .streaming_bytes = 48 * 1024 * 1024,      \
+    .finalize_channels = 64
+
+/// float: rows in blocks paid on tensors that fit the last-level cache.
+static const cbn_tuning cbn_tuning_f32 = {
+    .element_bytes = 4, CBN_TUNING_COMMON, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 0};
+/// double: rows in blocks did not pay.
+static const cbn_tuning cbn_tuning_f64 = {
+    .element_bytes = 8, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 0};
+/// The half formats compute more per byte than float, and the processor's
+/// prefetchers fell behind them: they ask 4 KiB ahead. Rows in blocks did not pay.
+static const cbn_tuning cbn_tuning_f16 = {
+    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096};
+static const cbn_tuning cbn_tuning_bf16 = {
+    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096};
+
+#endif /* CBN_TUNING_H */
