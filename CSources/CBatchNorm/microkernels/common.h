@@ -38,6 +38,12 @@ typedef double cbn_vd __attribute__((vector_size(16 * sizeof(double))));
 #include <immintrin.h>
 #else
 #define CBN_CLONES
+#if defined(__x86_64__) && defined(__linux__) && defined(__AVX512F__)
+/* Compiled for AVX-512 alone (the fuzzer's build, the clone this CPU would
+ * pick): the bfloat16 table for AVX-512 BF16 too. */
+#define CBN_BF16_NATIVE 1
+#include <immintrin.h>
+#endif
 #endif
 #define CBN_MULTIVERSIONED CBN_CLONES
 
