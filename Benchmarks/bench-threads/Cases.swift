@@ -27,22 +27,30 @@ enum ExecutorKind: String, CaseIterable, Codable {
     case openmp, dispatch, serial, reference
 }
 
+/// The element types, by their command-line names.
 enum DType: String, CaseIterable, Codable {
     case float, double, float16, bfloat16
-    /// Bytes per tensor element: GB/s count the element's own size.
-    var size: Int {
+
+    /// The Swift type the figures time.
+    var elementType: any BenchElement.Type {
         switch self {
-        case .float: 4
-        case .double: 8
-        case .float16, .bfloat16: 2
+        case .float: Float.self
+        case .double: Double.self
+        case .float16: Float16.self
+        case .bfloat16: BFloat16.self
         }
     }
+
+    /// Bytes per tensor element: GB/s count the element's own size.
+    var size: Int { elementType.byteSize }
 }
 
 /// What the benchmark needs of an element type: its data from a Double, and
 /// its differentiable calls where it has them.
 protocol BenchElement: BatchNormElement {
     init(benchValue: Double)
+    /// Whether `DifferentiableBatchNorm` takes this type (Float and Double).
+    static var isDifferentiable: Bool { get }
     /// `DifferentiableBatchNorm`'s calls over this data (Float and Double), or nil.
     static func autodiffCalls(
         x: [Self], dy: [Self], shape: BatchNormShape, weight: [Parameter], bias: [Parameter]
@@ -50,6 +58,7 @@ protocol BenchElement: BatchNormElement {
 }
 extension Float: BenchElement {
     init(benchValue: Double) { self.init(benchValue) }
+    static var isDifferentiable: Bool { true }
     static func autodiffCalls(
         x: [Float], dy: [Float], shape: BatchNormShape, weight: [Float], bias: [Float]
     ) -> ((Mode, BatchNormExecutor) -> Void)? {
@@ -58,14 +67,26 @@ extension Float: BenchElement {
 }
 extension Double: BenchElement {
     init(benchValue: Double) { self.init(benchValue) }
+    static var isDifferentiable: Bool { true }
     static func autodiffCalls(
         x: [Double], dy: [Double], shape: BatchNormShape, weight: [Double], bias: [Double]
     ) -> ((Mode, BatchNormExecutor) -> Void)? {
         differentiableCalls(x: x, dy: dy, shape: shape, weight: weight, bias: bias)
     }
 }
-extension Float16: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
-extension BFloat16: BenchElement { init(benchValue: Double) { self.init(benchValue) } }
+extension Float16: BenchElement {
+    init(benchValue: Double) { self.init(benchValue) }
+    static var isDifferentiable: Bool { false }
+}
+extension BFloat16: BenchElement {
+    init(benchValue: Double) { self.init(benchValue) }
+    static var isDifferentiable: Bool { false }
+}
+
+extension BenchElement {
+    /// Bytes of one element.
+    static var byteSize: Int { MemoryLayout<Self>.size }
+}
 
 /// Named shape sets and explicit `NxCxHxW` lists.
 enum ShapeSets {

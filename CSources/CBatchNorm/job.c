@@ -24,8 +24,10 @@ const cbn_kernels *cbn_kernels_for(cbn_dtype dtype) {
 
 static int valid_dtype(cbn_dtype dtype) { return cbn_kernels_for(dtype) != NULL; }
 
-/// Bytes of one tensor element.
-static int64_t element_size(cbn_dtype dtype) { return cbn_kernels_for(dtype)->tuning->element_bytes; }
+int64_t cbn_element_size(cbn_dtype dtype) {
+    const cbn_kernels *kernels = cbn_kernels_for(dtype);
+    return kernels ? kernels->tuning->element_bytes : 0;
+}
 
 static int valid_activation(cbn_activation activation) {
     return activation == CBN_ACTIVATION_IDENTITY || activation == CBN_ACTIVATION_RELU;
@@ -39,7 +41,7 @@ static cbn_status check_shape(cbn_shape shape, cbn_dtype dtype) {
     int64_t count;
     if (__builtin_mul_overflow(shape.n, shape.channels, &count)) return CBN_INVALID_SHAPE;
     if (__builtin_mul_overflow(count, shape.spatial, &count)) return CBN_INVALID_SHAPE;
-    if (__builtin_mul_overflow(count, element_size(dtype), &count)) return CBN_INVALID_SHAPE;
+    if (__builtin_mul_overflow(count, cbn_element_size(dtype), &count)) return CBN_INVALID_SHAPE;
     return CBN_OK;
 }
 
@@ -56,7 +58,7 @@ void cbn_test_mutate_jobs(cbn_test_mutant mutant) { next_mutant = mutant; }
 /// Applies the job's output mutant (cbn_test_mutate_jobs) to a tensor it wrote.
 static void mutate_output(const cbn_job *job, void *tensor) {
     if (!tensor) return;
-    const size_t size = (size_t)element_size(job->dtype);
+    const size_t size = (size_t)cbn_element_size(job->dtype);
     const cbn_shape s = job->plan.shape;
     unsigned char *values = tensor;
     if (job->mutant == CBN_MUTANT_NAN_OUTPUT) {

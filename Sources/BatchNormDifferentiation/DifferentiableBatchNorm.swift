@@ -125,6 +125,7 @@ extension BatchNormRunningStatistics: Codable {
         let mean = try container.decode([Scalar].self, forKey: .mean)
         let variance = try container.decode([Scalar].self, forKey: .variance)
         let batchesTracked = try container.decode(Int.self, forKey: .batchesTracked)
+        // A delegating initializer cannot run in `DecodingError.checking`'s closure.
         do throws(BatchNormError) {
             try self.init(featureCount: featureCount, momentum: momentum, mean: mean, variance: variance,
                           batchesTracked: batchesTracked)
@@ -609,7 +610,7 @@ extension DifferentiableBatchNorm: Codable {
         activation = try container.decode(BatchNormActivation.self, forKey: .activation)
         executor = .automatic
         reducer = nil
-        do throws(BatchNormError) {
+        try DecodingError.checking(decoder) { () throws(BatchNormError) in
             _ = try BatchNorm<Scalar>(featureCount: featureCount, epsilon: epsilon)
             let parameterCount = isAffine ? featureCount : 0
             for (values, name) in [(weight, "weight"), (bias, "bias")] where values.count != parameterCount {
@@ -621,9 +622,6 @@ extension DifferentiableBatchNorm: Codable {
                                      expected: "\(featureCount) channels",
                                      actual: "\(runningStatistics.featureCount) channels")
             }
-        } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "\(error)", underlyingError: error))
         }
     }
 

@@ -363,19 +363,12 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
         }
         if let weight { try Check.count(weight.count, equals: featureCount, argument: "weight") }
         if let bias { try Check.count(bias.count, equals: featureCount, argument: "bias") }
-        if (weight == nil) != (bias == nil) {
-            throw BatchNormError(.missingArgument, argument: weight == nil ? "weight" : "bias",
-                                 expected: "weight and bias together, or neither", actual: "only one of them")
-        }
+        try Check.together(("weight", weight != nil), ("bias", bias != nil))
         if let runningMean { try Check.count(runningMean.count, equals: featureCount, argument: "runningMean") }
         if let runningVariance {
             try Check.count(runningVariance.count, equals: featureCount, argument: "runningVariance")
         }
-        if (runningMean == nil) != (runningVariance == nil) {
-            throw BatchNormError(.missingArgument, argument: runningMean == nil ? "runningMean" : "runningVariance",
-                                 expected: "runningMean and runningVariance together, or neither",
-                                 actual: "only one of them")
-        }
+        try Check.together(("runningMean", runningMean != nil), ("runningVariance", runningVariance != nil))
     }
 }
 
@@ -432,15 +425,12 @@ extension BatchNorm: Codable {
         mode = try container.decode(BatchNormMode.self, forKey: .mode)
         activation = try container.decode(BatchNormActivation.self, forKey: .activation)
         executor = .automatic
-        do throws(BatchNormError) {
+        try DecodingError.checking(decoder) { () throws(BatchNormError) in
             guard featureCount >= 1 else {
                 throw BatchNormError(.invalidDimension, argument: "featureCount", expected: "at least 1",
                                      actual: "\(featureCount)")
             }
             try checkParameters()
-        } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "\(error)", underlyingError: error))
         }
     }
 

@@ -95,3 +95,17 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
         "BatchNormError(\(code)): \(argument): expected \(expected), got \(actual)"
     }
 }
+
+extension DecodingError {
+    /// Runs `checks` over a decoded state; their error becomes
+    /// `DecodingError.dataCorrupted` at the decoder's path, carrying the
+    /// ``BatchNormError`` as its underlying error.
+    package static func checking(_ decoder: any Decoder, _ checks: () throws(BatchNormError) -> Void) throws {
+        do throws(BatchNormError) {
+            try checks()
+        } catch {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)",
+                                                    underlyingError: error))
+        }
+    }
+}

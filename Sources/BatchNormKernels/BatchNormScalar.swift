@@ -49,11 +49,24 @@ extension BFloat16: BatchNormElement {
 }
 
 extension BatchNormElement {
+    /// The core's code for this type. The core's table of element types is
+    /// the one source of their sizes; a conformance whose kind the core does
+    /// not know, or whose size differs from the core's, stops the program.
     static var coreType: cbn_dtype {
-        let kinds: [(cbn_dtype, Int)] = [(CBN_FLOAT32, 4), (CBN_FLOAT64, 8), (CBN_FLOAT16, 2), (CBN_BFLOAT16, 2)]
-        let kind = batchNormElementKind
-        precondition(kinds.indices.contains(kind) && MemoryLayout<Self>.size == kinds[kind].1,
-                     "BatchNormElement conformance of \(Self.self) does not match its memory size")
-        return kinds[kind].0
+        let type = UInt32(exactly: batchNormElementKind).map(cbn_dtype.init(rawValue:))
+        precondition(type.map(cbn_element_size) == Int64(MemoryLayout<Self>.size),
+                     "BatchNormElement conformance of \(Self.self) does not match the core's element types")
+        return type!
+    }
+}
+
+/// The Swift name of an element type of the core, as errors print it.
+func elementTypeName(_ type: cbn_dtype) -> String {
+    switch type {
+    case CBN_FLOAT32: "Float"
+    case CBN_FLOAT64: "Double"
+    case CBN_FLOAT16: "Float16"
+    case CBN_BFLOAT16: "BFloat16"
+    default: "element type \(type.rawValue)"
     }
 }

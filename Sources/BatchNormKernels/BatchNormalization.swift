@@ -171,28 +171,15 @@ public enum BatchNormalization {
             try executor.validate()
             try Check.epsilon(epsilon)
             try Check.momentum(momentum)
-            try Check.count(input.count, equals: shape.count, argument: "input")
-            try Check.count(output.count, equals: shape.count, argument: "output")
-            if let weight { try Check.perChannel(weight.count, of: shape, argument: "weight") }
-            if let bias { try Check.perChannel(bias.count, of: shape, argument: "bias") }
-            if (runningMean == nil) != (runningVariance == nil) {
-                throw BatchNormError(.missingArgument,
-                                     argument: runningMean == nil ? "runningMean" : "runningVariance",
-                                     expected: "runningMean and runningVariance together, or neither",
-                                     actual: "only one of them")
-            }
-            if let runningMean { try Check.perChannel(runningMean.count, of: shape, argument: "runningMean") }
-            if let runningVariance {
-                try Check.perChannel(runningVariance.count, of: shape, argument: "runningVariance")
-            }
-            if let savedMean { try Check.perChannel(savedMean.count, of: shape, argument: "savedMean") }
-            if let savedInvStd { try Check.perChannel(savedInvStd.count, of: shape, argument: "savedInvStd") }
-            if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
-            try Check.noOverlaps(
-                [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
-                 .init("runningMean", runningMean), .init("runningVariance", runningVariance),
-                 .init("savedMean", savedMean), .init("savedInvStd", savedInvStd), .init("residual", residual)],
-                exactAliases: [["output", "input"], ["output", "residual"]])
+            try Check.together(("runningMean", runningMean != nil), ("runningVariance", runningVariance != nil))
+            try Check.buffers(
+                [.init("input", input, .tensor), .init("output", output, .tensor),
+                 .init("weight", weight, .perChannel), .init("bias", bias, .perChannel),
+                 .init("runningMean", runningMean, .perChannel),
+                 .init("runningVariance", runningVariance, .perChannel),
+                 .init("savedMean", savedMean, .perChannel), .init("savedInvStd", savedInvStd, .perChannel),
+                 .init("residual", residual, .tensor)],
+                of: shape, exactAliases: [["output", "input"], ["output", "residual"]])
         }
         var run = ForwardCall(
             training: true, input: input, output: output, shape: shape, weight: weight, bias: bias,
@@ -278,18 +265,12 @@ public enum BatchNormalization {
         let check = { () throws(BatchNormError) in
             try executor.validate()
             try Check.epsilon(epsilon)
-            try Check.count(input.count, equals: shape.count, argument: "input")
-            try Check.count(output.count, equals: shape.count, argument: "output")
-            try Check.perChannel(runningMean.count, of: shape, argument: "runningMean")
-            try Check.perChannel(runningVariance.count, of: shape, argument: "runningVariance")
-            if let weight { try Check.perChannel(weight.count, of: shape, argument: "weight") }
-            if let bias { try Check.perChannel(bias.count, of: shape, argument: "bias") }
-            if let residual { try Check.count(residual.count, equals: shape.count, argument: "residual") }
-            try Check.noOverlaps(
-                [.init("input", input), .init("output", output), .init("weight", weight), .init("bias", bias),
-                 .init("runningMean", runningMean), .init("runningVariance", runningVariance),
-                 .init("residual", residual)],
-                exactAliases: [["output", "input"], ["output", "residual"]])
+            try Check.buffers(
+                [.init("input", input, .tensor), .init("output", output, .tensor),
+                 .init("weight", weight, .perChannel), .init("bias", bias, .perChannel),
+                 .init("runningMean", runningMean, .perChannel),
+                 .init("runningVariance", runningVariance, .perChannel), .init("residual", residual, .tensor)],
+                of: shape, exactAliases: [["output", "input"], ["output", "residual"]])
         }
         let run = ForwardCall(
             training: false, input: input, output: output, shape: shape, weight: weight, bias: bias,
@@ -381,29 +362,15 @@ public enum BatchNormalization {
                 throw BatchNormError(.missingArgument, argument: "forwardOutput",
                                      expected: "the forward pass's output, for the relu mask", actual: "nil")
             }
-            if let forwardOutput {
-                try Check.count(forwardOutput.count, equals: shape.count, argument: "forwardOutput")
-            }
-            if let residualGradient {
-                try Check.count(residualGradient.count, equals: shape.count, argument: "residualGradient")
-            }
-            try Check.count(input.count, equals: shape.count, argument: "input")
-            try Check.count(outputGradient.count, equals: shape.count, argument: "outputGradient")
-            try Check.perChannel(mean.count, of: shape, argument: "mean")
-            try Check.perChannel(invStd.count, of: shape, argument: "invStd")
-            if let weight { try Check.perChannel(weight.count, of: shape, argument: "weight") }
-            if let inputGradient {
-                try Check.count(inputGradient.count, equals: shape.count, argument: "inputGradient")
-            }
-            if let weightGradient {
-                try Check.perChannel(weightGradient.count, of: shape, argument: "weightGradient")
-            }
-            if let biasGradient { try Check.perChannel(biasGradient.count, of: shape, argument: "biasGradient") }
-            try Check.noOverlaps(
-                [.init("input", input), .init("outputGradient", outputGradient), .init("mean", mean),
-                 .init("invStd", invStd), .init("weight", weight), .init("inputGradient", inputGradient),
-                 .init("weightGradient", weightGradient), .init("biasGradient", biasGradient),
-                 .init("forwardOutput", forwardOutput), .init("residualGradient", residualGradient)],
+            try Check.buffers(
+                [.init("input", input, .tensor), .init("outputGradient", outputGradient, .tensor),
+                 .init("mean", mean, .perChannel), .init("invStd", invStd, .perChannel),
+                 .init("weight", weight, .perChannel), .init("inputGradient", inputGradient, .tensor),
+                 .init("weightGradient", weightGradient, .perChannel),
+                 .init("biasGradient", biasGradient, .perChannel),
+                 .init("forwardOutput", forwardOutput, .tensor),
+                 .init("residualGradient", residualGradient, .tensor)],
+                of: shape,
                 exactAliases: [["inputGradient", "outputGradient"], ["inputGradient", "input"],
                                ["residualGradient", "outputGradient"]])
         }

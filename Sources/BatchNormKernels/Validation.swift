@@ -71,6 +71,57 @@ enum Check {
         }
     }
 
+    /// Two optional arguments that go together: both given, or neither.
+    static func together(_ first: (name: String, given: Bool), _ second: (name: String, given: Bool))
+        throws(BatchNormError)
+    {
+        guard first.given != second.given else { return }
+        throw BatchNormError(.missingArgument, argument: first.given ? second.name : first.name,
+                             expected: "\(first.name) and \(second.name) together, or neither",
+                             actual: "only one of them")
+    }
+
+    /// A buffer argument as the checks see it: its name, what its count must
+    /// equal, and its bytes for the aliasing rules.
+    struct Buffer {
+        /// What the count must equal: the shape's count of values, or C.
+        enum Extent { case tensor, perChannel }
+
+        let name: String
+        let count: Int
+        let extent: Extent
+        let region: Region?
+
+        /// nil for a buffer not given.
+        init?<T>(_ name: String, _ buffer: UnsafeBufferPointer<T>?, _ extent: Extent) {
+            guard let buffer else { return nil }
+            (self.name, count, self.extent, region) = (name, buffer.count, extent, Region(name, buffer))
+        }
+
+        /// nil for a buffer not given; an output, for the aliasing rules.
+        init?<T>(_ name: String, _ buffer: UnsafeMutableBufferPointer<T>?, _ extent: Extent) {
+            guard let buffer else { return nil }
+            (self.name, count, self.extent, region) = (name, buffer.count, extent, Region(name, buffer))
+        }
+    }
+
+    /// Every given buffer's count (`shape.count` for a tensor, C for a
+    /// per-channel array) in the order listed, then the aliasing rules: no
+    /// output overlaps another buffer, except the pairs in `exactAliases`
+    /// when they are the very same memory.
+    static func buffers(_ buffers: [Buffer?], of shape: BatchNormShape, exactAliases: Set<[String]> = [])
+        throws(BatchNormError)
+    {
+        let given = buffers.compactMap { $0 }
+        for buffer in given {
+            switch buffer.extent {
+            case .tensor: try count(buffer.count, equals: shape.count, argument: buffer.name)
+            case .perChannel: try perChannel(buffer.count, of: shape, argument: buffer.name)
+            }
+        }
+        try noOverlaps(given.map(\.region), exactAliases: exactAliases)
+    }
+
     /// A buffer's byte range, for the aliasing rules.
     struct Region {
         let name: String

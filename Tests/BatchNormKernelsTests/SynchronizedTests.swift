@@ -613,7 +613,7 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
 
     /// A reducer that fails the way a transport can.
     struct FaultyReducer: BatchNormReducer {
-        enum Fault { case throwing, shortResult, inconsistentCounts }
+        enum Fault { case throwing, shortResult, inconsistentCounts, notANumber, rankOutOfRange }
         let fault: Fault
         var rank: Int { 0 }
         var rankCount: Int { 2 }
@@ -628,11 +628,20 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
                 var other = values
                 if values.count == 9 + 2 { other[3] += 1 }   // 3 channels × (count, mean, M2), and the status
                 return other
+            case .notANumber:
+                // Every value garbled, the agreement's summary included.
+                return values.map { _ in .nan }
+            case .rankOutOfRange:
+                // The agreement's summary names a failed rank that is not in the group, with no valid code.
+                var other = values
+                (other[0], other[1]) = (7, .infinity)
+                return other
             }
         }
     }
 
-    @Test(arguments: [FaultyReducer.Fault.throwing, .shortResult, .inconsistentCounts])
+    @Test(arguments: [FaultyReducer.Fault.throwing, .shortResult, .inconsistentCounts, .notANumber,
+                      .rankOutOfRange])
     func aFailingReducerThrowsCommunicationFailedAndWritesNothing(fault: FaultyReducer.Fault) throws {
         var layer = try BatchNorm<Float>(featureCount: 3)
         #expect {

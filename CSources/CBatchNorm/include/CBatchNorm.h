@@ -52,6 +52,9 @@ typedef enum cbn_dtype {
     CBN_BFLOAT16 = 3,    ///< bfloat16: a float's upper 16 bits
 } cbn_dtype;
 
+/// Bytes of one tensor element of `dtype`; 0 for a value that names no type.
+int64_t cbn_element_size(cbn_dtype dtype);
+
 /// Outcome of job creation.
 typedef enum cbn_status {
     CBN_OK = 0,

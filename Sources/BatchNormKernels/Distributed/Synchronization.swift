@@ -32,19 +32,49 @@ enum Synchronization {
         /// rank must share (the synchronized forward's).
         var statistics = 0.0
 
-        /// (name, value) of each field, in the order they are compared.
-        var fields: [(String, Double)] {
-            zip(Header.fieldNames, [
-                pass.rawValue, mode == .training ? 0 : 1, Double(scalar.rawValue),
-                shape.layout == .channelsFirst ? 0 : 1, Double(shape.channels), Double(shape.spatialSize), epsilon,
-                parameterGradients == .perRank ? 0 : 1, activation == .identity ? 0 : 1, hasResidual ? 1 : 0,
-                affine, momentum, statistics,
-            ]).map { ($0, $1) }
+        /// One field of the wire format: its name (as errors print it), its
+        /// value as sent, and how an error describes a value.
+        struct Field: Sendable {
+            let name: String
+            let value: @Sendable (Header) -> Double
+            let describe: @Sendable (Double) -> String
+
+            init(_ name: String, _ value: @escaping @Sendable (Header) -> Double,
+                 describe: @escaping @Sendable (Double) -> String = integer) {
+                (self.name, self.value, self.describe) = (name, value, describe)
+            }
         }
 
-        static let fieldNames = ["pass", "mode", "scalar type", "layout", "channels", "spatial size", "epsilon",
-                                 "parameterGradients", "activation", "residual", "weight and bias", "momentum",
-                                 "statistics"]
+        /// The wire format: every field, in the order sent and compared.
+        static let wire: [Field] = [
+            Field("pass", { $0.pass.rawValue }) { $0 == 1 ? "forward" : "backward" },
+            Field("mode", { $0.mode == .training ? 0 : 1 }) { $0 == 0 ? "training" : "inference" },
+            Field("scalar type", { Double($0.scalar.rawValue) }) { value in
+                UInt32(exactly: value).map { elementTypeName(cbn_dtype(rawValue: $0)) } ?? "\(value)"
+            },
+            Field("layout", { $0.shape.layout == .channelsFirst ? 0 : 1 }) {
+                $0 == 0 ? "channels first" : "channels last"
+            },
+            Field("channels", { Double($0.shape.channels) }),
+            Field("spatial size", { Double($0.shape.spatialSize) }),
+            Field("epsilon", { $0.epsilon }) { "\($0)" },
+            Field("parameterGradients", { $0.parameterGradients == .perRank ? 0 : 1 }) {
+                $0 == 0 ? "perRank" : "wholeBatch"
+            },
+            Field("activation", { $0.activation == .identity ? 0 : 1 }) { $0 == 0 ? "identity" : "relu" },
+            Field("residual", { $0.hasResidual ? 1 : 0 }) { $0 == 0 ? "none" : "given" },
+            Field("weight and bias", { $0.affine }) {
+                let names = ["neither", "weight only", "bias only", "both"]
+                return Int(exactly: $0).flatMap { names.indices.contains($0) ? names[$0] : nil } ?? "\($0)"
+            },
+            Field("momentum", { $0.momentum }) { $0 < 0 ? "no running statistics" : "\($0)" },
+            Field("statistics", { $0.statistics }) { "statistics with hash \(integer($0))" },
+        ]
+
+        /// A value that should be an integer, printed as one (as itself if it is not).
+        @Sendable static func integer(_ value: Double) -> String {
+            UInt64(exactly: value).map { "\($0)" } ?? Int64(exactly: value).map { "\($0)" } ?? "\(value)"
+        }
 
         /// FNV-1a over the bits of `values`, cut to 53 bits so that a double holds it exactly.
         static func hash(_ values: UnsafeBufferPointer<Double>...) -> Double {
@@ -53,25 +83,6 @@ enum Synchronization {
                 for value in buffer { hash = (hash ^ value.bitPattern) &* 0x0000_0100_0000_01b3 }
             }
             return Double(hash >> 11)
-        }
-
-        static func describe(_ field: String, _ value: Double) -> String {
-            switch field {
-            case "pass": value == 1 ? "forward" : "backward"
-            case "mode": value == 0 ? "training" : "inference"
-            case "scalar type":
-                [CBN_FLOAT32: "Float", CBN_FLOAT64: "Double", CBN_FLOAT16: "Float16", CBN_BFLOAT16: "BFloat16"]
-                    .first { Double($0.key.rawValue) == value }?.value ?? "\(value)"
-            case "layout": value == 0 ? "channels first" : "channels last"
-            case "epsilon": "\(value)"
-            case "parameterGradients": value == 0 ? "perRank" : "wholeBatch"
-            case "activation": value == 0 ? "identity" : "relu"
-            case "residual": value == 0 ? "none" : "given"
-            case "weight and bias": ["neither", "weight only", "bias only", "both"][Int(value)]
-            case "momentum": value < 0 ? "no running statistics" : "\(value)"
-            case "statistics": "statistics with hash \(UInt64(value))"
-            default: "\(Int(value))"
-            }
         }
     }
 
@@ -87,16 +98,16 @@ enum Synchronization {
     /// smaller minimum and the larger maximum (ties: the lower rank), in
     /// whichever order they come: every rank ends with the same summary.
     private enum Summary {
-        static let fieldNames = ["version"] + Header.fieldNames
-        static var count: Int { 2 + 4 * fieldNames.count }
+        static let fields = [Header.Field("version", { _ in version })] + Header.wire
+        static var count: Int { 2 + 4 * fields.count }
 
         static func make(rank: Int, header: Header?, failure: BatchNormError?) -> [Double] {
             var summary = [noRank, 0]
             if let failure { summary = [Double(rank), codeNumber(failure)] }
-            let values = header.map { [version] + $0.fields.map(\.1) }
-            for i in fieldNames.indices {
-                if let values {
-                    summary += [values[i], Double(rank), values[i], Double(rank)]
+            for field in fields {
+                if let header {
+                    let value = field.value(header)
+                    summary += [value, Double(rank), value, Double(rank)]
                 } else {
                     summary += [.infinity, noRank, -.infinity, noRank]   // neutral: a failed rank has no header
                 }
@@ -106,7 +117,7 @@ enum Synchronization {
 
         static func merge(_ a: [Double], _ b: [Double]) -> [Double] {
             var out = a[0] <= b[0] ? Array(a[0..<2]) : Array(b[0..<2])
-            for i in fieldNames.indices {
+            for i in fields.indices {
                 let f = 2 + 4 * i
                 let smaller = a[f] < b[f] || (a[f] == b[f] && a[f + 1] <= b[f + 1]) ? a : b
                 let larger = a[f + 2] > b[f + 2] || (a[f + 2] == b[f + 2] && a[f + 3] <= b[f + 3]) ? a : b
@@ -162,18 +173,17 @@ enum Synchronization {
             throw BatchNormError(.communicationFailed, argument: "reducer", expected: "\(Summary.count) values",
                                  actual: "\(summary.count) values")
         }
-        if summary[0] != noRank { throw rankFailed(rank: summary[0], code: summary[1]) }
-        for (i, name) in Summary.fieldNames.enumerated() {
+        try throwIfFailed(rank: summary[0], code: summary[1], of: reducer)
+        for (i, field) in Summary.fields.enumerated() {
             let f = 2 + 4 * i
             guard summary[f] != summary[f + 2] else { continue }
             let (low, high) = (summary[f], summary[f + 2])
-            let (lowRank, highRank) = (Int(summary[f + 1]), Int(summary[f + 3]))
+            let (lowRank, highRank) = (Int(exactly: summary[f + 1]) ?? .max, Int(exactly: summary[f + 3]) ?? .max)
             let first = lowRank < highRank ? (lowRank, low) : (highRank, high)
             let second = lowRank < highRank ? (highRank, high) : (lowRank, low)
             throw BatchNormError(
-                .rankMismatch, argument: name, expected: "the same on every rank",
-                actual: "rank \(first.0): \(Header.describe(name, first.1)), rank \(second.0): "
-                    + Header.describe(name, second.1))
+                .rankMismatch, argument: field.name, expected: "the same on every rank",
+                actual: "rank \(first.0): \(field.describe(first.1)), rank \(second.0): \(field.describe(second.1))")
         }
     }
 
@@ -201,18 +211,29 @@ enum Synchronization {
             throw BatchNormError(.communicationFailed, argument: "reducer", expected: "\(count + 2) values",
                                  actual: "\(merged.count) values")
         }
-        if merged[count] != noRank { throw rankFailed(rank: merged[count], code: merged[count + 1]) }
+        try throwIfFailed(rank: merged[count], code: merged[count + 1], of: reducer)
         return Array(merged[..<count])
     }
 
     /// A failed rank's error as sent: its code's number (0: none).
     private static func codeNumber(_ error: BatchNormError) -> Double { Double(error.code.number) }
 
-    /// The error the other ranks throw for a failed `rank` that sent `code`.
-    private static func rankFailed(rank: Double, code: Double) -> BatchNormError {
-        let name = BatchNormError.Code.numbered(Int(code)).map { "\($0)" } ?? "an unknown failure"
-        return BatchNormError(.rankFailed, argument: "rank \(Int(rank))", expected: "arguments that pass their checks",
-                              actual: name)
+    /// Throws what a merged status says: nothing for `noRank`;
+    /// ``BatchNormError/Code/rankFailed`` naming a rank of the group, with the
+    /// name of the code it sent; ``BatchNormError/Code/communicationFailed``
+    /// for a rank that is not in the group (a reducer that garbled the values).
+    private static func throwIfFailed(rank: Double, code: Double, of reducer: any BatchNormReducer)
+        throws(BatchNormError)
+    {
+        guard rank != noRank else { return }
+        guard let failed = Int(exactly: rank), (0..<reducer.rankCount).contains(failed) else {
+            throw BatchNormError(.communicationFailed, argument: "reducer",
+                                 expected: "a failed rank in 0..<\(reducer.rankCount), or none",
+                                 actual: "\(rank)")
+        }
+        let name = Int(exactly: code).flatMap(BatchNormError.Code.numbered).map { "\($0)" } ?? "an unknown failure"
+        throw BatchNormError(.rankFailed, argument: "rank \(failed)", expected: "arguments that pass their checks",
+                             actual: name)
     }
 
     /// The reducer's all-reduce, with a transport's error as
