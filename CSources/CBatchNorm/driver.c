@@ -126,7 +126,7 @@ static cbn_status prepare_scratch(cbn_job *job, int64_t workers) {
     const int64_t doubles = 2 * CBN_LANES * job->plan.channel_block;
     if (job->scratch && job->scratch_slots >= workers) return CBN_OK;
     free(job->scratch);
-    job->scratch = malloc((size_t)(workers * doubles) * sizeof(double));
+    job->scratch = cbn_line_aligned((size_t)(workers * doubles), sizeof(double));
     job->scratch_doubles = doubles;
     job->scratch_slots = job->scratch ? workers : 0;
     return job->scratch ? CBN_OK : CBN_OUT_OF_MEMORY;

@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "job.h"
@@ -75,6 +76,12 @@ static void mutate_output(const cbn_job *job, void *tensor) {
     }
 }
 
+void *cbn_line_aligned(size_t count, size_t size) {
+    size_t bytes;
+    if (__builtin_mul_overflow(count, size, &bytes) || bytes > SIZE_MAX - 63) return NULL;
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
 static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
     if (creations_until_failure >= 0 && creations_until_failure-- == 0) return CBN_OUT_OF_MEMORY;
     cbn_job *job = calloc(1, sizeof *job);
@@ -91,9 +98,9 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
     const size_t stride = (size_t)cbn_coefficient_stride(plan.shape.channels);
     const cbn_kernels *kernels = cbn_kernels_for(dtype);
     const int checked = kernels->checked;
-    job->coefficients = malloc(stride * CBN_COEFFICIENTS * kernels->compute_bytes);
-    job->wide_coefficients = checked ? malloc(stride * CBN_WIDE_COEFFICIENTS * sizeof(double)) : NULL;
-    job->partials = malloc(partial_count * sizeof *job->partials);
+    job->coefficients = cbn_line_aligned(stride * CBN_COEFFICIENTS, kernels->compute_bytes);
+    job->wide_coefficients = checked ? cbn_line_aligned(stride * CBN_WIDE_COEFFICIENTS, sizeof(double)) : NULL;
+    job->partials = cbn_line_aligned(partial_count, sizeof *job->partials);
     if (!job->coefficients || (checked && !job->wide_coefficients) || !job->partials) {
         cbn_job_destroy(job);
         return CBN_OUT_OF_MEMORY;

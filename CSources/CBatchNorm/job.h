@@ -65,8 +65,17 @@ typedef enum cbn_wide_coefficient {
     CBN_WIDE_MEAN = 0, CBN_WIDE_K1, CBN_WIDE_K2, CBN_WIDE_K3, CBN_WIDE_COEFFICIENTS
 } cbn_wide_coefficient;
 
-/// Values per coefficient row: the channels and sixteen wrapped around.
-static inline int64_t cbn_coefficient_stride(int64_t channels) { return channels + 16; }
+/// `count` values of `size` bytes on whole cache lines of their own: rows
+/// that the microkernels load in vectors, and memory that one worker writes
+/// without sharing a line with another's. NULL when the size overflows or
+/// memory is short. Released with free().
+void *cbn_line_aligned(size_t count, size_t size);
+
+/// Values per coefficient row: the channels and sixteen wrapped around,
+/// rounded up to a multiple of sixteen, so that every row starts on a cache
+/// line (the rows are line-aligned, job.c) and a vector of the sixteen
+/// channels from a multiple of 16 loads from one line.
+static inline int64_t cbn_coefficient_stride(int64_t channels) { return (channels + 16 + 15) / 16 * 16; }
 
 /// A partial result for one (channel, part): what the statistics pass or
 /// the backward sums pass found in the part's values.

@@ -150,6 +150,13 @@ static inline cbn_item cbn_plan_elementwise_item(const cbn_plan *plan, int64_t i
                                 plan->elementwise_length, -1);
 }
 
+/// Where an elementwise item's tensors start: its first channel's first
+/// value (the planes walk reaches the item's values from there by
+/// cbn_plane_offset), or its first row's first channel (columns).
+static inline int64_t cbn_plan_item_origin(const cbn_plan *plan, cbn_item item) {
+    return plan->walk == CBN_WALK_PLANES ? item.c0 * plan->shape.spatial : item.begin * plan->shape.channels + item.c0;
+}
+
 /// Iterates the segments of values [begin, end) of one channel: the pieces
 /// that share an image, at most `spatial` values each.
 typedef struct cbn_segments {

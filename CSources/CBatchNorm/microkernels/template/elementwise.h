@@ -31,12 +31,9 @@ CBN_INLINE int64_t FN(column_ahead)(const cbn_plan *plan, cbn_item item) {
     return C * (rows > 1 ? rows : 1);
 }
 
-/// The pass's inputs for the item: each tensor from the item's first
-/// channel's first value (planes) or its first row's first channel (columns).
-CBN_INLINE FN(cbn_run) FN(item_inputs)(const cbn_job *job, cbn_item item, const int op) {
-    const cbn_plan *plan = &job->plan;
-    const int64_t at = plan->walk == CBN_WALK_PLANES ? item.c0 * plan->shape.spatial
-                                                     : item.begin * plan->shape.channels + item.c0;
+/// The pass's inputs for an item: each tensor from the item's origin `at`
+/// (cbn_plan_item_origin).
+CBN_INLINE FN(cbn_run) FN(item_inputs)(const cbn_job *job, int64_t at, const int op) {
     const int reads_x = op == CBN_OP_NORMALIZE || op == CBN_OP_INPUT_GRADIENT;
     const int reads_dy = op != CBN_OP_NORMALIZE;
     FN(cbn_run) r = {0};
@@ -109,11 +106,10 @@ CBN_INLINE void FN(elementwise_item)(const int op, const int epi, const cbn_job 
     const cbn_plan *plan = &job->plan;
     FN(cbn_block_coefficients) bc;
     FN(load_block_coefficients)(job, item, &bc);
-    FN(cbn_run) inputs = FN(item_inputs)(job, item, op);
+    const int64_t at = cbn_plan_item_origin(plan, item);
+    FN(cbn_run) inputs = FN(item_inputs)(job, at, op);
     inputs.bc = &bc;
     inputs.ahead = CBN_AHEAD;
-    const int64_t at = plan->walk == CBN_WALK_PLANES ? item.c0 * plan->shape.spatial
-                                                     : item.begin * plan->shape.channels + item.c0;
     if (plan->walk == CBN_WALK_PLANES)
         FN(elementwise_planes)(op, epi, job, item, &inputs, (ELEM *)out + at);
     else
