@@ -52,6 +52,9 @@ struct BenchThreads: ParsableCommand {
     @Option(help: "Input data: normal, subnormal (every x a float subnormal: shows their cost; no flush-to-zero), shifted (1e4 ± 2).")
     var data: String = "normal"
 
+    @Option(name: .customLong("tensor-offset"), help: "Place each tensor of the raw path this many bytes past a 4 KiB boundary (a multiple of the element size, below 4096), to see what alignment costs (default: where the allocator puts it).")
+    var tensorOffset: Int?
+
     @Option(name: .customLong("repeat"), help: "Timed calls per figure.")
     var repetitions: Int?
 
@@ -71,12 +74,18 @@ struct BenchThreads: ParsableCommand {
         if let repetitions, repetitions < 1 { throw ValidationError("--repeat must be at least 1") }
         if let trainingLoop, trainingLoop < 1 { throw ValidationError("--training-loop must be at least 1") }
         if let flushMB, flushMB < 1 { throw ValidationError("--flush-mb must be at least 1") }
+        if let tensorOffset, !(0..<4096).contains(tensorOffset) {
+            throw ValidationError("--tensor-offset must be in 0..<4096")
+        }
     }
 
     func run() throws {
         let shapeList = try parseShapes()
         let dtypes = try list(dtype, DType.self)
         var settings = try parseSettings()
+        if let tensorOffset, let dtype = dtypes.first(where: { tensorOffset % $0.size != 0 }) {
+            throw ValidationError("--tensor-offset \(tensorOffset) is not a multiple of \(dtype.rawValue)'s \(dtype.size) bytes")
+        }
         if dtypes.contains(where: { $0.size == 2 }) && settings.epilogues.contains(where: \.isSeparate) {
             throw ValidationError("the separate epilogues (relu-separate, add-relu-separate) are float and double only")
         }
@@ -169,7 +178,7 @@ struct BenchThreads: ParsableCommand {
         return RunSettings(
             modes: try list(modes, Mode.self), apis: try list(api, API.self),
             epilogues: try list(activation, Epilogue.self), kinds: kinds, threads: threadList, caches: caches,
-            data: dataKind, repetitions: repetitions ?? (quick ? 3 : 7), evictor: evictor, cacheBytes: cacheBytes,
+            data: dataKind, tensorOffset: tensorOffset, repetitions: repetitions ?? (quick ? 3 : 7), evictor: evictor, cacheBytes: cacheBytes,
             roofs: [:])
     }
 

@@ -10,6 +10,8 @@ struct RunSettings {
     var threads: [Int]
     var caches: [CacheState]
     var data: DataKind
+    /// Where each tensor starts: this many bytes past a 4 KiB boundary; nil: where the allocator puts it.
+    var tensorOffset: Int?
     var repetitions: Int
     /// Writes over the last-level cache before each cold call; nil without cold figures.
     var evictor: CacheEvictor?
@@ -88,7 +90,7 @@ func measure<S: BenchElement>(
     progress: inout Progress, quiet: inout OpenMPQuiet
 ) -> [Figure] {
     log("preparing \(shape) \(dtype.rawValue)")
-    let workload = Workload<S>(shape: shape, data: settings.data)
+    let workload = Workload<S>(shape: shape, data: settings.data, tensorOffset: settings.tensorOffset)
     let arrays = settings.apis.contains(where: { $0 != .raw }) ? APIWorkload(workload) : nil
     let sample = settings.kinds.contains(.reference) ? ReferenceSample(shape: shape) : nil
     let bytesPerPass = Double(shape.count * dtype.size)

@@ -35,13 +35,25 @@ final class Workload<Scalar: BenchElement> {
     let weight, bias, runningMean, runningVariance, dWeight, dBias: UnsafeMutableBufferPointer<Scalar.Parameter>
     let mean, invStd: UnsafeMutableBufferPointer<Double>
 
+    /// The memory of every buffer above, freed with the workload.
+    private let allocations: [UnsafeMutableRawPointer]
+
     /// `data` scales the inputs: `.subnormal` makes every x a float subnormal (×1e-40),
-    /// `.shifted` centres them at 1e4.
-    init(shape: BatchNormShape, data: DataKind = .normal) {
+    /// `.shifted` centres them at 1e4. With `tensorOffset`, each tensor-sized
+    /// buffer starts that many bytes past a 4 KiB boundary; without, where
+    /// the allocator puts it.
+    init(shape: BatchNormShape, data: DataKind = .normal, tensorOffset: Int? = nil) {
         self.shape = shape
         let count = shape.count, channels = shape.channels
+        var allocations = [UnsafeMutableRawPointer]()
         func buffer<T>(_ n: Int, _ value: (Int) -> T) -> UnsafeMutableBufferPointer<T> {
-            let b = UnsafeMutableBufferPointer<T>.allocate(capacity: n)
+            let placed = n == count ? tensorOffset : nil
+            let raw = UnsafeMutableRawPointer.allocate(
+                byteCount: n * MemoryLayout<T>.stride + (placed.map { 4096 + $0 } ?? 0),
+                alignment: placed == nil ? MemoryLayout<T>.alignment : 4096)
+            allocations.append(raw)
+            let b = UnsafeMutableBufferPointer(start: (raw + (placed ?? 0)).bindMemory(to: T.self, capacity: n),
+                                               count: n)
             for i in 0..<n { b.initializeElement(at: i, to: value(i)) }
             return b
         }
@@ -68,15 +80,13 @@ final class Workload<Scalar: BenchElement> {
         dBias = buffer(channels) { _ in 0 }
         mean = buffer(channels) { _ in 0.0 }
         invStd = buffer(channels) { _ in 0.0 }
+        self.allocations = allocations
         // Statistics for backward come from a real forward pass.
         run(.forwardTraining, executor: .serial)
     }
 
     deinit {
-        for b in [x, dy, y, dx, z, dz, masked] { b.deallocate() }
-        for b in [weight, bias, runningMean, runningVariance, dWeight, dBias] { b.deallocate() }
-        mean.deallocate()
-        invStd.deallocate()
+        for raw in allocations { raw.deallocate() }
     }
 
     /// Makes y and the saved statistics those of a training forward pass with
