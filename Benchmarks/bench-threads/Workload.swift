@@ -46,8 +46,8 @@ final class Workload<Scalar: BenchElement> {
         self.shape = shape
         let count = shape.count, channels = shape.channels
         var allocations = [UnsafeMutableRawPointer]()
-        func buffer<T>(_ n: Int, _ value: (Int) -> T) -> UnsafeMutableBufferPointer<T> {
-            let placed = n == count ? tensorOffset : nil
+        /// `n` values from `value`; with `placed`, `placed` bytes past a 4 KiB boundary.
+        func buffer<T>(_ n: Int, placed: Int? = nil, _ value: (Int) -> T) -> UnsafeMutableBufferPointer<T> {
             let raw = UnsafeMutableRawPointer.allocate(
                 byteCount: n * MemoryLayout<T>.stride + (placed.map { 4096 + $0 } ?? 0),
                 alignment: placed == nil ? MemoryLayout<T>.alignment : 4096)
@@ -57,8 +57,11 @@ final class Workload<Scalar: BenchElement> {
             for i in 0..<n { b.initializeElement(at: i, to: value(i)) }
             return b
         }
+        func tensor(_ value: (Int) -> Scalar) -> UnsafeMutableBufferPointer<Scalar> {
+            buffer(count, placed: tensorOffset, value)
+        }
         // Deterministic, varied data; every output is written here so that its pages exist.
-        x = buffer(count) { i in
+        x = tensor { i in
             let v = Double((i &* 7919) % 1009) / 250 - 1.5
             switch data {
             case .normal: return Scalar(benchValue: v)
@@ -66,12 +69,12 @@ final class Workload<Scalar: BenchElement> {
             case .shifted: return Scalar(benchValue: 1e4 + v)
             }
         }
-        dy = buffer(count) { Scalar(benchValue: Double(($0 &* 104_729) % 997) / 500 - 1) }
-        z = buffer(count) { Scalar(benchValue: Double(($0 &* 7_727) % 991) / 500 - 1) }
-        dz = buffer(count) { _ in Scalar.zero }
-        masked = buffer(count) { _ in Scalar.zero }
-        y = buffer(count) { _ in Scalar.zero }
-        dx = buffer(count) { _ in Scalar.zero }
+        dy = tensor { Scalar(benchValue: Double(($0 &* 104_729) % 997) / 500 - 1) }
+        z = tensor { Scalar(benchValue: Double(($0 &* 7_727) % 991) / 500 - 1) }
+        dz = tensor { _ in Scalar.zero }
+        masked = tensor { _ in Scalar.zero }
+        y = tensor { _ in Scalar.zero }
+        dx = tensor { _ in Scalar.zero }
         weight = buffer(channels) { Scalar.Parameter(1 + Double($0 % 5) / 10) }
         bias = buffer(channels) { Scalar.Parameter(Double($0 % 3) / 10) }
         runningMean = buffer(channels) { _ in 0.25 }

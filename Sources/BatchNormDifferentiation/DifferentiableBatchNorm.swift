@@ -130,8 +130,7 @@ extension BatchNormRunningStatistics: Codable {
             try self.init(featureCount: featureCount, momentum: momentum, mean: mean, variance: variance,
                           batchesTracked: batchesTracked)
         } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                    debugDescription: "\(error)", underlyingError: error))
+            throw DecodingError.invalidState(error, at: decoder)
         }
     }
 

@@ -97,15 +97,18 @@ public struct BatchNormError: Error, Hashable, Sendable, CustomStringConvertible
 }
 
 extension DecodingError {
-    /// Runs `checks` over a decoded state; their error becomes
-    /// `DecodingError.dataCorrupted` at the decoder's path, carrying the
-    /// ``BatchNormError`` as its underlying error.
+    /// Runs `checks` over a decoded state; their error becomes `invalidState`.
     package static func checking(_ decoder: any Decoder, _ checks: () throws(BatchNormError) -> Void) throws {
         do throws(BatchNormError) {
             try checks()
         } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)",
-                                                    underlyingError: error))
+            throw invalidState(error, at: decoder)
         }
+    }
+
+    /// `DecodingError.dataCorrupted` at the decoder's path, carrying `error`
+    /// (what the decoded state failed) as its underlying error.
+    package static func invalidState(_ error: BatchNormError, at decoder: any Decoder) -> DecodingError {
+        .dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)", underlyingError: error))
     }
 }
