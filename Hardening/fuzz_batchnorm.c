@@ -17,7 +17,9 @@
  *   - finite outputs when every input is finite and moderate and eps >= 1e-5;
  *   - agreement with a float64 reference on moderate data (y, and dx, dγ,
  *     dβ and dz from the given mean and invstd);
- *   - bitwise agreement between the serial executor and OpenMP with 3 threads;
+ *   - bitwise agreement between the serial executor, OpenMP and the Dispatch
+ *     executor's lingering helpers (here on threads of their own), with 1 to
+ *     4 workers;
  *   - a call split as one rank of batch norm across processes (this slice's
  *     partials, then the call with them as the whole batch's: forward
  *     training, backward in both modes) writes the same bits as the plain
@@ -26,6 +28,7 @@
  * Build and run: Hardening/run-fuzzer.sh [seconds].
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,8 +172,38 @@ static cbn_dtype dtype_of(int kind) {
     return kind == KIND_F64 ? CBN_FLOAT64 : kind == KIND_F16 ? CBN_FLOAT16 : kind == KIND_BF16 ? CBN_BFLOAT16 : CBN_FLOAT32;
 }
 
+/* The Dispatch executor's scheme on plain threads: the lingering helpers
+ * (cbn_helpers_offer, cbn_helper_run), and a new thread for each helper
+ * still wanted. */
+typedef struct { cbn_job *job; void (*work)(cbn_job *job); } helper_start;
+
+static void *helper_thread(void *argument) {
+    helper_start start = *(helper_start *)argument;
+    free(argument);
+    cbn_helper_run(start.job, start.work);
+    return NULL;
+}
+
+static void parallel_helpers(void *context, void (*work)(cbn_job *job), cbn_job *job, int64_t workers) {
+    (void)context;
+    const int64_t started = cbn_helpers_offer(job, work, workers - 1);
+    for (int64_t i = 0; i < started; i++) {
+        cbn_job_retain(job);
+        helper_start *start = malloc(sizeof *start);
+        pthread_t thread;
+        if (!start) abort();
+        *start = (helper_start){job, work};
+        if (pthread_create(&thread, NULL, helper_thread, start) != 0) abort();
+        pthread_detach(thread);
+    }
+    work(job);
+    cbn_job_wait(job);
+}
+
+typedef enum { SERIAL, OPENMP, HELPERS } executor_kind;
+
 /* Runs the call on copies of `in` with the given executor; returns the status. */
-static cbn_status run(const call *k, buffer *b, int openmp_threads) {
+static cbn_status run(const call *k, buffer *b, executor_kind executor, int threads) {
     cbn_job *job = NULL;
     cbn_status status;
     double *saved_mean = k->has[SMEAN] ? base(&b[SMEAN]) : NULL;
@@ -213,8 +246,8 @@ static cbn_status run(const call *k, buffer *b, int openmp_threads) {
         CHECK(job == NULL, "a rejected call returned a job");
         return status;
     }
-    int64_t threads = openmp_threads;
-    if (openmp_threads > 0) status = cbn_job_run(job, cbn_parallel_openmp, &threads, threads);
+    if (executor == OPENMP) status = cbn_job_run(job, cbn_parallel_openmp, NULL, threads);
+    else if (executor == HELPERS) status = cbn_job_run(job, parallel_helpers, NULL, threads);
     else status = cbn_job_run(job, cbn_parallel_serial, NULL, 1);
     /* a job runs unless given moments or sums count too few values, which it reads when it runs */
     CHECK(status == CBN_OK || (status == CBN_TOO_FEW_VALUES && (k->partials & PARTIALS_IN)),
@@ -354,12 +387,12 @@ static void split_as_one_rank(const call *plain_call, buffer *before, buffer *pl
     for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i]);
     k.partials = PARTIALS_OUT;
     k.has[PIN] = 1;   /* marks the split, see run() */
-    CHECK(run(&k, b, 0) == CBN_OK, "this slice's partials were rejected");
+    CHECK(run(&k, b, SERIAL, 1) == CBN_OK, "this slice's partials were rejected");
     for (int i = 0; i < BUFFERS; i++)
         if (i != POUT) CHECK(same_bits(&b[i], &before[i]), "the partials call wrote something else");
     memcpy(base(&b[PIN]), base(&b[POUT]), b[POUT].count * sizeof(double));
     k.partials = PARTIALS_IN;
-    CHECK(run(&k, b, 2) == CBN_OK, "the call with the merged partials was rejected");
+    CHECK(run(&k, b, OPENMP, 2) == CBN_OK, "the call with the merged partials was rejected");
     for (int i = 0; i < BUFFERS; i++)
         if (i != POUT && i != PIN) CHECK(same_values(&b[i], &plain[i]), "a split call differs from the plain call");
     for (int i = 0; i < BUFFERS; i++) free(b[i].data);
@@ -449,16 +482,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (k.partials != PARTIALS_NONE) moderate = 0;   /* fuzzed partials: no reference to compare with */
     buffer before[BUFFERS], serial[BUFFERS];
     for (int i = 0; i < BUFFERS; i++) before[i] = copy_buffer(&b[i]);
-    const cbn_status status = run(&k, b, 0);
+    const cbn_status status = run(&k, b, SERIAL, 1);
     for (int i = 0; i < BUFFERS; i++) CHECK(guards_intact(&b[i]), "a write outside an output's extent");
     if (status != CBN_OK) {
         for (int i = 0; i < BUFFERS; i++) CHECK(same_bits(&b[i], &before[i]), "a rejected call wrote a buffer");
     } else {
-        /* The same call with OpenMP (or serially again, without it): the same bits. */
-        for (int i = 0; i < BUFFERS; i++) { serial[i] = b[i]; b[i] = copy_buffer(&before[i]); }
-        CHECK(run(&k, b, threads) == CBN_OK, "the second run was rejected");
-        for (int i = 0; i < BUFFERS; i++) CHECK(same_bits(&b[i], &serial[i]), "executors disagree");
-        for (int i = 0; i < BUFFERS; i++) { free(b[i].data); b[i] = serial[i]; }
+        /* The same call with OpenMP (serially again, without it), then with the
+         * lingering helpers: the same bits. */
+        for (int i = 0; i < BUFFERS; i++) serial[i] = b[i];
+        const executor_kind others[] = {OPENMP, HELPERS};
+        for (int e = 0; e < 2; e++) {
+            for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i]);
+            CHECK(run(&k, b, others[e], threads) == CBN_OK, "a second run was rejected");
+            for (int i = 0; i < BUFFERS; i++) CHECK(same_bits(&b[i], &serial[i]), "executors disagree");
+            for (int i = 0; i < BUFFERS; i++) free(b[i].data);
+        }
+        for (int i = 0; i < BUFFERS; i++) b[i] = serial[i];
 
         /* forward training, and backward in either mode (its sums exist in both) */
         if (k.partials == PARTIALS_NONE && (k.training || k.backward)) split_as_one_rank(&k, before, b);

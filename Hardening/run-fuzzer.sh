@@ -28,7 +28,7 @@ clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
     CSources/CBatchNorm/job.c CSources/CBatchNorm/driver.c CSources/CBatchNorm/plan/plan.c \
     CSources/CBatchNorm/microkernels/kernels.c CSources/CBatchNorm/executors/executors.c \
     CSources/CBatchNorm/distributed/merge.c \
-    Hardening/fuzz_batchnorm.c "${omp_flags[@]}" -lm -o .build-fuzz/fuzz_batchnorm
+    Hardening/fuzz_batchnorm.c "${omp_flags[@]}" -lpthread -lm -o .build-fuzz/fuzz_batchnorm
 echo "fuzzing for ${seconds}s (OpenMP: ${omp_flags[*]:-none}; microkernels: ${isa_flags[*]})"
 .build-fuzz/fuzz_batchnorm -max_total_time="$seconds" -print_final_stats=1 -timeout=20 \
     .build-fuzz/corpus Hardening/fuzz-corpus

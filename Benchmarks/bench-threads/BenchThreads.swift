@@ -113,7 +113,7 @@ struct BenchThreads: ParsableCommand {
             total + settings.stepCount(differentiable: dtype.elementType.isDifferentiable)
         })
         var figures = [Figure]()
-        var quiet = OpenMPQuiet()
+        var quiet = ExecutorQuiet()
         // Shape by shape, every element type of a shape back to back: their ratios come from
         // neighbouring moments of a noisy machine.
         for shape in shapeList {

@@ -87,7 +87,7 @@ struct BenchCase {
 /// and its table of cases, mode by mode.
 func measure<S: BenchElement>(
     _: S.Type, _ dtype: DType, _ shape: BatchNormShape, _ settings: RunSettings,
-    progress: inout Progress, quiet: inout OpenMPQuiet
+    progress: inout Progress, quiet: inout ExecutorQuiet
 ) -> [Figure] {
     log("preparing \(shape) \(dtype.rawValue)")
     let workload = Workload<S>(shape: shape, data: settings.data, tensorOffset: settings.tensorOffset)
@@ -113,7 +113,7 @@ func measure<S: BenchElement>(
                 prepared = c.epilogue
             }
             progress.step("\(shape) \(dtype.rawValue) \(c.label) \(c.executor) \(c.cache.rawValue)")
-            quiet.before(openMP: c.kind == .openmp)
+            quiet.before(c.kind)
             let timing = Timing.measure(repetitions: settings.repetitions,
                                         prepare: { if c.cache == .cold { settings.evictor?.evict() } }) {
                 if c.api == .raw {
@@ -149,11 +149,11 @@ func measure<S: BenchElement>(
 /// scaled to the whole tensor.
 private func measureReference(
     _ sample: ReferenceSample, _ mode: Mode, _ dtype: DType, _ shape: BatchNormShape, _ settings: RunSettings,
-    bytes: Double, progress: inout Progress, quiet: inout OpenMPQuiet
+    bytes: Double, progress: inout Progress, quiet: inout ExecutorQuiet
 ) -> Figure {
     let dimensions = sample.dimensions.map(String.init).joined(separator: "x")
     progress.step("\(shape) \(dtype.rawValue) \(mode.rawValue) reference (sample \(dimensions))")
-    quiet.before(openMP: false)
+    quiet.before(.reference)
     let t = Timing.measure(repetitions: max(1, settings.repetitions / 2), warmups: 1) { sample.run(mode) }
     let scale = Double(shape.count) / Double(sample.count)
     return Figure(shape: shape, mode: mode, executor: .reference, threads: 1, dtype: dtype, cache: .warm,

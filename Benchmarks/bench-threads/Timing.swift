@@ -26,14 +26,22 @@ struct Timing: Codable {
     }
 }
 
-/// OpenMP's workers keep spinning for up to 200 ms after a parallel region
-/// (KMP_BLOCKTIME), taking cores from whatever runs next. Timing anything else
-/// right after an OpenMP figure waits that out first.
-struct OpenMPQuiet {
-    private var lastWasOpenMP = false
-    mutating func before(openMP: Bool) {
-        if lastWasOpenMP && !openMP { Thread.sleep(forTimeInterval: 0.25) }
-        lastWasOpenMP = openMP
+/// Both parallel executors keep their threads spinning after a call, ready
+/// for the next: OpenMP's workers for up to 200 ms (KMP_BLOCKTIME), the
+/// Dispatch executor's helpers for up to 20 ms. Spinning, they take cores
+/// from whatever runs next, so timing another executor right after one of
+/// them waits that out first.
+struct ExecutorQuiet {
+    private var last: ExecutorKind?
+    mutating func before(_ kind: ExecutorKind) {
+        if let last, last != kind {
+            switch last {
+            case .openmp: Thread.sleep(forTimeInterval: 0.25)
+            case .dispatch: Thread.sleep(forTimeInterval: 0.05)
+            case .serial, .reference: break
+            }
+        }
+        last = kind
     }
 }
 

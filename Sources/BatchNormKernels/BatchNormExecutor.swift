@@ -22,9 +22,10 @@ public enum BatchNormExecutor: Hashable, Sendable, CustomStringConvertible {
     /// An OpenMP parallel region of at most `threads` threads, set per call
     /// (`num_threads`); no process-wide OpenMP setting is changed.
     case openMP(threads: Int)
-    /// The calling thread and up to `threads - 1` helpers on Dispatch's
-    /// global queue; the call returns when the work is done, without waiting
-    /// for helpers that have not woken yet.
+    /// The calling thread and up to `threads - 1` helpers on a Dispatch queue
+    /// of the package's own; the call returns when the work is done, without
+    /// waiting for helpers that have not woken yet. Helpers linger for up to
+    /// 20 ms after a call, waiting for the next, as OpenMP's threads do.
     case dispatch(threads: Int)
     /// The calling thread alone.
     case serial
@@ -121,25 +122,29 @@ private let environmentThreadCount: Int = {
     return allowed >= 1 ? allowed : max(1, ProcessInfo.processInfo.activeProcessorCount)
 }()
 
-/// The Dispatch executor. The calling thread works through items at once,
-/// while `workers - 1` helpers start on the global queue; it returns when
-/// every item is done (`cbn_job_wait`), not when every helper has woken: a
-/// Dispatch thread can take a millisecond to start after an idle spell. Each
-/// helper holds a reference to the job, so a late one finds a finished job,
-/// takes no item, and lets it go.
+/// The Dispatch executor. The calling thread works through items at once;
+/// `workers - 1` helpers join it: helpers of earlier calls, which linger for
+/// a while after each job (`cbn_helper_run`), and new ones on `helperQueue`
+/// for the rest (`cbn_helpers_offer` says how many). It returns when every
+/// item is done (`cbn_job_wait`), not when every helper has woken: a Dispatch
+/// thread can take a millisecond to start after an idle spell. Each helper
+/// holds a reference to the job, so a late one finds a finished job, takes no
+/// item, and lets it go.
 private let dispatchParallel: cbn_parallel_fn = { _, work, job, workers in
     nonisolated(unsafe) let job = job!
     let work = work!
-    for _ in 1..<workers {
+    for _ in 0..<cbn_helpers_offer(job, work, workers - 1) {
         cbn_job_retain(job)
-        DispatchQueue.global().async {
-            work(job)
-            cbn_job_release(job)
-        }
+        helperQueue.async { cbn_helper_run(job, work) }
     }
     work(job)
     cbn_job_wait(job)
 }
+
+/// The helpers' queue: a concurrent queue of its own, so that a lingering
+/// helper holds one of its threads, never one of the global queue's, which
+/// other code in the process shares.
+private let helperQueue = DispatchQueue(label: "BatchNorm.helpers", attributes: .concurrent)
 
 /// Test hooks. Not API: only the package's tests call them.
 @_spi(Testing) public enum BatchNormFaultInjection {
@@ -150,6 +155,10 @@ private let dispatchParallel: cbn_parallel_fn = { _, work, job, workers in
     public static func failJobCreation(after: Int?) {
         cbn_test_fail_job_creation(Int64(after ?? -1))
     }
+
+    /// The most Dispatch helpers that have been alive at once in this
+    /// process (lingering ones included); never more than 64.
+    public static var mostDispatchHelpersAlive: Int { Int(cbn_test_most_helpers_alive()) }
 
     /// A deliberate fault in the results, for the tests that prove the suite catches it.
     public enum Mutant: Sendable {

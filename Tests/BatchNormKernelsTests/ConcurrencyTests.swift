@@ -1,5 +1,6 @@
-import BatchNormKernels
+@_spi(Testing) import BatchNormKernels
 import Dispatch
+import Foundation
 import Testing
 
 /// Many calls at once, from Swift tasks and from threads, each on its own
@@ -62,6 +63,46 @@ import Testing
             }
         }
         #expect(failures.allSatisfy { $0 == 0 }, "\(failures)")
+    }
+
+    @Test("Dispatch helpers that linger serve later calls, and leave after a pause: every result equals the serial one")
+    func lingeringHelpers() throws {
+        let cases = try (0..<5).map { try Case(index: $0) }
+        for round in 0..<60 {
+            let c = cases[round % cases.count]
+            // Calls back to back find the helpers of the one before; after a
+            // pause longer than their 20 ms linger, a call starts new ones.
+            if round % 20 == 19 { Thread.sleep(forTimeInterval: 0.03) }
+            let threads = 2 + round % 3
+            #expect(try Case.run(shape: c.shape, x: c.x, dy: c.dy, executor: .dispatch(threads: threads)) == c.expected,
+                    "round \(round): \(c.shape) on \(threads) threads")
+        }
+    }
+
+    @Test("more Dispatch helpers asked for at once than may be alive (64): calls run with fewer, and right")
+    func moreHelpersThanMayBeAlive() throws {
+        // 12 threads at once, each asking for 15 helpers on a 4 MiB tensor (enough items for 16 workers).
+        let shape = [16, 64, 32, 32]
+        let count = shape.reduce(1, *)
+        let x: [Float] = randomValues(count, center: 1, spread: 2, seed: 31)
+        let dy: [Float] = randomValues(count, seed: 32)
+        let expected = try Case.run(shape: shape, x: x, dy: dy, executor: .serial)
+        let callers = 12
+        nonisolated(unsafe) var failures = [Int](repeating: 0, count: callers)
+        let group = DispatchGroup()
+        let queue = DispatchQueue(label: "callers", attributes: .concurrent)   // a thread per caller
+        failures.withUnsafeMutableBufferPointer { buffer in
+            nonisolated(unsafe) let failed = buffer.baseAddress!
+            for i in 0..<callers {
+                queue.async(group: group) {
+                    let ok = (try? Case.run(shape: shape, x: x, dy: dy, executor: .dispatch(threads: 16))) == expected
+                    failed[i] = ok ? 0 : 1
+                }
+            }
+            group.wait()
+        }
+        #expect(failures.allSatisfy { $0 == 0 }, "\(failures)")
+        #expect(BatchNormFaultInjection.mostDispatchHelpersAlive <= 64)
     }
 
     @Test("the layer is a Sendable value: a copy sent to a task evolves on its own")

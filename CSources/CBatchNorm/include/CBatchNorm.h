@@ -219,6 +219,23 @@ void cbn_parallel_serial(void *executor_context, void (*work)(cbn_job *job),
 void cbn_parallel_openmp(void *executor_context, void (*work)(cbn_job *job),
                          cbn_job *job, int64_t workers);
 
+/// The Dispatch executor's helpers, which linger. A helper runs
+/// `cbn_helper_run(job, work)`: `work(job)`, then `cbn_job_release(job)`;
+/// then, for up to 20 ms, it waits for a job that `cbn_helpers_offer` posts
+/// and runs that one the same way, and so on, before it returns and gives its
+/// thread back.
+void cbn_helper_run(cbn_job *job, void (*work)(cbn_job *job));
+
+/// Asks for `helpers` helpers for `job`: posts it, with a reference each
+/// (`cbn_job_retain`), for as many of the helpers already started as are not
+/// promised a job, and returns how many more the caller must start, each
+/// after a `cbn_job_retain`, on a thread that runs `cbn_helper_run(job, work)`
+/// (fewer than asked when 64 helpers are alive).
+int64_t cbn_helpers_offer(cbn_job *job, void (*work)(cbn_job *job), int64_t helpers);
+
+/// For tests: the most helpers that have been alive at once in this process.
+int64_t cbn_test_most_helpers_alive(void);
+
 /// 1 when the core was compiled with OpenMP, else 0.
 int cbn_openmp_available(void);
 
