@@ -172,7 +172,7 @@ struct BenchThreads: ParsableCommand {
         } ?? Array(1...ProcessInfo.processInfo.activeProcessorCount)
         guard let dataKind = DataKind(rawValue: data) else { throw ValidationError("unknown --data '\(data)'") }
         let caches = try list(cache, CacheState.self)
-        let cacheBytes = lastLevelCacheBytes()
+        let cacheBytes = lastLevelCacheBytes   // as the kernels see it
         let evictor = caches.contains(.cold)
             ? CacheEvictor(bytes: (flushMB ?? max(64, 2 * cacheBytes >> 20)) << 20) : nil
         return RunSettings(

@@ -72,16 +72,3 @@ final class CacheEvictor {
     }
 }
 
-/// The last-level cache's size in bytes, from sysfs (the largest cache of
-/// cpu0), or 32 MiB when it cannot be read.
-func lastLevelCacheBytes() -> Int {
-    var largest = 0
-    for index in 0..<8 {
-        let path = "/sys/devices/system/cpu/cpu0/cache/index\(index)/size"
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        let scale = trimmed.hasSuffix("K") ? 1024 : trimmed.hasSuffix("M") ? 1024 * 1024 : 1
-        if let value = Int(trimmed.filter(\.isNumber)) { largest = Swift.max(largest, value * scale) }
-    }
-    return largest > 0 ? largest : 32 << 20
-}

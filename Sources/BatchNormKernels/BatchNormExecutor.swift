@@ -15,6 +15,11 @@ public var isOpenMPAvailable: Bool { cbn_openmp_available() != 0 }
 /// instruction sets (fused multiply-add).
 public var microkernelInstructionSet: String { String(cString: cbn_isa_name()) }
 
+/// The last-level cache of this machine as the kernels see it: the largest
+/// cache the first CPU reports (sysfs), or 32 MiB where none is reported.
+/// Calls whose tensors outgrow it ask for their float inputs ahead.
+public var lastLevelCacheBytes: Int { Int(cbn_last_level_cache_bytes()) }
+
 /// Who runs the work items of a call. Every executor runs the same C item
 /// functions over the same plan and gives bitwise identical results; they
 /// differ only in the threads they use.

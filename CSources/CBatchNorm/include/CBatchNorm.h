@@ -257,6 +257,10 @@ typedef enum cbn_test_mutant {
 /// (CBN_MUTANT_NONE, the default, for none).
 void cbn_test_mutate_jobs(cbn_test_mutant mutant);
 
+/// The largest cache CPU 0 reports (sysfs), in bytes, read once; 32 MiB
+/// where none is reported. The plan asks for prefetches by it.
+int64_t cbn_last_level_cache_bytes(void);
+
 /// The number of CPUs this process may run on (its affinity mask, as
 /// `taskset` or `mpirun --bind-to` set it), or 0 when it cannot be read.
 int64_t cbn_affinity_cpu_count(void);

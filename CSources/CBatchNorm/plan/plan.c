@@ -1,6 +1,36 @@
+#include <pthread.h>
+#include <stdio.h>
 #include "plan/plan.h"
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static int64_t last_level_cache;
+static pthread_once_t last_level_cache_once = PTHREAD_ONCE_INIT;
+
+/// Reads the size of each cache of CPU 0 from sysfs, e.g. "32768K", and
+/// keeps the largest; 32 MiB where none is reported.
+static void read_last_level_cache(void) {
+    int64_t largest = 0;
+    for (int index = 0; index < 8; index++) {
+        char path[64];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
+        FILE *file = fopen(path, "r");
+        if (!file) continue;
+        long long value = 0;
+        char unit = 0;
+        const int fields = fscanf(file, "%lld%c", &value, &unit);
+        fclose(file);
+        if (fields < 1 || value <= 0 || value > (1LL << 40)) continue;
+        const int64_t bytes = value * (unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1);
+        if (bytes > largest) largest = bytes;
+    }
+    last_level_cache = largest > 0 ? largest : 32 * 1024 * 1024;
+}
+
+int64_t cbn_last_level_cache_bytes(void) {
+    pthread_once(&last_level_cache_once, read_last_level_cache);
+    return last_level_cache;
+}
 
 /// The reduction order: a function of spatial and m alone.
 static void plan_reduction(cbn_plan *plan) {
@@ -79,6 +109,10 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     plan.elementwise_items = plan.elementwise_channel_blocks * plan.elementwise_ranges;
     const int64_t count = shape.n * shape.channels * shape.spatial;
     plan.streaming = count >= tuning->streaming_bytes / bytes;
+    /* The bytes a call touches: the tensors its reduction reads, and its output. */
+    const int64_t touched = count * bytes * (tensors_per_pass + 1);
+    const int prefetch = !tuning->beyond_cache_only || touched >= cbn_last_level_cache_bytes();
+    plan.ahead = prefetch ? tuning->prefetch_bytes / bytes : 0;
     plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && plan.elementwise_channel_block < shape.channels &&
                       count <= tuning->row_block_bytes / bytes;
     return plan;

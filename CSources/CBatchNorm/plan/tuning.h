@@ -43,8 +43,13 @@ typedef struct cbn_tuning {
     /// over tensors of up to this many bytes; 0: never (where it did not pay).
     int64_t row_block_bytes;
     /// The vector loops ask for their inputs this many bytes ahead; 0: not
-    /// at all (the processor's own prefetchers keep up).
+    /// at all (the processor's own prefetchers keep up)...
     int64_t prefetch_bytes;
+    /// ...only in calls whose tensors (x and y, or x, dy and dx) fill the
+    /// last-level cache (cbn_last_level_cache_bytes), when set: smaller ones
+    /// may stay in the cache from call to call, where asking ahead costs more
+    /// than it brings.
+    int beyond_cache_only;
     /// Channels per item of a finalize phase.
     int64_t finalize_channels;
 } cbn_tuning;
@@ -58,16 +63,21 @@ typedef struct cbn_tuning {
     .finalize_channels = 64
 
 /// float: rows in blocks paid on tensors that fit the last-level cache.
+/// Asking 4 KiB ahead paid where a call's tensors fill the last-level
+/// cache, on processors whose own prefetchers lose the stream at each jump
+/// between a planes item's images; it cost where they fit.
 static const cbn_tuning cbn_tuning_f32 = {
-    .element_bytes = 4, CBN_TUNING_COMMON, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 0};
+    .element_bytes = 4, CBN_TUNING_COMMON, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
+    .beyond_cache_only = 1};
 /// double: rows in blocks did not pay.
 static const cbn_tuning cbn_tuning_f64 = {
-    .element_bytes = 8, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 0};
+    .element_bytes = 8, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 0, .beyond_cache_only = 0};
 /// The half formats compute more per byte than float, and the processor's
-/// prefetchers fell behind them: they ask 4 KiB ahead. Rows in blocks did not pay.
+/// prefetchers fell behind them: they ask 4 KiB ahead, on every tensor.
+/// Rows in blocks did not pay.
 static const cbn_tuning cbn_tuning_f16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096};
+    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096, .beyond_cache_only = 0};
 static const cbn_tuning cbn_tuning_bf16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096};
+    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096, .beyond_cache_only = 0};
 
 #endif /* CBN_TUNING_H */

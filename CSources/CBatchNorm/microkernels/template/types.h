@@ -38,15 +38,18 @@ typedef __typeof__((VT){0} <= (VT){0}) FN(cbn_lane_mask);
 #define WIDEN(v) __builtin_convertvector((v), cbn_vd)
 #define ABS(v) __builtin_elementwise_abs(v)
 
-/// PREFETCH(p, ahead) asks for the line `ahead` values past p, where the
-/// type's tuning asks for prefetches at all (plan/tuning.h); loops over a run
-/// ask for their inputs CBN_AHEAD values on along contiguous memory. The
-/// address may lie past the end of the tensor, which a prefetch does not
-/// read; it is computed in integers, so no pointer leaves its array.
-#define CBN_AHEAD ((int64_t)(CBN_TUNING.prefetch_bytes / (int64_t)sizeof(ELEM)))
+/// PREFETCH(p, ahead) asks for the line `ahead` values past p, unless
+/// `ahead` is 0; loops over a run ask for their inputs the plan's `ahead`
+/// values on along contiguous memory (0 where the plan asks for no
+/// prefetches, plan/tuning.h). The address may lie past the end of the
+/// tensor, which a prefetch does not read; it is computed in integers, so no
+/// pointer leaves its array.
+/// The tuning's distance in values, a constant: loops given it (or 0) as a
+/// constant compile without a test per vector.
+#define CBN_PREFETCH_VALUES ((int64_t)(CBN_TUNING.prefetch_bytes / (int64_t)sizeof(ELEM)))
 #define PREFETCH(p, ahead)                                                                       \
     do {                                                                                         \
-        if (CBN_TUNING.prefetch_bytes)                                                           \
+        if ((ahead) != 0)                                                                        \
             __builtin_prefetch((const void *)((uintptr_t)(p) + (uintptr_t)((ahead) * (int64_t)sizeof(ELEM)))); \
     } while (0)
 

@@ -18,8 +18,8 @@
 #undef WIDEN
 #undef ABS
 #undef PREFETCH
-#undef CBN_AHEAD
 #undef CBN_AHEAD_ROWS
+#undef CBN_PREFETCH_VALUES
 #undef CBN_CHECK_LIMIT
 #undef CBN_INVERSE_RATIO
 #undef CBN_CHECKED
