@@ -45,10 +45,10 @@ typedef struct cbn_tuning {
     /// The vector loops ask for their inputs this many bytes ahead; 0: not
     /// at all (the processor's own prefetchers keep up)...
     int64_t prefetch_bytes;
-    /// ...only in calls whose tensors (x and y, or x, dy and dx) fill the
-    /// last-level cache (cbn_last_level_cache_bytes), when set: smaller ones
-    /// may stay in the cache from call to call, where asking ahead costs more
-    /// than it brings.
+    /// ...only in calls whose tensors (x and y, or x, dy and dx) fill half
+    /// the last-level cache or more (cbn_last_level_cache_bytes), when set:
+    /// smaller ones stay in the cache from call to call, where asking ahead
+    /// costs more than it brings.
     int beyond_cache_only;
     /// Channels per item of a finalize phase.
     int64_t finalize_channels;
@@ -63,9 +63,9 @@ typedef struct cbn_tuning {
     .finalize_channels = 64
 
 /// float: rows in blocks paid on tensors that fit the last-level cache.
-/// Asking 4 KiB ahead paid where a call's tensors fill the last-level
-/// cache, on processors whose own prefetchers lose the stream at each jump
-/// between a planes item's images; it cost where they fit.
+/// Asking 4 KiB ahead paid where a call's tensors fill half the last-level
+/// cache or more, on processors whose own prefetchers lose the stream at
+/// each jump between a planes item's images; it cost on smaller calls.
 static const cbn_tuning cbn_tuning_f32 = {
     .element_bytes = 4, CBN_TUNING_COMMON, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
     .beyond_cache_only = 1};
