@@ -66,24 +66,14 @@ static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t 
     }
 }
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 /// Spins until done_items[phase] reaches the phase's item count: the items
 /// other workers hold are short, but a worker may be descheduled, so after a
-/// while the spinning thread yields its core.
+/// while the spinning thread yields its core (cbn_wait_step).
 static void wait_for_phase(cbn_job *job, int phase) {
     const int64_t items = job->phase_items[phase];
     for (int64_t spins = 0;
-         atomic_load_explicit(&job->done_items[phase], memory_order_acquire) < items; spins++) {
-        if (spins < 4096)
-            cpu_relax();
-        else
-            sched_yield();
-    }
+         atomic_load_explicit(&job->done_items[phase], memory_order_acquire) < items; spins++)
+        cbn_wait_step(spins);
 }
 
 void cbn_job_work(cbn_job *job) {

@@ -5,6 +5,7 @@
 #ifndef CBN_JOB_H
 #define CBN_JOB_H
 
+#include <sched.h>
 #include <stdatomic.h>
 #include "CBatchNorm.h"
 #include "plan/plan.h"
@@ -196,5 +197,18 @@ extern const cbn_kernels cbn_kernels_bf16;
 /// cbn_kernels_bf16, or its twin for AVX-512 BF16 where the processor has it
 /// (the same results, bitwise).
 const cbn_kernels *cbn_bfloat16_kernels(void);
+
+/// One step of a wait that spins on shared state (`spins` steps so far): a
+/// pause at first, then, since the thread awaited may be descheduled, a
+/// yield of the core.
+static inline void cbn_wait_step(int64_t spins) {
+    if (spins < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    } else {
+        sched_yield();
+    }
+}
 
 #endif /* CBN_JOB_H */

@@ -17,7 +17,7 @@ public var microkernelInstructionSet: String { String(cString: cbn_isa_name()) }
 
 /// The last-level cache of this machine as the kernels see it: the largest
 /// cache the first CPU reports (sysfs), or 32 MiB where none is reported.
-/// Calls whose tensors outgrow it ask for their float inputs ahead.
+/// Calls whose tensors fill half of it or more ask for their float inputs ahead.
 public var lastLevelCacheBytes: Int { Int(cbn_last_level_cache_bytes()) }
 
 /// Who runs the work items of a call. Every executor runs the same C item

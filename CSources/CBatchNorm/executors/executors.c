@@ -11,7 +11,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
-#include "CBatchNorm.h"
+#include "job.h"
 
 void cbn_parallel_serial(void *executor_context, void (*work)(cbn_job *job), cbn_job *job,
                          int64_t workers) {
@@ -130,14 +130,7 @@ static int wait_for_posted_job(posted_job *next) {
             pthread_mutex_unlock(&board.lock);
             if (taken || expired) return taken;
         }
-        /* as the driver's phase wait: spin, then let other threads have the core */
-        if (spins < 4096) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-            sched_yield();
-        }
+        cbn_wait_step(spins);
     }
 }
 

@@ -111,8 +111,8 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     plan.streaming = count >= tuning->streaming_bytes / bytes;
     /* The bytes a call touches: the tensors its reduction reads, and its output. */
     const int64_t touched = count * bytes * (tensors_per_pass + 1);
-    const int prefetch = !tuning->beyond_cache_only || 2 * touched >= cbn_last_level_cache_bytes();
-    plan.ahead = prefetch ? tuning->prefetch_bytes / bytes : 0;
+    plan.prefetch = tuning->prefetch_bytes > 0 &&
+                    (!tuning->large_calls_only || 2 * touched >= cbn_last_level_cache_bytes());
     plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && plan.elementwise_channel_block < shape.channels &&
                       count <= tuning->row_block_bytes / bytes;
     return plan;

@@ -95,7 +95,7 @@ typedef struct cbn_plan {
     int64_t elementwise_items;  ///< elementwise_channel_blocks * elementwise_ranges
     int streaming;              ///< write outputs with non-temporal stores
     int row_blocks;             ///< elementwise rows in blocks (tuning.row_block_bytes says when)
-    int64_t ahead;              ///< values ahead the vector loops ask for their inputs; 0: not at all
+    int prefetch;               ///< the vector loops ask for their inputs ahead (tuning.prefetch_bytes)
 } cbn_plan;
 
 /// The extent of one item: channels [c0, c1) and values [begin, end) of

@@ -49,7 +49,7 @@ typedef struct cbn_tuning {
     /// the last-level cache or more (cbn_last_level_cache_bytes), when set:
     /// smaller ones stay in the cache from call to call, where asking ahead
     /// costs more than it brings.
-    int beyond_cache_only;
+    int large_calls_only;
     /// Channels per item of a finalize phase.
     int64_t finalize_channels;
 } cbn_tuning;
@@ -68,16 +68,16 @@ typedef struct cbn_tuning {
 /// each jump between a planes item's images; it cost on smaller calls.
 static const cbn_tuning cbn_tuning_f32 = {
     .element_bytes = 4, CBN_TUNING_COMMON, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
-    .beyond_cache_only = 1};
+    .large_calls_only = 1};
 /// double: rows in blocks did not pay.
 static const cbn_tuning cbn_tuning_f64 = {
-    .element_bytes = 8, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 0, .beyond_cache_only = 0};
+    .element_bytes = 8, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0};
 /// The half formats compute more per byte than float, and the processor's
 /// prefetchers fell behind them: they ask 4 KiB ahead, on every tensor.
 /// Rows in blocks did not pay.
 static const cbn_tuning cbn_tuning_f16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096, .beyond_cache_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
 static const cbn_tuning cbn_tuning_bf16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096, .beyond_cache_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
 
 #endif /* CBN_TUNING_H */

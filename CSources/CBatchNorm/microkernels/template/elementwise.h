@@ -21,13 +21,13 @@ CBN_INLINE int FN(row_blocks)(const cbn_plan *plan, cbn_item item) {
 }
 
 /// How far on a columns item's elementwise loops ask for their inputs:
-/// the plan's `ahead` along runs of whole rows; in a run of part of a row,
-/// the same channels of a row about `ahead` values of the item later (the
-/// next row at least); 0 where the plan asks for no prefetches.
+/// CBN_AHEAD along runs of whole rows; in a run of part of a row, the same
+/// channels of a row about CBN_AHEAD values of the item later (the next row
+/// at least); 0 where the plan asks for no prefetches.
 CBN_INLINE int64_t FN(column_ahead)(const cbn_plan *plan, cbn_item item) {
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
-    if (w == C || plan->ahead == 0) return plan->ahead;
-    const int64_t rows = plan->ahead / w;
+    if (w == C || !plan->prefetch) return CBN_AHEAD(plan);
+    const int64_t rows = CBN_AHEAD(plan) / w;
     return C * (rows > 1 ? rows : 1);
 }
 
@@ -88,7 +88,7 @@ CBN_INLINE void FN(elementwise_columns)(const int op, const int epi, const cbn_j
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
     if (FN(row_blocks)(plan, item)) {
         FN(cbn_run) run = *inputs;
-        run.ahead = CBN_ROW_BLOCK * C;
+        run.ahead = plan->prefetch ? CBN_ROW_BLOCK * C : 0;
         FN(write_rows)(op, epi, &run, out, item.end - item.begin, w, C);
         return;
     }
@@ -109,17 +109,12 @@ CBN_INLINE void FN(elementwise_item)(const int op, const int epi, const cbn_job 
     const int64_t at = cbn_plan_item_origin(plan, item);
     FN(cbn_run) inputs = FN(item_inputs)(job, at, op);
     inputs.bc = &bc;
-    inputs.ahead = plan->ahead;
     if (plan->walk == CBN_WALK_COLUMNS) {
         FN(elementwise_columns)(op, epi, job, item, &inputs, (ELEM *)out + at);
-    } else if (plan->ahead) {
-        /* the distance as a constant in each branch: runs of short planes
-         * pay for a test per vector */
-        inputs.ahead = CBN_PREFETCH_VALUES;
-        FN(elementwise_planes)(op, epi, job, item, &inputs, (ELEM *)out + at);
     } else {
-        inputs.ahead = 0;
-        FN(elementwise_planes)(op, epi, job, item, &inputs, (ELEM *)out + at);
+#define CALL(distance) (inputs.ahead = (distance), FN(elementwise_planes)(op, epi, job, item, &inputs, (ELEM *)out + at))
+        CBN_PREFETCH_SWITCH(plan, CALL);
+#undef CALL
     }
     cbn_fence_streams(plan->streaming);
 }

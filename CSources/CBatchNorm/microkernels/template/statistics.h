@@ -37,11 +37,11 @@ CBN_INLINE void FN(add_run_shifted)(const ELEM *x, int64_t n, double pivot, cbn_
 
 /// Whether a columns item's reductions ask for rows ahead, where the plan
 /// asks for prefetches: where its rows are parts of rows, short pieces far
-/// apart, or whole rows so short that the next call's rows are about the
-/// plan's `ahead` values on (plan/tuning.h).
+/// apart, or whole rows so short that the next call's rows are about
+/// CBN_AHEAD values on (plan/tuning.h).
 CBN_INLINE int FN(columns_prefetch)(const cbn_plan *plan, cbn_item item) {
     const int64_t C = plan->shape.channels;
-    return plan->ahead > 0 && (item.c1 - item.c0 < C || CBN_AHEAD_ROWS * CBN_LANES * C <= 2 * plan->ahead);
+    return plan->prefetch && (item.c1 - item.c0 < C || CBN_AHEAD_ROWS * CBN_LANES * C <= 2 * CBN_AHEAD(plan));
 }
 
 /// For k < w, with d = x[j*stride + k] - pivot[k]: adds d to sum[k] and d^2
@@ -97,15 +97,12 @@ CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int6
     cbn_segments segments = cbn_segments_make(plan, b0, b1);
     while (cbn_segments_next(&segments, &value, &length)) {
         const int64_t offset = cbn_plane_offset(plan, value);
-        for (int64_t k = 0; k < w; k++) {
-            /* the distance as a constant in each branch: no test per vector */
-            if (plan->ahead)
-                FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k], &tail_sum[k],
-                                    &tail_sumsq[k], CBN_PREFETCH_VALUES);
-            else
-                FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k], &tail_sum[k],
-                                    &tail_sumsq[k], 0);
-        }
+#define CALL(ahead)                                                                              \
+    for (int64_t k = 0; k < w; k++)                                                              \
+        FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k], &tail_sum[k], \
+                            &tail_sumsq[k], ahead)
+        CBN_PREFETCH_SWITCH(plan, CALL);
+#undef CALL
     }
     for (int64_t k = 0; k < w; k++)
         cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], cbn_vd_sum(&sum[k]) + tail_sum[k],

@@ -24,7 +24,6 @@ CBN_INLINE void FN(sums_outputs_s)(ELEM *dz, ELEM *dx, int64_t i, T g, const FN(
 typedef struct FN(cbn_sums_run) {
     const ELEM *x, *dy, *y;
     ELEM *dz, *dx;           /* NULL where not written */
-    int64_t ahead;           /* the plan's */
 } FN(cbn_sums_run);
 
 /// Adds g and g*d of a run of n values of channel k (coefficients c, also as
@@ -109,7 +108,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_
 /// The item's tensors for a sums pass, offset by `at` values.
 CBN_INLINE FN(cbn_sums_run) FN(sums_run_at)(const FN(cbn_sums_run) *base, int64_t at) {
     FN(cbn_sums_run) r = {base->x + at, base->dy + at, base->y ? base->y + at : NULL,
-                          base->dz ? base->dz + at : NULL, base->dx ? base->dx + at : NULL, base->ahead};
+                          base->dz ? base->dz + at : NULL, base->dx ? base->dx + at : NULL};
     return r;
 }
 
@@ -136,12 +135,10 @@ CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t 
             FN(cbn_lanes) c;
             FN(scalars_at)(bc, k, &s);
             FN(lanes_of)(&s, &c);
-            /* the distance as a constant in each branch: no test per vector */
-            if (base->ahead)
-                FN(run_sums)(&run, length, &c, &s, &lanes_dy[k], &lanes_dyd[k], &tails_dy[k], &tails_dyd[k],
-                             CBN_PREFETCH_VALUES, epi);
-            else
-                FN(run_sums)(&run, length, &c, &s, &lanes_dy[k], &lanes_dyd[k], &tails_dy[k], &tails_dyd[k], 0, epi);
+#define CALL(ahead) \
+    FN(run_sums)(&run, length, &c, &s, &lanes_dy[k], &lanes_dyd[k], &tails_dy[k], &tails_dyd[k], ahead, epi)
+            CBN_PREFETCH_SWITCH(plan, CALL);
+#undef CALL
         }
     }
     for (int64_t k = 0; k < w; k++) {
@@ -180,7 +177,6 @@ CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, d
     const FN(cbn_sums_run) base = {
         (const ELEM *)job->x + first, (const ELEM *)job->dy + first, job->y ? (const ELEM *)job->y + first : NULL,
         job->dresidual ? (ELEM *)job->dresidual + first : NULL, scale_dy ? (ELEM *)job->out + first : NULL,
-        plan->ahead,
     };
     double sum_dy[CBN_MAX_BLOCK_CHANNELS], sum_dyd[CBN_MAX_BLOCK_CHANNELS];
     int64_t part = item.part;

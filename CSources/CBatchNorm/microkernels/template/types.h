@@ -38,15 +38,25 @@ typedef __typeof__((VT){0} <= (VT){0}) FN(cbn_lane_mask);
 #define WIDEN(v) __builtin_convertvector((v), cbn_vd)
 #define ABS(v) __builtin_elementwise_abs(v)
 
-/// PREFETCH(p, ahead) asks for the line `ahead` values past p, unless
-/// `ahead` is 0; loops over a run ask for their inputs the plan's `ahead`
-/// values on along contiguous memory (0 where the plan asks for no
-/// prefetches, plan/tuning.h). The address may lie past the end of the
-/// tensor, which a prefetch does not read; it is computed in integers, so no
-/// pointer leaves its array.
-/// The tuning's distance in values, a constant: loops given it (or 0) as a
-/// constant compile without a test per vector.
+/// How far ahead, in values, loops over a run ask for their inputs along
+/// contiguous memory: the tuning's distance where the plan prefetches, else 0.
 #define CBN_PREFETCH_VALUES ((int64_t)(CBN_TUNING.prefetch_bytes / (int64_t)sizeof(ELEM)))
+#define CBN_AHEAD(plan) ((plan)->prefetch ? CBN_PREFETCH_VALUES : 0)
+
+/// Runs CALL(ahead) with ahead CBN_AHEAD(plan) as a constant in each branch,
+/// so that the loops inside compile without a test per vector.
+#define CBN_PREFETCH_SWITCH(plan, CALL)                                                          \
+    do {                                                                                         \
+        if ((plan)->prefetch)                                                                    \
+            CALL(CBN_PREFETCH_VALUES);                                                           \
+        else                                                                                     \
+            CALL(0);                                                                             \
+    } while (0)
+
+/// PREFETCH(p, ahead) asks for the line `ahead` values past p, unless
+/// `ahead` is 0. The address may lie past the end of the tensor, which a
+/// prefetch does not read; it is computed in integers, so no pointer leaves
+/// its array.
 #define PREFETCH(p, ahead)                                                                       \
     do {                                                                                         \
         if ((ahead) != 0)                                                                        \
