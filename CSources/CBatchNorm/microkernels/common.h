@@ -82,17 +82,27 @@ CBN_INLINE void cbn_column_sums_clear(cbn_column_sums *sums, double *lanes, int6
     memset(sums->tail_b, 0, sizeof(double) * w);
 }
 
-/// Channel k's totals: its lanes' pairwise sum (cbn_vd_sum, as a planes walk
-/// reduces its vector accumulator) plus its tail.
-CBN_INLINE void cbn_column_sums_total(const cbn_column_sums *sums, int64_t w, int64_t k, double *a, double *b) {
-    cbn_vd va = {0}, vb = {0};
-    if (sums->lane_a)
-        for (int l = 0; l < CBN_LANES; l++) {
-            va[l] = sums->lane_a[l * w + k];
-            vb[l] = sums->lane_b[l * w + k];
+/// Every channel's totals, a[k] and b[k] for k < w: its lanes' pairwise sum
+/// in cbn_vd_sum's order (as a planes walk reduces its vector accumulator)
+/// plus its tail. The same additions per channel as cbn_vd_sum, laid across
+/// channels so that the compiler vectors them (lane l of channels k, k + 1,
+/// ... is contiguous).
+CBN_INLINE void cbn_column_sums_totals(const cbn_column_sums *sums, int64_t w, double *a, double *b) {
+    for (int pass = 0; pass < 2; pass++) {
+        const double *lane = pass ? sums->lane_b : sums->lane_a;
+        const double *tail = pass ? sums->tail_b : sums->tail_a;
+        double *total = pass ? b : a;
+        if (!lane) {
+            for (int64_t k = 0; k < w; k++) total[k] = 0.0 + tail[k];
+            continue;
         }
-    *a = cbn_vd_sum(&va) + sums->tail_a[k];
-    *b = cbn_vd_sum(&vb) + sums->tail_b[k];
+        for (int64_t k = 0; k < w; k++) {
+            double s8[8], s4[4];
+            for (int i = 0; i < 8; i++) s8[i] = lane[i * w + k] + lane[(i + 8) * w + k];
+            for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+            total[k] = ((s4[0] + s4[2]) + (s4[1] + s4[3])) + tail[k];
+        }
+    }
 }
 
 /// One call of the columns walk's reduction order: add rows `row`,

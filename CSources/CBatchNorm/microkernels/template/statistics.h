@@ -125,11 +125,9 @@ CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int
     cbn_column_call call;
     while (cbn_column_calls_next(&calls, &call))
         FN(rows_add_shifted)(call.a, call.b, x + call.row * C, call.stride, call.rows, pivot, w, prefetch);
-    for (int64_t k = 0; k < w; k++) {
-        double sum, sumsq;
-        cbn_column_sums_total(&sums, w, k, &sum, &sumsq);
-        cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], sum, sumsq);
-    }
+    double sum[CBN_MAX_BLOCK_CHANNELS], sumsq[CBN_MAX_BLOCK_CHANNELS];
+    cbn_column_sums_totals(&sums, w, sum, sumsq);
+    for (int64_t k = 0; k < w; k++) cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], sum[k], sumsq[k]);
 }
 
 /// Moments of each part of one item into its partials: the part's blocks

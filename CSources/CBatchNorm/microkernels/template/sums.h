@@ -163,7 +163,7 @@ CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t
         const FN(cbn_sums_run) run = FN(sums_run_at)(base, call.row * C);
         FN(rows_add_sums)(call.a, call.b, &run, call.stride, call.rows, bc, w, prefetch, epi);
     }
-    for (int64_t k = 0; k < w; k++) cbn_column_sums_total(&sums, w, k, &sum_dy[k], &sum_dyd[k]);
+    cbn_column_sums_totals(&sums, w, sum_dy, sum_dyd);
 }
 
 /// Backward sums of each part of one item into its partials, for the
