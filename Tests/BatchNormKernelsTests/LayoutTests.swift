@@ -8,11 +8,14 @@ import Testing
     /// than 16 (tails only), with lanes and a tail (S = 49, 196), runs split
     /// by statistics blocks (S = 3136, 12544 > 2048), several parts per
     /// channel, fused and unfused items, a ragged second channel block of the
-    /// columns walk (C = 1100), one channel (the same memory in both layouts)
-    /// and rank 2 (likewise).
+    /// columns walk (C = 1100), unfused columns items whose elementwise pass
+    /// takes whole rows of more than one channel block (16×1100×17) or rows in
+    /// blocks (16×2100×17), one channel (the same memory in both layouts) and
+    /// rank 2 (likewise).
     static let shapes: [[Int]] = [
         [4, 3, 5], [2, 70, 7, 7], [3, 130, 14, 14], [2, 5, 56, 56], [1, 3, 112, 112], [64, 40, 7, 7],
         [5, 17, 3, 2, 3], [40, 9, 33], [6, 1, 49], [300, 20], [2, 200, 17], [2, 1100, 17],
+        [16, 1100, 17], [16, 2100, 17],
     ]
 
     /// Every output of forward (training and inference) and backward (both

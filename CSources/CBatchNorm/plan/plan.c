@@ -92,16 +92,22 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     /* Unfused items cover about tuning->item_bytes of a tensor, in whole parts. */
     int64_t item_parts = tuning->item_bytes / (bytes * plan.channel_block * plan.part_length);
     if (item_parts < 1) item_parts = 1;
-    const int fused = plan.m * plan.channel_block <= fuse_limit &&
-                      (plan.channel_blocks >= tuning->min_fused_blocks || item_parts >= plan.parts);
-    plan.item_parts = fused || item_parts > plan.parts ? plan.parts : item_parts;
+    /* Fused: the slice fits the budget, and there are blocks enough to share
+     * (or one item's bytes hold every part anyway). Items that hold every part
+     * of a slice that does not fit are not fused: their second pass would read
+     * x from beyond L2 all the same, and the elementwise items cut it better. */
+    plan.fused = plan.m * plan.channel_block <= fuse_limit &&
+                 (plan.channel_blocks >= tuning->min_fused_blocks || item_parts >= plan.parts);
+    plan.item_parts = plan.fused || item_parts > plan.parts ? plan.parts : item_parts;
     plan.part_ranges = ceil_div(plan.parts, plan.item_parts);
     plan.items = plan.channel_blocks * plan.part_ranges;
     /* Elementwise items: planes take their runs' channels without the fused
-     * slice's limit. Columns keep the statistics' blocks: whole rows of more
-     * than CBN_COLUMN_CHANNELS channels were slower, their coefficient rows
-     * no longer fitting L1 (Benchmarks/results/tuning.md). */
-    plan.elementwise_channel_block = plan.walk == CBN_WALK_PLANES ? plane_run_channels(&plan) : plan.channel_block;
+     * slice's limit. Columns take whole rows of up to the tuning's
+     * row_channels, and keep the statistics' blocks past it (plan/tuning.h). */
+    if (plan.walk == CBN_WALK_PLANES)
+        plan.elementwise_channel_block = plane_run_channels(&plan);
+    else
+        plan.elementwise_channel_block = shape.channels <= tuning->row_channels ? shape.channels : plan.channel_block;
     plan.elementwise_channel_blocks = ceil_div(shape.channels, plan.elementwise_channel_block);
     const int64_t elementwise = tuning->elementwise_bytes / (bytes * plan.elementwise_channel_block);
     plan.elementwise_length = elementwise > CBN_LANES ? elementwise : CBN_LANES;
@@ -113,7 +119,6 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     const int64_t touched = count * bytes * (tensors_per_pass + 1);
     plan.prefetch = tuning->prefetch_bytes > 0 &&
                     (!tuning->large_calls_only || 2 * touched >= cbn_last_level_cache_bytes());
-    plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && plan.elementwise_channel_block < shape.channels &&
-                      count <= tuning->row_block_bytes / bytes;
+    plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && count <= tuning->row_block_bytes / bytes;
     return plan;
 }

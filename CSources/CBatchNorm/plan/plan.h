@@ -32,10 +32,11 @@
  *      CBN_COLUMN_CHANNELS channels of a range of rows; microkernels vector
  *      across channels.
  *
- * An item is "fused" when it holds every part of its channels: it computes
- * the statistics (or backward sums), finalizes them and then normalizes (or
- * writes dx) while the slice is still in cache. Fused or not, the partial
- * results and their merge are the same.
+ * An item is "fused" when it holds every part of its channels and their
+ * slice fits the tuning's fuse budget: it computes the statistics (or
+ * backward sums), finalizes them and then normalizes (or writes dx) while the
+ * slice is still in cache. Fused or not, the partial results and their merge
+ * are the same.
  */
 #ifndef CBN_PLAN_H
 #define CBN_PLAN_H
@@ -84,6 +85,7 @@ typedef struct cbn_plan {
     int64_t item_parts;         ///< parts per item (all of them when fused)
     int64_t part_ranges;        ///< items per channel block: ceil(parts / item_parts)
     int64_t items;              ///< channel_blocks * part_ranges
+    int fused;                  ///< items hold every part, and the slice fits tuning.fuse_bytes
     /* Elementwise phases (normalize, dx without sums) have no partials and
      * no accumulators, so their items need not be whole parts nor fit a
      * fused slice: about tuning.elementwise_bytes each, of channel blocks that
@@ -110,7 +112,7 @@ typedef struct cbn_item {
 /// (1 for forward, 2 for backward). Requires a valid shape.
 cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_per_pass);
 
-static inline int cbn_plan_is_fused(const cbn_plan *plan) { return plan->item_parts == plan->parts; }
+static inline int cbn_plan_is_fused(const cbn_plan *plan) { return plan->fused; }
 
 /// Channels per item of a finalize phase.
 static inline int64_t cbn_plan_finalize_channels(const cbn_plan *plan) { return plan->tuning->finalize_channels; }

@@ -35,6 +35,10 @@ typedef struct cbn_tuning {
     /// Fewer fused channel blocks than this are split into parts instead, so
     /// that every thread gets work.
     int64_t min_fused_blocks;
+    /// Columns walks of up to this many channels take whole rows in their
+    /// elementwise items (one contiguous stream each); wider rows keep the
+    /// statistics' channel blocks, whose coefficient rows stay in L1.
+    int64_t row_channels;
     /// Outputs of at least this many bytes are written with non-temporal
     /// stores: they would leave the cache before anything reads them.
     int64_t streaming_bytes;
@@ -67,17 +71,17 @@ typedef struct cbn_tuning {
 /// cache or more, on processors whose own prefetchers lose the stream at
 /// each jump between a planes item's images; it cost on smaller calls.
 static const cbn_tuning cbn_tuning_f32 = {
-    .element_bytes = 4, CBN_TUNING_COMMON, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
+    .element_bytes = 4, CBN_TUNING_COMMON, .row_channels = 2048, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
     .large_calls_only = 1};
 /// double: rows in blocks did not pay.
 static const cbn_tuning cbn_tuning_f64 = {
-    .element_bytes = 8, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0};
+    .element_bytes = 8, CBN_TUNING_COMMON, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0};
 /// The half formats compute more per byte than float, and the processor's
 /// prefetchers fell behind them: they ask 4 KiB ahead, on every tensor.
 /// Rows in blocks did not pay.
 static const cbn_tuning cbn_tuning_f16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
 static const cbn_tuning cbn_tuning_bf16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
 
 #endif /* CBN_TUNING_H */

@@ -17,7 +17,8 @@ CBN_INLINE int64_t FN(rows_per_run)(const cbn_plan *plan, cbn_item item) {
 /// (write_rows): where the plan says so (plan.h), for items of a multiple of
 /// 16 channels.
 CBN_INLINE int FN(row_blocks)(const cbn_plan *plan, cbn_item item) {
-    return plan->row_blocks && (item.c1 - item.c0) % 16 == 0;
+    const int64_t w = item.c1 - item.c0;
+    return plan->row_blocks && w < plan->shape.channels && w % 16 == 0;
 }
 
 /// How far on a columns item's elementwise loops ask for their inputs:
