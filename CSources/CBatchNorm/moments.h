@@ -9,6 +9,7 @@
 #define CBN_MOMENTS_H
 
 #include <math.h>
+#include <stdint.h>
 
 typedef struct cbn_moments {
     double count, mean, m2;
@@ -30,17 +31,33 @@ static inline void cbn_moments_merge(cbn_moments *into, double count, double mea
     into->count = n;
 }
 
-/// Merges a block of `count` values given as sums about a pivot: with
-/// d = x - pivot, sum_d = Σ d and sum_d2 = Σ d², the block's mean is
-/// pivot + sum_d/count and its M2 is sum_d2 - sum_d²/count. The subtraction
-/// loses little when the pivot is one of the block's values: then
-/// (pivot - mean)² ≤ M2, so sum_d2 ≤ (1 + count)·M2 and the relative error of
-/// M2 is at most about count·ε (double ε), whatever the offset of the data.
-static inline void cbn_moments_merge_shifted(cbn_moments *into, double count, double pivot,
-                                             double sum_d, double sum_d2) {
-    const double mean_d = sum_d / count;
-    const double m2 = sum_d2 - sum_d * mean_d;
-    cbn_moments_merge(into, count, pivot + mean_d, m2 > 0 ? m2 : 0);
+/// The moments of w channels whose sets all hold `count` values (an item's
+/// channels over the same parts), as a row per field, so that merging a
+/// block into every channel is a loop of vector operations.
+typedef struct cbn_moments_rows {
+    double count;
+    double *mean, *m2;    /* w values each */
+} cbn_moments_rows;
+
+/// Merges into each channel k < w of `rows` a block of `count` values given
+/// as sums about a pivot: with d = x - pivot[k], sum_d[k] = Σ d and
+/// sum_d2[k] = Σ d², the block's mean is pivot + sum_d/count and its M2 is
+/// sum_d2 - sum_d²/count. The subtraction loses little when the pivot is one
+/// of the block's values: then (pivot - mean)² ≤ M2, so sum_d2 ≤ (1 + count)·M2
+/// and the relative error of M2 is at most about count·ε (double ε), whatever
+/// the offset of the data.
+static inline void cbn_moments_rows_merge_shifted(cbn_moments_rows *rows, int64_t w, double count,
+                                                  const double *pivot, const double *sum_d,
+                                                  const double *sum_d2) {
+    for (int64_t k = 0; k < w; k++) {
+        const double mean_d = sum_d[k] / count;
+        const double m2 = sum_d2[k] - sum_d[k] * mean_d;
+        cbn_moments into = {rows->count, rows->mean[k], rows->m2[k]};
+        cbn_moments_merge(&into, count, pivot[k] + mean_d, m2 > 0 ? m2 : 0);
+        rows->mean[k] = into.mean;
+        rows->m2[k] = into.m2;
+    }
+    if (count != 0) rows->count += count;
 }
 
 /// 1 / sqrt(variance + eps), the inverse standard deviation used everywhere.

@@ -77,10 +77,10 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, 
 }
 
 /// Merges the moments of block [b0, b1) of channels item.c0 + k, k < w, into
-/// acc[k] (planes walk). Each channel's sums of d and d^2, d = x - (the
+/// acc's channel k (planes walk). Each channel's sums of d and d^2, d = x - (the
 /// block's first value of the channel), come from one sweep.
 CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
-                                         cbn_moments *acc) {
+                                         cbn_moments_rows *acc) {
     const cbn_plan *plan = &job->plan;
     const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
     const ELEM *x = (const ELEM *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
@@ -104,15 +104,18 @@ CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int6
         CBN_PREFETCH_SWITCH(plan, CALL);
 #undef CALL
     }
-    for (int64_t k = 0; k < w; k++)
-        cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], cbn_vd_sum(&sum[k]) + tail_sum[k],
-                                  cbn_vd_sum(&sumsq[k]) + tail_sumsq[k]);
+    double total[CBN_PLANE_MAX_CHANNELS], total_sq[CBN_PLANE_MAX_CHANNELS];
+    for (int64_t k = 0; k < w; k++) {
+        total[k] = cbn_vd_sum(&sum[k]) + tail_sum[k];
+        total_sq[k] = cbn_vd_sum(&sumsq[k]) + tail_sumsq[k];
+    }
+    cbn_moments_rows_merge_shifted(acc, w, (double)(b1 - b0), pivot, total, total_sq);
 }
 
 /// block_moments_planes for the columns walk: the same sums in the same
 /// order, with lanes kept per channel.
 CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
-                                          double *lanes, cbn_moments *acc) {
+                                          double *lanes, cbn_moments_rows *acc) {
     const cbn_plan *plan = &job->plan;
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
     const ELEM *x = (const ELEM *)job->x + item.c0;        /* row r, channel k at x[r*C + k] */
@@ -127,7 +130,7 @@ CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int
         FN(rows_add_shifted)(call.a, call.b, x + call.row * C, call.stride, call.rows, pivot, w, prefetch);
     double sum[CBN_MAX_BLOCK_CHANNELS], sumsq[CBN_MAX_BLOCK_CHANNELS];
     cbn_column_sums_totals(&sums, w, sum, sumsq);
-    for (int64_t k = 0; k < w; k++) cbn_moments_merge_shifted(&acc[k], (double)(b1 - b0), pivot[k], sum[k], sumsq[k]);
+    cbn_moments_rows_merge_shifted(acc, w, (double)(b1 - b0), pivot, sum, sumsq);
 }
 
 /// Moments of each part of one item into its partials: the part's blocks
@@ -136,18 +139,20 @@ CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int
 CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item, double *lanes) {
     const cbn_plan *plan = &job->plan;
     const int64_t w = item.c1 - item.c0;
-    cbn_moments acc[CBN_MAX_BLOCK_CHANNELS];
+    double mean[CBN_MAX_BLOCK_CHANNELS], m2[CBN_MAX_BLOCK_CHANNELS];
+    cbn_moments_rows acc = {0, mean, m2};
     int64_t part = item.part;
     for (int64_t p0 = item.begin; p0 < item.end; p0 += plan->part_length, part++) {
         const int64_t p1 = cbn_min64(item.end, p0 + plan->part_length);
-        memset(acc, 0, sizeof(cbn_moments) * w);
+        acc.count = 0;
         for (int64_t b0 = p0; b0 < p1; b0 += plan->block_length) {
             const int64_t b1 = cbn_min64(p1, b0 + plan->block_length);
             if (plan->walk == CBN_WALK_PLANES)
-                FN(block_moments_planes)(job, item, b0, b1, acc);
+                FN(block_moments_planes)(job, item, b0, b1, &acc);
             else
-                FN(block_moments_columns)(job, item, b0, b1, lanes, acc);
+                FN(block_moments_columns)(job, item, b0, b1, lanes, &acc);
         }
-        for (int64_t k = 0; k < w; k++) job->partials[(item.c0 + k) * plan->parts + part].moments = acc[k];
+        for (int64_t k = 0; k < w; k++)
+            job->partials[(item.c0 + k) * plan->parts + part].moments = (cbn_moments){acc.count, mean[k], m2[k]};
     }
 }
