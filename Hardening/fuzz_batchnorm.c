@@ -424,11 +424,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     k.shape.layout = (flags2 >> 4) & 1 ? CBN_CHANNELS_LAST : CBN_CHANNELS_FIRST;
     if (shape_kind % 16 == 12) k.shape.layout = (cbn_memory_layout)(2 + (flags2 >> 5));   /* invalid */
     if (shape_kind % 16 == 10) {
-        /* rows of more than 1024 channels: columns items of part of each row,
-         * which float's elementwise passes take in row blocks */
-        k.shape.channels = 1024 + 16 * (1 + (k.shape.channels - 1) % 8);  /* 1040 to 1152 */
-        k.shape.spatial = 1 + (k.shape.spatial - 1) % 20;
-        k.shape.n = 1 + (k.shape.n - 1) % 8;
+        /* rows of more than 1024 channels: fused columns items of part of
+         * each row, which float's elementwise passes take in row blocks; with
+         * the high bits, more than 256 rows, so unfused: elementwise items of
+         * whole rows (float, up to 2048 channels) or, past 2048, of row blocks */
+        const int wide = (shape_kind >> 4) & 3;
+        k.shape.channels = (wide == 2 ? 2048 : 1024) + 16 * (1 + (k.shape.channels - 1) % 8);
+        if (wide == 1 || wide == 2) {
+            k.shape.spatial = 43 + (k.shape.spatial - 1) % 18;             /* 43 to 60 */
+            k.shape.n = 6 + (k.shape.n - 1) % 3;                           /* m = 258 to 480 */
+        } else {
+            k.shape.spatial = 1 + (k.shape.spatial - 1) % 20;
+            k.shape.n = 1 + (k.shape.n - 1) % 8;
+        }
     }
     if (shape_kind % 16 == 11) {
         /* many channels of short planes: planes items of up to 256 channels,
@@ -454,7 +462,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     const size_t count = valid ? (size_t)(k.shape.n * k.shape.channels * k.shape.spatial) : 4;
     const size_t channels = valid ? (size_t)k.shape.channels : 4;
-    if (count > (1u << 18)) return 0;
+    if (count > (shape_kind % 16 == 10 ? (1u << 20) : (1u << 18))) return 0;   /* the unfused wide rows need more */
     buffer b[BUFFERS];
     const size_t counts[BUFFERS] = {count, count, count, count, channels, channels, channels, channels,
                                     channels, channels, channels, channels, count, count,
