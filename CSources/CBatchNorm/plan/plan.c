@@ -1,5 +1,6 @@
 #include <pthread.h>
 #include <stdio.h>
+#include <unistd.h>
 #include "plan/plan.h"
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -30,6 +31,24 @@ static void read_last_level_cache(void) {
 int64_t cbn_last_level_cache_bytes(void) {
     pthread_once(&last_level_cache_once, read_last_level_cache);
     return last_level_cache;
+}
+
+static int64_t cache_share;
+static pthread_once_t cache_share_once = PTHREAD_ONCE_INIT;
+
+/// A quarter of each processor's share of the last-level cache.
+static void read_cache_share(void) {
+    const long processors = sysconf(_SC_NPROCESSORS_ONLN);
+    cache_share = cbn_last_level_cache_bytes() / (4 * (processors > 0 ? processors : 1));
+}
+
+/// The bytes a fused slice may hold: the tuning's budget (L2), or a quarter
+/// of each processor's share of the last-level cache where that is larger, so
+/// that the slices every thread has in flight, and the outputs written beside
+/// them, stay in that cache for the second pass. Read once, like the cache.
+static int64_t fuse_budget(const cbn_tuning *tuning) {
+    pthread_once(&cache_share_once, read_cache_share);
+    return cache_share > tuning->fuse_bytes ? cache_share : tuning->fuse_bytes;
 }
 
 /// The reduction order: a function of spatial and m alone.
@@ -79,7 +98,7 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     plan_reduction(&plan);
 
     const int64_t bytes = tuning->element_bytes;
-    const int64_t fuse_limit = tuning->fuse_bytes / (bytes * tensors_per_pass);
+    const int64_t fuse_limit = fuse_budget(tuning) / (bytes * tensors_per_pass);
     if (shape.channels > 1 && (shape.spatial == 1 || shape.layout == CBN_CHANNELS_LAST)) {
         plan.walk = CBN_WALK_COLUMNS;
         plan.channel_block = shape.channels < CBN_COLUMN_CHANNELS ? shape.channels : CBN_COLUMN_CHANNELS;
@@ -92,7 +111,7 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     /* Unfused items cover about tuning->item_bytes of a tensor, in whole parts. */
     int64_t item_parts = tuning->item_bytes / (bytes * plan.channel_block * plan.part_length);
     if (item_parts < 1) item_parts = 1;
-    /* Fused: the slice fits the budget, and there are blocks enough to share
+    /* Fused: the slice fits the budget (fuse_budget), and there are blocks enough to share
      * (or one item's bytes hold every part anyway). Items that hold every part
      * of a slice that does not fit are not fused: their second pass would read
      * x from beyond L2 all the same, and the elementwise items cut it better. */

@@ -1,7 +1,9 @@
 /*
  * The plan: how a shape is cut into work. A pure function of the shape (its
- * memory layout included) and of the element size, never of the thread
- * count, so that partial results merge in the same order whatever runs them.
+ * memory layout included), of the element size and of this machine's caches
+ * (which items fuse, whether loops prefetch), never of the thread count. The
+ * reduction order depends on the shape and the element size alone, so that
+ * partial results merge in the same order whatever runs them.
  *
  * It fixes two things, kept apart:
  *
@@ -85,7 +87,7 @@ typedef struct cbn_plan {
     int64_t item_parts;         ///< parts per item (all of them when fused)
     int64_t part_ranges;        ///< items per channel block: ceil(parts / item_parts)
     int64_t items;              ///< channel_blocks * part_ranges
-    int fused;                  ///< items hold every part, and the slice fits tuning.fuse_bytes
+    int fused;                  ///< items hold every part, and the slice fits the fuse budget (plan.c)
     /* Elementwise phases (normalize, dx without sums) have no partials and
      * no accumulators, so their items need not be whole parts nor fit a
      * fused slice: about tuning.elementwise_bytes each, of channel blocks that

@@ -30,7 +30,9 @@ typedef struct cbn_tuning {
     /// worker streams, short enough that the workers share a channel block.
     int64_t elementwise_bytes;
     /// A channel block whose slice (every tensor the pass reads) fits in
-    /// this many bytes is fused: read once, it is still in L2 for the second pass.
+    /// this many bytes is fused: read once, it is still in L2 for the second
+    /// pass. Where a quarter of each processor's share of the last-level cache
+    /// is larger, the plan takes that instead (the slice stays in that cache).
     int64_t fuse_bytes;
     /// Fewer fused channel blocks than this are split into parts instead, so
     /// that every thread gets work.

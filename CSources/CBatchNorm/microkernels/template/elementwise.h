@@ -14,8 +14,8 @@ CBN_INLINE int64_t FN(rows_per_run)(const cbn_plan *plan, cbn_item item) {
 }
 
 /// Whether a columns item's elementwise pass takes its rows in blocks
-/// (write_rows): where the plan says so (plan.h), for items of a multiple of
-/// 16 channels.
+/// (write_rows): where the plan says so (plan.h), for items of part of each
+/// row and a multiple of 16 channels.
 CBN_INLINE int FN(row_blocks)(const cbn_plan *plan, cbn_item item) {
     const int64_t w = item.c1 - item.c0;
     return plan->row_blocks && w < plan->shape.channels && w % 16 == 0;
