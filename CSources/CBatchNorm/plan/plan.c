@@ -6,10 +6,12 @@
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 static int64_t last_level_cache;
+static int64_t cache_share;    /* a quarter of each processor's share of it */
 static pthread_once_t last_level_cache_once = PTHREAD_ONCE_INIT;
 
 /// Reads the size of each cache of CPU 0 from sysfs, e.g. "32768K", and
-/// keeps the largest; 32 MiB where none is reported.
+/// keeps the largest (32 MiB where none is reported) and the fuse budget's
+/// share of it.
 static void read_last_level_cache(void) {
     int64_t largest = 0;
     for (int index = 0; index < 8; index++) {
@@ -26,6 +28,8 @@ static void read_last_level_cache(void) {
         if (bytes > largest) largest = bytes;
     }
     last_level_cache = largest > 0 ? largest : 32 * 1024 * 1024;
+    const long processors = sysconf(_SC_NPROCESSORS_ONLN);
+    cache_share = last_level_cache / (4 * (processors > 0 ? processors : 1));
 }
 
 int64_t cbn_last_level_cache_bytes(void) {
@@ -33,21 +37,12 @@ int64_t cbn_last_level_cache_bytes(void) {
     return last_level_cache;
 }
 
-static int64_t cache_share;
-static pthread_once_t cache_share_once = PTHREAD_ONCE_INIT;
-
-/// A quarter of each processor's share of the last-level cache.
-static void read_cache_share(void) {
-    const long processors = sysconf(_SC_NPROCESSORS_ONLN);
-    cache_share = cbn_last_level_cache_bytes() / (4 * (processors > 0 ? processors : 1));
-}
-
 /// The bytes a fused slice may hold: the tuning's budget (L2), or a quarter
 /// of each processor's share of the last-level cache where that is larger, so
 /// that the slices every thread has in flight, and the outputs written beside
 /// them, stay in that cache for the second pass. Read once, like the cache.
 static int64_t fuse_budget(const cbn_tuning *tuning) {
-    pthread_once(&cache_share_once, read_cache_share);
+    pthread_once(&last_level_cache_once, read_last_level_cache);
     return cache_share > tuning->fuse_bytes ? cache_share : tuning->fuse_bytes;
 }
 
@@ -114,7 +109,7 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     /* Fused: the slice fits the budget (fuse_budget), and there are blocks enough to share
      * (or one item's bytes hold every part anyway). Items that hold every part
      * of a slice that does not fit are not fused: their second pass would read
-     * x from beyond L2 all the same, and the elementwise items cut it better. */
+     * x from beyond the budget's cache all the same, and the elementwise items cut it better. */
     plan.fused = plan.m * plan.channel_block <= fuse_limit &&
                  (plan.channel_blocks >= tuning->min_fused_blocks || item_parts >= plan.parts);
     plan.item_parts = plan.fused || item_parts > plan.parts ? plan.parts : item_parts;
