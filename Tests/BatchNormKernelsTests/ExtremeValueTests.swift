@@ -122,6 +122,55 @@ import Testing
         }
     }
 
+    /// A zero scale γ·r (r = 0, as an infinite running variance gives) is a
+    /// signed zero, and inference's dx = (γ·r)·dy is IEEE's product in every
+    /// value: the vectors', the tails' and the lanes' a single channel fills
+    /// alike, with and without the sums pass (which writes dx when dγ or dβ
+    /// is asked for). So dx = ±0 with the sign of γ times dy's, dy = ±0 too.
+    @Test("inference dx keeps the sign of a zero scale, with and without the sums pass",
+          arguments: layoutShapes + [try! BatchNormShape([1, 3, 41])])
+    func zeroScaleKeepsItsSign(shape: BatchNormShape) throws {
+        try zeroScaleKeepsItsSign(Float.self, shape)
+        try zeroScaleKeepsItsSign(Double.self, shape)
+    }
+
+    func zeroScaleKeepsItsSign<E: BatchNormScalar>(_: E.Type, _ shape: BatchNormShape) throws {
+        var dy: [E] = randomValues(shape.count, seed: 78)
+        for i in stride(from: 0, to: shape.count, by: 7) { dy[i] = i % 2 == 0 ? 0 : -0.0 }
+        let x: [E] = randomValues(shape.count, seed: 79)
+        let gamma = (0..<shape.channels).map { E($0 % 2 == 0 ? -1.5 : 2) }
+        let statistics = BatchNormStatistics(mode: .inference, mean: [Double](repeating: 0.25, count: shape.channels),
+                                             invStd: [Double](repeating: 0, count: shape.channels))
+        let buffers = (x: allocatedCopy(x), dy: allocatedCopy(dy), gamma: allocatedCopy(gamma),
+                       mean: allocatedCopy(statistics.mean), invStd: allocatedCopy(statistics.invStd),
+                       dx: UnsafeMutableBufferPointer<E>.allocate(capacity: shape.count))
+        defer {
+            buffers.x.deallocate(); buffers.dy.deallocate(); buffers.gamma.deallocate()
+            buffers.mean.deallocate(); buffers.invStd.deallocate(); buffers.dx.deallocate()
+        }
+        for executor in someExecutors {
+            let withSums = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape.dimensions,
+                                                           layout: shape.layout, statistics: statistics,
+                                                           weight: gamma, executor: executor).input!
+            buffers.dx.initialize(repeating: 1)
+            try BatchNormalization.backward(mode: .inference, input: UnsafeBufferPointer(buffers.x),
+                                            outputGradient: UnsafeBufferPointer(buffers.dy), shape: shape,
+                                            mean: UnsafeBufferPointer(buffers.mean),
+                                            invStd: UnsafeBufferPointer(buffers.invStd),
+                                            weight: UnsafeBufferPointer(buffers.gamma), inputGradient: buffers.dx,
+                                            executor: executor)
+            let dxOnly = Array(buffers.dx)
+            let want = (0..<shape.channels).flatMap { c in
+                let scale = E(Double(gamma[c]) * statistics.invStd[c])
+                return indices(of: c, in: shape).map { (at: $0, sign: (dy[$0] * scale).sign) }
+            }
+            let wrongWithSums = want.count { withSums[$0.at] != 0 || withSums[$0.at].sign != $0.sign }
+            let wrongAlone = want.count { dxOnly[$0.at] != 0 || dxOnly[$0.at].sign != $0.sign }
+            #expect(wrongWithSums == 0, "\(E.self) \(shape) \(executor), with the sums pass")
+            #expect(wrongAlone == 0, "\(E.self) \(shape) \(executor), dx alone")
+        }
+    }
+
     /// Subnormal inputs are computed exactly as IEEE arithmetic gives them: the
     /// kernels do not flush to zero (that would be process-wide floating-point
     /// state, and would change results). They cost time, not accuracy:

@@ -22,6 +22,14 @@ func randomValues<S: BatchNormScalar>(_ count: Int, center: Double = 0, spread: 
     return (0..<count).map { _ in S(center + spread * Double.random(in: -1...1, using: &rng)) }
 }
 
+/// A copy of `values` in memory the caller deallocates: the pointer API's
+/// arguments without a closure per array.
+func allocatedCopy<S>(_ values: [S]) -> UnsafeMutableBufferPointer<S> {
+    let buffer = UnsafeMutableBufferPointer<S>.allocate(capacity: values.count)
+    _ = buffer.initialize(from: values)
+    return buffer
+}
+
 /// The normwise error of the reference module, for either scalar type.
 func normwiseError<S: BatchNormScalar>(_ got: [S], _ want: [Double], scale: Double = 0) -> Double {
     if let got = got as? [Float] { return ReferenceBatchNorm.normwiseError(got, want, scale: scale) }

@@ -55,6 +55,9 @@ typedef double cbn_vd __attribute__((vector_size(16 * sizeof(double))));
 #define CBN_STORE(type, p, v) do { type cbn_stored_ = (v); memcpy((p), &cbn_stored_, sizeof cbn_stored_); } while (0)
 #define cbn_vd_load(p) CBN_LOAD(cbn_vd, p)
 #define cbn_vd_store(p, v) CBN_STORE(cbn_vd, p, v)
+/// Every lane of a vector of `type` the scalar v, bit for bit: v - 0 is v
+/// for every v, -0 included, where 0 + v would turn -0 into +0.
+#define CBN_SPLAT(type, v) ((v) - (type){0})
 
 /// Sum of the sixteen lanes in a fixed pairwise order.
 CBN_INLINE double cbn_vd_sum(const cbn_vd *v) {

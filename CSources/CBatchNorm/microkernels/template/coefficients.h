@@ -45,10 +45,10 @@ CBN_INLINE void FN(wide_lanes)(const FN(cbn_lanes) *l, FN(cbn_wide_lanes) *w) {
         w->k2 = cbn_vd_load(l->rows->wk2 + l->channel);
         w->k3 = cbn_vd_load(l->rows->wk3 + l->channel);
     } else {
-        w->m = (cbn_vd){0} + l->one->wm;
-        w->k1 = (cbn_vd){0} + l->one->wk1;
-        w->k2 = (cbn_vd){0} + l->one->wk2;
-        w->k3 = (cbn_vd){0} + l->one->wk3;
+        w->m = CBN_SPLAT(cbn_vd, l->one->wm);
+        w->k1 = CBN_SPLAT(cbn_vd, l->one->wk1);
+        w->k2 = CBN_SPLAT(cbn_vd, l->one->wk2);
+        w->k3 = CBN_SPLAT(cbn_vd, l->one->wk3);
     }
 }
 
@@ -118,13 +118,13 @@ CBN_INLINE void FN(scalars_at)(const FN(cbn_block_coefficients) *bc, int64_t c, 
 
 /// Channel c's coefficients in every lane, for a run of that channel alone.
 CBN_INLINE void FN(lanes_of)(const FN(cbn_scalars) *s, FN(cbn_lanes) *l) {
-    l->hi = (VT){0} + s->hi;
-    l->k1 = (VT){0} + s->k1;
-    l->k2 = (VT){0} + s->k2;
-    l->k3 = (VT){0} + s->k3;
-    l->slack = (VT){0} + s->slack;
-    l->bk1 = (VT){0} + s->bk1;
-    l->bk2 = (VT){0} + s->bk2;
+    l->hi = SPLAT(s->hi);
+    l->k1 = SPLAT(s->k1);
+    l->k2 = SPLAT(s->k2);
+    l->k3 = SPLAT(s->k3);
+    l->slack = SPLAT(s->slack);
+    l->bk1 = SPLAT(s->bk1);
+    l->bk2 = SPLAT(s->bk2);
     l->rows = NULL;
     l->channel = 0;
     l->one = s;

@@ -32,7 +32,7 @@ CBN_INLINE void FN(run_sums)(const FN(cbn_sums_run) *r, int64_t n, const FN(cbn_
                              const FN(cbn_scalars) *s, cbn_vd *acc_dy, cbn_vd *acc_dyd, double *tail_dy,
                              double *tail_dyd, const int64_t ahead, const int epi) {
     cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
-    const cbn_vd wm = (cbn_vd){0} + s->wm;
+    const cbn_vd wm = CBN_SPLAT(cbn_vd, s->wm);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         PREFETCH(r->x + i, ahead);

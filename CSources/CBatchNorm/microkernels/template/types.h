@@ -37,6 +37,7 @@ typedef __typeof__((VT){0} <= (VT){0}) FN(cbn_lane_mask);
 #define PUT(p, i, v) ((p)[i] = CBN_NARROW_S(v))
 #define WIDEN(v) __builtin_convertvector((v), cbn_vd)
 #define ABS(v) __builtin_elementwise_abs(v)
+#define SPLAT(v) CBN_SPLAT(VT, v)
 
 /// How far ahead, in values, loops over a run ask for their inputs along
 /// contiguous memory: the tuning's distance where the plan prefetches, else 0.

@@ -17,6 +17,7 @@
 #undef PUT
 #undef WIDEN
 #undef ABS
+#undef SPLAT
 #undef PREFETCH
 #undef CBN_AHEAD_ROWS
 #undef CBN_PREFETCH_VALUES
