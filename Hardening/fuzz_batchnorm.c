@@ -24,7 +24,11 @@
  *     partials, then the call with them as the whole batch's: forward
  *     training, backward in both modes) writes the same bits as the plain
  *     call (a NaN may differ in sign and payload), and its first half writes
- *     nothing but them.
+ *     nothing but them;
+ *   - backward with relu and no y (the mask recomputed from x) writes the
+ *     same bits as the call given the y that a forward writes with the same
+ *     statistics (those of the running statistics, so that a forward call
+ *     can take them).
  * Build and run: Hardening/run-fuzzer.sh [seconds].
  */
 #include <math.h>
@@ -232,6 +236,7 @@ static cbn_status run(const call *k, buffer *b, executor_kind executor, int thre
             .dbias = k->has[DBIAS] ? base(&b[DBIAS]) : NULL,
             .activation = k->relu ? CBN_ACTIVATION_RELU : CBN_ACTIVATION_IDENTITY,
             .y = k->has[Y] ? base(&b[Y]) : NULL,
+            .bias = k->has[BIAS] ? base(&b[BIAS]) : NULL,
             .dresidual = k->has[DZ] ? base(&b[DZ]) : NULL,
             .sums_out = k->partials & PARTIALS_OUT ? base(&b[POUT]) : NULL,
             .sums = k->partials & PARTIALS_IN ? base(&b[PIN]) : NULL,
@@ -398,6 +403,32 @@ static void split_as_one_rank(const call *plain_call, buffer *before, buffer *pl
     for (int i = 0; i < BUFFERS; i++) free(b[i].data);
 }
 
+/* Backward with relu and no y recomputes the mask from x: with the
+ * statistics of the running ones, it must write what the same call writes
+ * given the y of a forward inference call with relu (no residual) from
+ * them, bit for bit. */
+static void mask_matches_forward(const call *backward_call, buffer *before) {
+    buffer b[BUFFERS], given[BUFFERS];
+    for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i]);
+    cbn_inference_statistics(dtype_of(backward_call->kind), backward_call->shape.channels, base(&b[RMEAN]),
+                             base(&b[RVAR]), backward_call->eps, base(&b[SMEAN]), base(&b[SINVSTD]));
+    call forward = *backward_call;
+    forward.backward = forward.training = forward.in_place = 0;
+    forward.has[Z] = forward.has[SMEAN] = forward.has[SINVSTD] = 0;
+    forward.has[RMEAN] = forward.has[RVAR] = 1;
+    if (run(&forward, b, SERIAL, 1) == CBN_OK) {   /* y into b[Y]; an invalid eps is rejected */
+        for (int i = 0; i < BUFFERS; i++) given[i] = copy_buffer(&b[i]);
+        call with_y = *backward_call;
+        with_y.has[Y] = 1;
+        CHECK(run(backward_call, b, SERIAL, 1) == CBN_OK, "the recomputed-mask call was rejected");
+        CHECK(run(&with_y, given, SERIAL, 1) == CBN_OK, "the call given y was rejected");
+        for (int i = 0; i < BUFFERS; i++)
+            if (i != Y) CHECK(same_bits(&b[i], &given[i]), "the mask recomputed from x differs from y's");
+        for (int i = 0; i < BUFFERS; i++) free(given[i].data);
+    }
+    for (int i = 0; i < BUFFERS; i++) free(b[i].data);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* The partials mode is the input's last byte, so that the older seeds
      * decode as before in everything else. */
@@ -453,7 +484,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     k.has[DX] = (flags >> 6) & 1; k.has[DWEIGHT] = (flags >> 7) & 1; k.has[DBIAS] = (flags2 >> 3) & 1;
     k.has[Z] = !k.backward && ((mode >> 6) & 1);
     k.has[DZ] = k.backward && ((mode >> 6) & 1);
-    k.has[Y] = !k.backward || k.relu ^ ((mode >> 7) & 1 && (flags2 & 7) == 1);   /* rarely: relu without y */
+    /* backward with relu: y, or (half the time) the mask recomputed from x;
+     * rarely, y without relu */
+    k.has[Y] = !k.backward || (k.relu ? !((mode >> 7) & 1) : (mode >> 7) & 1 && (flags2 & 7) == 1);
     static const double eps_table[8] = {1e-5, 0, 1e-3, 1, 1e30, -1, NAN, INFINITY};
     static const double momentum_table[8] = {0.1, 0, 1, 0.5, 0.1, -0.1, 1.5, NAN};
     k.eps = eps_table[next_byte(&r) % 8];
@@ -488,6 +521,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     moderate = moderate && k.eps >= 1e-5 && k.eps <= 1;
 
     if (k.partials != PARTIALS_NONE) moderate = 0;   /* fuzzed partials: no reference to compare with */
+    /* a mask recomputed from x: checked against y's (mask_matches_forward), which is checked here */
+    const int mask_from_x = k.backward && k.relu && !k.has[Y];
+    if (mask_from_x) moderate = 0;
     buffer before[BUFFERS], serial[BUFFERS];
     for (int i = 0; i < BUFFERS; i++) before[i] = copy_buffer(&b[i]);
     const cbn_status status = run(&k, b, SERIAL, 1);
@@ -509,6 +545,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         /* forward training, and backward in either mode (its sums exist in both) */
         if (k.partials == PARTIALS_NONE && (k.training || k.backward)) split_as_one_rank(&k, before, b);
+        if (k.partials == PARTIALS_NONE && mask_from_x) mask_matches_forward(&k, before);
 
         if (moderate) {
             const int outputs[] = {Y, DX, DWEIGHT, DBIAS, RMEAN, RVAR, SMEAN, SINVSTD, DZ};

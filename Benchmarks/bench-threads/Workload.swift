@@ -127,9 +127,10 @@ final class Workload<Scalar: BenchElement> {
                     mode: .training, input: UnsafeBufferPointer(x),
                     outputGradient: UnsafeBufferPointer(epilogue.isSeparate ? masked : dy),
                     shape: shape, mean: UnsafeBufferPointer(mean), invStd: UnsafeBufferPointer(invStd),
-                    weight: UnsafeBufferPointer(weight), inputGradient: dx, weightGradient: dWeight,
-                    biasGradient: dBias, activation: activation,
-                    forwardOutput: epilogue == .none || epilogue.isSeparate ? nil : UnsafeBufferPointer(y),
+                    weight: UnsafeBufferPointer(weight), bias: UnsafeBufferPointer(bias), inputGradient: dx,
+                    weightGradient: dWeight, biasGradient: dBias, activation: activation,
+                    // relu's mask: the forward output's after a residual, else recomputed from x
+                    forwardOutput: epilogue == .addRelu ? UnsafeBufferPointer(y) : nil,
                     residualGradient: epilogue == .addRelu ? dz : nil, executor: executor)
             }
         } catch {

@@ -188,8 +188,10 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) 
 cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out) {
     *job_out = NULL;
     if (!valid_dtype(d->dtype) || !d->dy || !d->mean || !d->invstd) return CBN_INVALID_ARGUMENT;
-    if (!valid_activation(d->activation) || (d->activation == CBN_ACTIVATION_RELU && !d->y))
-        return CBN_INVALID_ARGUMENT;
+    if (!valid_activation(d->activation)) return CBN_INVALID_ARGUMENT;
+    const int relu = d->activation == CBN_ACTIVATION_RELU;
+    /* the mask recomputed from x is a forward's without residual */
+    if (relu && !d->y && (!d->x || d->dresidual)) return CBN_INVALID_ARGUMENT;
     cbn_status status = check_shape(d->shape, d->dtype);
     if (status != CBN_OK) return status;
     const int training = d->training != 0;
@@ -198,7 +200,6 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     /* the passes over this slice: given sums leave only dx (and dz) to write */
     const int wants_sums = d->sums_out || (!d->sums && (d->dweight || d->dbias || (training && d->dx)));
     if ((wants_sums || (training && d->dx)) && !d->x) return CBN_INVALID_ARGUMENT;
-    const int relu = d->activation == CBN_ACTIVATION_RELU;
 
     /* A fused item keeps x and dy in cache. The budget does not count the
      * mask's y: a fused relu item then holds 1.5 times the bytes, which spills
@@ -217,8 +218,10 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     job->dweight = d->dweight;
     job->dbias = d->dbias;
     job->y = d->y;
+    job->mask_bias = d->bias;
     job->dresidual = d->dresidual;
-    job->epilogue = (relu ? CBN_EPILOGUE_RELU : 0) | (d->dresidual ? CBN_EPILOGUE_RESIDUAL : 0);
+    job->epilogue = (relu ? (d->y ? CBN_EPILOGUE_RELU : CBN_EPILOGUE_RELU_FROM_X) : 0) |
+                    (d->dresidual ? CBN_EPILOGUE_RESIDUAL : 0);
     job->sums_out = d->sums_out;
     job->sums_in = d->sums;
     cbn_kernels_for(d->dtype)->prepare(job);

@@ -28,12 +28,14 @@ typedef enum cbn_step {
 
 /// The epilogue of the elementwise passes, a set of flags:
 ///  forward:  y = relu(BN(x) + z) with CBN_EPILOGUE_RELU and CBN_EPILOGUE_RESIDUAL;
-///  backward: g = dy masked by y (CBN_EPILOGUE_RELU), and dz = g written
-///            (CBN_EPILOGUE_RESIDUAL).
+///  backward: g = dy masked by y (CBN_EPILOGUE_RELU) or by the y that the
+///            forward formula gives from x (CBN_EPILOGUE_RELU_FROM_X, with the
+///            mask coefficient rows: the forward of a call without residual),
+///            and dz = g written (CBN_EPILOGUE_RESIDUAL).
 enum {
     CBN_EPILOGUE_RELU = 1,
     CBN_EPILOGUE_RESIDUAL = 2,
-    CBN_EPILOGUES = 4,
+    CBN_EPILOGUE_RELU_FROM_X = 4,
 };
 
 /// Per-channel coefficients, in the arithmetic type, that every normalize or
@@ -49,21 +51,26 @@ enum {
 /// rounded up: slack, the part that does not depend on the element,
 /// (|k3| + 2^-22 |mean| |k1 (forward) or k2 (backward)|)/R, k3 as stored,
 /// and at least 2^-126; bound_k1 |k1|/R and bound_k2 |k2|/R, of k1 and k2
-/// as rounded.
-/// Stored as seven rows, in this order, of
+/// as rounded. A backward job whose relu mask is recomputed from x
+/// (CBN_EPILOGUE_RELU_FROM_X) also holds the forward formula's k1, k3 and
+/// check rows for it, the mask rows (mean_hi is the same mean's).
+/// Stored as eleven rows, in this order, of
 /// cbn_coefficient_stride(channels) values: `channels` values, then sixteen
 /// that go on from channel 0 again (value c + j*channels repeats channel c),
 /// so that sixteen consecutive channels of channels-last rows, wrapping from
 /// one row's last channel to the next row's first, load in one piece.
 typedef enum cbn_coefficient {
-    CBN_MEAN_HI = 0, CBN_K1, CBN_K2, CBN_K3, CBN_SLACK, CBN_BOUND_K1, CBN_BOUND_K2, CBN_COEFFICIENTS
+    CBN_MEAN_HI = 0, CBN_K1, CBN_K2, CBN_K3, CBN_SLACK, CBN_BOUND_K1, CBN_BOUND_K2,
+    CBN_MASK_K1, CBN_MASK_K3, CBN_MASK_SLACK, CBN_MASK_BOUND_K1, CBN_COEFFICIENTS
 } cbn_coefficient;
 
 /// The same in double, for the elements of the half formats that their
 /// float arithmetic cannot give to within one unit in the last place
-/// (kernels_template.h, CBN_CHECK_RATIO): the mean, k1, k2 and k3 unrounded.
+/// (kernels_template.h, CBN_CHECK_RATIO): the mean, k1, k2 and k3 unrounded,
+/// and the mask rows' k1 and k3.
 typedef enum cbn_wide_coefficient {
-    CBN_WIDE_MEAN = 0, CBN_WIDE_K1, CBN_WIDE_K2, CBN_WIDE_K3, CBN_WIDE_COEFFICIENTS
+    CBN_WIDE_MEAN = 0, CBN_WIDE_K1, CBN_WIDE_K2, CBN_WIDE_K3, CBN_WIDE_MASK_K1, CBN_WIDE_MASK_K3,
+    CBN_WIDE_COEFFICIENTS
 } cbn_wide_coefficient;
 
 /// `count` values of `size` bytes on whole cache lines of their own: rows
@@ -108,6 +115,7 @@ struct cbn_job {
     int gradient_epilogue;               /* backward: the flags of the dx pass (dz only once) */
     const void *residual;                /* forward: z */
     const void *y;                       /* backward: the forward output, for the mask */
+    const void *mask_bias;               /* backward, CBN_EPILOGUE_RELU_FROM_X: the forward's beta */
     void *dresidual;                     /* backward: dz */
     double *moments_out, *sums_out;      /* across processes: this slice's partials out, 3 per channel */
     const double *moments_in, *sums_in;  /* across processes: the whole batch's, used instead */

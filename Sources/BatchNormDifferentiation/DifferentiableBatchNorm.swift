@@ -356,7 +356,7 @@ func batchNormNonAffineResidualVJP<Scalar: DifferentiableBatchNormScalar>(
 /// are written into the storage their recycler hands back.
 struct Pass<Scalar: DifferentiableBatchNormScalar> {
     typealias Tangent = [Scalar].TangentVector
-    let input: [Scalar], shape: BatchNormShape, weight: [Scalar]?, hasResidual: Bool
+    let input: [Scalar], shape: BatchNormShape, weight: [Scalar]?, bias: [Scalar]?, hasResidual: Bool
     let activation: BatchNormActivation, executor: BatchNormExecutor, reducer: (any BatchNormReducer)?
     let parameterGradients: BatchNormParameterGradients
     let output: [Scalar], statistics: BatchNormStatistics
@@ -370,7 +370,8 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
         activation: BatchNormActivation, executor: BatchNormExecutor, reducer: (any BatchNormReducer)?,
         parameterGradients: BatchNormParameterGradients
     ) {
-        (self.input, self.shape, self.weight, hasResidual) = (input, shape, weight, residual != nil)
+        (self.input, self.shape, self.weight, self.bias) = (input, shape, weight, bias)
+        hasResidual = residual != nil
         (self.activation, self.executor, self.reducer) = (activation, executor, reducer)
         self.parameterGradients = parameterGradients
         let recycler = running?.recycler
@@ -414,8 +415,9 @@ struct Pass<Scalar: DifferentiableBatchNormScalar> {
         stopOnError("batchNorm's pullback") { () throws(BatchNormError) in
             try BatchNormalization.backward(
                 outputGradient: dy, input: input, shape: shape.dimensions, layout: shape.layout,
-                statistics: statistics, weight: weight, activation: activation, forwardOutput: output,
-                into: &g, wantsResidualGradient: hasResidual, executor: executor, reducer: reducer,
+                statistics: statistics, weight: weight, bias: bias, activation: activation,
+                // relu's mask: recomputed from x without a residual (one tensor fewer to read), else y's
+                forwardOutput: hasResidual ? output : nil, into: &g, wantsResidualGradient: hasResidual, executor: executor, reducer: reducer,
                 parameterGradients: parameterGradients)
         }
         recycler?.keep(.inputGradient, g.input!)

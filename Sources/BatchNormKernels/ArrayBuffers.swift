@@ -163,3 +163,14 @@ func withBuffers<A, B, C, D, E, F, R>(
         try withBuffers(e, f) { (e, f) throws(BatchNormError) in try body(a, b, c, d, e, f) }
     }
 }
+
+/// `withBuffers` over seven arrays.
+func withBuffers<A, B, C, D, E, F, G, R>(
+    _ a: [A]?, _ b: [B]?, _ c: [C]?, _ d: [D]?, _ e: [E]?, _ f: [F]?, _ g: [G]?,
+    _ body: (UnsafeBufferPointer<A>?, UnsafeBufferPointer<B>?, UnsafeBufferPointer<C>?, UnsafeBufferPointer<D>?,
+             UnsafeBufferPointer<E>?, UnsafeBufferPointer<F>?, UnsafeBufferPointer<G>?) throws(BatchNormError) -> R
+) throws(BatchNormError) -> R {
+    try withBuffers(a, b, c, d, e, f) { (a, b, c, d, e, f) throws(BatchNormError) in
+        try withBuffer(g) { g throws(BatchNormError) in try body(a, b, c, d, e, f, g) }
+    }
+}

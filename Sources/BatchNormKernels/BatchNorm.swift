@@ -279,8 +279,11 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     /// Back-propagates `outputGradient` through the forward call that returned
     /// `statistics` (whose mode decides whether dx flows through μ and σ).
     /// Returns dx, dγ and dβ when the layer is affine, and dz for the residual
-    /// when `wantsResidualGradient`. With `activation == .relu`, pass the output
-    /// that forward returned as `forwardOutput`: the gradient is masked with it.
+    /// when `wantsResidualGradient`. With `activation == .relu`, the gradient is
+    /// masked where the forward output y ≤ 0: y is `forwardOutput`, the output
+    /// that forward returned, or, without it, recomputed from x with the
+    /// layer's γ and β (the same bits, one tensor fewer to read). Pass
+    /// `forwardOutput` when forward added a residual, or when γ or β changed since.
     /// With the `reducer` the forward call was synchronized by, dx is this
     /// rank's, and dγ and dβ are this rank's part of the whole batch's (which
     /// `parameterGradients: .wholeBatch` returns instead).
@@ -291,7 +294,7 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     ///   - shape: The dimensions, `[N, featureCount, …]` or, channels last, `[N, …, featureCount]`.
     ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
     ///   - statistics: The statistics the forward call returned; their mode decides whether dx flows through μ and σ.
-    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
+    ///   - forwardOutput: The output y of the forward call, whose mask it gives with `.relu`: required after a forward call with a residual; without it, the mask is recomputed from x. nil otherwise.
     ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
     ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     ///   - parameterGradients: Synchronized backward: this rank's dγ and dβ (the default), or the whole batch's.
@@ -309,7 +312,7 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     }
 
     /// `backward` writing into `gradients`, reusing the storage of the arrays
-    /// it holds as ``BatchNormalization/backward(outputGradient:input:shape:layout:statistics:weight:activation:forwardOutput:into:wantsResidualGradient:executor:reducer:parameterGradients:)``
+    /// it holds as ``BatchNormalization/backward(outputGradient:input:shape:layout:statistics:weight:bias:activation:forwardOutput:into:wantsResidualGradient:executor:reducer:parameterGradients:)``
     /// does; afterwards it holds what `backward` returns. On error it does not change.
     ///
     /// - Parameters:
@@ -318,7 +321,7 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
     ///   - shape: The dimensions, `[N, featureCount, …]` or, channels last, `[N, …, featureCount]`.
     ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
     ///   - statistics: The statistics the forward call returned; their mode decides whether dx flows through μ and σ.
-    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
+    ///   - forwardOutput: The output y of the forward call, whose mask it gives with `.relu`: required after a forward call with a residual; without it, the mask is recomputed from x. nil otherwise.
     ///   - gradients: Holds the gradients afterwards; the storage of the arrays it holds is reused.
     ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
     ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
@@ -337,7 +340,7 @@ public struct BatchNorm<Scalar: BatchNormElement>: Sendable {
         }
         try BatchNormalization.backward(
             outputGradient: outputGradient, input: input, shape: shape, layout: layout, statistics: statistics,
-            weight: weight, activation: activation, forwardOutput: forwardOutput, into: &gradients,
+            weight: weight, bias: bias, activation: activation, forwardOutput: forwardOutput, into: &gradients,
             wantsResidualGradient: wantsResidualGradient, executor: executor, reducer: reducer,
             parameterGradients: parameterGradients)
         if !isAffine {

@@ -160,15 +160,16 @@ extension BatchNormalization {
     ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
     ///   - statistics: The statistics the forward call returned; their mode decides whether dx flows through μ and σ.
     ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - bias: β of the forward call, one per channel, for the relu mask recomputed from x; nil for β = 0.
     ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
-    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
+    ///   - forwardOutput: The output y of the forward call, whose mask it gives with `.relu`: required after a forward call with a residual; without it, the mask is recomputed from x, `weight` and `bias` (the same bits, one tensor fewer to read). nil otherwise.
     ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
     ///   - executor: Who runs the kernels; `.automatic` by default.
     ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     ///   - parameterGradients: Synchronized backward: this rank's dγ and dβ (the default), or the whole batch's.
     public static func backward<Element: BatchNormElement>(
         outputGradient: [Element], input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
-        statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil,
+        statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil, bias: [Element.Parameter]? = nil,
         activation: BatchNormActivation = .identity, forwardOutput: [Element]? = nil,
         wantsResidualGradient: Bool = false,
         executor: BatchNormExecutor = .automatic,
@@ -178,7 +179,7 @@ extension BatchNormalization {
         var gradients = BatchNormGradients<Element>()
         try backward(
             outputGradient: outputGradient, input: input, shape: shape, layout: layout, statistics: statistics,
-            weight: weight, activation: activation, forwardOutput: forwardOutput, into: &gradients,
+            weight: weight, bias: bias, activation: activation, forwardOutput: forwardOutput, into: &gradients,
             wantsResidualGradient: wantsResidualGradient, executor: executor, reducer: reducer,
             parameterGradients: parameterGradients)
         return gradients
@@ -196,8 +197,9 @@ extension BatchNormalization {
     ///   - layout: Where C lies in `shape`: `.channelsFirst` (the default) or `.channelsLast`.
     ///   - statistics: The statistics the forward call returned; their mode decides whether dx flows through μ and σ.
     ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - bias: β of the forward call, one per channel, for the relu mask recomputed from x; nil for β = 0.
     ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
-    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
+    ///   - forwardOutput: The output y of the forward call, whose mask it gives with `.relu`: required after a forward call with a residual; without it, the mask is recomputed from x, `weight` and `bias` (the same bits, one tensor fewer to read). nil otherwise.
     ///   - gradients: Holds the gradients afterwards; the storage of the arrays it holds is reused.
     ///   - wantsResidualGradient: Whether to return dz, the gradient of the residual.
     ///   - executor: Who runs the kernels; `.automatic` by default.
@@ -205,7 +207,7 @@ extension BatchNormalization {
     ///   - parameterGradients: Synchronized backward: this rank's dγ and dβ (the default), or the whole batch's.
     public static func backward<Element: BatchNormElement>(
         outputGradient: [Element], input: [Element], shape: [Int], layout: BatchNormLayout = .channelsFirst,
-        statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil,
+        statistics: BatchNormStatistics, weight: [Element.Parameter]? = nil, bias: [Element.Parameter]? = nil,
         activation: BatchNormActivation = .identity, forwardOutput: [Element]? = nil,
         into gradients: inout BatchNormGradients<Element>, wantsResidualGradient: Bool = false,
         executor: BatchNormExecutor = .automatic,
@@ -225,11 +227,11 @@ extension BatchNormalization {
             try overwriting(&dx, count: shape.count, &dWeight, count: shape.channels, &dBias, count: shape.channels,
                             &dResidual, count: wantsResidualGradient ? shape.count : 0) {
                 (dx, dWeight, dBias, dz) throws(BatchNormError) in
-                try withBuffers(input, outputGradient, statistics.mean, statistics.invStd, weight, forwardOutput) {
-                    (input, dy, mean, invStd, weight, y) throws(BatchNormError) in
+                try withBuffers(input, outputGradient, statistics.mean, statistics.invStd, weight, bias, forwardOutput) {
+                    (input, dy, mean, invStd, weight, bias, y) throws(BatchNormError) in
                     try backward(
                         mode: statistics.mode, input: input!, outputGradient: dy!, shape: shape, mean: mean!,
-                        invStd: invStd!, weight: weight, inputGradient: dx, weightGradient: dWeight,
+                        invStd: invStd!, weight: weight, bias: bias, inputGradient: dx, weightGradient: dWeight,
                         biasGradient: dBias, activation: activation, forwardOutput: y,
                         residualGradient: wantsResidualGradient ? dz : nil, executor: executor, reducer: reducer,
                         parameterGradients: parameterGradients)

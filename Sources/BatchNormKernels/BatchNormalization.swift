@@ -309,10 +309,14 @@ public enum BatchNormalization {
     /// buffer is given.
     ///
     /// After a forward pass with an epilogue, pass its `activation`: with `.relu`,
-    /// `forwardOutput` (the y it wrote) is required and dy is first masked,
-    /// g = dy unless y ≤ 0 (+0 there; where y is NaN, g = dy); g then takes dy's place
-    /// above. `residualGradient` receives dL/dz = g. It may be `outputGradient`
-    /// itself, as `inputGradient` may (but not both).
+    /// dy is first masked, g = dy unless y ≤ 0 (+0 there; where y is NaN, g = dy);
+    /// g then takes dy's place above. y is `forwardOutput`, the output the forward
+    /// pass wrote, or, without it, recomputed from x, `weight`, `bias`, `mean` and
+    /// `invStd` as the forward pass computed it (bit for bit the same mask, and one
+    /// tensor fewer to read). Recomputing needs a forward pass without residual
+    /// whose γ and β these are: pass `forwardOutput` after a forward pass that
+    /// added a residual. `residualGradient` receives dL/dz = g. It may be
+    /// `outputGradient` itself, as `inputGradient` may (but not both).
     ///
     /// With a `reducer` (after a forward pass synchronized by it, whose statistics
     /// `mean` and `invStd` are), the sums Σg and Σg·x̂ and m in dx are the whole
@@ -329,12 +333,13 @@ public enum BatchNormalization {
     ///   - mean: μ per channel, as the forward call saved it (or the running mean in inference).
     ///   - invStd: r = 1 / sqrt(σ² + ε) per channel, as the forward call saved it.
     ///   - weight: γ, one per channel; nil for γ = 1.
+    ///   - bias: β of the forward pass, one per channel, for the relu mask recomputed from x; nil for β = 0.
     ///   - inputGradient: Receives dx when given; may be `outputGradient` or `input` itself.
     ///   - weightGradient: Receives dγ = Σ dy · x̂ per channel when given.
     ///   - biasGradient: Receives dβ = Σ dy per channel when given.
     ///   - activation: Applied last, in the same pass: `.identity` or `.relu`.
-    ///   - forwardOutput: The output y of the forward call: required with `.relu`, whose mask it gives; nil otherwise.
-    ///   - residualGradient: Receives dz, the masked dy, when given; may be `outputGradient` itself.
+    ///   - forwardOutput: The output y of the forward call, whose mask it gives with `.relu`: required after a forward pass with a residual; without it, the mask is recomputed from x. nil otherwise.
+    ///   - residualGradient: Receives dz, the masked dy, when given (which needs `forwardOutput` with `.relu`); may be `outputGradient` itself.
     ///   - executor: Who runs the kernels; `.automatic` by default.
     ///   - reducer: With it, synchronized batch norm across its ranks: every rank makes the call with its slice of the batch. nil for a local call.
     ///   - parameterGradients: Synchronized backward: this rank's dγ and dβ (the default), or the whole batch's.
@@ -346,6 +351,7 @@ public enum BatchNormalization {
         mean: UnsafeBufferPointer<Double>,
         invStd: UnsafeBufferPointer<Double>,
         weight: UnsafeBufferPointer<Element.Parameter>? = nil,
+        bias: UnsafeBufferPointer<Element.Parameter>? = nil,
         inputGradient: UnsafeMutableBufferPointer<Element>? = nil,
         weightGradient: UnsafeMutableBufferPointer<Element.Parameter>? = nil,
         biasGradient: UnsafeMutableBufferPointer<Element.Parameter>? = nil,
@@ -358,14 +364,16 @@ public enum BatchNormalization {
     ) throws(BatchNormError) {
         let check = { () throws(BatchNormError) in
             try executor.validate()
-            if activation == .relu && forwardOutput == nil {
+            if activation == .relu && forwardOutput == nil && residualGradient != nil {
                 throw BatchNormError(.missingArgument, argument: "forwardOutput",
-                                     expected: "the forward pass's output, for the relu mask", actual: "nil")
+                                     expected: "the forward pass's output, for the relu mask of a forward pass with a residual",
+                                     actual: "nil")
             }
             try Check.buffers(
                 [.init("input", input, .tensor), .init("outputGradient", outputGradient, .tensor),
                  .init("mean", mean, .perChannel), .init("invStd", invStd, .perChannel),
-                 .init("weight", weight, .perChannel), .init("inputGradient", inputGradient, .tensor),
+                 .init("weight", weight, .perChannel), .init("bias", bias, .perChannel),
+                 .init("inputGradient", inputGradient, .tensor),
                  .init("weightGradient", weightGradient, .perChannel),
                  .init("biasGradient", biasGradient, .perChannel),
                  .init("forwardOutput", forwardOutput, .tensor),
@@ -386,6 +394,7 @@ public enum BatchNormalization {
         desc.invstd = invStd.baseAddress
         desc.activation = activation.core
         desc.y = forwardOutput?.rawBase
+        desc.bias = bias?.rawBase
         var partial = desc
         desc.dx = inputGradient?.rawBase
         desc.dweight = weightGradient?.rawBase

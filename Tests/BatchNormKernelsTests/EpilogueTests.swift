@@ -127,8 +127,79 @@ import Testing
     }
 }
 
+/// Whether two arrays hold the same bits.
+func sameBits<T>(_ a: [T], _ b: [T]) -> Bool {
+    a.withUnsafeBytes { a in b.withUnsafeBytes { b in a.elementsEqual(b) } }
+}
+
+extension EpilogueTests {
+    /// Backward with relu and no `forwardOutput` recomputes the mask from x,
+    /// γ, β and the statistics, bit for bit the y the forward call wrote: its
+    /// gradients are the bits of the call given y, in both modes, every
+    /// layout, element type and executor. β and γ of both signs, and x on
+    /// both sides of the mean, make the mask cut every channel.
+    @Test("relu backward recomputing the mask from x gives the bits it gives with the forward output",
+          arguments: shapes)
+    func reluMaskFromInput(tensor: ([Int], BatchNormLayout)) throws {
+        try reluMaskFromInput(Float.self, tensor)
+        try reluMaskFromInput(Double.self, tensor)
+        try reluMaskFromInput(Float16.self, tensor)
+        try reluMaskFromInput(BFloat16.self, tensor)
+    }
+
+    func reluMaskFromInput<E: TestElement>(_: E.Type, _ tensor: ([Int], BatchNormLayout)) throws {
+        let (nchw, layout) = tensor
+        let shape = dimensions(nchw, in: layout), count = nchw.reduce(1, *), channels = nchw[1]
+        var rng = SplitMix64(seed: 97)
+        let x = (0..<count).map { _ in E.rounded(Double.random(in: -2...2, using: &rng)) }
+        let dy = (0..<count).map { _ in E.rounded(Double.random(in: -1...1, using: &rng)) }
+        let weight = (0..<channels).map { E.Parameter($0 % 3 == 0 ? -1.25 : 0.5 + Double($0 % 5) / 4) }
+        let bias = (0..<channels).map { E.Parameter(Double($0 % 7) / 4 - 0.75) }
+        let runningMean = (0..<channels).map { E.Parameter(Double($0 % 4) / 8) }
+        let runningVariance = (0..<channels).map { E.Parameter(0.5 + Double($0 % 3)) }
+        let training = try BatchNormalization.forwardTraining(x, shape: shape, layout: layout, weight: weight,
+                                                              bias: bias, activation: .relu)
+        let inference = try BatchNormalization.forwardInference(
+            x, shape: shape, layout: layout, runningMean: runningMean, runningVariance: runningVariance,
+            weight: weight, bias: bias, activation: .relu)
+        let inferenceStatistics = try BatchNormalization.inferenceStatistics(runningMean: runningMean,
+                                                                             runningVariance: runningVariance)
+        for (statistics, y) in [(training.statistics, training.output), (inferenceStatistics, inference)] {
+            #expect(y.contains { $0.testBits == 0 } && y.contains { $0.testBits != 0 })   // +0 and positive
+            for executor in someExecutors {
+                let given = try BatchNormalization.backward(
+                    outputGradient: dy, input: x, shape: shape, layout: layout, statistics: statistics,
+                    weight: weight, activation: .relu, forwardOutput: y, executor: executor)
+                let recomputed = try BatchNormalization.backward(
+                    outputGradient: dy, input: x, shape: shape, layout: layout, statistics: statistics,
+                    weight: weight, bias: bias, activation: .relu, executor: executor)
+                #expect(sameBits(given.input!, recomputed.input!), "\(E.self) \(nchw) \(statistics.mode) \(executor) dx")
+                #expect(sameBits(given.weight!, recomputed.weight!) && sameBits(given.bias!, recomputed.bias!),
+                        "\(E.self) \(nchw) \(statistics.mode) \(executor) dγ, dβ")
+            }
+        }
+    }
+}
+
+/// A relu layer without residual: backward without the forward output
+/// recomputes the mask with the layer's γ and β, the bits it gives with it.
+@Test("a relu layer's backward without the forward output gives the bits it gives with it")
+func reluLayerMaskFromInput() throws {
+    let dims = [4, 3, 5, 5]
+    let x: [Float] = randomValues(300, center: 0.4, spread: 2, seed: 94), dy: [Float] = randomValues(300, seed: 95)
+    var layer = try BatchNorm<Float>(featureCount: 3, activation: .relu, executor: .serial)
+    layer.weight = [1.5, -0.5, 1]
+    layer.bias = [0.25, -0.5, 0.75]
+    let forward = try layer.forward(x, shape: dims)
+    let given = try layer.backward(outputGradient: dy, input: x, shape: dims, statistics: forward.statistics,
+                                   forwardOutput: forward.output)
+    let recomputed = try layer.backward(outputGradient: dy, input: x, shape: dims, statistics: forward.statistics)
+    #expect(sameBits(given.input!, recomputed.input!) && sameBits(given.weight!, recomputed.weight!))
+    #expect(sameBits(given.bias!, recomputed.bias!))
+}
+
 /// The layer with `activation = .relu` and a residual: the same results as the
-/// kernels, running statistics of BN(x), and a backward that needs the output.
+/// kernels, running statistics of BN(x), and a backward whose dz needs the output.
 @Test("a relu layer with a residual gives the kernels' results and tracks BN(x)'s statistics")
 func reluLayer() throws {
     let dims = [4, 3, 5, 5]
@@ -143,7 +214,8 @@ func reluLayer() throws {
                                                          residual: z, activation: .relu, executor: .serial)
     #expect(forward.output == kernels.output)
     #expect(forward.output.allSatisfy { $0 >= 0 } && forward.output.contains(0))
-    #expect { _ = try layer.backward(outputGradient: dy, input: x, shape: dims, statistics: forward.statistics) }
+    #expect { _ = try layer.backward(outputGradient: dy, input: x, shape: dims, statistics: forward.statistics,
+                                     wantsResidualGradient: true) }
         throws: { ($0 as! BatchNormError).argument == "forwardOutput" }
     let gradients = try layer.backward(outputGradient: dy, input: x, shape: dims, statistics: forward.statistics,
                                        forwardOutput: forward.output, wantsResidualGradient: true)

@@ -235,11 +235,20 @@ import Testing
         }
         let mean = { (a: Arena) in UnsafeBufferPointer(a.doubleRegion(0, 3)) }
         let invStd = { (a: Arena) in UnsafeBufferPointer(a.doubleRegion(10, 3)) }
+        // relu's mask with a residual needs y (without one, it is recomputed from x)
         expectError(.missingArgument, argument: "forwardOutput") { a throws(BatchNormError) in
             try BatchNormalization.backward(
                 mode: .training, input: UnsafeBufferPointer(a.region(0, 24)),
                 outputGradient: UnsafeBufferPointer(a.region(100, 24)), shape: Self.shape, mean: mean(a),
-                invStd: invStd(a), inputGradient: a.region(300, 24), activation: .relu, executor: .serial)
+                invStd: invStd(a), inputGradient: a.region(300, 24), activation: .relu,
+                residualGradient: a.region(400, 24), executor: .serial)
+        }
+        expectError(.countMismatch, argument: "bias") { a throws(BatchNormError) in
+            try BatchNormalization.backward(
+                mode: .training, input: UnsafeBufferPointer(a.region(0, 24)),
+                outputGradient: UnsafeBufferPointer(a.region(100, 24)), shape: Self.shape, mean: mean(a),
+                invStd: invStd(a), bias: UnsafeBufferPointer(a.region(200, 4)), inputGradient: a.region(300, 24),
+                activation: .relu, executor: .serial)
         }
         expectError(.countMismatch, argument: "residualGradient") { a throws(BatchNormError) in
             try BatchNormalization.backward(

@@ -149,7 +149,11 @@ typedef struct cbn_backward_desc {
     void *dweight;             ///< NULL: not wanted
     void *dbias;               ///< NULL: not wanted
     cbn_activation activation; ///< the forward epilogue's activation
-    const void *y;             ///< the forward output; required with CBN_ACTIVATION_RELU
+    const void *y;             ///< the forward output, whose y <= 0 masks dy with CBN_ACTIVATION_RELU;
+                               ///< NULL there: the mask is recomputed from x (required then), the y
+                               ///< of a forward without residual, bit for bit, from x, weight,
+                               ///< bias, mean and invstd; dresidual must then be NULL
+    const void *bias;          ///< beta of that forward, for the recomputed mask; NULL means 0
     void *dresidual;           ///< dz = g; NULL: not wanted; may equal dy exactly
     /* Batch norm across processes, either mode, at most one of the two (see
      * cbn_merge_sums); mean and invstd are then the whole batch's: */

@@ -168,7 +168,7 @@ CBN_INLINE int cbn_column_calls_next(cbn_column_calls *it, cbn_column_call *call
 /// The elementwise passes (microkernels/template/stores.h).
 typedef enum cbn_elementwise_op {
     CBN_OP_NORMALIZE,            ///< y from x (and z)
-    CBN_OP_INPUT_GRADIENT,       ///< dx from dy (masked by y) and x
+    CBN_OP_INPUT_GRADIENT,       ///< dx from dy (masked by y or x) and x
     CBN_OP_SCALE,                ///< dx from dy alone (inference mode)
     CBN_OP_RESIDUAL_GRADIENT,    ///< dz, the masked dy
 } cbn_elementwise_op;
@@ -181,6 +181,15 @@ typedef enum cbn_elementwise_op {
     case 1: CALL(1); break;                                                                      \
     case 2: CALL(2); break;                                                                      \
     default: CALL(3); break;                                                                     \
+    }
+
+/// CBN_EPILOGUE_SWITCH for the backward passes, whose epilogue may also be
+/// the relu mask recomputed from x (CBN_EPILOGUE_RELU_FROM_X, never with a
+/// residual).
+#define CBN_GRADIENT_EPILOGUE_SWITCH(epi, CALL)                                                  \
+    switch (epi) {                                                                               \
+    case CBN_EPILOGUE_RELU_FROM_X: CALL(CBN_EPILOGUE_RELU_FROM_X); break;                        \
+    default: CBN_EPILOGUE_SWITCH(epi, CALL)                                                      \
     }
 
 /// The next channel of a run of rows of `period` channels, `step` values on

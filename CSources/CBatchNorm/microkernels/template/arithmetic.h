@@ -19,18 +19,6 @@ CBN_INLINE void FN(keep_v)(VT *v, const VT *y) {
 }
 CBN_INLINE T FN(keep_s)(T v, T y) { return y <= 0 ? (T)0 : v; }
 
-/// The backward epilogue's g = dy[i], masked by y[i] with CBN_EPILOGUE_RELU.
-CBN_INLINE void FN(gradient_v)(VT *g, const ELEM *dy, const ELEM *y, int64_t i, const int epi) {
-    *g = LOADX(dy + i);
-    if (epi & CBN_EPILOGUE_RELU) {
-        const VT mask = LOADX(y + i);
-        FN(keep_v)(g, &mask);
-    }
-}
-CBN_INLINE T FN(gradient_s)(const ELEM *dy, const ELEM *y, int64_t i, const int epi) {
-    return epi & CBN_EPILOGUE_RELU ? FN(keep_s)(GET(dy, i), GET(y, i)) : GET(dy, i);
-}
-
 /* ---------- the check (CBN_CHECK_RATIO) ----------
  * e, computed in T from terms whose magnitudes add up to S, and `bound`, at
  * least S/R: every lane with bound > |e| (S > R |e|), or S not small enough
@@ -132,6 +120,40 @@ CBN_INLINE T FN(forward_s)(T x, T z, const FN(cbn_scalars) *c, const int epi) {
     }
     if (epi & CBN_EPILOGUE_RELU) e = FN(keep_s)(e, e);
     return e;
+}
+
+/// The backward epilogue's g = dy[i], masked by y[i] (CBN_EPILOGUE_RELU) or
+/// by the y that the forward formula, with the mask coefficients of `c`,
+/// gives from x[i] (CBN_EPILOGUE_RELU_FROM_X): forward_v and its check as
+/// the forward pass ran them, rounded to the element type, so bit for bit
+/// the y a forward without residual stored.
+CBN_INLINE void FN(gradient_v)(VT *g, const ELEM *dy, const ELEM *y, const ELEM *x, int64_t i,
+                               const FN(cbn_lanes) *c, const int epi) {
+    *g = LOADX(dy + i);
+    if (epi & CBN_EPILOGUE_RELU) {
+        const VT mask = LOADX(y + i);
+        FN(keep_v)(g, &mask);
+    }
+    if (epi & CBN_EPILOGUE_RELU_FROM_X) {
+        FN(cbn_lanes) m;
+        FN(mask_lanes)(c, &m);
+        const VT xv = LOADX(x + i), z = {0};
+        VT e;
+        FN(forward_v)(&e, &xv, &z, &m, 0);
+        const VT stored = CBN_WIDEN_V(CBN_NARROW_V(e));
+        FN(keep_v)(g, &stored);
+    }
+}
+CBN_INLINE T FN(gradient_s)(const ELEM *dy, const ELEM *y, const ELEM *x, int64_t i, const FN(cbn_scalars) *s,
+                            const int epi) {
+    if (epi & CBN_EPILOGUE_RELU) return FN(keep_s)(GET(dy, i), GET(y, i));
+    if (epi & CBN_EPILOGUE_RELU_FROM_X) {
+        FN(cbn_scalars) m;
+        FN(mask_scalars)(s, &m);
+        const T stored = (T)CBN_WIDEN_S(CBN_NARROW_S(FN(forward_s)(GET(x, i), 0, &m, 0)));
+        return FN(keep_s)(GET(dy, i), stored);
+    }
+    return GET(dy, i);
 }
 
 /// dx = k1*g + (k2*(x - hi) + k3), g the (masked) gradient and x widened.

@@ -34,8 +34,8 @@ CBN_INLINE int64_t FN(column_ahead)(const cbn_plan *plan, cbn_item item) {
 
 /// The pass's inputs for an item: each tensor from the item's origin `at`
 /// (cbn_plan_item_origin).
-CBN_INLINE FN(cbn_run) FN(item_inputs)(const cbn_job *job, int64_t at, const int op) {
-    const int reads_x = op == CBN_OP_NORMALIZE || op == CBN_OP_INPUT_GRADIENT;
+CBN_INLINE FN(cbn_run) FN(item_inputs)(const cbn_job *job, int64_t at, const int op, const int epi) {
+    const int reads_x = op == CBN_OP_NORMALIZE || op == CBN_OP_INPUT_GRADIENT || (epi & CBN_EPILOGUE_RELU_FROM_X);
     const int reads_dy = op != CBN_OP_NORMALIZE;
     FN(cbn_run) r = {0};
     r.x = reads_x ? (const ELEM *)job->x + at : NULL;
@@ -108,7 +108,7 @@ CBN_INLINE void FN(elementwise_item)(const int op, const int epi, const cbn_job 
     FN(cbn_block_coefficients) bc;
     FN(load_block_coefficients)(job, item, &bc);
     const int64_t at = cbn_plan_item_origin(plan, item);
-    FN(cbn_run) inputs = FN(item_inputs)(job, at, op);
+    FN(cbn_run) inputs = FN(item_inputs)(job, at, op, epi);
     inputs.bc = &bc;
     if (plan->walk == CBN_WALK_COLUMNS) {
         FN(elementwise_columns)(op, epi, job, item, &inputs, (ELEM *)out + at);

@@ -97,7 +97,12 @@ static void FN(prepare)(cbn_job *job) {
     for (int64_t c = 0; c < job->plan.shape.channels; c++) {
         const double gamma = weight ? (double)weight[c] : 1.0;
         if (job->backward) {
-            FN(set_coefficients)(job, c, job->mean_in[c], gamma * cbn_normalizing_scale(job->invstd_in[c]), 0, 0);
+            const double scale = gamma * cbn_normalizing_scale(job->invstd_in[c]);
+            FN(set_coefficients)(job, c, job->mean_in[c], scale, 0, 0);
+            /* the relu mask's forward formula, as finish_forward sets it */
+            const PARAM *mask_bias = (const PARAM *)job->mask_bias;
+            if (job->epilogue & CBN_EPILOGUE_RELU_FROM_X)
+                FN(set_formula)(job, c, 1, 1, job->mean_in[c], scale, 0, mask_bias ? (double)mask_bias[c] : 0.0);
         } else if (!job->training) {
             const double variance = (double)((const PARAM *)job->running_var)[c];
             FN(set_coefficients)(job, c, (double)((const PARAM *)job->running_mean)[c],

@@ -16,6 +16,6 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
 
 CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
 #define CALL(e) FN(input_gradient_item)(job, item, e)
-    CBN_EPILOGUE_SWITCH(job->gradient_epilogue, CALL)
+    CBN_GRADIENT_EPILOGUE_SWITCH(job->gradient_epilogue, CALL)
 #undef CALL
 }

@@ -37,19 +37,19 @@ CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cb
         break;
     case CBN_OP_INPUT_GRADIENT:
         PREFETCH(r->x + i, r->ahead);
-        FN(prefetch_gradient)(r->dy, r->y, i, r->ahead, epi);
-        FN(gradient_v)(&g, r->dy, r->y, i, epi);
+        FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, epi);
+        FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
         x = LOADX(r->x + i);
         FN(input_gradient_v)(out, &g, &x, c);
         break;
     case CBN_OP_SCALE:
-        FN(prefetch_gradient)(r->dy, r->y, i, r->ahead, epi);
-        FN(gradient_v)(&g, r->dy, r->y, i, epi);
+        FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, epi);
+        FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
         FN(scale_v)(out, &g, c);
         break;
     default:    /* CBN_OP_RESIDUAL_GRADIENT */
-        FN(prefetch_gradient)(r->dy, r->y, i, r->ahead, epi);
-        FN(gradient_v)(out, r->dy, r->y, i, epi);
+        FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, epi);
+        FN(gradient_v)(out, r->dy, r->y, r->x, i, c, epi);
         break;
     }
 }
@@ -78,9 +78,9 @@ CBN_INLINE T FN(elementwise_s)(const int op, const int epi, const int rows, cons
     switch (op) {
     case CBN_OP_NORMALIZE:
         return FN(forward_s)(GET(r->x, i), epi & CBN_EPILOGUE_RESIDUAL ? GET(r->z, i) : 0, s, epi);
-    case CBN_OP_INPUT_GRADIENT: return FN(input_gradient_s)(FN(gradient_s)(r->dy, r->y, i, epi), GET(r->x, i), s);
-    case CBN_OP_SCALE: return FN(scale_s)(FN(gradient_s)(r->dy, r->y, i, epi), s);
-    default: return FN(gradient_s)(r->dy, r->y, i, epi);
+    case CBN_OP_INPUT_GRADIENT: return FN(input_gradient_s)(FN(gradient_s)(r->dy, r->y, r->x, i, s, epi), GET(r->x, i), s);
+    case CBN_OP_SCALE: return FN(scale_s)(FN(gradient_s)(r->dy, r->y, r->x, i, s, epi), s);
+    default: return FN(gradient_s)(r->dy, r->y, r->x, i, s, epi);
     }
 }
 

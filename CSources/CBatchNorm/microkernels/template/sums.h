@@ -36,9 +36,9 @@ CBN_INLINE void FN(run_sums)(const FN(cbn_sums_run) *r, int64_t n, const FN(cbn_
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         PREFETCH(r->x + i, ahead);
-        FN(prefetch_gradient)(r->dy, r->y, i, ahead, epi);
+        FN(prefetch_gradient)(r->dy, r->y, r->x, i, ahead, epi);
         VT g;
-        FN(gradient_v)(&g, r->dy, r->y, i, epi);
+        FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
         const VT x = LOADX(r->x + i);
         cbn_vd gw = WIDEN(g), d;
         FN(deviation_v)(&d, &x, c, &wm);
@@ -50,7 +50,7 @@ CBN_INLINE void FN(run_sums)(const FN(cbn_sums_run) *r, int64_t n, const FN(cbn_
     *acc_dyd = a_dyd;
     double t_dy = *tail_dy, t_dyd = *tail_dyd;
     for (; i < n; i++) {
-        const T g = FN(gradient_s)(r->dy, r->y, i, epi);
+        const T g = FN(gradient_s)(r->dy, r->y, r->x, i, s, epi);
         t_dy += (double)g;
         t_dyd += (double)g * FN(deviation_s)(GET(r->x, i), s);
         FN(sums_outputs_s)(r->dz, r->dx, i, g, s, epi);
@@ -75,10 +75,10 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_
             const int64_t at = j * stride + k;
             if (prefetch) {
                 PREFETCH(r->x + at, CBN_AHEAD_ROWS * stride);
-                FN(prefetch_gradient)(r->dy, r->y, at, CBN_AHEAD_ROWS * stride, epi);
+                FN(prefetch_gradient)(r->dy, r->y, r->x, at, CBN_AHEAD_ROWS * stride, epi);
             }
             VT g;
-            FN(gradient_v)(&g, r->dy, r->y, at, epi);
+            FN(gradient_v)(&g, r->dy, r->y, r->x, at, &c, epi);
             const VT x = LOADX(r->x + at);
             cbn_vd gw = WIDEN(g), d;
             FN(deviation_v)(&d, &x, &c, &wm);
@@ -95,7 +95,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_
         double t_dy = sum_dy[k], t_dyd = sum_dyd[k];
         for (int64_t j = 0; j < rows; j++) {
             const int64_t at = j * stride + k;
-            const T g = FN(gradient_s)(r->dy, r->y, at, epi);
+            const T g = FN(gradient_s)(r->dy, r->y, r->x, at, &s, epi);
             t_dy += (double)g;
             t_dyd += (double)g * FN(deviation_s)(GET(r->x, at), &s);
             FN(sums_outputs_s)(r->dz, r->dx, at, g, &s, epi);
@@ -198,6 +198,6 @@ CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, d
 /// (inference mode); dz = g with a residual. `lanes`: as for statistics.
 CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes) {
 #define CALL(e) FN(sums_item)(job, item, scale_dy, lanes, e)
-    CBN_EPILOGUE_SWITCH(job->epilogue, CALL)
+    CBN_GRADIENT_EPILOGUE_SWITCH(job->epilogue, CALL)
 #undef CALL
 }

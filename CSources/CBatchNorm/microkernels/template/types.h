@@ -64,10 +64,13 @@ typedef __typeof__((VT){0} <= (VT){0}) FN(cbn_lane_mask);
             __builtin_prefetch((const void *)((uintptr_t)(p) + (uintptr_t)((ahead) * (int64_t)sizeof(ELEM)))); \
     } while (0)
 
-/// The gradient's inputs `ahead` values past element i: dy, and y under relu.
-CBN_INLINE void FN(prefetch_gradient)(const ELEM *dy, const ELEM *y, int64_t i, int64_t ahead, const int epi) {
+/// The gradient's inputs `ahead` values past element i: dy, and y or x
+/// under relu.
+CBN_INLINE void FN(prefetch_gradient)(const ELEM *dy, const ELEM *y, const ELEM *x, int64_t i, int64_t ahead,
+                                      const int epi) {
     PREFETCH(dy + i, ahead);
     if (epi & CBN_EPILOGUE_RELU) PREFETCH(y + i, ahead);
+    if (epi & CBN_EPILOGUE_RELU_FROM_X) PREFETCH(x + i, ahead);
 }
 
 /// x and, with a residual, z `ahead` values past element i.
