@@ -246,8 +246,12 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
     } else if (d->dx || d->dresidual) {
         job->steps[job->phase_count++] = CBN_STEP_INPUT_GRADIENT;
     }
-    /* dz is written by the first pass over dy: the sums when there are any. */
-    job->gradient_epilogue = wants_sums ? job->epilogue & ~CBN_EPILOGUE_RESIDUAL : job->epilogue;
+    /* dz is written by the first pass over dy: the sums when there are any.
+     * The dx pass then reads g back from dz, masked already: one tensor (y)
+     * fewer than dy and its mask. */
+    const int reads_dz = wants_sums && d->dresidual;
+    job->gradient_epilogue = reads_dz ? 0 : job->epilogue;
+    job->gradient_dy = reads_dz ? d->dresidual : d->dy;
     *job_out = job;
     return CBN_OK;
 }

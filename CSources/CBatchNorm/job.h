@@ -113,6 +113,8 @@ struct cbn_job {
     double eps, momentum;
     int epilogue;                        /* CBN_EPILOGUE_* flags */
     int gradient_epilogue;               /* backward: the flags of the dx pass (dz only once) */
+    const void *gradient_dy;             /* backward: what the dx pass reads as dy: dy, or dz = g (masked
+                                            already) where the sums pass wrote it */
     const void *residual;                /* forward: z */
     const void *y;                       /* backward: the forward output, for the mask */
     const void *mask_bias;               /* backward, CBN_EPILOGUE_RELU_FROM_X: the forward's beta */

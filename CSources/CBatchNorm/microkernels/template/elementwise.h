@@ -40,7 +40,7 @@ CBN_INLINE FN(cbn_run) FN(item_inputs)(const cbn_job *job, int64_t at, const int
     FN(cbn_run) r = {0};
     r.x = reads_x ? (const ELEM *)job->x + at : NULL;
     r.z = op == CBN_OP_NORMALIZE && job->residual ? (const ELEM *)job->residual + at : NULL;
-    r.dy = reads_dy ? (const ELEM *)job->dy + at : NULL;
+    r.dy = reads_dy ? (const ELEM *)job->gradient_dy + at : NULL;
     r.y = reads_dy && job->y ? (const ELEM *)job->y + at : NULL;
     return r;
 }
