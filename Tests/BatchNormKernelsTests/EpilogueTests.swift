@@ -137,9 +137,10 @@ extension EpilogueTests {
     /// γ, β and the statistics, bit for bit the y the forward call wrote: its
     /// gradients are the bits of the call given y, in both modes, every
     /// layout, element type and executor. β and γ of both signs, and x on
-    /// both sides of the mean, make the mask cut every channel.
+    /// both sides of the mean, make the mask cut every channel. The fixed
+    /// shapes only: they reach every walk, both layouts and split parts.
     @Test("relu backward recomputing the mask from x gives the bits it gives with the forward output",
-          arguments: shapes)
+          arguments: shapes.prefix(8))
     func reluMaskFromInput(tensor: ([Int], BatchNormLayout)) throws {
         try reluMaskFromInput(Float.self, tensor)
         try reluMaskFromInput(Double.self, tensor)
