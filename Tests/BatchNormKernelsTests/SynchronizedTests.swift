@@ -92,7 +92,7 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
                                                 reducer: reducers[rank])
                 let gradients = try layer.backward(
                     outputGradient: gradient, input: input, shape: mine, layout: layout,
-                    statistics: forward.statistics, forwardOutput: forward.output,
+                    statistics: forward.statistics, forwardOutput: z != nil ? forward.output : nil,
                     wantsResidualGradient: z != nil, reducer: reducers[rank], parameterGradients: parameterGradients)
                 outcome.dz = gradients.residual ?? []
                 outcome.output = forward.output
@@ -122,7 +122,8 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
         layer.mode = mode
         let forward = try layer.forward(x, shape: shape, layout: layout, residual: z)
         let gradients = try layer.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
-                                           statistics: forward.statistics, forwardOutput: forward.output,
+                                           statistics: forward.statistics,
+                                           forwardOutput: z != nil ? forward.output : nil,
                                            wantsResidualGradient: z != nil)
         return RankOutcome(output: forward.output, mean: forward.statistics.mean, invStd: forward.statistics.invStd,
                            runningMean: layer.runningMean!, runningVariance: layer.runningVariance!,
@@ -218,11 +219,15 @@ struct RankOutcome<S: BatchNormScalar>: @unchecked Sendable {
     }
 
     /// Without γ and β, with a cumulative average of the running statistics
-    /// (momentum nil), and a residual without the relu.
+    /// (momentum nil), a residual without the relu, and the relu without a
+    /// residual (its backward mask recomputed from x on every rank).
     @Test(arguments: [BatchNormLayout.channelsFirst, .channelsLast])
     func otherLayerFormsAgreeWithOneProcess(layout: BatchNormLayout) throws {
         let variant = Variant(affine: false, momentum: nil, residual: true)
         for mode in [BatchNormMode.training, .inference] {
+            try checkAgreement(Float.self, shape: dimensions([7, 6, 5, 3], in: layout), layout: layout,
+                               slices: [3, 4], executor: .serial, mode: mode, activation: .relu,
+                               variant: Variant(residual: false))
             try checkAgreement(Float.self, shape: dimensions([7, 6, 5, 3], in: layout), layout: layout,
                                slices: [3, 4], executor: .serial, mode: mode, activation: .identity, variant: variant)
             try checkAgreement(Double.self, shape: dimensions([9, 6, 5, 3], in: layout), layout: layout,

@@ -99,7 +99,7 @@ func sliceSize(_ r: Int, _ seed: Int) -> Int { 1 + (r * 2 + seed) % 3 }
         let forward = try layer.forward(Array(x[mine]), shape: dims(slices[rank]), layout: layout, reducer: reducer)
         let gradients = try layer.backward(
             outputGradient: Array(dy[mine]), input: Array(x[mine]), shape: dims(slices[rank]), layout: layout,
-            statistics: forward.statistics, forwardOutput: forward.output, reducer: reducer)
+            statistics: forward.statistics, reducer: reducer)   // relu's mask recomputed from x, as the layer does
 
         let bound = S.self == Float.self ? 1e-6 : 1e-12
         let pairs: [(String, [Double], [Double])] = [
