@@ -214,17 +214,17 @@ static int FN(coarse_factor)(double k) { return k != 0 && fabs((double)(T)k) < 0
 #endif
 
 /// Sets channel c's coefficients (job.h) of one formula: y = (x - mean)*k1
-/// + k3 (`forward`) or dx = k1*g + ((x - mean)*k2 + k3); the job's own, or
-/// with `mask` the mask rows (a forward formula: k2 = 0, mean_hi as the
-/// job's). mean_hi is the mean rounded to T; k1, k2 and k3 rounded to T, k3
+/// + k3 (a forward job's, and the mask rows') or dx = k1*g + ((x - mean)*k2
+/// + k3) (a backward job's); the job's own, or with `mask` the mask rows
+/// (k2 = 0, mean_hi as the job's). mean_hi is the mean rounded to T; k1, k2 and k3 rounded to T, k3
 /// less the rest of the mean times the factor of x - mean (k1 forward, k2
 /// backward), so that the kernels' x - mean_hi needs no second subtraction;
 /// the check rows; and, for the check's recomputation, the mean and factors
 /// in double. The mask rows of given statistics are thus bit for bit the
 /// coefficients a forward job sets from them.
-static void FN(set_formula)(cbn_job *job, int64_t c, const int forward, const int mask, double mean, double k1,
-                            double k2, double k3) {
-    const double factor = forward ? k1 : k2;
+static void FN(set_formula)(cbn_job *job, int64_t c, const int mask, double mean, double k1, double k2,
+                            double k3) {
+    const double factor = mask || !job->backward ? k1 : k2;
     /* only where there is a rest: 0 * an infinite factor would make k3 NaN */
     const double rest = FN(mean_rest)(mean), k3_hi = rest != 0 ? k3 - rest * factor : k3;
     T *rows = (T *)job->coefficients;
@@ -255,5 +255,5 @@ static void FN(set_formula)(cbn_job *job, int64_t c, const int forward, const in
 
 /// Sets channel c's coefficients of the job's own formula (set_formula).
 static void FN(set_coefficients)(cbn_job *job, int64_t c, double mean, double k1, double k2, double k3) {
-    FN(set_formula)(job, c, !job->backward, 0, mean, k1, k2, k3);
+    FN(set_formula)(job, c, 0, mean, k1, k2, k3);
 }

@@ -102,7 +102,7 @@ static void FN(prepare)(cbn_job *job) {
             /* the relu mask's forward formula, as finish_forward sets it */
             const PARAM *mask_bias = (const PARAM *)job->mask_bias;
             if (job->epilogue & CBN_EPILOGUE_RELU_FROM_X)
-                FN(set_formula)(job, c, 1, 1, job->mean_in[c], scale, 0, mask_bias ? (double)mask_bias[c] : 0.0);
+                FN(set_formula)(job, c, 1, job->mean_in[c], scale, 0, mask_bias ? (double)mask_bias[c] : 0.0);
         } else if (!job->training) {
             const double variance = (double)((const PARAM *)job->running_var)[c];
             FN(set_coefficients)(job, c, (double)((const PARAM *)job->running_mean)[c],
