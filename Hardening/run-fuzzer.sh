@@ -23,12 +23,18 @@ elif [[ $flags == *avx2* && $flags == *fma* && $flags == *bmi2* ]]; then
 fi
 
 mkdir -p .build-fuzz/corpus
-clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined "${isa_flags[@]}" \
-    -I CSources/CBatchNorm/include -I CSources/CBatchNorm \
-    CSources/CBatchNorm/job.c CSources/CBatchNorm/driver.c CSources/CBatchNorm/plan/plan.c \
-    CSources/CBatchNorm/microkernels/kernels.c CSources/CBatchNorm/executors/executors.c \
-    CSources/CBatchNorm/distributed/merge.c \
-    Hardening/fuzz_batchnorm.c "${omp_flags[@]}" -lpthread -lm -o .build-fuzz/fuzz_batchnorm
+source Hardening/compile-core.sh
+fuzz=(-g -O1 -fsanitize=fuzzer,address -fno-sanitize-recover=undefined "${isa_flags[@]}" "${omp_flags[@]:0:1}")
+# UBSan: every check on the plan, the job and the driver; on the microkernels
+# the arithmetic ones (integer overflow, shifts, division, conversions,
+# bounds). Their pointer, alignment and null checks made the microkernels'
+# instantiations compile for minutes; ASan here, and every UBSan check in
+# the test suite's sanitizer build (.ci/run), cover those.
+core_flags=("${fuzz[@]}" -fsanitize=undefined)
+microkernel_flags=("${fuzz[@]}" -fsanitize=signed-integer-overflow,shift,integer-divide-by-zero,float-cast-overflow,bool,enum,return,unreachable,vla-bound,array-bounds,builtin,nonnull-attribute)
+compile_core .build-fuzz/core
+clang "${core_flags[@]}" -I CSources/CBatchNorm/include -I CSources/CBatchNorm \
+    "${core_objects[@]}" Hardening/fuzz_batchnorm.c "${omp_flags[@]}" -lpthread -lm -o .build-fuzz/fuzz_batchnorm
 echo "fuzzing for ${seconds}s (OpenMP: ${omp_flags[*]:-none}; microkernels: ${isa_flags[*]})"
 .build-fuzz/fuzz_batchnorm -max_total_time="$seconds" -print_final_stats=1 -timeout=20 \
     .build-fuzz/corpus Hardening/fuzz-corpus

@@ -11,11 +11,11 @@ for dir in $(ls -d /usr/lib/llvm-*/lib 2>/dev/null | sort -t- -k2 -n -r); do
 done
 [ -n "$llvm" ] || { echo "libomp-dev with libarcher.so not found"; exit 1; }
 swift_lib=$(dirname "$(readlink -f "$(command -v swift)")")/../lib/swift/linux   # libdispatch for TSan's runtime
-mkdir -p .build-fuzz
+source Hardening/compile-core.sh
+core_flags=(-g -O1 -fsanitize=thread -fopenmp)
+compile_core .build-fuzz/core-tsan
 clang -g -O1 -fsanitize=thread -fopenmp -I CSources/CBatchNorm/include -I CSources/CBatchNorm \
-    CSources/CBatchNorm/job.c CSources/CBatchNorm/driver.c CSources/CBatchNorm/plan/plan.c \
-    CSources/CBatchNorm/microkernels/kernels.c \
-    CSources/CBatchNorm/executors/executors.c Hardening/openmp_driver.c \
+    "${core_objects[@]}" Hardening/openmp_driver.c \
     -L"$llvm" -Wl,-rpath,"$llvm" -lomp -L"$swift_lib" -Wl,-rpath,"$swift_lib" -ldispatch -lBlocksRuntime -lm \
     -o .build-fuzz/openmp_driver_tsan
 OMP_TOOL_LIBRARIES="$llvm/libarcher.so" TSAN_OPTIONS="halt_on_error=1 ignore_noninstrumented_modules=1" \

@@ -11,7 +11,7 @@
 #include <string.h>
 #include "job.h"
 
-/// The kernel table of an element type (kernels.c), which also holds its
+/// The kernel table of an element type (microkernels/float32.c, ...), which also holds its
 /// sizes and tuning; NULL for a value that names no type.
 const cbn_kernels *cbn_kernels_for(cbn_dtype dtype) {
     switch (dtype) {
@@ -55,6 +55,11 @@ void cbn_test_fail_job_creation(int64_t after) { creations_until_failure = after
 static _Thread_local cbn_test_mutant next_mutant = CBN_MUTANT_NONE;
 
 void cbn_test_mutate_jobs(cbn_test_mutant mutant) { next_mutant = mutant; }
+
+/* The output size from which jobs created on this thread stream; -1: the tuning's. */
+static _Thread_local int64_t streaming_bytes_override = -1;
+
+void cbn_test_stream_outputs_from(int64_t bytes) { streaming_bytes_override = bytes; }
 
 /// Applies the job's output mutant (cbn_test_mutate_jobs) to a tensor it wrote.
 static void mutate_output(const cbn_job *job, void *tensor) {
@@ -106,6 +111,10 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
         return CBN_OUT_OF_MEMORY;
     }
     job->plan = plan;
+    if (streaming_bytes_override >= 0) {
+        const cbn_shape s = plan.shape;
+        job->plan.streaming = s.n * s.channels * s.spatial * cbn_element_size(dtype) >= streaming_bytes_override;
+    }
     job->dtype = dtype;
     job->mutant = next_mutant;
     *out = job;

@@ -188,7 +188,7 @@ typedef struct cbn_kernels {
                                  double *mean_out, double *invstd_out);
 } cbn_kernels;
 
-/// The kernel table of an element type (kernels.c), which also holds its
+/// The kernel table of an element type (microkernels/float32.c, ...), which also holds its
 /// sizes and tuning; NULL for a value that names no type.
 const cbn_kernels *cbn_kernels_for(cbn_dtype dtype);
 

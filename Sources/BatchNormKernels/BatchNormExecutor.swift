@@ -188,4 +188,14 @@ private let helperQueue = DispatchQueue(label: "BatchNorm.helpers", attributes: 
         }
         cbn_test_mutate_jobs(core)
     }
+
+    /// Every call made on the calling thread from now on writes outputs of
+    /// `bytes` or more with non-temporal stores (0: every output), so that
+    /// small tensors reach that path; nil restores the element type's
+    /// threshold.
+    ///
+    /// - Parameter bytes: The smallest output, in bytes, to stream; or nil.
+    public static func streamOutputs(from bytes: Int?) {
+        cbn_test_stream_outputs_from(Int64(bytes ?? -1))
+    }
 }

@@ -1,22 +1,62 @@
-import BatchNormKernels
+@_spi(Testing) import BatchNormKernels
 import BatchNormReference
 import Testing
 
 /// Outputs of 48 MiB and more are written with non-temporal stores after a
-/// scalar prologue that aligns them; these shapes reach that path in both
-/// layouts, with run lengths that leave every kind of remainder. Channels
-/// last with at most 1024 channels, an item's rows are one run whose vectors
-/// cross row ends (100 channels: the crossing moves from row to row; 3: a
-/// vector spans several rows). Tensors this large take minutes in a debug
-/// build, so these run only when BATCHNORM_LARGE_TESTS=1 (CI sets it).
-@Suite(.enabled(if: largeTestsEnabled)) struct StreamingStoreTests {
+/// scalar prologue that aligns them. These tests reach that path on small
+/// tensors, every output streamed (a test hook, per thread), so that they run
+/// in every build, the sanitizers' included: both layouts, run lengths that
+/// leave every kind of remainder, the half formats and the fused epilogue.
+/// Channels last with at most 1024 channels, an item's rows are one run whose
+/// vectors cross row ends (100 channels: the crossing moves from row to row;
+/// 3: a vector spans several rows).
+@Suite struct StreamedOutputTests {
+    func streamingEveryOutput(_ body: () throws -> Void) rethrows {
+        BatchNormFaultInjection.streamOutputs(from: 0)
+        defer { BatchNormFaultInjection.streamOutputs(from: nil) }
+        try body()
+    }
+
     @Test("streamed outputs match the float64 reference",
+          arguments: [([1, 2, 50, 53], BatchNormLayout.channelsFirst), ([301, 1030], .channelsFirst),
+                      ([2, 100, 12, 13], .channelsLast), ([3, 3, 17, 19], .channelsLast)])
+    func streamedOutputs(nchw: [Int], layout: BatchNormLayout) throws {
+        try streamingEveryOutput { try StreamingStoreTests.checkFloat(nchw: nchw, layout: layout) }
+    }
+
+    /// The half formats stream whole 64-byte lines (two vectors joined):
+    /// every value still within one ulp of the float64 result, with the fused
+    /// residual and relu (Float16, 3 channels last: vectors span rows) and
+    /// without (BFloat16, channels first).
+    @Test func streamedHalfOutputsStayWithinOneUlp() throws {
+        try streamingEveryOutput {
+            try HalfPrecisionTests().checkAgainstReference(Float16.self, nchw: [1, 3, 29, 29], layout: .channelsLast,
+                                                           center: 0, spread: 3, executor: .automatic, activation: .relu)
+            try HalfPrecisionTests().checkAgainstReference(BFloat16.self, nchw: [1, 5, 23, 23],
+                                                           layout: .channelsFirst, center: 0, spread: 3,
+                                                           executor: .automatic)
+        }
+    }
+}
+
+/// The same float checks on tensors past the real threshold, 48 MiB of
+/// output. Tensors this large take minutes in a debug build, so these run
+/// only when BATCHNORM_LARGE_TESTS=1 (CI sets it).
+@Suite(.enabled(if: largeTestsEnabled)) struct StreamingStoreTests {
+    @Test("outputs past the streaming threshold match the float64 reference",
           arguments: [([1, 2, 2500, 2601], BatchNormLayout.channelsFirst), ([12_301, 1030], .channelsFirst),
                       ([2, 100, 252, 252], .channelsLast)])
     func streamedOutputs(nchw: [Int], layout: BatchNormLayout) throws {
+        let count = nchw.reduce(1, *)
+        #expect(count * MemoryLayout<Float>.size >= 48 << 20)
+        try Self.checkFloat(nchw: nchw, layout: layout)
+    }
+
+    /// Forward training, backward and inference backward of float `x` against
+    /// the float64 reference, on every executor.
+    static func checkFloat(nchw: [Int], layout: BatchNormLayout) throws {
         let shape = dimensions(nchw, in: layout), channelsLast = layout == .channelsLast
         let count = nchw.reduce(1, *), channels = nchw[1]
-        #expect(count * MemoryLayout<Float>.size >= 48 << 20)
         let x: [Float] = randomValues(count, center: 1, spread: 3, seed: 61)
         let dy: [Float] = randomValues(count, seed: 62)
         let weight: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 63)
@@ -43,17 +83,5 @@ import Testing
                                                                      weight: weight, executor: executor)
             #expect(normwiseError(inferenceGradients.input!, wantInference.inputGradient) <= Bound.backward(Float.self))
         }
-    }
-
-    /// The half formats stream whole 64-byte lines (two vectors joined):
-    /// every value still within one ulp of the float64 result, with the fused
-    /// residual and relu (Float16, 3 channels last: vectors span rows) and
-    /// without (BFloat16, channels first).
-    @Test func streamedHalfOutputsStayWithinOneUlp() throws {
-        try HalfPrecisionTests().checkAgainstReference(Float16.self, nchw: [1, 3, 2900, 2900], layout: .channelsLast,
-                                                       center: 0, spread: 3, executor: .automatic, activation: .relu)
-        try HalfPrecisionTests().checkAgainstReference(BFloat16.self, nchw: [1, 5, 2300, 2300],
-                                                       layout: .channelsFirst, center: 0, spread: 3,
-                                                       executor: .automatic)
     }
 }

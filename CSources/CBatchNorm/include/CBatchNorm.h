@@ -261,6 +261,12 @@ typedef enum cbn_test_mutant {
 /// (CBN_MUTANT_NONE, the default, for none).
 void cbn_test_mutate_jobs(cbn_test_mutant mutant);
 
+/// For tests: jobs created on the calling thread from now on write outputs
+/// of `bytes` or more with non-temporal stores (0: every output), so that
+/// small tensors reach the streaming path; -1 (the default) restores the
+/// element type's threshold (plan/tuning.h).
+void cbn_test_stream_outputs_from(int64_t bytes);
+
 /// The largest cache CPU 0 reports (sysfs), in bytes, read once; 32 MiB
 /// where none is reported. The plan asks for prefetches by it.
 int64_t cbn_last_level_cache_bytes(void);

@@ -1,8 +1,8 @@
 /*
  * What the microkernels of every element type share: the accumulator vector,
  * loads and stores that never pass a vector by value, the lanes' pairwise
- * sum, and the columns walk's accumulators. Included once, by kernels.c,
- * before the per-type template.
+ * sum, and the columns walk's accumulators. Included by each element type's
+ * file (float32.c, ...) before the template.
  */
 #ifndef CBN_MICROKERNELS_COMMON_H
 #define CBN_MICROKERNELS_COMMON_H
@@ -16,6 +16,9 @@
 /// type is processed sixteen values at a time and widened to this, so the
 /// order of additions is the same for all four types and for every ISA.
 typedef double cbn_vd __attribute__((vector_size(16 * sizeof(double))));
+
+/// Sixteen floats: the half formats compute in float.
+typedef float cbn_vf __attribute__((vector_size(16 * sizeof(float))));
 
 /// Helpers are forced inline so that each instruction-set clone of an item
 /// microkernel gets its own copy compiled for that instruction set.
@@ -33,7 +36,7 @@ typedef double cbn_vd __attribute__((vector_size(16 * sizeof(double))));
 #endif
 #if defined(__x86_64__) && defined(__linux__) && !defined(CBN_NO_MULTIVERSIONING)
 #define CBN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-/// A further bfloat16 table for AVX-512 with BF16 (kernels.c), chosen at run time.
+/// A further bfloat16 table for AVX-512 with BF16 (bfloat16.c), chosen at run time.
 #define CBN_BF16_NATIVE 1
 #include <immintrin.h>
 #else
