@@ -31,7 +31,7 @@ struct BenchThreads: ParsableCommand {
     @Option(help: "Executors, comma-separated: openmp, dispatch, serial, reference.")
     var executors: String = ExecutorKind.allCases.map(\.rawValue).joined(separator: ",")
 
-    @Option(help: "Public paths, comma-separated: raw (buffers), arrays, arrays-into, layer, layer-into, autodiff (Float and Double). Paths other than raw run without epilogue, on the first of the executors (openmp, else dispatch, else serial) at the largest thread count.")
+    @Option(help: "Public paths, comma-separated: raw (buffers), arrays, arrays-into, layer, layer-into, autodiff (Float and Double). Paths other than raw run each fused epilogue of --activation (not the separate ones), on the first of the executors (openmp, else dispatch, else serial) at the largest thread count.")
     var api: String = API.allCases.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Element types, comma-separated: float, double, float16, bfloat16 (the half formats with Float parameters; not with the separate epilogues).")

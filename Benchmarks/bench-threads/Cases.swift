@@ -53,25 +53,25 @@ protocol BenchElement: BatchNormElement {
     static var isDifferentiable: Bool { get }
     /// `DifferentiableBatchNorm`'s calls over this data (Float and Double), or nil.
     static func autodiffCalls(
-        x: [Self], dy: [Self], shape: BatchNormShape, weight: [Parameter], bias: [Parameter]
-    ) -> ((Mode, BatchNormExecutor) -> Void)?
+        x: [Self], dy: [Self], z: [Self], shape: BatchNormShape, weight: [Parameter], bias: [Parameter]
+    ) -> ((Mode, Epilogue, BatchNormExecutor) -> Void)?
 }
 extension Float: BenchElement {
     init(benchValue: Double) { self.init(benchValue) }
     static var isDifferentiable: Bool { true }
     static func autodiffCalls(
-        x: [Float], dy: [Float], shape: BatchNormShape, weight: [Float], bias: [Float]
-    ) -> ((Mode, BatchNormExecutor) -> Void)? {
-        differentiableCalls(x: x, dy: dy, shape: shape, weight: weight, bias: bias)
+        x: [Float], dy: [Float], z: [Float], shape: BatchNormShape, weight: [Float], bias: [Float]
+    ) -> ((Mode, Epilogue, BatchNormExecutor) -> Void)? {
+        differentiableCalls(x: x, dy: dy, z: z, shape: shape, weight: weight, bias: bias)
     }
 }
 extension Double: BenchElement {
     init(benchValue: Double) { self.init(benchValue) }
     static var isDifferentiable: Bool { true }
     static func autodiffCalls(
-        x: [Double], dy: [Double], shape: BatchNormShape, weight: [Double], bias: [Double]
-    ) -> ((Mode, BatchNormExecutor) -> Void)? {
-        differentiableCalls(x: x, dy: dy, shape: shape, weight: weight, bias: bias)
+        x: [Double], dy: [Double], z: [Double], shape: BatchNormShape, weight: [Double], bias: [Double]
+    ) -> ((Mode, Epilogue, BatchNormExecutor) -> Void)? {
+        differentiableCalls(x: x, dy: dy, z: z, shape: shape, weight: weight, bias: bias)
     }
 }
 extension Float16: BenchElement {

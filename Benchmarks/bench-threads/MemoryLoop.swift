@@ -45,7 +45,7 @@ enum MemoryLoop {
                 if api == .raw {
                     workload.run(.forwardBackward, executor: executor)
                 } else {
-                    arrays.run(api, .forwardBackward, executor: executor)
+                    arrays.run(api, .forwardBackward, epilogue: .none, executor: executor)
                 }
             }
             reading.peak = status("VmHWM")

@@ -91,26 +91,31 @@ enum Report {
     }
 
     /// Each public path's time over the raw buffers' in the same
-    /// configuration (shape, layout, dtype, mode, cache, executor, threads).
+    /// configuration (shape, layout, dtype, mode, epilogue, cache, executor,
+    /// threads).
     static func printAPISummary(_ figures: [Figure]) {
         let others = Set(figures.map(\.api)).subtracting(["raw"])
         guard !others.isEmpty else { return }
-        print("\npublic path time / raw buffers time (same shape, layout, dtype, mode, cache, executor and threads):")
-        print("| api | mode | figures | median | best | worst |")
-        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        let epilogues = Epilogue.allCases.map(\.rawValue).filter { e in figures.contains { $0.activation == e } }
+        print("\npublic path time / raw buffers time (same shape, layout, dtype, mode, epilogue, cache, executor and threads):")
+        print("| api | mode | epilogue | figures | median | best | worst |")
+        print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
         for api in API.allCases.map(\.rawValue) where others.contains(api) {
             for mode in Mode.allCases.map(\.rawValue) {
-                let ratios = figures.filter { $0.api == api && $0.mode == mode }.compactMap { f -> Double? in
-                    // Autodiff's forward-backward is set against the raw forward training plus backward.
-                    guard let raw = figures.first(where: {
-                        $0.api == "raw" && $0.shape == f.shape && $0.layout == f.layout && $0.dtype == f.dtype
-                            && $0.mode == f.mode && $0.cache == f.cache && $0.executor == f.executor
-                            && $0.threads == f.threads && $0.activation == f.activation
-                    }) else { return nil }
-                    return f.medianMs / raw.medianMs
-                }.sorted()
-                guard !ratios.isEmpty else { continue }
-                print("| \(api) | \(mode) | \(ratios.count) | \(String(format: "%.2f", ratios[ratios.count / 2])) | \(String(format: "%.2f", ratios.first!)) | \(String(format: "%.2f", ratios.last!)) |")
+                for epilogue in epilogues {
+                    let ratios = figures.filter { $0.api == api && $0.mode == mode && $0.activation == epilogue }
+                        .compactMap { f -> Double? in
+                            // Autodiff's forward-backward is set against the raw forward training plus backward.
+                            guard let raw = figures.first(where: {
+                                $0.api == "raw" && $0.shape == f.shape && $0.layout == f.layout && $0.dtype == f.dtype
+                                    && $0.mode == f.mode && $0.cache == f.cache && $0.executor == f.executor
+                                    && $0.threads == f.threads && $0.activation == f.activation
+                            }) else { return nil }
+                            return f.medianMs / raw.medianMs
+                        }.sorted()
+                    guard !ratios.isEmpty else { continue }
+                    print("| \(api) | \(mode) | \(epilogue) | \(ratios.count) | \(String(format: "%.2f", ratios[ratios.count / 2])) | \(String(format: "%.2f", ratios.first!)) | \(String(format: "%.2f", ratios.last!)) |")
+                }
             }
         }
     }

@@ -32,17 +32,18 @@ struct RunSettings {
 
     /// The table of one mode's timed figures, in the order they run: for each
     /// epilogue and cache state, each executor run on the raw buffers. The
-    /// other public paths run without epilogue, on the first executor asked
-    /// for (OpenMP, else Dispatch, else serial) at the largest thread count;
-    /// autodiff only for a differentiable element type, and never alone in
-    /// backward (it has no backward without its forward).
+    /// other public paths run with each fused epilogue (the separate ones are
+    /// the raw kernels' comparison), on the first executor asked for (OpenMP,
+    /// else Dispatch, else serial) at the largest thread count; autodiff only
+    /// for a differentiable element type, and never alone in backward (it has
+    /// no backward without its forward).
     func cases(_ mode: Mode, differentiable: Bool) -> [BenchCase] {
         let primary = [ExecutorKind.openmp, .dispatch, .serial].first(where: kinds.contains)
         var table = [BenchCase]()
         for epilogue in epilogues {
             for cache in caches {
                 for run in executorRuns {
-                    let others = epilogue == .none && run.kind == primary
+                    let others = !epilogue.isSeparate && run.kind == primary
                         && (run.threads == threads.max() || run.kind == .serial)
                     for api in apis where api == .raw || (others && api.times(mode)
                                                           && (api != .autodiff || differentiable)) {
@@ -119,7 +120,7 @@ func measure<S: BenchElement>(
                 if c.api == .raw {
                     workload.run(mode, epilogue: c.epilogue, executor: c.executor)
                 } else {
-                    arrays!.run(c.api, mode, executor: c.executor)
+                    arrays!.run(c.api, mode, epilogue: c.epilogue, executor: c.executor)
                 }
             }
             var figure = Figure(shape: shape, mode: mode, executor: c.kind, threads: c.threads, dtype: dtype,
