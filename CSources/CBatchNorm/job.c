@@ -111,10 +111,8 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
         return CBN_OUT_OF_MEMORY;
     }
     job->plan = plan;
-    if (streaming_bytes_override >= 0) {
-        const cbn_shape s = plan.shape;
-        job->plan.streaming = s.n * s.channels * s.spatial * cbn_element_size(dtype) >= streaming_bytes_override;
-    }
+    if (streaming_bytes_override >= 0)
+        job->plan.streaming = cbn_plan_streams(plan.shape, plan.tuning->element_bytes, streaming_bytes_override);
     job->dtype = dtype;
     job->mutant = next_mutant;
     *out = job;

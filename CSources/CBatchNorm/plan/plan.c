@@ -128,7 +128,7 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     plan.elementwise_ranges = ceil_div(plan.m, plan.elementwise_length);
     plan.elementwise_items = plan.elementwise_channel_blocks * plan.elementwise_ranges;
     const int64_t count = shape.n * shape.channels * shape.spatial;
-    plan.streaming = count >= tuning->streaming_bytes / bytes;
+    plan.streaming = cbn_plan_streams(shape, bytes, tuning->streaming_bytes);
     /* The bytes a call touches: the tensors its reduction reads, and its output. */
     const int64_t touched = count * bytes * (tensors_per_pass + 1);
     plan.prefetch = tuning->prefetch_bytes > 0 &&
