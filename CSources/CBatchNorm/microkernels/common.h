@@ -123,6 +123,9 @@ typedef struct cbn_column_call {
 /// gets rows first + l, first + l + 16, ... (up to four per call, so that
 /// the accumulators are touched once per four rows), the tail the rows past
 /// the segment's last multiple of 16 (up to four per call, in order).
+/// Without lanes (images of fewer than CBN_LANES rows, such as BN1d's one
+/// row) the tail takes every row in order, so its calls run across the
+/// images' boundaries: four rows a call, not one image's.
 typedef struct cbn_column_calls {
     cbn_segments segments;
     cbn_column_sums *sums;
@@ -134,6 +137,11 @@ typedef struct cbn_column_calls {
 CBN_INLINE cbn_column_calls cbn_column_calls_make(const cbn_plan *plan, int64_t begin, int64_t end,
                                                   cbn_column_sums *sums, int64_t w) {
     cbn_column_calls calls = {cbn_segments_make(plan, begin, end), sums, w, plan->shape.channels, 0, 0, 0, 0, 0, 0};
+    if (!sums->lane_a) {    /* one run of tail calls over [begin, end) */
+        calls.first = calls.tail_row = begin;
+        calls.length = end - begin;
+        calls.segments.next = end;
+    }
     return calls;
 }
 
