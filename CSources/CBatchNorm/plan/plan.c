@@ -61,21 +61,21 @@ static void plan_reduction(cbn_plan *plan) {
     plan->parts = ceil_div(plan->m, plan->part_length);
 }
 
-/// Adjacent channels whose runs for one image make about the tuning's run
-/// target (its short-plane target for short planes), at most all of them.
-static int64_t plane_run_channels(const cbn_plan *plan) {
-    const cbn_tuning *t = plan->tuning;
+/// Adjacent channels whose runs for one image make about `target` values,
+/// at most all of them.
+static int64_t plane_run_channels(const cbn_plan *plan, int64_t target) {
     const int64_t spatial = plan->shape.spatial;
-    const int64_t target = spatial < t->short_plane ? t->short_plane_run_target : t->plane_run_target;
     const int64_t block = spatial >= target ? 1 : target / spatial;
     return block < plan->shape.channels ? block : plan->shape.channels;
 }
 
-/// Channels per planes item: plane_run_channels, at most
-/// CBN_PLANE_MAX_CHANNELS, and fewer when that lets the block be fused.
+/// Channels per planes item: runs of about the tuning's run target (its
+/// short-plane target for short planes), at most CBN_PLANE_MAX_CHANNELS,
+/// and fewer when that lets the block be fused.
 static int64_t plane_channel_block(const cbn_plan *plan, int64_t fuse_limit) {
+    const cbn_tuning *t = plan->tuning;
     const int64_t spatial = plan->shape.spatial;
-    int64_t block = plane_run_channels(plan);
+    int64_t block = plane_run_channels(plan, spatial < t->short_plane ? t->short_plane_run_target : t->plane_run_target);
     if (block > CBN_PLANE_MAX_CHANNELS) block = CBN_PLANE_MAX_CHANNELS;
     const int64_t fusable = fuse_limit / plan->m;
     const int64_t run_min = plan->tuning->plane_run_min;
@@ -115,11 +115,12 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     plan.item_parts = plan.fused || item_parts > plan.parts ? plan.parts : item_parts;
     plan.part_ranges = ceil_div(plan.parts, plan.item_parts);
     plan.items = plan.channel_blocks * plan.part_ranges;
-    /* Elementwise items: planes take their runs' channels without the fused
-     * slice's limit. Columns take whole rows of up to the tuning's
-     * row_channels, and keep the statistics' blocks past it (plan/tuning.h). */
+    /* Elementwise items: planes take runs of the tuning's elementwise target,
+     * without the fused slice's limit. Columns take whole rows of up to the
+     * tuning's row_channels, and keep the statistics' blocks past it
+     * (plan/tuning.h). */
     if (plan.walk == CBN_WALK_PLANES)
-        plan.elementwise_channel_block = plane_run_channels(&plan);
+        plan.elementwise_channel_block = plane_run_channels(&plan, tuning->elementwise_run_target);
     else
         plan.elementwise_channel_block = shape.channels <= tuning->row_channels ? shape.channels : plan.channel_block;
     plan.elementwise_channel_blocks = ceil_div(shape.channels, plan.elementwise_channel_block);

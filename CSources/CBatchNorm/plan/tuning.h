@@ -23,6 +23,11 @@ typedef struct cbn_tuning {
     int64_t short_plane_run_target;
     /// ...but no fewer than this when fewer channels let the block be fused.
     int64_t plane_run_min;
+    /// Planes: values of adjacent channels an elementwise item's run takes
+    /// per image (inference, and normalize and dx where they are not fused).
+    /// These items hold no accumulators, and their passes streamed faster in
+    /// longer stretches than the statistics' runs.
+    int64_t elementwise_run_target;
     /// Bytes of one tensor an unfused item covers: enough to stream, few
     /// enough that many items share the work.
     int64_t item_bytes;
@@ -73,17 +78,17 @@ typedef struct cbn_tuning {
 /// cache or more, on processors whose own prefetchers lose the stream at
 /// each jump between a planes item's images; it cost on smaller calls.
 static const cbn_tuning cbn_tuning_f32 = {
-    .element_bytes = 4, CBN_TUNING_COMMON, .row_channels = 2048, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
+    .element_bytes = 4, CBN_TUNING_COMMON, .elementwise_run_target = 32768, .row_channels = 2048, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
     .large_calls_only = 1};
-/// double: rows in blocks did not pay.
+/// double: rows in blocks did not pay; elementwise runs of 256 KiB (not 512).
 static const cbn_tuning cbn_tuning_f64 = {
-    .element_bytes = 8, CBN_TUNING_COMMON, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0};
+    .element_bytes = 8, CBN_TUNING_COMMON, .elementwise_run_target = 32768, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0};
 /// The half formats compute more per byte than float, and the processor's
 /// prefetchers fell behind them: they ask 4 KiB ahead, on every tensor.
-/// Rows in blocks did not pay.
+/// Rows in blocks did not pay. Elementwise runs of 128 KiB, as float's.
 static const cbn_tuning cbn_tuning_f16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
 static const cbn_tuning cbn_tuning_bf16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
 
 #endif /* CBN_TUNING_H */
