@@ -76,6 +76,40 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, 
     }
 }
 
+/// block_moments_planes for planes of fewer than CBN_LANES values, whose
+/// every value goes to its channel's tail, in order: each segment's w runs
+/// (channel k's at x[k*S + offset ...]) are copied as rows of w channels and
+/// added by rows_add_shifted, sixteen channels at a time, where a run at a
+/// time would add them one value at a time. The same additions in the same order.
+CBN_INLINE void FN(block_moments_short_planes)(const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
+                                               cbn_moments_rows *acc) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+    const ELEM *x = (const ELEM *)job->x + item.c0 * S;
+    ELEM rows[(CBN_LANES - 1) * CBN_PLANE_MAX_CHANNELS];
+    double sum[CBN_PLANE_MAX_CHANNELS], sumsq[CBN_PLANE_MAX_CHANNELS], pivot[CBN_PLANE_MAX_CHANNELS];
+    memset(sum, 0, sizeof(double) * w);
+    memset(sumsq, 0, sizeof(double) * w);
+    const int64_t first = cbn_plane_offset(plan, b0);
+    for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, k * S + first);
+    int64_t value, length;
+    cbn_segments segments = cbn_segments_make(plan, b0, b1);
+    while (cbn_segments_next(&segments, &value, &length)) {
+        const ELEM *run = x + cbn_plane_offset(plan, value);
+        for (int64_t j = 0; j < length; j++) {
+#pragma clang loop vectorize(disable)
+            for (int64_t k = 0; k < w; k++) memcpy(&rows[j * w + k], &run[k * S + j], sizeof(ELEM));
+        }
+        FN(rows_add_shifted)(sum, sumsq, rows, w, length, pivot, w, 0);
+    }
+    /* As block_moments_planes totals a channel: its (empty) lanes' sum, then its tail. */
+    for (int64_t k = 0; k < w; k++) {
+        sum[k] = 0.0 + sum[k];
+        sumsq[k] = 0.0 + sumsq[k];
+    }
+    cbn_moments_rows_merge_shifted(acc, w, (double)(b1 - b0), pivot, sum, sumsq);
+}
+
 /// Merges the moments of block [b0, b1) of channels item.c0 + k, k < w, into
 /// acc's channel k (planes walk). Each channel's sums of d and d^2, d = x - (the
 /// block's first value of the channel), come from one sweep.
@@ -83,6 +117,10 @@ CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int6
                                          cbn_moments_rows *acc) {
     const cbn_plan *plan = &job->plan;
     const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+    if (S < CBN_LANES) {
+        FN(block_moments_short_planes)(job, item, b0, b1, acc);
+        return;
+    }
     const ELEM *x = (const ELEM *)job->x + item.c0 * S;    /* channel k's values start at x + k*S */
     cbn_vd sum[CBN_PLANE_MAX_CHANNELS], sumsq[CBN_PLANE_MAX_CHANNELS];
     double tail_sum[CBN_PLANE_MAX_CHANNELS], tail_sumsq[CBN_PLANE_MAX_CHANNELS];
