@@ -76,6 +76,13 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, 
     }
 }
 
+/// pivot[k], k < w: the first value of block b0 of channel k of a planes
+/// item whose channel 0 starts at x, in double.
+CBN_INLINE void FN(plane_pivots)(const cbn_plan *plan, const ELEM *x, int64_t b0, int64_t w, double *pivot) {
+    const int64_t S = plan->shape.spatial, first = cbn_plane_offset(plan, b0);
+    for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, k * S + first);
+}
+
 /// block_moments_planes for planes of fewer than CBN_LANES values, whose
 /// every value goes to its channel's tail, in order: each segment's w runs
 /// (channel k's at x[k*S + offset ...]) are copied as rows of w channels and
@@ -90,8 +97,7 @@ CBN_INLINE void FN(block_moments_short_planes)(const cbn_job *job, cbn_item item
     double sum[CBN_PLANE_MAX_CHANNELS], sumsq[CBN_PLANE_MAX_CHANNELS], pivot[CBN_PLANE_MAX_CHANNELS];
     memset(sum, 0, sizeof(double) * w);
     memset(sumsq, 0, sizeof(double) * w);
-    const int64_t first = cbn_plane_offset(plan, b0);
-    for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, k * S + first);
+    FN(plane_pivots)(plan, x, b0, w, pivot);
     int64_t value, length;
     cbn_segments segments = cbn_segments_make(plan, b0, b1);
     while (cbn_segments_next(&segments, &value, &length)) {
@@ -129,8 +135,7 @@ CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int6
     memset(sumsq, 0, sizeof(cbn_vd) * w);
     memset(tail_sum, 0, sizeof(double) * w);
     memset(tail_sumsq, 0, sizeof(double) * w);
-    const int64_t first = cbn_plane_offset(plan, b0);
-    for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, k * S + first);
+    FN(plane_pivots)(plan, x, b0, w, pivot);
     int64_t value, length;
     cbn_segments segments = cbn_segments_make(plan, b0, b1);
     while (cbn_segments_next(&segments, &value, &length)) {
