@@ -117,9 +117,9 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
 static inline int cbn_plan_is_fused(const cbn_plan *plan) { return plan->fused; }
 
 /// Whether a shape's outputs are streamed (non-temporal stores): those of
-/// `streaming_bytes` or more, in values of `element_bytes`.
+/// `streaming_bytes` or more, values of `element_bytes` each.
 static inline int cbn_plan_streams(cbn_shape shape, int64_t element_bytes, int64_t streaming_bytes) {
-    return shape.n * shape.channels * shape.spatial >= streaming_bytes / element_bytes;
+    return shape.n * shape.channels * shape.spatial * element_bytes >= streaming_bytes;
 }
 
 /// Channels per item of a finalize phase.
