@@ -191,8 +191,8 @@ private let helperQueue = DispatchQueue(label: "BatchNorm.helpers", attributes: 
 
     /// Every call made on the calling thread from now on writes outputs of
     /// `bytes` or more with non-temporal stores (0: every output), so that
-    /// small tensors reach that path; nil restores the element type's
-    /// threshold.
+    /// small tensors reach that path; nil restores the kernels' own rule
+    /// (outputs of calls whose tensors outgrow the last-level cache).
     ///
     /// - Parameter bytes: The smallest output, in bytes, to stream; or nil.
     public static func streamOutputs(from bytes: Int?) {

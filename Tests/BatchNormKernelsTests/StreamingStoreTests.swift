@@ -2,8 +2,8 @@
 import BatchNormReference
 import Testing
 
-/// Outputs of 48 MiB and more are written with non-temporal stores after a
-/// scalar prologue that aligns them. These tests reach that path on small
+/// Outputs of calls whose tensors outgrow the last-level cache are written
+/// with non-temporal stores after a scalar prologue that aligns them. These tests reach that path on small
 /// tensors, every output streamed (a test hook, per thread), so that they run
 /// in every build, the sanitizers' included: both layouts, run lengths that
 /// leave every kind of remainder, the half formats and the fused epilogue.
@@ -39,8 +39,9 @@ import Testing
     }
 }
 
-/// The same float checks on tensors past the real threshold, 48 MiB of
-/// output. Tensors this large take minutes in a debug build, so these run
+/// The same float checks on tensors the kernels stream themselves: 48 MiB
+/// of output, whose calls touch 96 MiB, more than the last-level cache of
+/// the machines CI runs on. Tensors this large take minutes in a debug build, so these run
 /// only when BATCHNORM_LARGE_TESTS=1 (CI sets it).
 @Suite(.enabled(if: largeTestsEnabled)) struct StreamingStoreTests {
     @Test("outputs past the streaming threshold match the float64 reference",

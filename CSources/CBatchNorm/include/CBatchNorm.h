@@ -264,7 +264,7 @@ void cbn_test_mutate_jobs(cbn_test_mutant mutant);
 /// For tests: jobs created on the calling thread from now on write outputs
 /// of `bytes` or more with non-temporal stores (0: every output), so that
 /// small tensors reach the streaming path; -1 (the default) restores the
-/// element type's threshold (plan/tuning.h).
+/// plan's rule (plan/tuning.h, streaming_cache_percent).
 void cbn_test_stream_outputs_from(int64_t bytes);
 
 /// The largest cache CPU 0 reports (sysfs), in bytes, read once; 32 MiB

@@ -129,9 +129,10 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     plan.elementwise_ranges = ceil_div(plan.m, plan.elementwise_length);
     plan.elementwise_items = plan.elementwise_channel_blocks * plan.elementwise_ranges;
     const int64_t count = shape.n * shape.channels * shape.spatial;
-    plan.streaming = cbn_plan_streams(shape, bytes, tuning->streaming_bytes);
     /* The bytes a call touches: the tensors its reduction reads, and its output. */
     const int64_t touched = count * bytes * (tensors_per_pass + 1);
+    plan.streaming = touched * 100 > cbn_last_level_cache_bytes() * tuning->streaming_cache_percent &&
+                     (plan.walk == CBN_WALK_COLUMNS || shape.spatial >= tuning->streaming_plane_values);
     plan.prefetch = tuning->prefetch_bytes > 0 &&
                     (!tuning->large_calls_only || 2 * touched >= cbn_last_level_cache_bytes());
     plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && count <= tuning->row_block_bytes / bytes;

@@ -116,8 +116,9 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
 
 static inline int cbn_plan_is_fused(const cbn_plan *plan) { return plan->fused; }
 
-/// Whether a shape's outputs are streamed (non-temporal stores): those of
-/// `streaming_bytes` or more, values of `element_bytes` each.
+/// The test hook's rule (cbn_test_stream_outputs_from): whether a shape's
+/// outputs of `element_bytes` a value fill `streaming_bytes` or more. The
+/// plan's own rule is its tuning's streaming_cache_percent.
 static inline int cbn_plan_streams(cbn_shape shape, int64_t element_bytes, int64_t streaming_bytes) {
     return shape.n * shape.channels * shape.spatial * element_bytes >= streaming_bytes;
 }
