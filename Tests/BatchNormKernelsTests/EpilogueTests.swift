@@ -99,7 +99,7 @@ import Testing
     }
 
     @Test("with an epilogue, channels last equals transposed channels first, and every executor the serial bits",
-          arguments: [[2, 70, 7, 7], [3, 130, 14, 14], [2, 5, 56, 56], [40, 9, 33]])
+          arguments: [[2, 70, 7, 7], [3, 130, 14, 14], [2, 5, 56, 56], [40, 9, 33], [6, 40, 3, 3], [12, 150, 2]])
     func bitwiseAcrossLayoutsAndExecutors(nchw: [Int]) throws {
         let count = nchw.reduce(1, *), channels = nchw[1]
         let x: [Float] = randomValues(count, center: 0.2, spread: 2, seed: 81)

@@ -204,6 +204,8 @@ func sweep<E: SweepElement>(_: E.Type, shape: BatchNormShape, epilogue: Epilogue
 /// `[N, C, spatial…]`, placed in each layout.
 let shapes: [[Int]] = [
     [4, 3, 5],            // runs shorter than 16: every value in the tail
+    [3, 150, 3, 3],       // planes shorter than 16 of many channels: copied as rows
+    [12, 40, 2],
     [2, 70, 7, 7],        // short planes, several channels per run
     [3, 130, 14, 14],
     [2, 5, 56, 56],       // long runs

@@ -85,6 +85,16 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
 #endif
 }
 
+/// The coefficient rows of `bc` from its channel k on, as a block of their own.
+CBN_INLINE void FN(block_coefficients_from)(const FN(cbn_block_coefficients) *bc, int64_t k,
+                                            FN(cbn_block_coefficients) *from) {
+#define CBN_FROM(row) from->row = bc->row ? bc->row + k : NULL
+    CBN_FROM(hi); CBN_FROM(k1); CBN_FROM(k2); CBN_FROM(k3); CBN_FROM(slack); CBN_FROM(bk1); CBN_FROM(bk2);
+    CBN_FROM(mk1); CBN_FROM(mk3); CBN_FROM(mslack); CBN_FROM(mbk1);
+    CBN_FROM(wm); CBN_FROM(wk1); CBN_FROM(wk2); CBN_FROM(wk3); CBN_FROM(wmk1); CBN_FROM(wmk3);
+#undef CBN_FROM
+}
+
 /// The coefficients of channels c, c + 1, ... c + 15 of the block (the rows
 /// wrap around past the last channel, job.h). A pass loads them all; the
 /// compiler drops the loads of those it does not use.

@@ -83,6 +83,28 @@ CBN_INLINE void FN(plane_pivots)(const cbn_plan *plan, const ELEM *x, int64_t b0
     for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, k * S + first);
 }
 
+/// rows[j*w + k] = runs[k*S + j] for j < length, k < w: the runs of w
+/// channels of a planes walk (S values apart) as `length` rows of w values.
+/// Value by value: vectorized, the copy became a slower scatter.
+CBN_INLINE void FN(rows_of_runs)(ELEM *rows, const ELEM *runs, int64_t S, int64_t length, int64_t w) {
+    for (int64_t j = 0; j < length; j++) {
+#pragma clang loop vectorize(disable)
+        for (int64_t k = 0; k < w; k++) memcpy(&rows[j * w + k], &runs[k * S + j], sizeof(ELEM));
+    }
+}
+
+/// The converse: runs[k*S + j] = rows[j*w + k].
+CBN_INLINE void FN(runs_of_rows)(ELEM *runs, const ELEM *rows, int64_t S, int64_t length, int64_t w) {
+    for (int64_t j = 0; j < length; j++) {
+#pragma clang loop vectorize(disable)
+        for (int64_t k = 0; k < w; k++) memcpy(&runs[k * S + j], &rows[j * w + k], sizeof(ELEM));
+    }
+}
+
+/// Channels the short-plane sums copy at a time (part_sums_short_planes):
+/// their five row buffers then take at most 38 KiB of a worker's stack.
+#define CBN_SHORT_PLANE_CHANNELS 64
+
 /// block_moments_planes for planes of fewer than CBN_LANES values, whose
 /// every value goes to its channel's tail, in order: each segment's w runs
 /// (channel k's at x[k*S + offset ...]) are copied as rows of w channels and
@@ -101,11 +123,7 @@ CBN_INLINE void FN(block_moments_short_planes)(const cbn_job *job, cbn_item item
     int64_t value, length;
     cbn_segments segments = cbn_segments_make(plan, b0, b1);
     while (cbn_segments_next(&segments, &value, &length)) {
-        const ELEM *run = x + cbn_plane_offset(plan, value);
-        for (int64_t j = 0; j < length; j++) {
-#pragma clang loop vectorize(disable)
-            for (int64_t k = 0; k < w; k++) memcpy(&rows[j * w + k], &run[k * S + j], sizeof(ELEM));
-        }
+        FN(rows_of_runs)(rows, x + cbn_plane_offset(plan, value), S, length, w);
         FN(rows_add_shifted)(sum, sumsq, rows, w, length, pivot, w, 0);
     }
     /* As block_moments_planes totals a channel: its (empty) lanes' sum, then its tail. */

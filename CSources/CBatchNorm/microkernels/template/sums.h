@@ -112,6 +112,50 @@ CBN_INLINE FN(cbn_sums_run) FN(sums_run_at)(const FN(cbn_sums_run) *base, int64_
     return r;
 }
 
+/// part_sums_planes for planes of fewer than CBN_LANES values, whose every
+/// value goes to its channel's tail, in order: each segment's runs of up to
+/// CBN_SHORT_PLANE_CHANNELS channels are copied as rows (x, dy, and y under
+/// relu) and summed by rows_add_sums sixteen channels at a time, and the
+/// rows it writes (dz, dx) are copied back, where a run at a time would sum
+/// them one value at a time. The same additions in the same order. All of
+/// a piece is read before any of it is written, so this holds in place too.
+CBN_INLINE void FN(part_sums_short_planes)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
+                                           const FN(cbn_block_coefficients) *bc, const FN(cbn_sums_run) *base,
+                                           double *sum_dy, double *sum_dyd, const int epi) {
+    const cbn_plan *plan = &job->plan;
+    const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+    ELEM x[(CBN_LANES - 1) * CBN_SHORT_PLANE_CHANNELS], dy[(CBN_LANES - 1) * CBN_SHORT_PLANE_CHANNELS];
+    ELEM y[(CBN_LANES - 1) * CBN_SHORT_PLANE_CHANNELS], dz[(CBN_LANES - 1) * CBN_SHORT_PLANE_CHANNELS];
+    ELEM dx[(CBN_LANES - 1) * CBN_SHORT_PLANE_CHANNELS];
+    const int writes_dz = (epi & CBN_EPILOGUE_RESIDUAL) && base->dz;
+    memset(sum_dy, 0, sizeof(double) * w);
+    memset(sum_dyd, 0, sizeof(double) * w);
+    int64_t value, length;
+    cbn_segments segments = cbn_segments_make(plan, p0, p1);
+    while (cbn_segments_next(&segments, &value, &length)) {
+        const int64_t offset = cbn_plane_offset(plan, value);
+        for (int64_t k0 = 0; k0 < w; k0 += CBN_SHORT_PLANE_CHANNELS) {
+            const int64_t n = cbn_min64(w - k0, CBN_SHORT_PLANE_CHANNELS);
+            const FN(cbn_sums_run) runs = FN(sums_run_at)(base, k0 * S + offset);
+            const FN(cbn_sums_run) rows = {x, dy, epi & CBN_EPILOGUE_RELU ? y : NULL, writes_dz ? dz : NULL,
+                                           runs.dx ? dx : NULL};
+            FN(rows_of_runs)(x, runs.x, S, length, n);
+            FN(rows_of_runs)(dy, runs.dy, S, length, n);
+            if (rows.y) FN(rows_of_runs)(y, runs.y, S, length, n);
+            FN(cbn_block_coefficients) from;
+            FN(block_coefficients_from)(bc, k0, &from);
+            FN(rows_add_sums)(sum_dy + k0, sum_dyd + k0, &rows, n, length, &from, n, 0, epi);
+            if (rows.dz) FN(runs_of_rows)(runs.dz, dz, S, length, n);
+            if (rows.dx) FN(runs_of_rows)(runs.dx, dx, S, length, n);
+        }
+    }
+    /* As part_sums_planes totals a channel: its (empty) lanes' sum, then its tail. */
+    for (int64_t k = 0; k < w; k++) {
+        sum_dy[k] = 0.0 + sum_dy[k];
+        sum_dyd[k] = 0.0 + sum_dyd[k];
+    }
+}
+
 /// Sums of part [p0, p1) of channels item.c0 + k (planes walk) into
 /// sum_dy[k] and sum_dyd[k]; `base` from the item's first channel.
 CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
@@ -119,6 +163,10 @@ CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t 
                                      double *sum_dy, double *sum_dyd, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
+    if (S < CBN_LANES) {
+        FN(part_sums_short_planes)(job, item, p0, p1, bc, base, sum_dy, sum_dyd, epi);
+        return;
+    }
     cbn_vd lanes_dy[CBN_PLANE_MAX_CHANNELS], lanes_dyd[CBN_PLANE_MAX_CHANNELS];
     double tails_dy[CBN_PLANE_MAX_CHANNELS], tails_dyd[CBN_PLANE_MAX_CHANNELS];
     memset(lanes_dy, 0, sizeof(cbn_vd) * w);

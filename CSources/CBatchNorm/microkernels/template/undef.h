@@ -28,6 +28,7 @@
 #undef CBN_CHECKED
 #undef CBN_LINE_BYTES
 #undef CBN_ROW_BLOCK
+#undef CBN_SHORT_PLANE_CHANNELS
 #undef CBN_SET_COEFFICIENT
 /* the instantiation's parameters */
 #undef CBN_T
