@@ -58,9 +58,8 @@ CBN_INLINE FN(cbn_run) FN(run_at)(const FN(cbn_run) *r, int64_t at) {
 /// A pass over the runs of a planes item: each channel's run of each of
 /// its segments, with that channel's coefficients; streamed, a segment of
 /// whole planes of 16 values or more is one run across the item's channels
-/// (CBN_RUN_PLANES), so that only its ends share lines with other runs.
-/// `inputs` holds the pass's inputs from the item's first value
-/// (item_inputs), `out` its output.
+/// (CBN_RUN_PLANES), so that only its ends share lines with other runs. `item` holds the pass's
+/// inputs from the item's first value (item_inputs), `out` its output.
 CBN_INLINE void FN(elementwise_planes)(const int op, const int epi, const cbn_job *job, cbn_item item,
                                        const FN(cbn_run) *inputs, ELEM *out) {
     const cbn_plan *plan = &job->plan;

@@ -170,10 +170,10 @@ CBN_INLINE int64_t FN(stream_body)(const int op, const int epi, const int rows, 
 
 /// Writes out[i] for i < n, the pass's values narrowed to the element type:
 /// a run of one channel (period n), of rows of `period` channels, value i
-/// of channel i mod period, or of whole planes (period n). With `stream`,
-/// the values from the first whole line on are written with non-temporal
-/// stores, a whole line at a time, which do not read the destination lines
-/// into the cache first (large outputs: a third less memory traffic). A run of sixteen values or more
+/// of channel i mod period, or of whole planes (period n). With `stream`, the values from the first whole
+/// line on are written with non-temporal stores, a whole line at a time,
+/// which do not read the destination lines into the cache first (large
+/// outputs: a third less memory traffic). A run of sixteen values or more
 /// takes no single values: the values before the first whole line and after
 /// the last whole vector come from whole vectors that start at or end with
 /// them, computed before any store of the run reaches their inputs and
