@@ -11,10 +11,10 @@ import Testing
 /// vectors cross row ends (100 channels: the crossing moves from row to row;
 /// 3: a vector spans several rows).
 @Suite struct StreamedOutputTests {
-    func streamingEveryOutput<Result>(_ body: () throws -> Result) rethrows -> Result {
+    func streamingEveryOutput(_ body: () throws -> Void) rethrows {
         BatchNormFaultInjection.streamOutputs(from: 0)
         defer { BatchNormFaultInjection.streamOutputs(from: nil) }
-        return try body()
+        try body()
     }
 
     @Test("streamed outputs match the float64 reference",
@@ -22,38 +22,6 @@ import Testing
                       ([2, 100, 12, 13], .channelsLast), ([3, 3, 17, 19], .channelsLast)])
     func streamedOutputs(nchw: [Int], layout: BatchNormLayout) throws {
         try streamingEveryOutput { try StreamingStoreTests.checkFloat(nchw: nchw, layout: layout) }
-    }
-
-    /// Streamed, a channels-first item writes each image's whole planes as one
-    /// run across its channels, a vector that reaches into the next plane
-    /// blended from both planes' coefficients: every output (y with residual
-    /// and relu, dx, dz, inference) is the bits of the unstreamed call, on
-    /// planes of 49 and 51 values (vectors cross plane ends at every offset)
-    /// and on every executor.
-    @Test("streamed outputs are the bits of unstreamed ones", arguments: [[3, 40, 7, 7], [2, 20, 17, 3], [2, 5, 56, 56]])
-    func streamedOutputsKeepTheirBits(nchw: [Int]) throws {
-        let shape = nchw, count = nchw.reduce(1, *), channels = nchw[1]
-        let x: [Float] = randomValues(count, center: 0.2, spread: 2, seed: 91)
-        let z: [Float] = randomValues(count, seed: 92), dy: [Float] = randomValues(count, seed: 93)
-        let weight: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 94)
-        func run(_ executor: BatchNormExecutor) throws -> [[UInt32]] {
-            let forward = try BatchNormalization.forwardTraining(x, shape: shape, weight: weight, residual: z,
-                                                                 activation: .relu, executor: executor)
-            let g = try BatchNormalization.backward(
-                outputGradient: dy, input: x, shape: shape, statistics: forward.statistics, weight: weight,
-                activation: .relu, forwardOutput: forward.output, wantsResidualGradient: true, executor: executor)
-            var statistics = forward.statistics
-            statistics.mode = .inference
-            let inference = try BatchNormalization.backward(outputGradient: dy, input: x, shape: shape,
-                                                            statistics: statistics, weight: weight,
-                                                            executor: executor)
-            return [forward.output, g.input!, g.residual!, inference.input!].map { $0.map(\.bitPattern) }
-        }
-        for executor in someExecutors {
-            let cached = try run(executor)
-            let streamed = try streamingEveryOutput { try run(executor) }
-            #expect(streamed == cached, "\(executor)")
-        }
     }
 
     /// The half formats stream whole 64-byte lines (two vectors joined):

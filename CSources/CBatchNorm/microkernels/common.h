@@ -203,12 +203,6 @@ typedef enum cbn_elementwise_op {
     default: CBN_EPILOGUE_SWITCH(epi, CALL)                                                      \
     }
 
-/// Where an elementwise run's values take their coefficients from
-/// (write_run's `rows`): one channel's; each value its own channel's, the
-/// run being rows of channels (channels last); or each value its plane's,
-/// the run being whole planes of adjacent channels (channels first).
-enum { CBN_RUN_CHANNEL = 0, CBN_RUN_ROWS = 1, CBN_RUN_PLANES = 2 };
-
 /// The next channel of a run of rows of `period` channels, `step` values on
 /// from channel c (c + step mod period, without a division per vector).
 CBN_INLINE int64_t cbn_next_channel(int64_t c, int64_t step, int64_t period) {

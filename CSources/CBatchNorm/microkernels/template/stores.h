@@ -12,18 +12,16 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 /// The run an elementwise pass writes: its inputs, indexed as its output is
 /// (NULL where the pass reads none), how far on the loops ask for them, and
 /// where its coefficients come from. The pass (`op`, a cbn_elementwise_op),
-/// its epilogue (`epi`) and where the coefficients come from (`rows`, a
-/// CBN_RUN_*: one channel's, `lanes` and `scalars`; each value its channel's
-/// or its plane's, from `bc`, planes of `plane` values) are parameters of the
-/// functions below, constants where a run is written, so that each compiles
-/// to loops of its own.
+/// its epilogue (`epi`) and whether the run is rows (`rows`: each value its
+/// channel's coefficients, from `bc`; else one channel's, `lanes` and
+/// `scalars`) are parameters of the functions below, constants where a run
+/// is written, so that each compiles to loops of its own.
 typedef struct FN(cbn_run) {
     const ELEM *x, *z, *dy, *y;
     int64_t ahead;
     const FN(cbn_block_coefficients) *bc;
     const FN(cbn_lanes) *lanes;
     const FN(cbn_scalars) *scalars;
-    int64_t plane;
 } FN(cbn_run);
 
 /// The pass's sixteen values from element i on, with the coefficients `c`.
@@ -56,38 +54,10 @@ CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cb
     }
 }
 
-/// The pass's sixteen values from element i of a run of whole planes on,
-/// planes of r->plane >= 16 values: with the coefficients of i's plane and,
-/// where the vector reaches into the next plane, its lanes there with those
-/// of that plane (computed whole, then blended: each value depends on its
-/// own input and coefficients only, so each lane is its plane's value).
-CBN_INLINE void FN(plane_stretch_v)(const int op, const int epi, const FN(cbn_run) *r, int64_t i, VT *out) {
-    const int64_t k = i / r->plane, left = (k + 1) * r->plane - i;
-    FN(cbn_scalars) s;
-    FN(cbn_lanes) lanes;
-    FN(scalars_at)(r->bc, k, &s);
-    FN(lanes_of)(&s, &lanes);
-    FN(elementwise_lanes_v)(op, epi, r, i, &lanes, out);
-    if (left < 16) {
-        FN(cbn_scalars) s_next;
-        FN(cbn_lanes) next;
-        FN(scalars_at)(r->bc, k + 1, &s_next);
-        FN(lanes_of)(&s_next, &next);
-        VT v;
-        FN(elementwise_lanes_v)(op, epi, r, i, &next, &v);
-        const FN(cbn_lane_mask) lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-        const FN(cbn_lane_mask) own = lane < (FN(cbn_lane_mask)){0} + (__typeof__(lane[0]))left;
-        *out = (VT)(((FN(cbn_lane_mask))*out & own) | ((FN(cbn_lane_mask))v & ~own));
-    }
-}
-
-/// The pass's sixteen values from element i on, the first of channel c
-/// (CBN_RUN_PLANES: c is i).
+/// The pass's sixteen values from element i on, the first of channel c.
 CBN_INLINE void FN(elementwise_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, int64_t i,
                                   int64_t c, VT *out) {
-    if (rows == CBN_RUN_PLANES) {
-        FN(plane_stretch_v)(op, epi, r, i, out);
-    } else if (rows) {
+    if (rows) {
         FN(cbn_lanes) lanes;
         FN(lanes_at)(r->bc, c, &lanes);
         FN(elementwise_lanes_v)(op, epi, r, i, &lanes, out);
@@ -102,7 +72,7 @@ CBN_INLINE T FN(elementwise_s)(const int op, const int epi, const int rows, cons
     FN(cbn_scalars) at;
     const FN(cbn_scalars) *s = r->scalars;
     if (rows) {
-        FN(scalars_at)(r->bc, rows == CBN_RUN_PLANES ? c / r->plane : c, &at);
+        FN(scalars_at)(r->bc, c, &at);
         s = &at;
     }
     switch (op) {
@@ -169,8 +139,8 @@ CBN_INLINE int64_t FN(stream_body)(const int op, const int epi, const int rows, 
 }
 
 /// Writes out[i] for i < n, the pass's values narrowed to the element type:
-/// a run of one channel (period n), of rows of `period` channels, value i
-/// of channel i mod period, or of whole planes (period n). With `stream`, the values from the first whole
+/// a run of one channel (period n) or of rows of `period` channels, value i
+/// of channel i mod period. With `stream`, the values from the first whole
 /// line on are written with non-temporal stores, a whole line at a time,
 /// which do not read the destination lines into the cache first (large
 /// outputs: a third less memory traffic). A run of sixteen values or more
