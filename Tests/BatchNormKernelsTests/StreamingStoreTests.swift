@@ -11,10 +11,10 @@ import Testing
 /// vectors cross row ends (100 channels: the crossing moves from row to row;
 /// 3: a vector spans several rows).
 @Suite struct StreamedOutputTests {
-    func streamingEveryOutput(_ body: () throws -> Void) rethrows {
+    func streamingEveryOutput<Result>(_ body: () throws -> Result) rethrows -> Result {
         BatchNormFaultInjection.streamOutputs(from: 0)
         defer { BatchNormFaultInjection.streamOutputs(from: nil) }
-        try body()
+        return try body()
     }
 
     @Test("streamed outputs match the float64 reference",
@@ -22,6 +22,55 @@ import Testing
                       ([2, 100, 12, 13], .channelsLast), ([3, 3, 17, 19], .channelsLast)])
     func streamedOutputs(nchw: [Int], layout: BatchNormLayout) throws {
         try streamingEveryOutput { try StreamingStoreTests.checkFloat(nchw: nchw, layout: layout) }
+    }
+
+    /// Streamed, a channels-first item writes each image's whole planes as one
+    /// run across its channels, each vector that reaches into the next plane
+    /// taking each lane's coefficients from its own plane: every output (y
+    /// with residual and relu, dx, dz, inference dx) is the bits of the
+    /// unstreamed call, on planes of 49 and 51 values (vectors cross plane
+    /// ends at every offset) and of 56×56, on every executor.
+    @Test("streamed outputs are the bits of unstreamed ones", arguments: [[3, 40, 7, 7], [2, 20, 17, 3], [2, 5, 56, 56]])
+    func streamedOutputsKeepTheirBits(nchw: [Int]) throws {
+        let count = nchw.reduce(1, *), channels = nchw[1]
+        let x: [Float] = randomValues(count, center: 0.2, spread: 2, seed: 91)
+        let z: [Float] = randomValues(count, seed: 92), dy: [Float] = randomValues(count, seed: 93)
+        let weight: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 94)
+        func run(_ executor: BatchNormExecutor) throws -> [[UInt32]] {
+            let forward = try BatchNormalization.forwardTraining(x, shape: nchw, weight: weight, residual: z,
+                                                                 activation: .relu, executor: executor)
+            let g = try BatchNormalization.backward(
+                outputGradient: dy, input: x, shape: nchw, statistics: forward.statistics, weight: weight,
+                activation: .relu, forwardOutput: forward.output, wantsResidualGradient: true, executor: executor)
+            var statistics = forward.statistics
+            statistics.mode = .inference
+            let inference = try BatchNormalization.backward(outputGradient: dy, input: x, shape: nchw,
+                                                            statistics: statistics, weight: weight,
+                                                            executor: executor)
+            return [forward.output, g.input!, g.residual!, inference.input!].map { $0.map(\.bitPattern) }
+        }
+        for executor in someExecutors {
+            let cached = try run(executor)
+            let streamed = try streamingEveryOutput { try run(executor) }
+            #expect(streamed == cached, "\(executor)")
+        }
+    }
+
+    /// Outputs that nearly cancel, which the half formats' check sends to
+    /// double, in streamed runs of whole planes: the double recomputation of a
+    /// vector across a plane end takes each lane's own plane's coefficients
+    /// (a lane given its neighbour plane's would be off by far more than an ulp).
+    @Test func streamedCancellingHalfOutputsStayWithinOneUlp() throws {
+        try streamingEveryOutput {
+            for nchw in [[2, 70, 7, 7], [3, 9, 17, 3]] {
+                try HalfPrecisionTests().checkAgainstReference(Float16.self, nchw: nchw, layout: .channelsFirst,
+                                                               center: 0, spread: 3, executor: .serial,
+                                                               cancelling: true)
+                try HalfPrecisionTests().checkAgainstReference(BFloat16.self, nchw: nchw, layout: .channelsFirst,
+                                                               center: 100, spread: 1, executor: .serial,
+                                                               cancelling: true)
+            }
+        }
     }
 
     /// The half formats stream whole 64-byte lines (two vectors joined):

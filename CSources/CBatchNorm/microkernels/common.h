@@ -62,6 +62,17 @@ typedef float cbn_vf __attribute__((vector_size(16 * sizeof(float))));
 /// for every v, -0 included, where 0 + v would turn -0 into +0.
 #define CBN_SPLAT(type, v) ((v) - (type){0})
 
+/// Integer lanes the width of cbn_vd's: what comparing two cbn_vd gives.
+typedef __typeof__((cbn_vd){0} <= (cbn_vd){0}) cbn_vd_lanes;
+/// The lanes of a vector before `split`, as a mask of the integer vector
+/// type `lanes_type` (sixteen lanes).
+#define CBN_LANES_BEFORE(lanes_type, split)                                                     \
+    ((lanes_type){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15} <                        \
+     (lanes_type){0} + (__typeof__(((lanes_type){0})[0]))(split))
+/// Lane by lane, a's where the mask `own` (of `lanes_type`) is set, else b's.
+#define CBN_SELECT(lanes_type, own, a, b) \
+    ((__typeof__(a))(((lanes_type)(a) & (own)) | ((lanes_type)(b) & ~(own))))
+
 /// Sum of the sixteen lanes in a fixed pairwise order.
 CBN_INLINE double cbn_vd_sum(const cbn_vd *v) {
     double s8[8], s4[4];
@@ -202,6 +213,11 @@ typedef enum cbn_elementwise_op {
     case CBN_EPILOGUE_RELU_FROM_X: CALL(CBN_EPILOGUE_RELU_FROM_X); break;                        \
     default: CBN_EPILOGUE_SWITCH(epi, CALL)                                                      \
     }
+
+/// What a run that write_run writes is (its `rows`), which says where each
+/// value's coefficients come from: one channel's run, or rows of channels
+/// (channels last), each value its own channel's.
+typedef enum cbn_run_kind { CBN_RUN_CHANNEL, CBN_RUN_ROWS } cbn_run_kind;
 
 /// The next channel of a run of rows of `period` channels, `step` values on
 /// from channel c (c + step mod period, without a division per vector).

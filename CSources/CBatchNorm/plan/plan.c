@@ -126,13 +126,18 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     plan.elementwise_channel_blocks = ceil_div(shape.channels, plan.elementwise_channel_block);
     const int64_t elementwise = tuning->elementwise_bytes / (bytes * plan.elementwise_channel_block);
     plan.elementwise_length = elementwise > CBN_LANES ? elementwise : CBN_LANES;
+    /* Planes: whole planes where a plane is shorter, so that each image's
+     * part of an item is whole planes (elementwise_planes writes them as one run). */
+    if (plan.walk == CBN_WALK_PLANES && shape.spatial < plan.elementwise_length)
+        plan.elementwise_length -= plan.elementwise_length % shape.spatial;
     plan.elementwise_ranges = ceil_div(plan.m, plan.elementwise_length);
     plan.elementwise_items = plan.elementwise_channel_blocks * plan.elementwise_ranges;
     const int64_t count = shape.n * shape.channels * shape.spatial;
-    /* The bytes a call touches: the tensors its reduction reads, and its output. */
+    /* The bytes a call touches: the tensors its reduction reads, and its output.
+     * Planes of fewer than 16 values are written value by value, unstreamed. */
     const int64_t touched = count * bytes * (tensors_per_pass + 1);
     plan.streaming = touched * 100 > cbn_last_level_cache_bytes() * tuning->streaming_cache_percent &&
-                     (plan.walk == CBN_WALK_COLUMNS || shape.spatial >= tuning->streaming_plane_values);
+                     (plan.walk == CBN_WALK_COLUMNS || shape.spatial >= CBN_LANES);
     plan.prefetch = tuning->prefetch_bytes > 0 &&
                     (!tuning->large_calls_only || 2 * touched >= cbn_last_level_cache_bytes());
     plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && count <= tuning->row_block_bytes / bytes;

@@ -52,11 +52,6 @@ typedef struct cbn_tuning {
     /// to call, so a cached store would first read its destination line from
     /// memory, and the evicted lines would be written back within the call.
     int64_t streaming_cache_percent;
-    /// ...and, in a planes walk, only where a plane holds this many values:
-    /// each channel's run of a shorter plane shares its first and last lines
-    /// with its neighbours' runs, and a line that non-temporal stores fill
-    /// in pieces is written out in pieces.
-    int64_t streaming_plane_values;
     /// Columns walks whose elementwise items hold part of each row take their
     /// rows in blocks (one load of a coefficient vector serves several rows)
     /// over tensors of up to this many bytes; 0: never (where it did not pay).
@@ -78,8 +73,7 @@ typedef struct cbn_tuning {
 #define CBN_TUNING_COMMON                                                                        \
     .plane_run_target = 4096, .short_plane = 256, .short_plane_run_target = 16384,              \
     .plane_run_min = 1024, .item_bytes = 128 * 1024, .elementwise_bytes = 1024 * 1024,         \
-    .fuse_bytes = 1024 * 1024, .min_fused_blocks = 8, .streaming_plane_values = 96,            \
-    .finalize_channels = 64
+    .fuse_bytes = 1024 * 1024, .min_fused_blocks = 8, .finalize_channels = 64
 
 /// float: rows in blocks paid on tensors that fit the last-level cache.
 /// Asking 4 KiB ahead paid where a call's tensors fill half the last-level

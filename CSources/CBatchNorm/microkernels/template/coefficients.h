@@ -22,15 +22,18 @@ typedef struct FN(cbn_scalars) {
 } FN(cbn_scalars);
 
 /// The coefficients of sixteen values: each lane its own channel's (a run
-/// of rows, channels last) or every lane the same channel's (a planes run).
-/// The double ones, which only a value that fails its check reads, are
-/// loaded then (cbn_wide_lanes): from `rows` at `channel`, or `one`'s, the
-/// mask rows' where `mask` (mask_lanes).
+/// of rows, channels last), every lane the same channel's (a planes run),
+/// or the first `split` lanes one channel's and the rest the next's (a
+/// vector across the end of a plane, lanes_across). The double ones, which
+/// only a value that fails its check reads, are loaded then
+/// (cbn_wide_lanes): from `rows` at `channel`, or `one`'s (and `next`'s),
+/// the mask rows' where `mask` (mask_lanes).
 typedef struct FN(cbn_lanes) {
     VT hi, k1, k2, k3, slack, bk1, bk2, mk1, mk3, mslack, mbk1;
     const FN(cbn_block_coefficients) *rows;
     int64_t channel;
-    const FN(cbn_scalars) *one;
+    const FN(cbn_scalars) *one, *next;
+    int64_t split;
     int mask;
 } FN(cbn_lanes);
 
@@ -52,6 +55,14 @@ CBN_INLINE void FN(wide_lanes)(const FN(cbn_lanes) *l, FN(cbn_wide_lanes) *w) {
         w->k1 = CBN_SPLAT(cbn_vd, l->mask ? l->one->wmk1 : l->one->wk1);
         w->k2 = CBN_SPLAT(cbn_vd, l->one->wk2);
         w->k3 = CBN_SPLAT(cbn_vd, l->mask ? l->one->wmk3 : l->one->wk3);
+    }
+    if (l->next) {
+        const cbn_vd_lanes own = CBN_LANES_BEFORE(cbn_vd_lanes, l->split);
+        const FN(cbn_scalars) *n = l->next;
+        w->m = CBN_SELECT(cbn_vd_lanes, own, w->m, CBN_SPLAT(cbn_vd, n->wm));
+        w->k1 = CBN_SELECT(cbn_vd_lanes, own, w->k1, CBN_SPLAT(cbn_vd, l->mask ? n->wmk1 : n->wk1));
+        w->k2 = CBN_SELECT(cbn_vd_lanes, own, w->k2, CBN_SPLAT(cbn_vd, n->wk2));
+        w->k3 = CBN_SELECT(cbn_vd_lanes, own, w->k3, CBN_SPLAT(cbn_vd, l->mask ? n->wmk3 : n->wk3));
     }
 }
 
@@ -116,7 +127,8 @@ CBN_INLINE void FN(lanes_at)(const FN(cbn_block_coefficients) *bc, int64_t c, FN
 #endif
     l->rows = bc;
     l->channel = c;
-    l->one = NULL;
+    l->one = l->next = NULL;
+    l->split = 16;
     l->mask = 0;
 }
 
@@ -162,7 +174,29 @@ CBN_INLINE void FN(lanes_of)(const FN(cbn_scalars) *s, FN(cbn_lanes) *l) {
     l->rows = NULL;
     l->channel = 0;
     l->one = s;
+    l->next = NULL;
+    l->split = 16;
     l->mask = 0;
+}
+
+/// The coefficients of a vector whose first `split` values are of channel
+/// `s` and the rest of channel `next` (a run of whole planes, whose vectors
+/// reach across plane ends); every lane `s`'s where split >= 16. Each lane
+/// holds its own value's channel, so the vector's values are those that
+/// each channel's own lanes give.
+CBN_INLINE void FN(lanes_across)(const FN(cbn_scalars) *s, const FN(cbn_scalars) *next, int64_t split,
+                                 FN(cbn_lanes) *l) {
+    FN(lanes_of)(s, l);
+    if (split >= 16) return;
+    FN(cbn_lanes) n;
+    FN(lanes_of)(next, &n);
+    const FN(cbn_lane_mask) own = CBN_LANES_BEFORE(FN(cbn_lane_mask), split);
+#define CBN_ACROSS(f) l->f = CBN_SELECT(FN(cbn_lane_mask), own, l->f, n.f)
+    CBN_ACROSS(hi); CBN_ACROSS(k1); CBN_ACROSS(k2); CBN_ACROSS(k3); CBN_ACROSS(slack); CBN_ACROSS(bk1);
+    CBN_ACROSS(bk2); CBN_ACROSS(mk1); CBN_ACROSS(mk3); CBN_ACROSS(mslack); CBN_ACROSS(mbk1);
+#undef CBN_ACROSS
+    l->next = next;
+    l->split = split;
 }
 
 /// The forward formula's coefficients among `l`'s, the mask rows

@@ -56,8 +56,11 @@ CBN_INLINE FN(cbn_run) FN(run_at)(const FN(cbn_run) *r, int64_t at) {
 }
 
 /// A pass over the runs of a planes item: each channel's run of each of
-/// its segments, with that channel's coefficients. `item` holds the pass's
-/// inputs from the item's first value (item_inputs), `out` its output.
+/// its segments, with that channel's coefficients. Streamed, a segment of
+/// whole planes of sixteen values or more is one run across the item's
+/// channels (stream_planes), so that only the run's two ends share lines
+/// with other runs. `item` holds the pass's inputs from the item's first
+/// value (item_inputs), `out` its output.
 CBN_INLINE void FN(elementwise_planes)(const int op, const int epi, const cbn_job *job, cbn_item item,
                                        const FN(cbn_run) *inputs, ELEM *out) {
     const cbn_plan *plan = &job->plan;
@@ -66,6 +69,12 @@ CBN_INLINE void FN(elementwise_planes)(const int op, const int epi, const cbn_jo
     cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
     while (cbn_segments_next(&segments, &value, &length)) {
         const int64_t offset = cbn_plane_offset(plan, value);
+        if (plan->streaming && length == S && S >= CBN_LANES) {
+            FN(cbn_run) run = FN(run_at)(inputs, offset);
+            run.plane = S;
+            FN(stream_planes)(op, epi, &run, out + offset, w * S);
+            continue;
+        }
         for (int64_t k = 0; k < w; k++) {
             const int64_t at = k * S + offset;
             FN(cbn_scalars) scalars;
@@ -75,7 +84,7 @@ CBN_INLINE void FN(elementwise_planes)(const int op, const int epi, const cbn_jo
             FN(cbn_run) run = FN(run_at)(inputs, at);
             run.lanes = &lanes;
             run.scalars = &scalars;
-            FN(write_run)(op, epi, 0, &run, out + at, length, length, plan->streaming);
+            FN(write_run)(op, epi, CBN_RUN_CHANNEL, &run, out + at, length, length, plan->streaming);
         }
     }
 }
@@ -97,7 +106,7 @@ CBN_INLINE void FN(elementwise_columns)(const int op, const int epi, const cbn_j
     for (int64_t r = 0; r < item.end - item.begin; r += rows) {
         FN(cbn_run) run = FN(run_at)(inputs, r * C);
         run.ahead = FN(column_ahead)(plan, item);
-        FN(write_run)(op, epi, 1, &run, out + r * C, rows * w, w, plan->streaming);
+        FN(write_run)(op, epi, CBN_RUN_ROWS, &run, out + r * C, rows * w, w, plan->streaming);
     }
 }
 

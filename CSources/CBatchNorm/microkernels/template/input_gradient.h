@@ -14,8 +14,20 @@ CBN_INLINE void FN(input_gradient_item)(const cbn_job *job, cbn_item item, const
         FN(elementwise_item)(CBN_OP_SCALE, epi, job, item, job->out);
 }
 
-CBN_MULTIVERSIONED static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
-#define CALL(e) FN(input_gradient_item)(job, item, e)
+/// The same, a function of its own for each epilogue e (as normalize's).
+#define CBN_INPUT_GRADIENT_WITH(e)                                                               \
+    CBN_MULTIVERSIONED static void FN(input_gradient_with_##e)(const cbn_job *job, cbn_item item) { \
+        FN(input_gradient_item)(job, item, e);                                                   \
+    }
+CBN_INPUT_GRADIENT_WITH(0)
+CBN_INPUT_GRADIENT_WITH(1)
+CBN_INPUT_GRADIENT_WITH(2)
+CBN_INPUT_GRADIENT_WITH(3)
+CBN_INPUT_GRADIENT_WITH(CBN_EPILOGUE_RELU_FROM_X)
+#undef CBN_INPUT_GRADIENT_WITH
+
+static void FN(input_gradient)(const cbn_job *job, cbn_item item) {
+#define CALL(e) FN(input_gradient_with_##e)(job, item)
     CBN_GRADIENT_EPILOGUE_SWITCH(job->gradient_epilogue, CALL)
 #undef CALL
 }

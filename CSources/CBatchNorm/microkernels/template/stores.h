@@ -11,17 +11,18 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 
 /// The run an elementwise pass writes: its inputs, indexed as its output is
 /// (NULL where the pass reads none), how far on the loops ask for them, and
-/// where its coefficients come from. The pass (`op`, a cbn_elementwise_op),
-/// its epilogue (`epi`) and whether the run is rows (`rows`: each value its
-/// channel's coefficients, from `bc`; else one channel's, `lanes` and
-/// `scalars`) are parameters of the functions below, constants where a run
-/// is written, so that each compiles to loops of its own.
+/// where its coefficients come from (`plane`: the values of each plane of a
+/// run of whole planes). The pass (`op`, a cbn_elementwise_op), its
+/// epilogue (`epi`) and the kind of run (`rows`, a cbn_run_kind) are
+/// parameters of the functions below, constants where a run is written, so
+/// that each compiles to loops of its own.
 typedef struct FN(cbn_run) {
     const ELEM *x, *z, *dy, *y;
     int64_t ahead;
     const FN(cbn_block_coefficients) *bc;
     const FN(cbn_lanes) *lanes;
     const FN(cbn_scalars) *scalars;
+    int64_t plane;
 } FN(cbn_run);
 
 /// The pass's sixteen values from element i on, with the coefficients `c`.
@@ -57,7 +58,7 @@ CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cb
 /// The pass's sixteen values from element i on, the first of channel c.
 CBN_INLINE void FN(elementwise_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, int64_t i,
                                   int64_t c, VT *out) {
-    if (rows) {
+    if (rows == CBN_RUN_ROWS) {
         FN(cbn_lanes) lanes;
         FN(lanes_at)(r->bc, c, &lanes);
         FN(elementwise_lanes_v)(op, epi, r, i, &lanes, out);
@@ -71,7 +72,7 @@ CBN_INLINE T FN(elementwise_s)(const int op, const int epi, const int rows, cons
                                int64_t c) {
     FN(cbn_scalars) at;
     const FN(cbn_scalars) *s = r->scalars;
-    if (rows) {
+    if (rows == CBN_RUN_ROWS) {
         FN(scalars_at)(r->bc, c, &at);
         s = &at;
     }
@@ -112,6 +113,21 @@ CBN_INLINE void FN(store_v)(const int op, const int epi, const int rows, const F
     STOREX(out + i, v);
 }
 
+/// How many values from `out` on lie before the first whole line.
+CBN_INLINE int64_t FN(values_to_line)(const ELEM *out) {
+    const uintptr_t past = (uintptr_t)out & (CBN_LINE_BYTES - 1);
+    return (int64_t)((CBN_LINE_BYTES - past) & (CBN_LINE_BYTES - 1)) / (int64_t)sizeof(ELEM);
+}
+
+/// Writes `one` and then `two` to a whole 64-byte line at `out` with one
+/// non-temporal store (a 2-byte format's thirty-two values).
+CBN_INLINE void FN(stream_line)(ELEM *out, const VE *one, const VE *two) {
+    const FN(cbn_stored2) line = __builtin_shufflevector(*one, *two, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                         14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27,
+                                                         28, 29, 30, 31);
+    __builtin_nontemporal_store(line, (FN(cbn_stored2) *)out);
+}
+
 /// Writes the streamed body of a run, out[i, n) from the first whole line
 /// (i) on, with non-temporal stores a whole line at a time; returns where
 /// the whole vectors end. `*c` follows i's channel.
@@ -124,10 +140,7 @@ CBN_INLINE int64_t FN(stream_body)(const int op, const int epi, const int rows, 
             *c = cbn_next_channel(*c, 16, period);
             FN(narrowed_v)(op, epi, rows, r, i + 16, *c, &two);
             *c = cbn_next_channel(*c, 16, period);
-            const FN(cbn_stored2) line = __builtin_shufflevector(one, two, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
-                                                                 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
-                                                                 24, 25, 26, 27, 28, 29, 30, 31);
-            __builtin_nontemporal_store(line, (FN(cbn_stored2) *)(out + i));
+            FN(stream_line)(out + i, &one, &two);
         }
     }
     for (; i + 16 <= n; i += 16, *c = cbn_next_channel(*c, 16, period)) {
@@ -139,11 +152,11 @@ CBN_INLINE int64_t FN(stream_body)(const int op, const int epi, const int rows, 
 }
 
 /// Writes out[i] for i < n, the pass's values narrowed to the element type:
-/// a run of one channel (period n) or of rows of `period` channels, value i
-/// of channel i mod period. With `stream`, the values from the first whole
-/// line on are written with non-temporal stores, a whole line at a time,
-/// which do not read the destination lines into the cache first (large
-/// outputs: a third less memory traffic). A run of sixteen values or more
+/// a run of one channel (CBN_RUN_CHANNEL, period n) or of rows of `period`
+/// channels (CBN_RUN_ROWS), value i of channel i mod period. With `stream`,
+/// the values from the first whole line on are written with non-temporal
+/// stores, a whole line at a time, which do not read the destination lines
+/// into the cache first (large outputs: a third less memory traffic). A run of sixteen values or more
 /// takes no single values: the values before the first whole line and after
 /// the last whole vector come from whole vectors that start at or end with
 /// them, computed before any store of the run reaches their inputs and
@@ -163,8 +176,7 @@ CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const
     int64_t start = 0;
     int streamed = 0;
     if (stream) {
-        const int64_t head = (int64_t)((CBN_LINE_BYTES - ((uintptr_t)out & (CBN_LINE_BYTES - 1))) &
-                                       (CBN_LINE_BYTES - 1)) / (int64_t)sizeof(ELEM);
+        const int64_t head = FN(values_to_line)(out);
         if (head <= n - 16) {
             start = head;
             streamed = 1;
@@ -187,6 +199,58 @@ CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const
         FN(store_lanes)(out + i, &last, 16 - (n - i), n - i);
     else if (tail)
         CBN_STORE(VE, out + n - 16, last);
+}
+
+/// The pass's sixteen values from element i on of a run of whole planes of
+/// r->plane >= 16 values of adjacent channels (value i of channel i /
+/// r->plane), narrowed: each lane with its own plane's coefficients, a
+/// vector reaching into the next plane at most.
+CBN_INLINE void FN(planes_narrowed_v)(const int op, const int epi, const FN(cbn_run) *r, int64_t i, VE *out) {
+    const int64_t k = i / r->plane, left = (k + 1) * r->plane - i;
+    FN(cbn_scalars) s[2];
+    FN(scalars_at)(r->bc, k, &s[0]);
+    if (left < 16) FN(scalars_at)(r->bc, k + 1, &s[1]);
+    FN(cbn_lanes) lanes;
+    FN(lanes_across)(&s[0], &s[1], left, &lanes);
+    VT v;
+    FN(elementwise_lanes_v)(op, epi, r, i, &lanes, &v);
+    *out = CBN_NARROW_V(v);
+}
+
+/// Writes out[i] for i < n, n >= 16, a run of whole planes (planes_narrowed_v),
+/// streamed: the whole lines with non-temporal stores, the values before
+/// the first and after the last with cached stores of their own lanes (as
+/// write_run's). Each vector is computed at one place, every kind of store
+/// a branch after it, so that the pass's arithmetic compiles once here. A
+/// vector that ends the run starts before the values it stores; it is
+/// computed after the stores before it, so the lanes it does not store may
+/// read outputs in place, and only they.
+CBN_INLINE void FN(stream_planes)(const int op, const int epi, const FN(cbn_run) *r, ELEM *out, int64_t n) {
+    const int64_t line = CBN_LINE_BYTES / (int64_t)sizeof(ELEM);
+    const int64_t head = cbn_min64(FN(values_to_line)(out), n), lines_end = head + (n - head) / line * line;
+    VE pending = {0};
+    for (int64_t i = 0; i < n;) {
+        const int64_t at = i + 16 <= n ? i : n - 16;
+        VE v;
+        FN(planes_narrowed_v)(op, epi, r, at, &v);
+        if (i < head || i >= lines_end) {
+            const int64_t end = cbn_min64(i < head ? head : n, at + 16);
+            if (end - i == 16)
+                CBN_STORE(VE, out + i, v);
+            else
+                FN(store_lanes)(out + i, &v, i - at, end - i);
+            i = end;
+        } else if (line == 16) {
+            __builtin_nontemporal_store(v, (VE *)(out + i));
+            i += 16;
+        } else if ((i - head) % line == 0) {
+            pending = v;
+            i += 16;
+        } else {
+            FN(stream_line)(out + i - 16, &pending, &v);
+            i += 16;
+        }
+    }
 }
 
 /// Rows a columns item's elementwise passes take per load of a channel

@@ -242,10 +242,23 @@ CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, d
     }
 }
 
+/// sums_item, a function of its own for each epilogue e (as normalize's).
+#define CBN_SUMS_WITH(e)                                                                         \
+    CBN_MULTIVERSIONED static void FN(sums_with_##e)(const cbn_job *job, cbn_item item, int scale_dy, \
+                                                     double *lanes) {                            \
+        FN(sums_item)(job, item, scale_dy, lanes, e);                                            \
+    }
+CBN_SUMS_WITH(0)
+CBN_SUMS_WITH(1)
+CBN_SUMS_WITH(2)
+CBN_SUMS_WITH(3)
+CBN_SUMS_WITH(CBN_EPILOGUE_RELU_FROM_X)
+#undef CBN_SUMS_WITH
+
 /// Backward sums of one item; with scale_dy, also dx = k1*g in the same pass
 /// (inference mode); dz = g with a residual. `lanes`: as for statistics.
-CBN_MULTIVERSIONED static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes) {
-#define CALL(e) FN(sums_item)(job, item, scale_dy, lanes, e)
+static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes) {
+#define CALL(e) FN(sums_with_##e)(job, item, scale_dy, lanes)
     CBN_GRADIENT_EPILOGUE_SWITCH(job->epilogue, CALL)
 #undef CALL
 }
