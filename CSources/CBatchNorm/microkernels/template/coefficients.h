@@ -22,19 +22,19 @@ typedef struct FN(cbn_scalars) {
 } FN(cbn_scalars);
 
 /// The coefficients of sixteen values: each lane its own channel's (a run
-/// of rows, channels last), every lane the same channel's (a planes run),
-/// or the first `split` lanes one channel's and the rest the next's (a
-/// vector across the end of a plane, lanes_across). The double ones, which
-/// only a value that fails its check reads, are loaded then
-/// (cbn_wide_lanes): from `rows` at `channel`, or `one`'s (and `next`'s),
-/// the mask rows' where `mask` (mask_lanes).
+/// of rows, channels last), every lane the same channel's (a channel's run),
+/// or, in a run of whole planes, every lane channel `channel`'s but those
+/// from `split` on, which are the next channel's (plane_lanes). The double
+/// ones, which only a value that fails its check reads, are loaded then
+/// (cbn_wide_lanes): from `rows` at `channel` (with `planes`, splatted as
+/// the other coefficients are), or `one`'s; the mask rows' where `mask`
+/// (mask_lanes).
 typedef struct FN(cbn_lanes) {
     VT hi, k1, k2, k3, slack, bk1, bk2, mk1, mk3, mslack, mbk1;
     const FN(cbn_block_coefficients) *rows;
-    int64_t channel;
-    const FN(cbn_scalars) *one, *next;
-    int64_t split;
-    int mask;
+    int64_t channel, split;
+    const FN(cbn_scalars) *one;
+    int planes, mask;
 } FN(cbn_lanes);
 
 /// The double coefficients of sixteen values.
@@ -45,7 +45,18 @@ typedef struct FN(cbn_wide_lanes) {
 /// Loads the double coefficients of `l` (checked types only; the compiler
 /// drops the loads a formula does not use).
 CBN_INLINE void FN(wide_lanes)(const FN(cbn_lanes) *l, FN(cbn_wide_lanes) *w) {
-    if (l->rows) {
+    if (l->rows && l->planes) {
+        const cbn_vd_lanes mine = CBN_LANES_BEFORE(cbn_vd_lanes, l->split);
+#define CBN_PLANE_WIDE(row)                                                                      \
+    (l->split < 16 ? CBN_SELECT(cbn_vd_lanes, mine, CBN_SPLAT(cbn_vd, (row)[l->channel]),        \
+                                CBN_SPLAT(cbn_vd, (row)[l->channel + 1]))                        \
+                   : CBN_SPLAT(cbn_vd, (row)[l->channel]))
+        w->m = CBN_PLANE_WIDE(l->rows->wm);
+        w->k1 = CBN_PLANE_WIDE(l->mask ? l->rows->wmk1 : l->rows->wk1);
+        w->k2 = CBN_PLANE_WIDE(l->rows->wk2);
+        w->k3 = CBN_PLANE_WIDE(l->mask ? l->rows->wmk3 : l->rows->wk3);
+#undef CBN_PLANE_WIDE
+    } else if (l->rows) {
         w->m = cbn_vd_load(l->rows->wm + l->channel);
         w->k1 = cbn_vd_load((l->mask ? l->rows->wmk1 : l->rows->wk1) + l->channel);
         w->k2 = cbn_vd_load(l->rows->wk2 + l->channel);
@@ -55,14 +66,6 @@ CBN_INLINE void FN(wide_lanes)(const FN(cbn_lanes) *l, FN(cbn_wide_lanes) *w) {
         w->k1 = CBN_SPLAT(cbn_vd, l->mask ? l->one->wmk1 : l->one->wk1);
         w->k2 = CBN_SPLAT(cbn_vd, l->one->wk2);
         w->k3 = CBN_SPLAT(cbn_vd, l->mask ? l->one->wmk3 : l->one->wk3);
-    }
-    if (l->next) {
-        const cbn_vd_lanes own = CBN_LANES_BEFORE(cbn_vd_lanes, l->split);
-        const FN(cbn_scalars) *n = l->next;
-        w->m = CBN_SELECT(cbn_vd_lanes, own, w->m, CBN_SPLAT(cbn_vd, n->wm));
-        w->k1 = CBN_SELECT(cbn_vd_lanes, own, w->k1, CBN_SPLAT(cbn_vd, l->mask ? n->wmk1 : n->wk1));
-        w->k2 = CBN_SELECT(cbn_vd_lanes, own, w->k2, CBN_SPLAT(cbn_vd, n->wk2));
-        w->k3 = CBN_SELECT(cbn_vd_lanes, own, w->k3, CBN_SPLAT(cbn_vd, l->mask ? n->wmk3 : n->wk3));
     }
 }
 
@@ -127,9 +130,9 @@ CBN_INLINE void FN(lanes_at)(const FN(cbn_block_coefficients) *bc, int64_t c, FN
 #endif
     l->rows = bc;
     l->channel = c;
-    l->one = l->next = NULL;
     l->split = 16;
-    l->mask = 0;
+    l->one = NULL;
+    l->planes = l->mask = 0;
 }
 
 /// Channel c's coefficients, one value each.
@@ -173,30 +176,39 @@ CBN_INLINE void FN(lanes_of)(const FN(cbn_scalars) *s, FN(cbn_lanes) *l) {
     l->mbk1 = SPLAT(s->mbk1);
     l->rows = NULL;
     l->channel = 0;
-    l->one = s;
-    l->next = NULL;
     l->split = 16;
-    l->mask = 0;
+    l->one = s;
+    l->planes = l->mask = 0;
 }
 
-/// The coefficients of a vector whose first `split` values are of channel
-/// `s` and the rest of channel `next` (a run of whole planes, whose vectors
-/// reach across plane ends); every lane `s`'s where split >= 16. Each lane
-/// holds its own value's channel, so the vector's values are those that
-/// each channel's own lanes give.
-CBN_INLINE void FN(lanes_across)(const FN(cbn_scalars) *s, const FN(cbn_scalars) *next, int64_t split,
-                                 FN(cbn_lanes) *l) {
-    FN(lanes_of)(s, l);
-    if (split >= 16) return;
-    FN(cbn_lanes) n;
-    FN(lanes_of)(next, &n);
-    const FN(cbn_lane_mask) own = CBN_LANES_BEFORE(FN(cbn_lane_mask), split);
-#define CBN_ACROSS(f) l->f = CBN_SELECT(FN(cbn_lane_mask), own, l->f, n.f)
-    CBN_ACROSS(hi); CBN_ACROSS(k1); CBN_ACROSS(k2); CBN_ACROSS(k3); CBN_ACROSS(slack); CBN_ACROSS(bk1);
-    CBN_ACROSS(bk2); CBN_ACROSS(mk1); CBN_ACROSS(mk3); CBN_ACROSS(mslack); CBN_ACROSS(mbk1);
+/// The coefficients of a vector of a run of whole planes of the block's
+/// channels (each plane one channel's) whose first `split` values are of
+/// channel k and the rest of channel k + 1 (every value channel k's where
+/// split >= 16). Each lane holds its own value's channel, so the vector's
+/// values are those that each channel's own lanes give. The coefficients
+/// are loaded one value at a time and splatted, and the double ones read
+/// from the rows, so that nothing here needs memory of its own.
+CBN_INLINE void FN(plane_lanes)(const FN(cbn_block_coefficients) *bc, int64_t k, int64_t split,
+                                FN(cbn_lanes) *l) {
+    FN(cbn_scalars) s;
+    FN(scalars_at)(bc, k, &s);
+    FN(lanes_of)(&s, l);
+    if (split < 16) {
+        FN(cbn_scalars) t;
+        FN(cbn_lanes) next;
+        FN(scalars_at)(bc, k + 1, &t);
+        FN(lanes_of)(&t, &next);
+        const FN(cbn_lane_mask) mine = CBN_LANES_BEFORE(FN(cbn_lane_mask), split);
+#define CBN_ACROSS(f) l->f = CBN_SELECT(FN(cbn_lane_mask), mine, l->f, next.f)
+        CBN_ACROSS(hi); CBN_ACROSS(k1); CBN_ACROSS(k2); CBN_ACROSS(k3); CBN_ACROSS(slack); CBN_ACROSS(bk1);
+        CBN_ACROSS(bk2); CBN_ACROSS(mk1); CBN_ACROSS(mk3); CBN_ACROSS(mslack); CBN_ACROSS(mbk1);
 #undef CBN_ACROSS
-    l->next = next;
+    }
+    l->rows = bc;
+    l->channel = k;
     l->split = split;
+    l->one = NULL;
+    l->planes = 1;
 }
 
 /// The forward formula's coefficients among `l`'s, the mask rows

@@ -202,23 +202,20 @@ CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const
 }
 
 /// The pass's sixteen values from element i on of a run of whole planes of
-/// r->plane >= 16 values of adjacent channels (value i of channel i /
-/// r->plane), narrowed: each lane with its own plane's coefficients, a
-/// vector reaching into the next plane at most.
-CBN_INLINE void FN(planes_narrowed_v)(const int op, const int epi, const FN(cbn_run) *r, int64_t i, VE *out) {
-    const int64_t k = i / r->plane, left = (k + 1) * r->plane - i;
-    FN(cbn_scalars) s[2];
-    FN(scalars_at)(r->bc, k, &s[0]);
-    if (left < 16) FN(scalars_at)(r->bc, k + 1, &s[1]);
+/// adjacent channels, narrowed: i lies in channel k's plane, `left` values
+/// before its end; each lane with its own plane's coefficients (planes of
+/// 16 values or more: a vector reaches into the next plane at most).
+CBN_INLINE void FN(planes_narrowed_v)(const int op, const int epi, const FN(cbn_run) *r, int64_t k, int64_t left,
+                                      int64_t i, VE *out) {
     FN(cbn_lanes) lanes;
-    FN(lanes_across)(&s[0], &s[1], left, &lanes);
+    FN(plane_lanes)(r->bc, k, left, &lanes);
     VT v;
     FN(elementwise_lanes_v)(op, epi, r, i, &lanes, &v);
     *out = CBN_NARROW_V(v);
 }
 
-/// Writes out[i] for i < n, n >= 16, a run of whole planes (planes_narrowed_v),
-/// streamed: the whole lines with non-temporal stores, the values before
+/// Writes out[i] for i < n, n >= 16, a run of whole planes of r->plane >= 16
+/// values (planes_narrowed_v), streamed: the whole lines with non-temporal stores, the values before
 /// the first and after the last with cached stores of their own lanes (as
 /// write_run's). Each vector is computed at one place, every kind of store
 /// a branch after it, so that the pass's arithmetic compiles once here. A
@@ -228,11 +225,16 @@ CBN_INLINE void FN(planes_narrowed_v)(const int op, const int epi, const FN(cbn_
 CBN_INLINE void FN(stream_planes)(const int op, const int epi, const FN(cbn_run) *r, ELEM *out, int64_t n) {
     const int64_t line = CBN_LINE_BYTES / (int64_t)sizeof(ELEM);
     const int64_t head = cbn_min64(FN(values_to_line)(out), n), lines_end = head + (n - head) / line * line;
+    int64_t k = 0, end = r->plane;    /* the plane of the vector at `at`, and where it ends */
     VE pending = {0};
     for (int64_t i = 0; i < n;) {
-        const int64_t at = i + 16 <= n ? i : n - 16;
+        const int64_t at = i + 16 <= n ? i : n - 16;    /* never less than the vector before's */
+        while (at >= end) {
+            k++;
+            end += r->plane;
+        }
         VE v;
-        FN(planes_narrowed_v)(op, epi, r, at, &v);
+        FN(planes_narrowed_v)(op, epi, r, k, end - at, at, &v);
         if (i < head || i >= lines_end) {
             const int64_t end = cbn_min64(i < head ? head : n, at + 16);
             if (end - i == 16)
