@@ -52,6 +52,11 @@ typedef struct cbn_tuning {
     /// to call, so a cached store would first read its destination line from
     /// memory, and the evicted lines would be written back within the call.
     int64_t streaming_cache_percent;
+    /// Streamed, channels first, planes shorter than this many values are
+    /// written a whole segment of planes at a time, across an item's channels
+    /// (stream_planes); longer ones a channel's run at a time, whose ends are
+    /// then few and whose loop costs fewer instructions a vector.
+    int64_t whole_planes_below;
     /// Columns walks whose elementwise items hold part of each row take their
     /// rows in blocks (one load of a coefficient vector serves several rows)
     /// over tensors of up to this many bytes; 0: never (where it did not pay).
@@ -80,19 +85,19 @@ typedef struct cbn_tuning {
 /// cache or more, on processors whose own prefetchers lose the stream at
 /// each jump between a planes item's images; it cost on smaller calls.
 static const cbn_tuning cbn_tuning_f32 = {
-    .element_bytes = 4, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .elementwise_run_target = 32768, .row_channels = 2048, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
+    .element_bytes = 4, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 2048, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
     .large_calls_only = 1};
 /// double: rows in blocks did not pay; elementwise runs of 256 KiB (not 512).
 static const cbn_tuning cbn_tuning_f64 = {
-    .element_bytes = 8, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .elementwise_run_target = 32768, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0};
+    .element_bytes = 8, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0};
 /// The half formats compute more per byte than float, and the processor's
 /// prefetchers fell behind them: they ask 4 KiB ahead, on every tensor.
 /// Rows in blocks did not pay. Elementwise runs of 128 KiB, as float's.
 /// Streaming from three times the last-level cache: from once, 28x28 and
 /// 14x14 (backward) took 1.2 to 2.7 times as long.
 static const cbn_tuning cbn_tuning_f16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .whole_planes_below = 1024, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
 static const cbn_tuning cbn_tuning_bf16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .whole_planes_below = 1024, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
 
 #endif /* CBN_TUNING_H */

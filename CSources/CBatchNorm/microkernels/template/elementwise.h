@@ -57,9 +57,10 @@ CBN_INLINE FN(cbn_run) FN(run_at)(const FN(cbn_run) *r, int64_t at) {
 
 /// A pass over the runs of a planes item: each channel's run of each of
 /// its segments, with that channel's coefficients. Streamed, a segment of
-/// whole planes of sixteen values or more is one run across the item's
-/// channels (stream_planes), so that only the run's two ends share lines
-/// with other runs. `item` holds the pass's inputs from the item's first
+/// whole planes of sixteen values or more (and fewer than the tuning's
+/// whole_planes_below) is one run across the item's channels
+/// (stream_planes), so that only the run's two ends share lines with other
+/// runs. `item` holds the pass's inputs from the item's first
 /// value (item_inputs), `out` its output.
 CBN_INLINE void FN(elementwise_planes)(const int op, const int epi, const cbn_job *job, cbn_item item,
                                        const FN(cbn_run) *inputs, ELEM *out) {
@@ -69,7 +70,7 @@ CBN_INLINE void FN(elementwise_planes)(const int op, const int epi, const cbn_jo
     cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
     while (cbn_segments_next(&segments, &value, &length)) {
         const int64_t offset = cbn_plane_offset(plan, value);
-        if (plan->streaming && length == S && S >= CBN_LANES) {
+        if (plan->streaming && length == S && S >= CBN_LANES && S < plan->tuning->whole_planes_below) {
             FN(cbn_run) run = FN(run_at)(inputs, offset);
             run.plane = S;
             FN(stream_planes)(op, epi, &run, out + offset, w * S);
