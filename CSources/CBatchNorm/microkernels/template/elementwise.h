@@ -60,8 +60,8 @@ CBN_INLINE FN(cbn_run) FN(run_at)(const FN(cbn_run) *r, int64_t at) {
 /// whole planes of sixteen values or more (and fewer than the tuning's
 /// whole_planes_below) is one run across the item's channels
 /// (stream_planes), so that only the run's two ends share lines with other
-/// runs. `item` holds the pass's inputs from the item's first
-/// value (item_inputs), `out` its output.
+/// runs. `inputs` holds the pass's inputs from the item's first value
+/// (item_inputs), `out` its output.
 CBN_INLINE void FN(elementwise_planes)(const int op, const int epi, const cbn_job *job, cbn_item item,
                                        const FN(cbn_run) *inputs, ELEM *out) {
     const cbn_plan *plan = &job->plan;
