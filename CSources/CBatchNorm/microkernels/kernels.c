@@ -1,10 +1,11 @@
 /*
  * Which microkernels this processor runs. The element types' tables are
- * float32.c, float64.c, float16.c and bfloat16.c, each one instantiation of
- * the template (kernels_template.h, a file per operation in template/), so
- * that the element types cannot drift apart; each file says what its type
- * is: how it is stored, widened and narrowed, whether its results are
- * checked, and which tuning table (plan/tuning.h) it takes.
+ * float32.c, float64.c, float16.c and bfloat16.c (with its twin for AVX-512
+ * BF16, bfloat16_avx512.c), each one instantiation of the template
+ * (kernels_template.h, a file per operation in template/), so that the
+ * element types cannot drift apart; each file says what its type is: how it
+ * is stored, widened and narrowed, whether its results are checked, and which
+ * tuning table (plan/tuning.h) it takes.
  */
 #include "common.h"
 

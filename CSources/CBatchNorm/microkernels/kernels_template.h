@@ -1,7 +1,7 @@
 /*
  * The microkernels and finalize steps for one element type, a file per
  * operation in template/. Included once by each element type's file
- * (float32.c, float64.c, float16.c, bfloat16.c), with these
+ * (float32.c, float64.c, float16.c, bfloat16.c, bfloat16_avx512.c), with these
  * defined (every name they declare gets the suffix):
  *   CBN_ELEM     how tensors (x, y, dy, dx, z, dz) are stored: float, double,
  *                _Float16, or uint16_t holding bfloat16 bits;

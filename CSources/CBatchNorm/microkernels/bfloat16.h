@@ -1,0 +1,48 @@
+/*
+ * What both bfloat16 tables share (bfloat16.c, bfloat16_avx512.c): widening,
+ * and narrowing in integer arithmetic.
+ */
+#ifndef CBN_MICROKERNELS_BFLOAT16_H
+#define CBN_MICROKERNELS_BFLOAT16_H
+
+#include "common.h"
+
+/* bfloat16, the upper half of a float's bits, held in uint16_t: widening
+ * is a shift; narrowing rounds to nearest even by adding 0x7FFF plus the kept
+ * part's lowest bit (a carry into the exponent is the right result, up to
+ * infinity), and keeps NaN a quiet NaN with its sign. Integer vector
+ * operations, so every clone vectorizes them and no library call is needed. */
+typedef uint32_t cbn_vu32 __attribute__((vector_size(16 * sizeof(uint32_t))));
+
+CBN_INLINE float cbn_bf16_widen(uint16_t b) {
+    const uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+CBN_INLINE uint16_t cbn_bf16_narrow(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if (f != f) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+/// Sixteen floats f to bfloat16, rounded to nearest even, NaN kept quiet.
+#define CBN_BF16_NARROW(f)                                                                   \
+    ({                                                                                       \
+        const cbn_vu32 u_ = (cbn_vu32)(f), nan_ = (cbn_vu32)((f) != (f));                    \
+        const cbn_vu32 rounded_ = (u_ + 0x7FFFu + ((u_ >> 16) & 1u)) >> 16;                  \
+        __builtin_convertvector((rounded_ & ~nan_) | (((u_ >> 16) | 0x40u) & nan_), VE);     \
+    })
+/* Shared by both bfloat16 tables. */
+#define CBN_BF16_WIDEN_V(v) __builtin_convertvector((cbn_vf)(__builtin_convertvector((v), cbn_vu32) << 16), VT)
+#define CBN_BF16_WIDEN_S(x) ((double)cbn_bf16_widen(x))
+#define CBN_BF16_NARROW_S(t) cbn_bf16_narrow((float)(t))
+
+#ifdef CBN_BF16_NATIVE
+/// The table for AVX-512 BF16 (bfloat16_avx512.c), bitwise cbn_kernels_bf16.
+extern const cbn_kernels cbn_kernels_bf16_avx512;
+#endif
+
+#endif /* CBN_MICROKERNELS_BFLOAT16_H */
