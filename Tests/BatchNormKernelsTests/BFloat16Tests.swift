@@ -1,4 +1,5 @@
 import BatchNormKernels
+import BatchNormReference
 import Testing
 
 /// The bfloat16 storage type's conversions, against a reference that rounds

@@ -1,6 +1,7 @@
 import _Differentiation
 import BatchNormDifferentiation
 import BatchNormKernels
+import BatchNormReference
 import Foundation
 import Testing
 

@@ -3,23 +3,18 @@ import BatchNormReference
 import Foundation
 import Testing
 
-/// A small deterministic generator (SplitMix64), so every test sees the same data.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-/// `count` values uniform in `center ± spread`.
+/// `count` values uniform in `center ± spread` (the reference module's
+/// generator, compiled optimized: the tests' data costs little of their time).
 func randomValues<S: BatchNormScalar>(_ count: Int, center: Double = 0, spread: Double = 1, seed: UInt64) -> [S] {
-    var rng = SplitMix64(seed: seed)
-    return (0..<count).map { _ in S(center + spread * Double.random(in: -1...1, using: &rng)) }
+    if S.self == Double.self {
+        return unsafeBitCast(ReferenceBatchNorm.uniformValues(count, center: center, spread: spread, seed: seed),
+                             to: [S].self)
+    }
+    if S.self == Float.self {
+        return unsafeBitCast(ReferenceBatchNorm.uniformFloats(count, center: center, spread: spread, seed: seed),
+                             to: [S].self)
+    }
+    return ReferenceBatchNorm.uniformValues(count, center: center, spread: spread, seed: seed).map { S($0) }
 }
 
 /// A copy of `values` in memory the caller deallocates: the pointer API's
@@ -30,15 +25,26 @@ func allocatedCopy<S>(_ values: [S]) -> UnsafeMutableBufferPointer<S> {
     return buffer
 }
 
+/// `values` as the [Float] (`floats`) or [Double] (`doublesAsIs`) it is,
+/// else nil: a check of the type, not `as?`, which converts an array of a
+/// generic type element by element.
+func floats<S: BatchNormScalar>(_ values: [S]) -> [Float]? {
+    S.self == Float.self ? unsafeBitCast(values, to: [Float].self) : nil
+}
+
+func doublesAsIs<S: BatchNormScalar>(_ values: [S]) -> [Double]? {
+    S.self == Double.self ? unsafeBitCast(values, to: [Double].self) : nil
+}
+
 /// The normwise error of the reference module, for either scalar type.
 func normwiseError<S: BatchNormScalar>(_ got: [S], _ want: [Double], scale: Double = 0) -> Double {
-    if let got = got as? [Float] { return ReferenceBatchNorm.normwiseError(got, want, scale: scale) }
-    return ReferenceBatchNorm.normwiseError(got as! [Double], want, scale: scale)
+    if let got = floats(got) { return ReferenceBatchNorm.normwiseError(got, want, scale: scale) }
+    return ReferenceBatchNorm.normwiseError(doublesAsIs(got)!, want, scale: scale)
 }
 
 func doubles<S: BatchNormScalar>(_ values: [S]) -> [Double] {
-    if let values = values as? [Double] { return values }
-    return (values as! [Float]).map(Double.init)
+    if let values = doublesAsIs(values) { return values }
+    return floats(values)!.map(Double.init)
 }
 
 /// Every executor this build can run, at thread counts 1 to 4.
@@ -131,8 +137,8 @@ func arranged<S>(_ x: [S], nchw: [Int], in layout: BatchNormLayout, inverse: Boo
 
 /// The bit pattern of a `Float` or `Double`, widened: equal only for the same bits (NaNs included).
 func bitPattern<S: BatchNormScalar>(_ value: S) -> UInt64 {
-    if let value = value as? Float { return UInt64(value.bitPattern) }
-    return (value as! Double).bitPattern
+    S.self == Float.self ? UInt64(unsafeBitCast(value, to: Float.self).bitPattern)
+                         : unsafeBitCast(value, to: Double.self).bitPattern
 }
 
 /// Expects `body` to throw a `BatchNormError` of `code` (and naming `argument`, when given).
