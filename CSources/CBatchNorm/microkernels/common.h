@@ -123,17 +123,29 @@ CBN_INLINE void cbn_column_sums_totals(const cbn_column_sums *sums, int64_t w, d
 }
 
 /// One call of the columns walk's reduction order: add rows `row`,
-/// `row + stride`, ... (`rows` of them, at most four) of the block's
-/// channels to the accumulators `a` and `b` (a lane's or the tails).
+/// `row + stride`, ... (`rows` of them) of the block's channels to the
+/// accumulators `a` and `b` (a lane's or the tails), and the same rows of
+/// the `segments` - 1 images after, `segment_stride` values apart.
 typedef struct cbn_column_call {
     double *a, *b;
     int64_t row, stride, rows;
+    int64_t segments, segment_stride;
 } cbn_column_call;
+
+/// Rows a lane's call takes at least, where images are so short that each
+/// lane gets one or two of an image's rows (16 to 47 rows): a call then takes
+/// the rows of several images, so that the accumulators are loaded once for
+/// more rows. Images whose lanes get three rows (7x7) lost by it.
+#define CBN_COLUMN_CALL_ROWS 6
 
 /// The calls over rows [begin, end) in the reduction order (plan.h): lane l
 /// gets rows first + l, first + l + 16, ... (up to four per call, so that
 /// the accumulators are touched once per four rows), the tail the rows past
 /// the segment's last multiple of 16 (up to four per call, in order).
+/// Whole images of 16 to 47 rows go in groups: each call takes a lane's
+/// rows (or the tail's) of several images, in order, CBN_COLUMN_CALL_ROWS or
+/// more of a lane's. Each accumulator still adds its rows in the same order, since the
+/// lanes and the tail are apart.
 /// Without lanes (images of fewer than CBN_LANES rows, such as BN1d's one
 /// row) the tail takes every row in order, so its calls run across the
 /// images' boundaries: four rows a call, not one image's.
@@ -142,12 +154,13 @@ typedef struct cbn_column_calls {
     cbn_column_sums *sums;
     int64_t w, C;
     int64_t first, length, full;    /* the current segment, and its rows that go to lanes */
+    int64_t count;                  /* whole segments like it taken together, one after another */
     int64_t group, lane, tail_row;  /* the next call */
 } cbn_column_calls;
 
 CBN_INLINE cbn_column_calls cbn_column_calls_make(const cbn_plan *plan, int64_t begin, int64_t end,
                                                   cbn_column_sums *sums, int64_t w) {
-    cbn_column_calls calls = {cbn_segments_make(plan, begin, end), sums, w, plan->shape.channels, 0, 0, 0, 0, 0, 0};
+    cbn_column_calls calls = {cbn_segments_make(plan, begin, end), sums, w, plan->shape.channels, 0, 0, 0, 1, 0, 0, 0};
     if (!sums->lane_a) {    /* one run of tail calls over [begin, end) */
         calls.first = calls.tail_row = begin;
         calls.length = end - begin;
@@ -165,6 +178,8 @@ CBN_INLINE int cbn_column_calls_next(cbn_column_calls *it, cbn_column_call *call
             call->row = it->first + it->group + it->lane;
             call->stride = CBN_LANES * it->C;
             call->rows = cbn_min64((it->full - it->group) / CBN_LANES, 4);
+            call->segments = it->count;
+            call->segment_stride = it->length * it->C;
             if (++it->lane == CBN_LANES) {
                 it->lane = 0;
                 it->group += 4 * CBN_LANES;
@@ -176,12 +191,23 @@ CBN_INLINE int cbn_column_calls_next(cbn_column_calls *it, cbn_column_call *call
             call->b = it->sums->tail_b;
             call->row = it->tail_row;
             call->stride = it->C;
-            call->rows = cbn_min64(4, it->first + it->length - it->tail_row);
-            it->tail_row += 4;
+            call->rows = it->count > 1 ? it->first + it->length - it->tail_row
+                                       : cbn_min64(4, it->first + it->length - it->tail_row);
+            call->segments = it->count;
+            call->segment_stride = it->length * it->C;
+            it->tail_row += call->rows;
             return 1;
         }
         if (!cbn_segments_next(&it->segments, &it->first, &it->length)) return 0;
         it->full = it->sums->lane_a ? it->length / CBN_LANES * CBN_LANES : 0;
+        /* A whole image whose lanes get one or two rows: it and the whole
+         * images after it, for CBN_COLUMN_CALL_ROWS rows a lane. */
+        it->count = 1;
+        if (it->full > 0 && it->length == it->segments.spatial && it->full < 3 * CBN_LANES) {
+            const int64_t wanted = (CBN_COLUMN_CALL_ROWS * CBN_LANES + it->full - 1) / it->full;
+            it->count = cbn_min64(wanted, (it->segments.end - it->first) / it->length);
+            it->segments.next = it->first + it->count * it->length;
+        }
         it->group = it->lane = 0;
         it->tail_row = it->first + it->full;
     }

@@ -44,32 +44,38 @@ CBN_INLINE int FN(columns_prefetch)(const cbn_plan *plan, cbn_item item) {
     return plan->prefetch && (item.c1 - item.c0 < C || CBN_AHEAD_ROWS * CBN_LANES * C <= 2 * CBN_AHEAD(plan));
 }
 
-/// For k < w, with d = x[j*stride + k] - pivot[k]: adds d to sum[k] and d^2
-/// to sumsq[k] for j = 0, 1, ... rows - 1, in that order (one lane or the
-/// tail of the reduction order, see plan.h). The accumulators stay in
-/// registers for the `rows` rows, so a call with several rows touches L1
-/// once.
-CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, int64_t stride,
-                                     int64_t rows, const double *pivot, int64_t w, int prefetch) {
+/// For k < w, with d = x[i*segment_stride + j*stride + k] - pivot[k]: adds
+/// d to sum[k] and d^2 to sumsq[k] for i = 0, ... segments - 1 and, in each,
+/// j = 0, 1, ... rows - 1, in that order (one lane or the tail of the
+/// reduction order, see plan.h). The accumulators stay in registers for the
+/// call's rows, so a call with several rows touches L1 once.
+CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, int64_t stride, int64_t rows,
+                                     int64_t segments, int64_t segment_stride, const double *pivot, int64_t w,
+                                     int prefetch) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         const cbn_vd p = cbn_vd_load(pivot + k);
         cbn_vd s = cbn_vd_load(sum + k), q = cbn_vd_load(sumsq + k);
-        for (int64_t j = 0; j < rows; j++) {
-            if (prefetch) PREFETCH(x + j * stride + k, CBN_AHEAD_ROWS * stride);
-            cbn_vd d = WIDEN(LOADX(x + j * stride + k)) - p;
-            s += d;
-            q += d * d;
+        for (int64_t i = 0; i < segments; i++) {
+            for (int64_t j = 0; j < rows; j++) {
+                const int64_t at = i * segment_stride + j * stride + k;
+                if (prefetch) PREFETCH(x + at, CBN_AHEAD_ROWS * stride);
+                cbn_vd d = WIDEN(LOADX(x + at)) - p;
+                s += d;
+                q += d * d;
+            }
         }
         cbn_vd_store(sum + k, s);
         cbn_vd_store(sumsq + k, q);
     }
     for (; k < w; k++) {
         double s = sum[k], q = sumsq[k];
-        for (int64_t j = 0; j < rows; j++) {
-            double d = (double)GET(x, j * stride + k) - pivot[k];
-            s += d;
-            q += d * d;
+        for (int64_t i = 0; i < segments; i++) {
+            for (int64_t j = 0; j < rows; j++) {
+                double d = (double)GET(x, i * segment_stride + j * stride + k) - pivot[k];
+                s += d;
+                q += d * d;
+            }
         }
         sum[k] = s;
         sumsq[k] = q;
@@ -124,7 +130,7 @@ CBN_INLINE void FN(block_moments_short_planes)(const cbn_job *job, cbn_item item
     cbn_segments segments = cbn_segments_make(plan, b0, b1);
     while (cbn_segments_next(&segments, &value, &length)) {
         FN(rows_of_runs)(rows, x + cbn_plane_offset(plan, value), S, length, w);
-        FN(rows_add_shifted)(sum, sumsq, rows, w, length, pivot, w, 0);
+        FN(rows_add_shifted)(sum, sumsq, rows, w, length, 1, 0, pivot, w, 0);
     }
     /* As block_moments_planes totals a channel: its (empty) lanes' sum, then its tail. */
     for (int64_t k = 0; k < w; k++) {
@@ -187,8 +193,14 @@ CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int
     const int prefetch = FN(columns_prefetch)(plan, item);
     cbn_column_calls calls = cbn_column_calls_make(plan, b0, b1, &sums, w);
     cbn_column_call call;
-    while (cbn_column_calls_next(&calls, &call))
-        FN(rows_add_shifted)(call.a, call.b, x + call.row * C, call.stride, call.rows, pivot, w, prefetch);
+    /* Calls of one image's rows get a loop of their own, without the segments' loop. */
+    while (cbn_column_calls_next(&calls, &call)) {
+        if (call.segments == 1)
+            FN(rows_add_shifted)(call.a, call.b, x + call.row * C, call.stride, call.rows, 1, 0, pivot, w, prefetch);
+        else
+            FN(rows_add_shifted)(call.a, call.b, x + call.row * C, call.stride, call.rows, call.segments,
+                                 call.segment_stride, pivot, w, prefetch);
+    }
     double sum[CBN_MAX_BLOCK_CHANNELS], sumsq[CBN_MAX_BLOCK_CHANNELS];
     cbn_column_sums_totals(&sums, w, sum, sumsq);
     cbn_moments_rows_merge_shifted(acc, w, (double)(b1 - b0), pivot, sum, sumsq);

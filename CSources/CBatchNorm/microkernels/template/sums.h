@@ -60,31 +60,34 @@ CBN_INLINE void FN(run_sums)(const FN(cbn_sums_run) *r, int64_t n, const FN(cbn_
 }
 
 /// The columns counterpart of run_sums: for k < w, adds g and g*d at rows
-/// j = 0, ... rows - 1 (at `stride`) to sum_dy[k] and sum_dyd[k] in row
-/// order (one lane or the tail of the reduction order).
+/// j = 0, ... rows - 1 (at `stride`) of segments i = 0, ... segments - 1 (at
+/// `segment_stride`) to sum_dy[k] and sum_dyd[k] in that order (one lane or
+/// the tail of the reduction order).
 CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_sums_run) *r, int64_t stride,
-                                  int64_t rows, const FN(cbn_block_coefficients) *bc, int64_t w, int prefetch,
-                                  const int epi) {
+                                  int64_t rows, int64_t segments, int64_t segment_stride,
+                                  const FN(cbn_block_coefficients) *bc, int64_t w, int prefetch, const int epi) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         FN(cbn_lanes) c;
         FN(lanes_at)(bc, k, &c);
         const cbn_vd wm = CBN_CHECKED ? cbn_vd_load(bc->wm + k) : (cbn_vd){0};
         cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
-        for (int64_t j = 0; j < rows; j++) {
-            const int64_t at = j * stride + k;
-            if (prefetch) {
-                PREFETCH(r->x + at, CBN_AHEAD_ROWS * stride);
-                FN(prefetch_gradient)(r->dy, r->y, r->x, at, CBN_AHEAD_ROWS * stride, epi);
+        for (int64_t i = 0; i < segments; i++) {
+            for (int64_t j = 0; j < rows; j++) {
+                const int64_t at = i * segment_stride + j * stride + k;
+                if (prefetch) {
+                    PREFETCH(r->x + at, CBN_AHEAD_ROWS * stride);
+                    FN(prefetch_gradient)(r->dy, r->y, r->x, at, CBN_AHEAD_ROWS * stride, epi);
+                }
+                VT g;
+                FN(gradient_v)(&g, r->dy, r->y, r->x, at, &c, epi);
+                const VT x = LOADX(r->x + at);
+                cbn_vd gw = WIDEN(g), d;
+                FN(deviation_v)(&d, &x, &c, &wm);
+                a_dy += gw;
+                a_dyd += gw * d;
+                FN(sums_outputs_v)(r->dz, r->dx, at, &g, &c, epi);
             }
-            VT g;
-            FN(gradient_v)(&g, r->dy, r->y, r->x, at, &c, epi);
-            const VT x = LOADX(r->x + at);
-            cbn_vd gw = WIDEN(g), d;
-            FN(deviation_v)(&d, &x, &c, &wm);
-            a_dy += gw;
-            a_dyd += gw * d;
-            FN(sums_outputs_v)(r->dz, r->dx, at, &g, &c, epi);
         }
         cbn_vd_store(sum_dy + k, a_dy);
         cbn_vd_store(sum_dyd + k, a_dyd);
@@ -93,12 +96,14 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_
         FN(cbn_scalars) s;
         FN(scalars_at)(bc, k, &s);
         double t_dy = sum_dy[k], t_dyd = sum_dyd[k];
-        for (int64_t j = 0; j < rows; j++) {
-            const int64_t at = j * stride + k;
-            const T g = FN(gradient_s)(r->dy, r->y, r->x, at, &s, epi);
-            t_dy += (double)g;
-            t_dyd += (double)g * FN(deviation_s)(GET(r->x, at), &s);
-            FN(sums_outputs_s)(r->dz, r->dx, at, g, &s, epi);
+        for (int64_t i = 0; i < segments; i++) {
+            for (int64_t j = 0; j < rows; j++) {
+                const int64_t at = i * segment_stride + j * stride + k;
+                const T g = FN(gradient_s)(r->dy, r->y, r->x, at, &s, epi);
+                t_dy += (double)g;
+                t_dyd += (double)g * FN(deviation_s)(GET(r->x, at), &s);
+                FN(sums_outputs_s)(r->dz, r->dx, at, g, &s, epi);
+            }
         }
         sum_dy[k] = t_dy;
         sum_dyd[k] = t_dyd;
@@ -144,7 +149,7 @@ CBN_INLINE void FN(part_sums_short_planes)(const cbn_job *job, cbn_item item, in
             if (rows.y) FN(rows_of_runs)(y, runs.y, S, length, n);
             FN(cbn_block_coefficients) from;
             FN(block_coefficients_from)(bc, k0, &from);
-            FN(rows_add_sums)(sum_dy + k0, sum_dyd + k0, &rows, n, length, &from, n, 0, epi);
+            FN(rows_add_sums)(sum_dy + k0, sum_dyd + k0, &rows, n, length, 1, 0, &from, n, 0, epi);
             if (rows.dz) FN(runs_of_rows)(runs.dz, dz, S, length, n);
             if (rows.dx) FN(runs_of_rows)(runs.dx, dx, S, length, n);
         }
@@ -207,9 +212,14 @@ CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t
     const int prefetch = FN(columns_prefetch)(plan, item);
     cbn_column_calls calls = cbn_column_calls_make(plan, p0, p1, &sums, w);
     cbn_column_call call;
+    /* Calls of one image's rows get a loop of their own, without the segments' loop. */
     while (cbn_column_calls_next(&calls, &call)) {
         const FN(cbn_sums_run) run = FN(sums_run_at)(base, call.row * C);
-        FN(rows_add_sums)(call.a, call.b, &run, call.stride, call.rows, bc, w, prefetch, epi);
+        if (call.segments == 1)
+            FN(rows_add_sums)(call.a, call.b, &run, call.stride, call.rows, 1, 0, bc, w, prefetch, epi);
+        else
+            FN(rows_add_sums)(call.a, call.b, &run, call.stride, call.rows, call.segments, call.segment_stride, bc,
+                              w, prefetch, epi);
     }
     cbn_column_sums_totals(&sums, w, sum_dy, sum_dyd);
 }
