@@ -98,7 +98,7 @@ typedef struct cbn_plan {
     int64_t elementwise_ranges; ///< ceil(m / elementwise_length)
     int64_t elementwise_items;  ///< elementwise_channel_blocks * elementwise_ranges
     int streaming;              ///< write outputs with non-temporal stores
-    int row_blocks;             ///< elementwise rows in blocks (tuning.row_block_bytes says when)
+    int row_blocks;             ///< elementwise rows in blocks (tuning.row_block_bytes says when; never streamed)
     int prefetch;               ///< the vector loops ask for their inputs ahead (tuning.prefetch_bytes)
 } cbn_plan;
 

@@ -59,7 +59,8 @@ typedef struct cbn_tuning {
     int64_t whole_planes_below;
     /// Columns walks whose elementwise items hold part of each row take their
     /// rows in blocks (one load of a coefficient vector serves several rows)
-    /// over tensors of up to this many bytes; 0: never (where it did not pay).
+    /// over tensors of up to this many bytes, where outputs are not streamed
+    /// (blocks store through the cache); 0: never (where it did not pay).
     int64_t row_block_bytes;
     /// The vector loops ask for their inputs this many bytes ahead; 0: not
     /// at all (the processor's own prefetchers keep up)...
