@@ -136,7 +136,7 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     /* The bytes a call touches: the tensors its reduction reads, and its output.
      * Planes of fewer than 16 values are written value by value, unstreamed. */
     const int64_t touched = count * bytes * (tensors_per_pass + 1);
-    plan.streaming = touched * 100 > cbn_last_level_cache_bytes() * tuning->streaming_cache_percent &&
+    plan.streaming = touched * 100 >= cbn_last_level_cache_bytes() * tuning->streaming_cache_percent &&
                      (plan.walk == CBN_WALK_COLUMNS || shape.spatial >= CBN_LANES);
     plan.prefetch = tuning->prefetch_bytes > 0 &&
                     (!tuning->large_calls_only || 2 * touched >= cbn_last_level_cache_bytes());

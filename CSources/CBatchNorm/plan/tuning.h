@@ -47,8 +47,8 @@ typedef struct cbn_tuning {
     /// statistics' channel blocks, whose coefficient rows stay in L1.
     int64_t row_channels;
     /// Outputs are written with non-temporal stores where the tensors of a
-    /// pass (what its reduction reads, and its output) fill more than this
-    /// percentage of the last-level cache: they do not stay there from call
+    /// pass (what its reduction reads, and its output) fill this percentage
+    /// of the last-level cache or more: they do not stay there from call
     /// to call, so a cached store would first read its destination line from
     /// memory, and the evicted lines would be written back within the call.
     int64_t streaming_cache_percent;
