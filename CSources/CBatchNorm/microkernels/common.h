@@ -132,7 +132,7 @@ typedef struct cbn_column_call {
     int64_t segments, segment_stride;
 } cbn_column_call;
 
-/// Rows a lane's call takes at least, where images are so short that each
+/// Rows a lane's call takes, where images are so short that each
 /// lane gets one or two of an image's rows (16 to 47 rows): a call then takes
 /// the rows of several images, so that the accumulators are loaded once for
 /// more rows. Images whose lanes get three rows (7x7) lost by it.
@@ -143,9 +143,10 @@ typedef struct cbn_column_call {
 /// the accumulators are touched once per four rows), the tail the rows past
 /// the segment's last multiple of 16 (up to four per call, in order).
 /// Whole images of 16 to 47 rows go in groups: each call takes a lane's
-/// rows (or the tail's) of several images, in order, CBN_COLUMN_CALL_ROWS or
-/// more of a lane's. Each accumulator still adds its rows in the same order, since the
-/// lanes and the tail are apart.
+/// rows (or the tail's) of several images, in order, CBN_COLUMN_CALL_ROWS
+/// of a lane's where the range holds that many images. Each accumulator
+/// still adds its rows in the same order, since the lanes and the tail are
+/// apart.
 /// Without lanes (images of fewer than CBN_LANES rows, such as BN1d's one
 /// row) the tail takes every row in order, so its calls run across the
 /// images' boundaries: four rows a call, not one image's.

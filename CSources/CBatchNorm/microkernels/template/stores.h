@@ -215,13 +215,13 @@ CBN_INLINE void FN(planes_narrowed_v)(const int op, const int epi, const FN(cbn_
 }
 
 /// Writes out[i] for i < n, n >= 16, a run of whole planes of r->plane >= 16
-/// values (planes_narrowed_v), streamed: the whole lines with non-temporal stores, the values before
-/// the first and after the last with cached stores of their own lanes (as
-/// write_run's). Each vector is computed at one place, every kind of store
-/// a branch after it, so that the pass's arithmetic compiles once here. A
-/// vector that ends the run starts before the values it stores; it is
-/// computed after the stores before it, so the lanes it does not store may
-/// read outputs in place, and only they.
+/// values (planes_narrowed_v), streamed: the whole lines with non-temporal
+/// stores, the values before the first and after the last with cached
+/// stores of their own lanes (as write_run's). Each vector is computed at
+/// one place, every kind of store a branch after it, so that the pass's
+/// arithmetic compiles once here. A vector that ends the run starts before
+/// the values it stores; it is computed after the stores before it, so the
+/// lanes it does not store may read outputs in place, and only they.
 CBN_INLINE void FN(stream_planes)(const int op, const int epi, const FN(cbn_run) *r, ELEM *out, int64_t n) {
     const int64_t line = CBN_LINE_BYTES / (int64_t)sizeof(ELEM);
     const int64_t head = cbn_min64(FN(values_to_line)(out), n), lines_end = head + (n - head) / line * line;
