@@ -140,6 +140,9 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
                      (plan.walk == CBN_WALK_COLUMNS || shape.spatial >= CBN_LANES);
     plan.prefetch = tuning->prefetch_bytes > 0 &&
                     (!tuning->large_calls_only || 2 * touched >= cbn_last_level_cache_bytes());
+    /* The reductions' inputs come from memory: they fill the last-level cache. */
+    plan.prefetch_to_l2 = plan.prefetch && tuning->reduction_prefetch_to_l2 && plan.walk == CBN_WALK_PLANES &&
+                          count * bytes * tensors_per_pass >= cbn_last_level_cache_bytes();
     plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && count <= tuning->row_block_bytes / bytes && !plan.streaming;
     return plan;
 }

@@ -100,6 +100,7 @@ typedef struct cbn_plan {
     int streaming;              ///< write outputs with non-temporal stores
     int row_blocks;             ///< elementwise rows in blocks (tuning.row_block_bytes says when; never streamed)
     int prefetch;               ///< the vector loops ask for their inputs ahead (tuning.prefetch_bytes)
+    int prefetch_to_l2;         ///< ...and the planes walk's reductions into L2 (tuning.reduction_prefetch_to_l2)
 } cbn_plan;
 
 /// The extent of one item: channels [c0, c1) and values [begin, end) of

@@ -70,6 +70,12 @@ typedef struct cbn_tuning {
     /// smaller ones stay in the cache from call to call, where asking ahead
     /// costs more than it brings.
     int large_calls_only;
+    /// When set, the planes walk's reductions (the statistics, the backward
+    /// sums) ask for their inputs into L2 alone, not L1, where those inputs
+    /// (x, or x and dy) fill the last-level cache or more: they come from
+    /// memory, and these loops read them faster that way. The elementwise
+    /// passes, which also write, keep asking into L1.
+    int reduction_prefetch_to_l2;
     /// Channels per item of a finalize phase.
     int64_t finalize_channels;
 } cbn_tuning;
@@ -85,9 +91,10 @@ typedef struct cbn_tuning {
 /// Asking 4 KiB ahead paid where a call's tensors fill half the last-level
 /// cache or more, on processors whose own prefetchers lose the stream at
 /// each jump between a planes item's images; it cost on smaller calls.
+/// Asking into L2 paid in the planes walk's reductions from memory.
 static const cbn_tuning cbn_tuning_f32 = {
     .element_bytes = 4, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 2048, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
-    .large_calls_only = 1};
+    .large_calls_only = 1, .reduction_prefetch_to_l2 = 1};
 /// double: rows in blocks did not pay; elementwise runs of 256 KiB (not 512).
 static const cbn_tuning cbn_tuning_f64 = {
     .element_bytes = 8, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0};
@@ -95,7 +102,8 @@ static const cbn_tuning cbn_tuning_f64 = {
 /// prefetchers fell behind them: they ask 4 KiB ahead, on every tensor.
 /// Rows in blocks did not pay. Elementwise runs of 128 KiB, as float's.
 /// Streaming from three times the last-level cache: from once, 28x28 and
-/// 14x14 (backward) took 1.2 to 2.7 times as long.
+/// 14x14 (backward) took 1.2 to 2.7 times as long. Asking into L2 in the
+/// reductions gained nothing.
 static const cbn_tuning cbn_tuning_f16 = {
     .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .whole_planes_below = 1024, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
 static const cbn_tuning cbn_tuning_bf16 = {

@@ -7,13 +7,14 @@
 /// With d = x[i] - pivot: *sum += d and *sumsq += d^2, sixteen lanes at a
 /// time; the values past the last full sixteen go to the tails. Accumulating
 /// across runs and reducing once per block keeps short runs (7x7 planes)
-/// cheap. d is formed in double, exactly for float input.
+/// cheap. d is formed in double, exactly for float input. Asks for x
+/// `ahead` values on, into the cache `level` says.
 CBN_INLINE void FN(add_run_shifted)(const ELEM *x, int64_t n, double pivot, cbn_vd *sum, cbn_vd *sumsq,
-                                    double *tail_sum, double *tail_sumsq, int64_t ahead) {
+                                    double *tail_sum, double *tail_sumsq, int64_t ahead, const int level) {
     cbn_vd s = *sum, q = *sumsq;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        PREFETCH(x + i, ahead);
+        PREFETCH_TO(x + i, ahead, level);
         cbn_vd d = WIDEN(LOADX(x + i)) - pivot;
         s += d;
         q += d * d;
@@ -164,11 +165,11 @@ CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int6
     cbn_segments segments = cbn_segments_make(plan, b0, b1);
     while (cbn_segments_next(&segments, &value, &length)) {
         const int64_t offset = cbn_plane_offset(plan, value);
-#define CALL(ahead)                                                                              \
+#define CALL(ahead, level)                                                                       \
     for (int64_t k = 0; k < w; k++)                                                              \
         FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k], &tail_sum[k], \
-                            &tail_sumsq[k], ahead)
-        CBN_PREFETCH_SWITCH(plan, CALL);
+                            &tail_sumsq[k], ahead, level)
+        CBN_REDUCTION_PREFETCH_SWITCH(plan, CALL);
 #undef CALL
     }
     double total[CBN_PLANE_MAX_CHANNELS], total_sq[CBN_PLANE_MAX_CHANNELS];

@@ -38,18 +38,18 @@ CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cb
         break;
     case CBN_OP_INPUT_GRADIENT:
         PREFETCH(r->x + i, r->ahead);
-        FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, epi);
+        FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, CBN_TO_L1, epi);
         FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
         x = LOADX(r->x + i);
         FN(input_gradient_v)(out, &g, &x, c);
         break;
     case CBN_OP_SCALE:
-        FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, epi);
+        FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, CBN_TO_L1, epi);
         FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
         FN(scale_v)(out, &g, c);
         break;
     default:    /* CBN_OP_RESIDUAL_GRADIENT */
-        FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, epi);
+        FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, CBN_TO_L1, epi);
         FN(gradient_v)(out, r->dy, r->y, r->x, i, c, epi);
         break;
     }

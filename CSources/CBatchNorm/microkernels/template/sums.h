@@ -27,16 +27,17 @@ typedef struct FN(cbn_sums_run) {
 } FN(cbn_sums_run);
 
 /// Adds g and g*d of a run of n values of channel k (coefficients c, also as
-/// scalars s) to the accumulators (lanes and tails).
+/// scalars s) to the accumulators (lanes and tails), asking for its inputs
+/// `ahead` values on, into the cache `level` says.
 CBN_INLINE void FN(run_sums)(const FN(cbn_sums_run) *r, int64_t n, const FN(cbn_lanes) *c,
                              const FN(cbn_scalars) *s, cbn_vd *acc_dy, cbn_vd *acc_dyd, double *tail_dy,
-                             double *tail_dyd, const int64_t ahead, const int epi) {
+                             double *tail_dyd, const int64_t ahead, const int level, const int epi) {
     cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
     const cbn_vd wm = CBN_SPLAT(cbn_vd, s->wm);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        PREFETCH(r->x + i, ahead);
-        FN(prefetch_gradient)(r->dy, r->y, r->x, i, ahead, epi);
+        PREFETCH_TO(r->x + i, ahead, level);
+        FN(prefetch_gradient)(r->dy, r->y, r->x, i, ahead, level, epi);
         VT g;
         FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
         const VT x = LOADX(r->x + i);
@@ -77,7 +78,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_
                 const int64_t at = i * segment_stride + j * stride + k;
                 if (prefetch) {
                     PREFETCH(r->x + at, CBN_AHEAD_ROWS * stride);
-                    FN(prefetch_gradient)(r->dy, r->y, r->x, at, CBN_AHEAD_ROWS * stride, epi);
+                    FN(prefetch_gradient)(r->dy, r->y, r->x, at, CBN_AHEAD_ROWS * stride, CBN_TO_L1, epi);
                 }
                 VT g;
                 FN(gradient_v)(&g, r->dy, r->y, r->x, at, &c, epi);
@@ -188,9 +189,9 @@ CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t 
             FN(cbn_lanes) c;
             FN(scalars_at)(bc, k, &s);
             FN(lanes_of)(&s, &c);
-#define CALL(ahead) \
-    FN(run_sums)(&run, length, &c, &s, &lanes_dy[k], &lanes_dyd[k], &tails_dy[k], &tails_dyd[k], ahead, epi)
-            CBN_PREFETCH_SWITCH(plan, CALL);
+#define CALL(ahead, level)                                                                       \
+    FN(run_sums)(&run, length, &c, &s, &lanes_dy[k], &lanes_dyd[k], &tails_dy[k], &tails_dyd[k], ahead, level, epi)
+            CBN_REDUCTION_PREFETCH_SWITCH(plan, CALL);
 #undef CALL
         }
     }

@@ -54,23 +54,47 @@ typedef __typeof__((VT){0} <= (VT){0}) FN(cbn_lane_mask);
             CALL(0);                                                                             \
     } while (0)
 
-/// PREFETCH(p, ahead) asks for the line `ahead` values past p, unless
-/// `ahead` is 0. The address may lie past the end of the tensor, which a
-/// prefetch does not read; it is computed in integers, so no pointer leaves
-/// its array.
-#define PREFETCH(p, ahead)                                                                       \
+/// Which cache a prefetch fills: L1 (and L2), or L2 alone.
+enum { CBN_TO_L1 = 0, CBN_TO_L2 = 1 };
+
+/// CBN_PREFETCH_SWITCH for the planes walk's reductions: CALL(ahead, level),
+/// both constants in each branch, the level CBN_TO_L2 where the plan says so
+/// (cbn_plan.prefetch_to_l2). Types whose tuning never asks for it compile
+/// no branch for it.
+#define CBN_REDUCTION_PREFETCH_SWITCH(plan, CALL)                                                \
     do {                                                                                         \
-        if ((ahead) != 0)                                                                        \
-            __builtin_prefetch((const void *)((uintptr_t)(p) + (uintptr_t)((ahead) * (int64_t)sizeof(ELEM)))); \
+        if (CBN_TUNING.reduction_prefetch_to_l2 && (plan)->prefetch_to_l2)                       \
+            CALL(CBN_PREFETCH_VALUES, CBN_TO_L2);                                                \
+        else if ((plan)->prefetch)                                                               \
+            CALL(CBN_PREFETCH_VALUES, CBN_TO_L1);                                                \
+        else                                                                                     \
+            CALL(0, CBN_TO_L1);                                                                  \
     } while (0)
 
-/// The gradient's inputs `ahead` values past element i: dy, and y or x
-/// under relu.
+/// PREFETCH_TO(p, ahead, level) asks for the line `ahead` values past p,
+/// into the cache `level` says (a constant), unless `ahead` is 0; PREFETCH
+/// into L1. The address may lie past the end of the tensor, which a
+/// prefetch does not read; it is computed in integers, so no pointer leaves
+/// its array.
+#define PREFETCH_TO(p, ahead, level)                                                             \
+    do {                                                                                         \
+        if ((ahead) != 0) {                                                                      \
+            const void *cbn_line_ = (const void *)((uintptr_t)(p) + (uintptr_t)((ahead) * (int64_t)sizeof(ELEM))); \
+            if ((level) == CBN_TO_L2)                                                            \
+                __builtin_prefetch(cbn_line_, 0, 2);                                             \
+            else                                                                                 \
+                __builtin_prefetch(cbn_line_);                                                   \
+        }                                                                                        \
+    } while (0)
+#define PREFETCH(p, ahead) PREFETCH_TO(p, ahead, CBN_TO_L1)
+
+/// The gradient's inputs `ahead` values past element i, into the cache
+/// `level` says: dy, and y or x under relu.
 CBN_INLINE void FN(prefetch_gradient)(const ELEM *dy, const ELEM *y, const ELEM *x, int64_t i, int64_t ahead,
-                                      const int epi) {
-    PREFETCH(dy + i, ahead);
-    if (epi & CBN_EPILOGUE_RELU) PREFETCH(y + i, ahead);
-    if (epi & CBN_EPILOGUE_RELU_FROM_X) PREFETCH(x + i, ahead);
+                                      const int level, const int epi) {
+    PREFETCH_TO(dy + i, ahead, level);
+    if (epi & CBN_EPILOGUE_RELU) PREFETCH_TO(y + i, ahead, level);
+    if (epi & CBN_EPILOGUE_RELU_FROM_X) PREFETCH_TO(x + i, ahead, level);
 }
 
 /// x and, with a residual, z `ahead` values past element i.

@@ -1,0 +1,214 @@
+/*
+ * ab_calls: times two builds of the C core call by call, in one process.
+ *
+ * Each build is a shared library of CSources/CBatchNorm (ab-calls.sh makes
+ * them). The program loads both, then runs the same job with A and B in
+ * turn, A B B A A B ..., and reports each build's median time and the
+ * median of the per-pair ratios A/B (above 1, B is faster) with their
+ * quartiles. Neighbouring calls share the machine's state of the moment, so
+ * the ratio holds still where whole-process comparisons drift with other
+ * tenants' load (ab-compare.sh).
+ *
+ *   ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE
+ *
+ * SHAPE NxCxHxW (or NxC); LAYOUT channels-first or channels-last; MODE
+ * forward-training, forward-inference or backward (training); DTYPE float,
+ * double, float16 or bfloat16; CACHE warm (tensors as the last call left
+ * them) or cold (64 MiB written over before each call, outside the timing).
+ */
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "CBatchNorm.h"
+
+/// The entry points of one build.
+typedef struct build {
+    cbn_status (*create_forward)(const cbn_forward_desc *, cbn_job **);
+    cbn_status (*create_backward)(const cbn_backward_desc *, cbn_job **);
+    cbn_status (*run)(cbn_job *, cbn_parallel_fn, void *, int64_t);
+    void (*destroy)(cbn_job *);
+    cbn_parallel_fn openmp;
+} build;
+
+static void *symbol(void *library, const char *path, const char *name) {
+    void *s = dlsym(library, name);
+    if (!s) {
+        fprintf(stderr, "ab_calls: %s has no %s\n", path, name);
+        exit(2);
+    }
+    return s;
+}
+
+static build load(const char *path) {
+    void *library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!library) {
+        fprintf(stderr, "ab_calls: %s\n", dlerror());
+        exit(2);
+    }
+    build b;
+    b.create_forward = (cbn_status (*)(const cbn_forward_desc *, cbn_job **))symbol(library, path, "cbn_job_create_forward");
+    b.create_backward = (cbn_status (*)(const cbn_backward_desc *, cbn_job **))symbol(library, path, "cbn_job_create_backward");
+    b.run = (cbn_status (*)(cbn_job *, cbn_parallel_fn, void *, int64_t))symbol(library, path, "cbn_job_run");
+    b.destroy = (void (*)(cbn_job *))symbol(library, path, "cbn_job_destroy");
+    b.openmp = (cbn_parallel_fn)symbol(library, path, "cbn_parallel_openmp");
+    return b;
+}
+
+/// The tensors and parameters of one job, shared by both builds.
+typedef struct tensors {
+    void *x, *y, *dy, *dx, *weight, *bias, *running_mean, *running_var, *dweight, *dbias;
+    double *mean, *invstd;
+} tensors;
+
+static void *allocate(size_t bytes) {
+    void *p = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    if (!p) {
+        fprintf(stderr, "ab_calls: out of memory\n");
+        exit(2);
+    }
+    memset(p, 0, bytes);
+    return p;
+}
+
+/// Stores v as element i of a tensor of `dtype`.
+static void put(void *tensor, cbn_dtype dtype, size_t i, double v) {
+    switch (dtype) {
+    case CBN_FLOAT32: ((float *)tensor)[i] = (float)v; break;
+    case CBN_FLOAT64: ((double *)tensor)[i] = v; break;
+    case CBN_FLOAT16: ((_Float16 *)tensor)[i] = (_Float16)v; break;
+    default: {    /* bfloat16: a float's upper half */
+        const float f = (float)v;
+        uint32_t bits;
+        memcpy(&bits, &f, sizeof bits);
+        ((uint16_t *)tensor)[i] = (uint16_t)(bits >> 16);
+    }
+    }
+}
+
+static tensors make_tensors(cbn_dtype dtype, size_t count, size_t channels) {
+    const size_t size = dtype == CBN_FLOAT64 ? 8 : dtype == CBN_FLOAT32 ? 4 : 2;
+    const cbn_dtype param = dtype == CBN_FLOAT64 ? CBN_FLOAT64 : CBN_FLOAT32;
+    const size_t param_size = param == CBN_FLOAT64 ? 8 : 4;
+    tensors t;
+    t.x = allocate(count * size);
+    t.y = allocate(count * size);
+    t.dy = allocate(count * size);
+    t.dx = allocate(count * size);
+    t.weight = allocate(channels * param_size);
+    t.bias = allocate(channels * param_size);
+    t.running_mean = allocate(channels * param_size);
+    t.running_var = allocate(channels * param_size);
+    t.dweight = allocate(channels * param_size);
+    t.dbias = allocate(channels * param_size);
+    t.mean = allocate(channels * sizeof(double));
+    t.invstd = allocate(channels * sizeof(double));
+    for (size_t i = 0; i < count; i++) {
+        put(t.x, dtype, i, (double)((i * 7919) % 1009) / 300.0);
+        put(t.dy, dtype, i, (double)((i * 104729) % 1013) / 500.0 - 1.0);
+    }
+    for (size_t c = 0; c < channels; c++) {
+        put(t.weight, param, c, 1.0 + (double)(c % 7) / 8.0);
+        put(t.bias, param, c, (double)(c % 5) / 4.0);
+        put(t.running_var, param, c, 1.0);
+        t.mean[c] = 1.6;
+        t.invstd[c] = 3.4;
+    }
+    return t;
+}
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/// Runs one job of `mode` with build b and returns its time in ms.
+static double time_call(const build *b, const char *mode, cbn_dtype dtype, cbn_shape shape, const tensors *t,
+                        int64_t threads) {
+    const double start = now_ms();
+    cbn_job *job = NULL;
+    cbn_status status;
+    if (strcmp(mode, "backward") == 0) {
+        const cbn_backward_desc d = {.dtype = dtype, .shape = shape, .training = 1, .x = t->x, .dy = t->dy,
+                                     .weight = t->weight, .mean = t->mean, .invstd = t->invstd, .dx = t->dx,
+                                     .dweight = t->dweight, .dbias = t->dbias};
+        status = b->create_backward(&d, &job);
+    } else {
+        const int training = strcmp(mode, "forward-training") == 0;
+        const cbn_forward_desc d = {.dtype = dtype, .shape = shape, .training = training, .x = t->x, .y = t->y,
+                                    .weight = t->weight, .bias = t->bias, .running_mean = t->running_mean,
+                                    .running_var = t->running_var, .saved_mean = training ? t->mean : NULL,
+                                    .saved_invstd = training ? t->invstd : NULL, .eps = 1e-5, .momentum = 0.1};
+        status = b->create_forward(&d, &job);
+    }
+    if (status == CBN_OK) status = b->run(job, b->openmp, &threads, threads);
+    if (status != CBN_OK) {
+        fprintf(stderr, "ab_calls: the job failed with status %d\n", (int)status);
+        exit(1);
+    }
+    b->destroy(job);
+    return now_ms() - start;
+}
+
+static int compare(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/// The q-quantile (0 <= q <= 1) of v[0, n), sorted in place: the nearest rank.
+static double quantile(double *v, int n, double q) {
+    qsort(v, (size_t)n, sizeof *v, compare);
+    return v[(int)(q * (n - 1) + 0.5)];
+}
+
+int main(int argc, char **argv) {
+    if (argc != 10) {
+        fprintf(stderr, "usage: ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE\n");
+        return 2;
+    }
+    const build builds[2] = {load(argv[1]), load(argv[2])};
+    long long dims[4] = {1, 1, 1, 1};
+    const int rank = sscanf(argv[3], "%lldx%lldx%lldx%lld", &dims[0], &dims[1], &dims[2], &dims[3]);
+    const cbn_shape shape = {dims[0], dims[1], dims[2] * dims[3],
+                             strcmp(argv[4], "channels-last") == 0 ? CBN_CHANNELS_LAST : CBN_CHANNELS_FIRST};
+    const char *mode = argv[5];
+    const cbn_dtype dtype = strcmp(argv[6], "double") == 0     ? CBN_FLOAT64
+                            : strcmp(argv[6], "float16") == 0  ? CBN_FLOAT16
+                            : strcmp(argv[6], "bfloat16") == 0 ? CBN_BFLOAT16
+                                                                : CBN_FLOAT32;
+    const int pairs = atoi(argv[7]);
+    const int64_t threads = atoll(argv[8]);
+    const int cold = strcmp(argv[9], "cold") == 0;
+    if (rank < 2 || shape.n < 1 || shape.channels < 1 || shape.spatial < 1 || pairs < 4 || threads < 1) {
+        fprintf(stderr, "ab_calls: bad shape, pair count (at least 4) or thread count\n");
+        return 2;
+    }
+    const size_t count = (size_t)(shape.n * shape.channels * shape.spatial);
+    const tensors t = make_tensors(dtype, count, (size_t)shape.channels);
+    const size_t flush_bytes = (size_t)64 << 20;
+    unsigned char *flush = cold ? allocate(flush_bytes) : NULL;
+
+    double *times[2] = {malloc(sizeof(double) * (size_t)pairs), malloc(sizeof(double) * (size_t)pairs)};
+    double *ratios = malloc(sizeof(double) * (size_t)pairs);
+    /* Two pairs of warm-up, then A B, B A, A B, ... */
+    for (int pair = -2; pair < pairs; pair++) {
+        double ms[2];
+        for (int turn = 0; turn < 2; turn++) {
+            const int which = (pair & 1) ? 1 - turn : turn;
+            if (flush) memset(flush, pair * 2 + turn, flush_bytes);
+            ms[which] = time_call(&builds[which], mode, dtype, shape, &t, threads);
+        }
+        if (pair < 0) continue;
+        times[0][pair] = ms[0];
+        times[1][pair] = ms[1];
+        ratios[pair] = ms[0] / ms[1];
+    }
+    printf("%s %s %s %s %s  A %.3f ms  B %.3f ms  A/B %.3f (quartiles %.3f-%.3f)\n", argv[3], argv[4], argv[6], argv[9],
+           mode, quantile(times[0], pairs, 0.5), quantile(times[1], pairs, 0.5), quantile(ratios, pairs, 0.5),
+           quantile(ratios, pairs, 0.25), quantile(ratios, pairs, 0.75));
+    return 0;
+}
