@@ -9,6 +9,10 @@
 #   Benchmarks/ab-calls.sh OLD NEW 32x256x56x56,32x2048x7x7 forward-training,backward \
 #       [layouts] [caches] [dtypes] [pairs] [threads]
 #
+# A mode may be a pair, MODE_A/MODE_B, run by A and B: with OLD = NEW,
+#   Benchmarks/ab-calls.sh HEAD HEAD 32x256x56x56 forward-training/forward-inference
+# gives what forward training costs over inference, call by call.
+#
 # OLD and NEW are git revisions, "." for the working tree, or directories
 # that hold a CSources/CBatchNorm (another worktree, say). Defaults: both
 # layouts, warm, float, 24 pairs, 2 threads. Needs clang and, for threads,

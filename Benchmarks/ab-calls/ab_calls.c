@@ -12,7 +12,10 @@
  *   ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE
  *
  * SHAPE NxCxHxW (or NxC); LAYOUT channels-first or channels-last; MODE
- * forward-training, forward-inference or backward (training); DTYPE float,
+ * forward-training, forward-inference or backward (training), or two of
+ * them as MODE_A/MODE_B, A's and B's (with LIB_A = LIB_B: what one mode
+ * costs over another in one build, forward-training/forward-inference say);
+ * DTYPE float,
  * double, float16 or bfloat16; CACHE warm (tensors as the last call left
  * them) or cold (64 MiB written over before each call, outside the timing).
  */
@@ -175,11 +178,22 @@ int main(int argc, char **argv) {
     const int rank = sscanf(argv[3], "%lldx%lldx%lldx%lld", &dims[0], &dims[1], &dims[2], &dims[3]);
     const cbn_shape shape = {dims[0], dims[1], dims[2] * dims[3],
                              strcmp(argv[4], "channels-last") == 0 ? CBN_CHANNELS_LAST : CBN_CHANNELS_FIRST};
-    const char *mode = argv[5];
+    char modes[2][32];
+    if (sscanf(argv[5], "%31[^/]/%31s", modes[0], modes[1]) != 2) {
+        snprintf(modes[0], sizeof modes[0], "%s", argv[5]);
+        snprintf(modes[1], sizeof modes[1], "%s", argv[5]);
+    }
     const cbn_dtype dtype = strcmp(argv[6], "double") == 0     ? CBN_FLOAT64
                             : strcmp(argv[6], "float16") == 0  ? CBN_FLOAT16
                             : strcmp(argv[6], "bfloat16") == 0 ? CBN_BFLOAT16
                                                                 : CBN_FLOAT32;
+    for (int which = 0; which < 2; which++) {
+        if (strcmp(modes[which], "forward-training") != 0 && strcmp(modes[which], "forward-inference") != 0 &&
+            strcmp(modes[which], "backward") != 0) {
+            fprintf(stderr, "ab_calls: unknown mode %s\n", modes[which]);
+            return 2;
+        }
+    }
     const int pairs = atoi(argv[7]);
     const int64_t threads = atoll(argv[8]);
     const int cold = strcmp(argv[9], "cold") == 0;
@@ -200,7 +214,7 @@ int main(int argc, char **argv) {
         for (int turn = 0; turn < 2; turn++) {
             const int which = (pair & 1) ? 1 - turn : turn;
             if (flush) memset(flush, pair * 2 + turn, flush_bytes);
-            ms[which] = time_call(&builds[which], mode, dtype, shape, &t, threads);
+            ms[which] = time_call(&builds[which], modes[which], dtype, shape, &t, threads);
         }
         if (pair < 0) continue;
         times[0][pair] = ms[0];
@@ -208,7 +222,7 @@ int main(int argc, char **argv) {
         ratios[pair] = ms[0] / ms[1];
     }
     printf("%s %s %s %s %s  A %.3f ms  B %.3f ms  A/B %.3f (quartiles %.3f-%.3f)\n", argv[3], argv[4], argv[6], argv[9],
-           mode, quantile(times[0], pairs, 0.5), quantile(times[1], pairs, 0.5), quantile(ratios, pairs, 0.5),
+           argv[5], quantile(times[0], pairs, 0.5), quantile(times[1], pairs, 0.5), quantile(ratios, pairs, 0.5),
            quantile(ratios, pairs, 0.25), quantile(ratios, pairs, 0.75));
     return 0;
 }
