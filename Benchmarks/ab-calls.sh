@@ -39,25 +39,24 @@ for dir in $(ls -d /usr/lib/llvm-*/lib 2>/dev/null | sort -V -r) /usr/lib/x86_64
 done
 [ ${#openmp[@]} -gt 0 ] || echo "ab-calls.sh: no libomp found; every job runs on one thread" >&2
 
-# build REVISION NAME: $work/NAME.so from that revision's core.
+# build REVISION NAME: $work/NAME.so from that revision's core, compiled by
+# the Hardening scripts' compile_core.
 build() {
-    local source=$work/$2-source objects=$work/$2-objects pids=() file object
-    mkdir -p "$source" "$objects"
-    local from=$1
+    local source=$work/$2-source from=$1
+    mkdir -p "$source"
     [ "$from" = . ] && from=$root
     if [ -d "$from/CSources/CBatchNorm" ]; then
         cp -r "$from/CSources" "$source/"
     else
         git -C "$root" archive "$from" CSources/CBatchNorm | tar -x -C "$source"
     fi
-    for file in $(cd "$source" && find CSources/CBatchNorm -name '*.c'); do
-        object=$objects/$(echo "$file" | tr / -).o
-        clang -c -O2 -fPIC -fno-omit-frame-pointer "${openmp[@]:0:1}" -I "$source/CSources/CBatchNorm/include" \
-            -I "$source/CSources/CBatchNorm" "$source/$file" -o "$object" &
-        pids+=($!)
-    done
-    for pid in "${pids[@]}"; do wait "$pid"; done
-    clang -shared -Wl,-Bsymbolic "$objects"/*.o "${openmp[@]}" -lm -lpthread -o "$work/$2.so"
+    (
+        cd "$source"
+        source "$root/Hardening/compile-core.sh"
+        core_flags=(-O2 -fPIC -fno-omit-frame-pointer "${openmp[@]:0:1}")
+        compile_core "$work/$2-objects"
+        clang -shared -Wl,-Bsymbolic "${core_objects[@]}" "${openmp[@]}" -lm -lpthread -o "$work/$2.so"
+    )
 }
 build "$old" A &
 build_a=$!
