@@ -29,10 +29,16 @@ for build in "${builds[@]}"; do
     "$scratch/release/output-hashes" >"$out"
     isa=$(head -1 "$out" | sed 's/^# output hashes, microkernels: //')
     # The native build names the clone the loader picked; the others are compiled for their target.
+    # x86-64-v4.txt is the native build's (on an AVX-512 machine). Below AVX-512 the native build
+    # is not compared: the code outside the clones (the finalize) is baseline there, and in the
+    # x86-64-v3 and x86-64 builds, which check those clones, it is compiled for their target, whose
+    # fused multiply-adds round differently.
     case "$name:$isa" in
         native:x86-64-v4*) key=x86-64-v4 ;;
-        native:x86-64-v3*) key=x86-64-v3 ;;
-        native:*) key=x86-64 ;;
+        native:*)
+            echo "output-hashes (native, $isa): not compared (below AVX-512, the $isa build checks this clone)"
+            rm -f "$out"
+            continue ;;
         *) key=$name ;;
     esac
     if grep -q "EXECUTORS DIFFER" "$out"; then
@@ -49,7 +55,7 @@ for build in "${builds[@]}"; do
         echo "output-hashes ($name, $isa): every output bit for bit as recorded ($(wc -l <"$file") lines)"
     else
         echo "output-hashes ($name, $isa): outputs differ from $file:"
-        diff <(tail -n +2 "$out") "$file" | head -20
+        diff <(tail -n +2 "$out") "$file" | head -20 || true    # diff exits 1 here: go on to the next build
         status=1
     fi
     rm -f "$out"

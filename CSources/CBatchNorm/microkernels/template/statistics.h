@@ -31,28 +31,35 @@ CBN_INLINE void FN(add_run_shifted)(const ELEM *x, int64_t n, double pivot, cbn_
     *tail_sumsq = tq;
 }
 
-/// The sums' calls take rows j = 0..3 at `stride` (cbn_column_calls): row
-/// j + 4 is the next call's row j, 4 * CBN_LANES rows on, which they ask for
-/// when the item prefetches (FN(columns_prefetch)).
+/// Rows a call of the columns walk takes at most: four of a lane's (16
+/// rows apart), or four consecutive rows of the tail (cbn_column_calls).
 #define CBN_AHEAD_ROWS 4
 
-/// Whether a columns item's reductions ask for rows ahead, where the plan
-/// asks for prefetches: where its rows are parts of rows, short pieces far
-/// apart, or whole rows so short that the next call's rows are about
-/// CBN_AHEAD values on (plan/tuning.h).
-CBN_INLINE int FN(columns_prefetch)(const cbn_plan *plan, cbn_item item) {
+/// How far a columns call of `item` asks for its inputs ahead, in values
+/// from each row it reads (0: not at all). Where the plan prefetches:
+/// - an item of part of each row (its rows are pieces far apart): the rows
+///   the next call reads, the next row for a lane's call (the next lane's
+///   call takes it) and CBN_AHEAD_ROWS rows on for the tail's;
+/// - whole rows so short that CBN_AHEAD_ROWS * CBN_LANES of them make about
+///   CBN_AHEAD values: CBN_AHEAD_ROWS of the call's strides on, the rows of
+///   a later group of the same lane (or of the tail);
+/// - other whole rows: none (the processor's prefetchers follow them).
+CBN_INLINE int64_t FN(columns_ahead)(const cbn_plan *plan, cbn_item item, const cbn_column_call *call) {
     const int64_t C = plan->shape.channels;
-    return plan->prefetch && (item.c1 - item.c0 < C || CBN_AHEAD_ROWS * CBN_LANES * C <= 2 * CBN_AHEAD(plan));
+    if (!plan->prefetch) return 0;
+    if (item.c1 - item.c0 < C) return call->stride == C ? CBN_AHEAD_ROWS * C : C;
+    return CBN_AHEAD_ROWS * CBN_LANES * C <= 2 * CBN_AHEAD(plan) ? CBN_AHEAD_ROWS * call->stride : 0;
 }
 
 /// For k < w, with d = x[i*segment_stride + j*stride + k] - pivot[k]: adds
 /// d to sum[k] and d^2 to sumsq[k] for i = 0, ... segments - 1 and, in each,
 /// j = 0, 1, ... rows - 1, in that order (one lane or the tail of the
 /// reduction order, see plan.h). The accumulators stay in registers for the
-/// call's rows, so a call with several rows touches L1 once.
+/// call's rows, so a call with several rows touches L1 once. Asks for x
+/// `ahead` values past each value it reads (0: not at all).
 CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, int64_t stride, int64_t rows,
                                      int64_t segments, int64_t segment_stride, const double *pivot, int64_t w,
-                                     int prefetch) {
+                                     int64_t ahead) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         const cbn_vd p = cbn_vd_load(pivot + k);
@@ -60,7 +67,7 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, 
         for (int64_t i = 0; i < segments; i++) {
             for (int64_t j = 0; j < rows; j++) {
                 const int64_t at = i * segment_stride + j * stride + k;
-                if (prefetch) PREFETCH(x + at, CBN_AHEAD_ROWS * stride);
+                PREFETCH(x + at, ahead);
                 cbn_vd d = WIDEN(LOADX(x + at)) - p;
                 s += d;
                 q += d * d;
@@ -191,16 +198,16 @@ CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int
     cbn_column_sums sums;
     cbn_column_sums_clear(&sums, lanes, w);
     for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, b0 * C + k);
-    const int prefetch = FN(columns_prefetch)(plan, item);
     cbn_column_calls calls = cbn_column_calls_make(plan, b0, b1, &sums, w);
     cbn_column_call call;
     /* Calls of one image's rows get a loop of their own, without the segments' loop. */
     while (cbn_column_calls_next(&calls, &call)) {
+        const int64_t ahead = FN(columns_ahead)(plan, item, &call);
         if (call.segments == 1)
-            FN(rows_add_shifted)(call.a, call.b, x + call.row * C, call.stride, call.rows, 1, 0, pivot, w, prefetch);
+            FN(rows_add_shifted)(call.a, call.b, x + call.row * C, call.stride, call.rows, 1, 0, pivot, w, ahead);
         else
             FN(rows_add_shifted)(call.a, call.b, x + call.row * C, call.stride, call.rows, call.segments,
-                                 call.segment_stride, pivot, w, prefetch);
+                                 call.segment_stride, pivot, w, ahead);
     }
     double sum[CBN_MAX_BLOCK_CHANNELS], sumsq[CBN_MAX_BLOCK_CHANNELS];
     cbn_column_sums_totals(&sums, w, sum, sumsq);

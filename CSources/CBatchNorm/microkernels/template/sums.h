@@ -63,10 +63,11 @@ CBN_INLINE void FN(run_sums)(const FN(cbn_sums_run) *r, int64_t n, const FN(cbn_
 /// The columns counterpart of run_sums: for k < w, adds g and g*d at rows
 /// j = 0, ... rows - 1 (at `stride`) of segments i = 0, ... segments - 1 (at
 /// `segment_stride`) to sum_dy[k] and sum_dyd[k] in that order (one lane or
-/// the tail of the reduction order).
+/// the tail of the reduction order). Asks for the inputs `ahead` values past
+/// each value it reads (0: not at all).
 CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_sums_run) *r, int64_t stride,
                                   int64_t rows, int64_t segments, int64_t segment_stride,
-                                  const FN(cbn_block_coefficients) *bc, int64_t w, int prefetch, const int epi) {
+                                  const FN(cbn_block_coefficients) *bc, int64_t w, int64_t ahead, const int epi) {
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
         FN(cbn_lanes) c;
@@ -76,9 +77,9 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_
         for (int64_t i = 0; i < segments; i++) {
             for (int64_t j = 0; j < rows; j++) {
                 const int64_t at = i * segment_stride + j * stride + k;
-                if (prefetch) {
-                    PREFETCH(r->x + at, CBN_AHEAD_ROWS * stride);
-                    FN(prefetch_gradient)(r->dy, r->y, r->x, at, CBN_AHEAD_ROWS * stride, CBN_TO_L1, epi);
+                if (ahead) {
+                    PREFETCH(r->x + at, ahead);
+                    FN(prefetch_gradient)(r->dy, r->y, r->x, at, ahead, CBN_TO_L1, epi);
                 }
                 VT g;
                 FN(gradient_v)(&g, r->dy, r->y, r->x, at, &c, epi);
@@ -210,17 +211,17 @@ CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
     cbn_column_sums sums;
     cbn_column_sums_clear(&sums, lanes, w);
-    const int prefetch = FN(columns_prefetch)(plan, item);
     cbn_column_calls calls = cbn_column_calls_make(plan, p0, p1, &sums, w);
     cbn_column_call call;
     /* Calls of one image's rows get a loop of their own, without the segments' loop. */
     while (cbn_column_calls_next(&calls, &call)) {
         const FN(cbn_sums_run) run = FN(sums_run_at)(base, call.row * C);
+        const int64_t ahead = FN(columns_ahead)(plan, item, &call);
         if (call.segments == 1)
-            FN(rows_add_sums)(call.a, call.b, &run, call.stride, call.rows, 1, 0, bc, w, prefetch, epi);
+            FN(rows_add_sums)(call.a, call.b, &run, call.stride, call.rows, 1, 0, bc, w, ahead, epi);
         else
             FN(rows_add_sums)(call.a, call.b, &run, call.stride, call.rows, call.segments, call.segment_stride, bc,
-                              w, prefetch, epi);
+                              w, ahead, epi);
     }
     cbn_column_sums_totals(&sums, w, sum_dy, sum_dyd);
 }
