@@ -135,7 +135,7 @@ typedef struct cbn_column_call {
 /// Rows a lane's call takes, where images are so short that each
 /// lane gets one or two of an image's rows (16 to 47 rows): a call then takes
 /// the rows of several images, so that the accumulators are loaded once for
-/// more rows. Images whose lanes get three rows (7x7) lost by it.
+/// more rows.
 #define CBN_COLUMN_CALL_ROWS 6
 
 /// The calls over rows [begin, end) in the reduction order (plan.h): lane l
@@ -144,9 +144,11 @@ typedef struct cbn_column_call {
 /// the segment's last multiple of 16 (up to four per call, in order).
 /// Whole images of 16 to 47 rows go in groups: each call takes a lane's
 /// rows (or the tail's) of several images, in order, CBN_COLUMN_CALL_ROWS
-/// of a lane's where the range holds that many images. Each accumulator
-/// still adds its rows in the same order, since the lanes and the tail are
-/// apart.
+/// of a lane's where the range holds that many images; whole images of 48
+/// to 63 rows (7x7), whose lanes get three rows, `three_row_images` of them
+/// (1: not grouped; the tuning's statistics_three_row_images). Each
+/// accumulator still adds its rows in the same order, since the lanes and
+/// the tail are apart.
 /// Without lanes (images of fewer than CBN_LANES rows, such as BN1d's one
 /// row) the tail takes every row in order, so its calls run across the
 /// images' boundaries: four rows a call, not one image's.
@@ -157,11 +159,13 @@ typedef struct cbn_column_calls {
     int64_t first, length, full;    /* the current segment, and its rows that go to lanes */
     int64_t count;                  /* whole segments like it taken together, one after another */
     int64_t group, lane, tail_row;  /* the next call */
+    int64_t three_row_images;
 } cbn_column_calls;
 
 CBN_INLINE cbn_column_calls cbn_column_calls_make(const cbn_plan *plan, int64_t begin, int64_t end,
-                                                  cbn_column_sums *sums, int64_t w) {
-    cbn_column_calls calls = {cbn_segments_make(plan, begin, end), sums, w, plan->shape.channels, 0, 0, 0, 1, 0, 0, 0};
+                                                  cbn_column_sums *sums, int64_t w, int64_t three_row_images) {
+    cbn_column_calls calls = {cbn_segments_make(plan, begin, end), sums, w, plan->shape.channels, 0, 0, 0, 1,
+                              0, 0, 0, three_row_images};
     if (!sums->lane_a) {    /* one run of tail calls over [begin, end) */
         calls.first = calls.tail_row = begin;
         calls.length = end - begin;
@@ -202,10 +206,13 @@ CBN_INLINE int cbn_column_calls_next(cbn_column_calls *it, cbn_column_call *call
         if (!cbn_segments_next(&it->segments, &it->first, &it->length)) return 0;
         it->full = it->sums->lane_a ? it->length / CBN_LANES * CBN_LANES : 0;
         /* A whole image whose lanes get one or two rows: it and the whole
-         * images after it, for CBN_COLUMN_CALL_ROWS rows a lane. */
+         * images after it, for CBN_COLUMN_CALL_ROWS rows a lane; three rows:
+         * three_row_images images. */
         it->count = 1;
-        if (it->full > 0 && it->length == it->segments.spatial && it->full < 3 * CBN_LANES) {
-            const int64_t wanted = (CBN_COLUMN_CALL_ROWS * CBN_LANES + it->full - 1) / it->full;
+        if (it->full > 0 && it->length == it->segments.spatial && it->full < 4 * CBN_LANES) {
+            const int64_t wanted = it->full < 3 * CBN_LANES
+                                       ? (CBN_COLUMN_CALL_ROWS * CBN_LANES + it->full - 1) / it->full
+                                       : it->three_row_images;
             it->count = cbn_min64(wanted, (it->segments.end - it->first) / it->length);
             it->segments.next = it->first + it->count * it->length;
         }

@@ -76,6 +76,10 @@ typedef struct cbn_tuning {
     /// memory, and these loops read them faster that way. The elementwise
     /// passes, which also write, keep asking into L1.
     int reduction_prefetch_to_l2;
+    /// Columns walk: images a lane's call of the statistics takes where each
+    /// lane gets three of an image's rows (7x7), so that the lane
+    /// accumulators are loaded once for more rows; 1: one image a call.
+    int64_t statistics_three_row_images;
     /// Channels per item of a finalize phase.
     int64_t finalize_channels;
 } cbn_tuning;
@@ -91,22 +95,26 @@ typedef struct cbn_tuning {
 /// Asking 4 KiB ahead paid where a call's tensors fill half the last-level
 /// cache or more, on processors whose own prefetchers lose the stream at
 /// each jump between a planes item's images; it cost on smaller calls.
-/// Asking into L2 paid in the planes walk's reductions from memory.
+/// Asking into L2 paid in the planes walk's reductions from memory, and
+/// 7x7's statistics calls of four images a lane.
 static const cbn_tuning cbn_tuning_f32 = {
     .element_bytes = 4, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 2048, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
-    .large_calls_only = 1, .reduction_prefetch_to_l2 = 1};
+    .large_calls_only = 1, .reduction_prefetch_to_l2 = 1, .statistics_three_row_images = 4};
 /// double: rows in blocks did not pay; elementwise runs of 256 KiB (not 512).
 static const cbn_tuning cbn_tuning_f64 = {
-    .element_bytes = 8, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0};
+    .element_bytes = 8, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0,
+    .statistics_three_row_images = 4};
 /// The half formats compute more per byte than float, and the processor's
 /// prefetchers fell behind them: they ask 4 KiB ahead, on every tensor.
 /// Rows in blocks did not pay. Elementwise runs of 128 KiB, as float's.
 /// Streaming from three times the last-level cache: from once, 28x28 and
 /// 14x14 (backward) took 1.2 to 2.7 times as long. Asking into L2 in the
-/// reductions gained nothing.
+/// reductions gained nothing, and so did grouping 7x7's statistics calls.
 static const cbn_tuning cbn_tuning_f16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .whole_planes_below = 1024, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .whole_planes_below = 1024, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0,
+    .statistics_three_row_images = 1};
 static const cbn_tuning cbn_tuning_bf16 = {
-    .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .whole_planes_below = 1024, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0};
+    .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .whole_planes_below = 1024, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0,
+    .statistics_three_row_images = 1};
 
 #endif /* CBN_TUNING_H */

@@ -198,7 +198,7 @@ CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int
     cbn_column_sums sums;
     cbn_column_sums_clear(&sums, lanes, w);
     for (int64_t k = 0; k < w; k++) pivot[k] = (double)GET(x, b0 * C + k);
-    cbn_column_calls calls = cbn_column_calls_make(plan, b0, b1, &sums, w);
+    cbn_column_calls calls = cbn_column_calls_make(plan, b0, b1, &sums, w, CBN_TUNING.statistics_three_row_images);
     cbn_column_call call;
     /* Calls of one image's rows get a loop of their own, without the segments' loop. */
     while (cbn_column_calls_next(&calls, &call)) {

@@ -211,7 +211,7 @@ CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t
     const int64_t C = plan->shape.channels, w = item.c1 - item.c0;
     cbn_column_sums sums;
     cbn_column_sums_clear(&sums, lanes, w);
-    cbn_column_calls calls = cbn_column_calls_make(plan, p0, p1, &sums, w);
+    cbn_column_calls calls = cbn_column_calls_make(plan, p0, p1, &sums, w, 1);    /* two tensors a row: grouping 7x7 lost */
     cbn_column_call call;
     /* Calls of one image's rows get a loop of their own, without the segments' loop. */
     while (cbn_column_calls_next(&calls, &call)) {
