@@ -7,7 +7,7 @@
 # is faster) with their quartiles.
 #
 #   Benchmarks/ab-calls.sh OLD NEW 32x256x56x56,32x2048x7x7 forward-training,backward \
-#       [layouts] [caches] [dtypes] [pairs] [threads]
+#       [layouts] [caches] [dtypes] [pairs] [threads] [offset]
 #
 # A mode may be a pair, MODE_A/MODE_B, run by A and B: with OLD = NEW,
 #   Benchmarks/ab-calls.sh HEAD HEAD 32x256x56x56 forward-training/forward-inference
@@ -15,8 +15,11 @@
 #
 # OLD and NEW are git revisions, "." for the working tree, or directories
 # that hold a CSources/CBatchNorm (another worktree, say). Defaults: both
-# layouts, warm, float, 24 pairs, 2 threads. Needs clang and, for threads,
-# libomp-dev.
+# layouts, warm, float, 24 pairs, 2 threads, tensors on 4 KiB boundaries.
+# `offset` places each tensor that many bytes past one instead (a multiple
+# of 8): a large Swift array's elements lie 48 bytes past one, and
+# bench-threads' raw buffers 16, which changes how channels-last rows fall
+# on cache lines. Needs clang and, for threads, libomp-dev.
 #
 # Where ab-compare.sh (whole bench-threads runs, interleaved) sees about
 # ±10 % between runs of the same build on a shared machine, neighbouring
@@ -28,6 +31,7 @@
 set -euo pipefail
 old=$1; new=$2; shapes=$3; modes=$4
 layouts=${5:-channels-first,channels-last}; caches=${6:-warm}; dtypes=${7:-float}; pairs=${8:-24}; threads=${9:-2}
+offset=${10:-0}
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -69,7 +73,7 @@ for shape in ${shapes//,/ }; do
         for mode in ${modes//,/ }; do
             for dtype in ${dtypes//,/ }; do
                 for cache in ${caches//,/ }; do
-                    "$work/ab_calls" "$work/A.so" "$work/B.so" "$shape" "$layout" "$mode" "$dtype" "$pairs" "$threads" "$cache"
+                    "$work/ab_calls" "$work/A.so" "$work/B.so" "$shape" "$layout" "$mode" "$dtype" "$pairs" "$threads" "$cache" "$offset"
                 done
             done
         done

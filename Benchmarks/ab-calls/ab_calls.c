@@ -67,14 +67,18 @@ typedef struct tensors {
     double *mean, *invstd;
 } tensors;
 
+/// Bytes past a 4 KiB boundary where each tensor starts (argv[10]; 0 by default).
+static size_t tensor_offset;
+
+/// A tensor of `bytes`, zeroed, `tensor_offset` bytes past a 4 KiB boundary.
 static void *allocate(size_t bytes) {
-    void *p = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    unsigned char *p = aligned_alloc(4096, (bytes + tensor_offset + 4095) / 4096 * 4096);
     if (!p) {
         fprintf(stderr, "ab_calls: out of memory\n");
         exit(2);
     }
-    memset(p, 0, bytes);
-    return p;
+    memset(p + tensor_offset, 0, bytes);
+    return p + tensor_offset;
 }
 
 /// Stores v as element i of a tensor of `dtype`.
@@ -169,8 +173,13 @@ static double quantile(double *v, int n, double q) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 10) {
-        fprintf(stderr, "usage: ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE\n");
+    if (argc != 10 && argc != 11) {
+        fprintf(stderr, "usage: ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE [OFFSET]\n");
+        return 2;
+    }
+    tensor_offset = argc == 11 ? (size_t)atoll(argv[10]) : 0;
+    if (tensor_offset >= 4096 || tensor_offset % 8 != 0) {
+        fprintf(stderr, "ab_calls: the tensor offset must be a multiple of 8 below 4096\n");
         return 2;
     }
     const build builds[2] = {load(argv[1]), load(argv[2])};
