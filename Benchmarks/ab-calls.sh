@@ -19,7 +19,10 @@
 # `offset` places each tensor that many bytes past one instead (a multiple
 # of 8): a large Swift array's elements lie 48 bytes past one, and
 # bench-threads' raw buffers 16, which changes how channels-last rows fall
-# on cache lines. Needs clang and, for threads, libomp-dev.
+# on cache lines. OFFSET_A/OFFSET_B places A's and B's apart: with OLD = NEW,
+#   Benchmarks/ab-calls.sh HEAD HEAD 32x2048x7x7 forward-inference channels-last warm float 24 2 48/0
+# gives what a Swift array's placement costs, call by call. Needs clang
+# and, for threads, libomp-dev.
 #
 # Where ab-compare.sh (whole bench-threads runs, interleaved) sees about
 # ±10 % between runs of the same build on a shared machine, neighbouring

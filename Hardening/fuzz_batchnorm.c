@@ -19,7 +19,8 @@
  *     dβ and dz from the given mean and invstd);
  *   - bitwise agreement between the serial executor, OpenMP and the Dispatch
  *     executor's lingering helpers (here on threads of their own), with 1 to
- *     4 workers, the latter two sometimes with every output streamed
+ *     4 workers and every buffer placed 24 bytes further past a cache line
+ *     (the input sets the first run's placement), the latter two sometimes with every output streamed
  *     (non-temporal stores, through the test hook; a NaN may then differ in
  *     sign and payload);
  *   - a call split as one rank of batch norm across processes (this slice's
@@ -89,6 +90,7 @@ typedef struct {
     unsigned char *data;   /* GUARD + count + GUARD elements of `kind` */
     size_t count;
     int kind;
+    unsigned char *allocation;   /* on a cache line; data lies `placement` bytes past it */
 } buffer;
 
 static void store(unsigned char *at, int kind, double v) {
@@ -114,11 +116,17 @@ static double sentinel(int kind) {
     return load(at, kind);
 }
 
-static buffer make_buffer(size_t count, int kind) {
-    buffer b = { malloc((count + 2 * GUARD) * kind_size(kind)), count, kind };
+/* `placement` bytes past a cache line (a multiple of 8 below 64): how the
+ * buffer's rows fall on lines, which sets where the kernels' vectors start
+ * (and a columns job's coefficient shift), never what they compute. */
+static buffer make_buffer(size_t count, int kind, size_t placement) {
+    const size_t bytes = placement + (count + 2 * GUARD) * kind_size(kind);
+    buffer b = { NULL, count, kind, aligned_alloc(64, (bytes + 63) / 64 * 64) };
+    b.data = b.allocation + placement;
     for (size_t i = 0; i < count + 2 * GUARD; i++) store(b.data + i * kind_size(kind), kind, SENTINEL);
     return b;
 }
+static void release(buffer *b) { free(b->allocation); }
 static void *base(buffer *b) { return b->data + GUARD * kind_size(b->kind); }
 static double get(const buffer *b, size_t i) { return load(b->data + (GUARD + i) * kind_size(b->kind), b->kind); }
 static void set(buffer *b, size_t i, double v) { store(b->data + (GUARD + i) * kind_size(b->kind), b->kind, v); }
@@ -148,8 +156,8 @@ static int same_values(const buffer *a, const buffer *b) {
     }
     return 1;
 }
-static buffer copy_buffer(const buffer *b) {
-    buffer c = make_buffer(b->count, b->kind);
+static buffer copy_buffer(const buffer *b, size_t placement) {
+    buffer c = make_buffer(b->count, b->kind, placement);
     memcpy(c.data, b->data, (b->count + 2 * GUARD) * kind_size(b->kind));
     return c;
 }
@@ -388,10 +396,10 @@ static void check_backward_against_reference(const call *k, buffer *before, buff
  * partials (writing nothing else), then the call with them as the whole
  * batch's, must write what the plain call wrote (`plain`), bit for bit but
  * for the sign and payload of NaNs (see same_values). */
-static void split_as_one_rank(const call *plain_call, buffer *before, buffer *plain) {
+static void split_as_one_rank(const call *plain_call, buffer *before, buffer *plain, size_t placement) {
     call k = *plain_call;
     buffer b[BUFFERS];
-    for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i]);
+    for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i], placement);
     k.partials = PARTIALS_OUT;
     k.has[PIN] = 1;   /* marks the split, see run() */
     CHECK(run(&k, b, SERIAL, 1) == CBN_OK, "this slice's partials were rejected");
@@ -402,7 +410,7 @@ static void split_as_one_rank(const call *plain_call, buffer *before, buffer *pl
     CHECK(run(&k, b, OPENMP, 2) == CBN_OK, "the call with the merged partials was rejected");
     for (int i = 0; i < BUFFERS; i++)
         if (i != POUT && i != PIN) CHECK(same_values(&b[i], &plain[i]), "a split call differs from the plain call");
-    for (int i = 0; i < BUFFERS; i++) free(b[i].data);
+    for (int i = 0; i < BUFFERS; i++) release(&b[i]);
 }
 
 /* Backward with relu and no y recomputes the mask from x: with the
@@ -411,9 +419,9 @@ static void split_as_one_rank(const call *plain_call, buffer *before, buffer *pl
  * them, bit for bit but for the sign and payload of NaNs (see same_values:
  * the two calls run the dx arithmetic in loops of their own, and a channel
  * whose sums are NaN gave 0x7fc00000 in one and 0xffc00000 in the other). */
-static void mask_matches_forward(const call *backward_call, buffer *before) {
+static void mask_matches_forward(const call *backward_call, buffer *before, size_t placement) {
     buffer b[BUFFERS], given[BUFFERS];
-    for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i]);
+    for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i], placement);
     cbn_inference_statistics(dtype_of(backward_call->kind), backward_call->shape.channels, base(&b[RMEAN]),
                              base(&b[RVAR]), backward_call->eps, base(&b[SMEAN]), base(&b[SINVSTD]));
     call forward = *backward_call;
@@ -421,16 +429,16 @@ static void mask_matches_forward(const call *backward_call, buffer *before) {
     forward.has[Z] = forward.has[SMEAN] = forward.has[SINVSTD] = 0;
     forward.has[RMEAN] = forward.has[RVAR] = 1;
     if (run(&forward, b, SERIAL, 1) == CBN_OK) {   /* y into b[Y]; an invalid eps is rejected */
-        for (int i = 0; i < BUFFERS; i++) given[i] = copy_buffer(&b[i]);
+        for (int i = 0; i < BUFFERS; i++) given[i] = copy_buffer(&b[i], placement);
         call with_y = *backward_call;
         with_y.has[Y] = 1;
         CHECK(run(backward_call, b, SERIAL, 1) == CBN_OK, "the recomputed-mask call was rejected");
         CHECK(run(&with_y, given, SERIAL, 1) == CBN_OK, "the call given y was rejected");
         for (int i = 0; i < BUFFERS; i++)
             if (i != Y) CHECK(same_values(&b[i], &given[i]), "the mask recomputed from x differs from y's");
-        for (int i = 0; i < BUFFERS; i++) free(given[i].data);
+        for (int i = 0; i < BUFFERS; i++) release(&given[i]);
     }
-    for (int i = 0; i < BUFFERS; i++) free(b[i].data);
+    for (int i = 0; i < BUFFERS; i++) release(&b[i]);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -438,6 +446,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
      * decode as before in everything else. */
     const uint8_t flags3 = size > 0 ? data[size - 1] : 0;
     reader r = { data, size > 0 ? size - 1 : 0 };
+    /* Where every buffer lies past a cache line (its top three bits): the
+     * calls compared with the first (other executors, the split, the mask)
+     * take their copies 24 bytes further, so that they also check that no
+     * result depends on how the tensors fall on lines. */
+    const size_t placement = (size_t)((flags3 >> 5) & 7) * 8, moved = (placement + 24) % 64;
     call k;
     memset(&k, 0, sizeof k);
     const uint8_t mode = next_byte(&r), flags = next_byte(&r), flags2 = next_byte(&r), shape_kind = next_byte(&r);
@@ -510,7 +523,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const int tensor = i == X || i == DY || i == Y || i == DX || i == Z || i == DZ;
         const int doubles = i == SMEAN || i == SINVSTD || i == POUT || i == PIN;
         /* parameters are float for the half formats */
-        b[i] = make_buffer(counts[i], doubles ? KIND_F64 : tensor || k.kind < KIND_F16 ? k.kind : KIND_F32);
+        b[i] = make_buffer(counts[i], doubles ? KIND_F64 : tensor || k.kind < KIND_F16 ? k.kind : KIND_F32,
+                           placement);
         const int is_input = i == X || i == DY || i == WEIGHT || i == BIAS || i == RMEAN || i == RVAR || i == Z ||
                              (k.backward && i == Y) ||
                              (k.backward && (i == SMEAN || i == SINVSTD)) || i == PIN;
@@ -530,7 +544,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const int mask_from_x = k.backward && k.relu && !k.has[Y];
     if (mask_from_x) moderate = 0;
     buffer before[BUFFERS], serial[BUFFERS];
-    for (int i = 0; i < BUFFERS; i++) before[i] = copy_buffer(&b[i]);
+    for (int i = 0; i < BUFFERS; i++) before[i] = copy_buffer(&b[i], placement);
     const cbn_status status = run(&k, b, SERIAL, 1);
     for (int i = 0; i < BUFFERS; i++) CHECK(guards_intact(&b[i]), "a write outside an output's extent");
     if (status != CBN_OK) {
@@ -545,7 +559,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < BUFFERS; i++) serial[i] = b[i];
         const executor_kind others[] = {OPENMP, HELPERS};
         for (int e = 0; e < 2; e++) {
-            for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i]);
+            for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i], moved);
             if (k.streamed) cbn_test_stream_outputs_from(0);
             const cbn_status again = run(&k, b, others[e], threads);
             cbn_test_stream_outputs_from(-1);
@@ -553,13 +567,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             for (int i = 0; i < BUFFERS; i++)
                 CHECK(k.streamed ? same_values(&b[i], &serial[i]) : same_bits(&b[i], &serial[i]),
                       "executors disagree");
-            for (int i = 0; i < BUFFERS; i++) free(b[i].data);
+            for (int i = 0; i < BUFFERS; i++) release(&b[i]);
         }
         for (int i = 0; i < BUFFERS; i++) b[i] = serial[i];
 
         /* forward training, and backward in either mode (its sums exist in both) */
-        if (k.partials == PARTIALS_NONE && (k.training || k.backward)) split_as_one_rank(&k, before, b);
-        if (k.partials == PARTIALS_NONE && mask_from_x) mask_matches_forward(&k, before);
+        if (k.partials == PARTIALS_NONE && (k.training || k.backward)) split_as_one_rank(&k, before, b, moved);
+        if (k.partials == PARTIALS_NONE && mask_from_x) mask_matches_forward(&k, before, moved);
 
         if (moderate) {
             const int outputs[] = {Y, DX, DWEIGHT, DBIAS, RMEAN, RVAR, SMEAN, SINVSTD, DZ};
@@ -593,6 +607,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
         }
     }
-    for (int i = 0; i < BUFFERS; i++) { free(b[i].data); free(before[i].data); }
+    for (int i = 0; i < BUFFERS; i++) { release(&b[i]); release(&before[i]); }
     return 0;
 }

@@ -9,7 +9,7 @@
  * the ratio holds still where whole-process comparisons drift with other
  * tenants' load (ab-compare.sh).
  *
- *   ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE
+ *   ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE [OFFSET]
  *
  * SHAPE NxCxHxW (or NxC); LAYOUT channels-first or channels-last; MODE
  * forward-training, forward-inference or backward (training), or two of
@@ -17,7 +17,10 @@
  * costs over another in one build, forward-training/forward-inference say);
  * DTYPE float,
  * double, float16 or bfloat16; CACHE warm (tensors as the last call left
- * them) or cold (64 MiB written over before each call, outside the timing).
+ * them) or cold (64 MiB written over before each call, outside the timing);
+ * OFFSET the bytes past a 4 KiB boundary where every tensor starts, or
+ * OFFSET_A/OFFSET_B, each build's (with LIB_A = LIB_B, 48/0 say: what a
+ * Swift array's placement costs over a page-aligned one).
  */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -67,18 +70,27 @@ typedef struct tensors {
     double *mean, *invstd;
 } tensors;
 
-/// Bytes past a 4 KiB boundary where each tensor starts (argv[10]; 0 by default).
-static size_t tensor_offset;
+/// Bytes past a 4 KiB boundary where each build's tensors start (argv[10],
+/// OFFSET or OFFSET_A/OFFSET_B; 0 by default). Both builds' tensors lie in
+/// the same memory, B's (offset[1] - offset[0]) bytes past A's, so that a
+/// warm call of either finds the other's lines in the cache.
+static size_t tensor_offset[2];
 
-/// A tensor of `bytes`, zeroed, `tensor_offset` bytes past a 4 KiB boundary.
-static void *allocate(size_t bytes) {
-    unsigned char *p = aligned_alloc(4096, (bytes + tensor_offset + 4095) / 4096 * 4096);
+/// Memory for a tensor of `bytes` at each build's offset (view[0], view[1]),
+/// zeroed; returns where the memory starts, on a 4 KiB boundary, which the
+/// views lie within.
+static unsigned char *allocate(size_t bytes, void *view[2]) {
+    const size_t most = tensor_offset[0] > tensor_offset[1] ? tensor_offset[0] : tensor_offset[1];
+    const size_t total = (bytes + most + 4095) / 4096 * 4096;
+    unsigned char *p = aligned_alloc(4096, total);
     if (!p) {
         fprintf(stderr, "ab_calls: out of memory\n");
         exit(2);
     }
-    memset(p + tensor_offset, 0, bytes);
-    return p + tensor_offset;
+    memset(p, 0, total);
+    view[0] = p + tensor_offset[0];
+    view[1] = p + tensor_offset[1];
+    return p;
 }
 
 /// Stores v as element i of a tensor of `dtype`.
@@ -96,35 +108,52 @@ static void put(void *tensor, cbn_dtype dtype, size_t i, double v) {
     }
 }
 
-static tensors make_tensors(cbn_dtype dtype, size_t count, size_t channels) {
+/// Both builds' tensors (t[0] A's, t[1] B's), in shared memory (allocate).
+/// x and dy hold a pattern from the memory's start, so that each build's
+/// view sees the same kind of values, shifted by its offset.
+static void make_tensors(cbn_dtype dtype, size_t count, size_t channels, tensors t[2]) {
     const size_t size = dtype == CBN_FLOAT64 ? 8 : dtype == CBN_FLOAT32 ? 4 : 2;
     const cbn_dtype param = dtype == CBN_FLOAT64 ? CBN_FLOAT64 : CBN_FLOAT32;
     const size_t param_size = param == CBN_FLOAT64 ? 8 : 4;
-    tensors t;
-    t.x = allocate(count * size);
-    t.y = allocate(count * size);
-    t.dy = allocate(count * size);
-    t.dx = allocate(count * size);
-    t.weight = allocate(channels * param_size);
-    t.bias = allocate(channels * param_size);
-    t.running_mean = allocate(channels * param_size);
-    t.running_var = allocate(channels * param_size);
-    t.dweight = allocate(channels * param_size);
-    t.dbias = allocate(channels * param_size);
-    t.mean = allocate(channels * sizeof(double));
-    t.invstd = allocate(channels * sizeof(double));
-    for (size_t i = 0; i < count; i++) {
-        put(t.x, dtype, i, (double)((i * 7919) % 1009) / 300.0);
-        put(t.dy, dtype, i, (double)((i * 104729) % 1013) / 500.0 - 1.0);
+    const size_t most = tensor_offset[0] > tensor_offset[1] ? tensor_offset[0] : tensor_offset[1];
+    const size_t filled = count + most / size;
+    void *view[2];
+#define CBN_TENSOR(field, bytes)                                                                 \
+    do {                                                                                         \
+        allocate(bytes, view);                                                                   \
+        t[0].field = view[0];                                                                    \
+        t[1].field = view[1];                                                                    \
+    } while (0)
+    unsigned char *x = allocate(count * size, view);
+    t[0].x = view[0];
+    t[1].x = view[1];
+    unsigned char *dy = allocate(count * size, view);
+    t[0].dy = view[0];
+    t[1].dy = view[1];
+    CBN_TENSOR(y, count * size);
+    CBN_TENSOR(dx, count * size);
+    CBN_TENSOR(weight, channels * param_size);
+    CBN_TENSOR(bias, channels * param_size);
+    CBN_TENSOR(running_mean, channels * param_size);
+    CBN_TENSOR(running_var, channels * param_size);
+    CBN_TENSOR(dweight, channels * param_size);
+    CBN_TENSOR(dbias, channels * param_size);
+    CBN_TENSOR(mean, channels * sizeof(double));
+    CBN_TENSOR(invstd, channels * sizeof(double));
+#undef CBN_TENSOR
+    for (size_t i = 0; i < filled; i++) {
+        put(x, dtype, i, (double)((i * 7919) % 1009) / 300.0);
+        put(dy, dtype, i, (double)((i * 104729) % 1013) / 500.0 - 1.0);
     }
-    for (size_t c = 0; c < channels; c++) {
-        put(t.weight, param, c, 1.0 + (double)(c % 7) / 8.0);
-        put(t.bias, param, c, (double)(c % 5) / 4.0);
-        put(t.running_var, param, c, 1.0);
-        t.mean[c] = 1.6;
-        t.invstd[c] = 3.4;
+    for (int which = 0; which < 2; which++) {
+        for (size_t c = 0; c < channels; c++) {
+            put(t[which].weight, param, c, 1.0 + (double)(c % 7) / 8.0);
+            put(t[which].bias, param, c, (double)(c % 5) / 4.0);
+            put(t[which].running_var, param, c, 1.0);
+            t[which].mean[c] = 1.6;
+            t[which].invstd[c] = 3.4;
+        }
     }
-    return t;
 }
 
 static double now_ms(void) {
@@ -174,13 +203,19 @@ static double quantile(double *v, int n, double q) {
 
 int main(int argc, char **argv) {
     if (argc != 10 && argc != 11) {
-        fprintf(stderr, "usage: ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE [OFFSET]\n");
+        fprintf(stderr, "usage: ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE [OFFSET[/OFFSET_B]]\n");
         return 2;
     }
-    tensor_offset = argc == 11 ? (size_t)atoll(argv[10]) : 0;
-    if (tensor_offset >= 4096 || tensor_offset % 8 != 0) {
-        fprintf(stderr, "ab_calls: the tensor offset must be a multiple of 8 below 4096\n");
-        return 2;
+    if (argc == 11) {
+        long long a = 0, b = 0;
+        const int given = sscanf(argv[10], "%lld/%lld", &a, &b);
+        if (given == 1) b = a;
+        if (given < 1 || a < 0 || b < 0 || a >= 4096 || b >= 4096 || a % 8 != 0 || b % 8 != 0) {
+            fprintf(stderr, "ab_calls: each tensor offset must be a multiple of 8 below 4096\n");
+            return 2;
+        }
+        tensor_offset[0] = (size_t)a;
+        tensor_offset[1] = (size_t)b;
     }
     const build builds[2] = {load(argv[1]), load(argv[2])};
     long long dims[4] = {1, 1, 1, 1};
@@ -211,9 +246,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     const size_t count = (size_t)(shape.n * shape.channels * shape.spatial);
-    const tensors t = make_tensors(dtype, count, (size_t)shape.channels);
+    tensors t[2];
+    make_tensors(dtype, count, (size_t)shape.channels, t);
     const size_t flush_bytes = (size_t)64 << 20;
-    unsigned char *flush = cold ? allocate(flush_bytes) : NULL;
+    void *unused[2];
+    unsigned char *flush = cold ? allocate(flush_bytes, unused) : NULL;
 
     double *times[2] = {malloc(sizeof(double) * (size_t)pairs), malloc(sizeof(double) * (size_t)pairs)};
     double *ratios = malloc(sizeof(double) * (size_t)pairs);
@@ -223,7 +260,7 @@ int main(int argc, char **argv) {
         for (int turn = 0; turn < 2; turn++) {
             const int which = (pair & 1) ? 1 - turn : turn;
             if (flush) memset(flush, pair * 2 + turn, flush_bytes);
-            ms[which] = time_call(&builds[which], modes[which], dtype, shape, &t, threads);
+            ms[which] = time_call(&builds[which], modes[which], dtype, shape, &t[which], threads);
         }
         if (pair < 0) continue;
         times[0][pair] = ms[0];

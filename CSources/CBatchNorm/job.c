@@ -87,7 +87,27 @@ void *cbn_line_aligned(size_t count, size_t size) {
     return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
 }
 
-static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
+/// Values before channel 0 in each coefficient row (job.h), so that where a
+/// columns walk's rows all fall alike on cache lines, the coefficient vector
+/// of the channels at a line of the output `out` starts a line too: the
+/// elementwise passes start their vectors at the output's lines (write_run)
+/// and load coefficients for each, so that neither tensors nor coefficients
+/// then straddle two lines. A vector of sixteen stored values is aligned at
+/// a line, or at its own size where that is shorter; a coefficient vector
+/// of sixteen T at `compute_bytes` * 16 bytes, a line or two.
+static int64_t coefficient_shift(const cbn_plan *plan, int64_t compute_bytes, const void *out) {
+    const int64_t element = plan->tuning->element_bytes, unit = 16 * element < 64 ? 16 * element : 64;
+    const int64_t past = (int64_t)((uintptr_t)out % (uintptr_t)unit);
+    if (!out || plan->walk != CBN_WALK_COLUMNS || plan->shape.channels * element % unit != 0 || past % element != 0)
+        return 0;
+    const int64_t before = (unit - past) % unit / element;    /* out's values before its first aligned vector */
+    const int64_t per_line = 64 / compute_bytes;
+    return (per_line - before % per_line) % per_line;
+}
+
+/// A job for `plan`, its coefficient rows shifted for the output `out` (the
+/// elementwise passes' first: y, dx or dz; NULL where there is none).
+static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, const void *out, cbn_job **job_out) {
     if (creations_until_failure >= 0 && creations_until_failure-- == 0) return CBN_OUT_OF_MEMORY;
     cbn_job *job = calloc(1, sizeof *job);
     if (!job) return CBN_OUT_OF_MEMORY;
@@ -102,6 +122,7 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
      * partials on each call would cost page faults and a pass of stores). */
     const size_t stride = (size_t)cbn_coefficient_stride(plan.shape.channels);
     const cbn_kernels *kernels = cbn_kernels_for(dtype);
+    job->coefficient_shift = coefficient_shift(&plan, kernels->compute_bytes, out);
     const int checked = kernels->checked;
     job->coefficients = cbn_line_aligned(stride * CBN_COEFFICIENTS, kernels->compute_bytes);
     job->wide_coefficients = checked ? cbn_line_aligned(stride * CBN_WIDE_COEFFICIENTS, sizeof(double)) : NULL;
@@ -115,7 +136,7 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, cbn_job **out) {
         job->plan.streaming = cbn_plan_streams(plan.shape, plan.tuning->element_bytes, streaming_bytes_override);
     job->dtype = dtype;
     job->mutant = next_mutant;
-    *out = job;
+    *job_out = job;
     return CBN_OK;
 }
 
@@ -146,7 +167,7 @@ cbn_status cbn_job_create_forward(const cbn_forward_desc *d, cbn_job **job_out) 
 
     cbn_plan plan = cbn_make_plan(d->shape, cbn_kernels_for(d->dtype)->tuning, 1);
     cbn_job *job;
-    if ((status = allocate_job(plan, d->dtype, &job)) != CBN_OK) return status;
+    if ((status = allocate_job(plan, d->dtype, moments_only ? NULL : d->y, &job)) != CBN_OK) return status;
     job->training = d->training != 0;
     job->x = d->x;
     job->out = d->y;
@@ -213,7 +234,7 @@ cbn_status cbn_job_create_backward(const cbn_backward_desc *d, cbn_job **job_out
      * L2 on some shapes, but fusing still won there (Benchmarks/results/tuning.md). */
     cbn_plan plan = cbn_make_plan(d->shape, cbn_kernels_for(d->dtype)->tuning, 2);
     cbn_job *job;
-    if ((status = allocate_job(plan, d->dtype, &job)) != CBN_OK) return status;
+    if ((status = allocate_job(plan, d->dtype, d->dx ? d->dx : d->dresidual, &job)) != CBN_OK) return status;
     job->backward = 1;
     job->training = training;
     job->x = d->x;

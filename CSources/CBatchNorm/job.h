@@ -55,10 +55,11 @@ enum {
 /// (CBN_EPILOGUE_RELU_FROM_X) also holds the forward formula's k1, k3 and
 /// check rows for it, the mask rows (mean_hi is the same mean's).
 /// Stored as eleven rows, in this order, of
-/// cbn_coefficient_stride(channels) values: `channels` values, then sixteen
-/// that go on from channel 0 again (value c + j*channels repeats channel c),
-/// so that sixteen consecutive channels of channels-last rows, wrapping from
-/// one row's last channel to the next row's first, load in one piece.
+/// cbn_coefficient_stride(channels) values: the job's coefficient_shift
+/// values unused, `channels` values, then sixteen that go on from channel 0
+/// again (value c + j*channels repeats channel c), so that sixteen
+/// consecutive channels of channels-last rows, wrapping from one row's last
+/// channel to the next row's first, load in one piece.
 typedef enum cbn_coefficient {
     CBN_MEAN_HI = 0, CBN_K1, CBN_K2, CBN_K3, CBN_SLACK, CBN_BOUND_K1, CBN_BOUND_K2,
     CBN_MASK_K1, CBN_MASK_K3, CBN_MASK_SLACK, CBN_MASK_BOUND_K1, CBN_COEFFICIENTS
@@ -79,11 +80,11 @@ typedef enum cbn_wide_coefficient {
 /// memory is short. Released with free().
 void *cbn_line_aligned(size_t count, size_t size);
 
-/// Values per coefficient row: the channels and sixteen wrapped around,
-/// rounded up to a multiple of sixteen, so that every row starts on a cache
-/// line (the rows are line-aligned, job.c) and a vector of the sixteen
-/// channels from a multiple of 16 loads from one line.
-static inline int64_t cbn_coefficient_stride(int64_t channels) { return (channels + 16 + 15) / 16 * 16; }
+/// Values per coefficient row: up to fifteen before channel 0 (the job's
+/// coefficient_shift), the channels and sixteen wrapped around, rounded up
+/// to a multiple of sixteen, so that every row starts on a cache line (the
+/// rows are line-aligned, job.c).
+static inline int64_t cbn_coefficient_stride(int64_t channels) { return (15 + channels + 16 + 15) / 16 * 16; }
 
 /// A partial result for one (channel, part): what the statistics pass or
 /// the backward sums pass found in the part's values.
@@ -124,6 +125,7 @@ struct cbn_job {
 
     /* job-owned */
     void *coefficients;                  /* CBN_COEFFICIENTS rows (cbn_coefficient_stride) */
+    int64_t coefficient_shift;           /* values before channel 0 in each row, wide ones too (job.c) */
     double *wide_coefficients;           /* CBN_WIDE_COEFFICIENTS rows of doubles, the same stride;
                                             only for checked kernels, the half formats (else NULL) */
     cbn_partial *partials;               /* channels * parts, index c*parts + part */

@@ -74,6 +74,8 @@ CBN_INLINE void FN(load_block_coefficients)(const cbn_job *job, cbn_item item,
     const T *all = (const T *)job->coefficients;
     const double *wide = job->wide_coefficients;
     const int64_t stride = cbn_coefficient_stride(job->plan.shape.channels);
+    all += job->coefficient_shift;
+    wide = wide ? wide + job->coefficient_shift : NULL;
     bc->hi = all + CBN_MEAN_HI * stride + item.c0;
     bc->k1 = all + CBN_K1 * stride + item.c0;
     bc->k2 = all + CBN_K2 * stride + item.c0;
@@ -233,15 +235,17 @@ CBN_INLINE void FN(mask_scalars)(const FN(cbn_scalars) *s, FN(cbn_scalars) *m) {
     m->wk3 = s->wmk3;
 }
 
-/// Stores channel c's value of one coefficient row, and its copies past the
-/// end of the row (job.h). Each copy belongs to one channel, so the
-/// finalize items of different channels never write the same place.
+/// Stores channel c's value of one coefficient row, and its copies among
+/// the sixteen values past the row's channels (job.h). Each copy belongs to
+/// one channel, so the finalize items of different channels never write
+/// the same place.
 #define CBN_SET_COEFFICIENT(rows, row, c, value)                                                 \
     do {                                                                                         \
-        const int64_t C_ = job->plan.shape.channels, stride_ = cbn_coefficient_stride(C_);       \
-        (rows)[(row) * stride_ + (c)] = (value);                                                 \
-        if ((c) < stride_ - C_) /* copies exist: a test that spares the common case a division */ \
-            for (int64_t p_ = (c) + C_; p_ < stride_; p_ += C_) (rows)[(row) * stride_ + p_] = (value); \
+        const int64_t C_ = job->plan.shape.channels;                                             \
+        __typeof__(rows) row_ = (rows) + (row) * cbn_coefficient_stride(C_) + job->coefficient_shift; \
+        row_[c] = (value);                                                                       \
+        if ((c) < 16) /* copies exist: a test that spares the common case a division */          \
+            for (int64_t p_ = (c) + C_; p_ < C_ + 16; p_ += C_) row_[p_] = (value);              \
     } while (0)
 
 /// The part of the mean that its rounding to T, mean_hi, leaves out: exact

@@ -153,18 +153,22 @@ CBN_INLINE int64_t FN(stream_body)(const int op, const int epi, const int rows, 
 
 /// Writes out[i] for i < n, the pass's values narrowed to the element type:
 /// a run of one channel (CBN_RUN_CHANNEL, period n) or of rows of `period`
-/// channels (CBN_RUN_ROWS), value i of channel i mod period. With `stream`,
-/// the values from the first whole line on are written with non-temporal
-/// stores, a whole line at a time, which do not read the destination lines
-/// into the cache first (large outputs: a third less memory traffic). A run of sixteen values or more
-/// takes no single values: the values before the first whole line and after
-/// the last whole vector come from whole vectors that start at or end with
-/// them, computed before any store of the run reaches their inputs and
-/// stored after the vectors they overlap. The lanes they share get the same
-/// value twice (each value depends on its own inputs only, with the same
-/// arithmetic in any lane), so this holds in place too. Streamed, only their
-/// own lanes are stored: a cached store into a line that non-temporal
-/// stores are filling makes the processor write the partial line out.
+/// channels (CBN_RUN_ROWS), value i of channel i mod period. Streamed or in
+/// a run of rows, the whole vectors start at out's first whole line (where
+/// a vector fits after it), so that where the inputs fall on lines as out
+/// does, no vector loads or stores across two lines (a columns job's
+/// coefficient rows are shifted to match, job.c). With `stream`, they are
+/// written with non-temporal stores, a whole line at a time, which do not
+/// read the destination lines into the cache first (large outputs: a third
+/// less memory traffic). A run of sixteen values or more takes no single
+/// values: the values before the first whole line and after the last whole
+/// vector come from whole vectors that start at or end with them, computed
+/// before any store of the run reaches their inputs and stored after the
+/// vectors they overlap. The lanes they share get the same value twice
+/// (each value depends on its own inputs only, with the same arithmetic in
+/// any lane), so this holds in place too. Streamed, only their own lanes
+/// are stored: a cached store into a line that non-temporal stores are
+/// filling makes the processor write the partial line out.
 CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const FN(cbn_run) *r, ELEM *out,
                               int64_t n, int64_t period, int stream) {
     int64_t i = 0, c = 0;
@@ -172,16 +176,12 @@ CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const
         for (; i < n; i++, c = cbn_next_channel(c, 1, period)) PUT(out, i, FN(elementwise_s)(op, epi, rows, r, i, c));
         return;
     }
-    /* streamed: the body starts at the first whole line, if a vector fits after it */
-    int64_t start = 0;
-    int streamed = 0;
-    if (stream) {
-        const int64_t head = FN(values_to_line)(out);
-        if (head <= n - 16) {
-            start = head;
-            streamed = 1;
-        }
-    }
+    /* the body starts at the first whole line, if a vector fits after it:
+     * streamed, and in runs of rows (channel runs, whose alignment differs
+     * from channel to channel, measured no faster for it cached) */
+    const int64_t head = stream || rows == CBN_RUN_ROWS ? FN(values_to_line)(out) : 0;
+    const int64_t start = head <= n - 16 ? head : 0;
+    const int streamed = stream && head <= n - 16;
     const int tail = ((n - start) & 15) != 0;
     VE last = {0}, first = {0};
     if (tail) FN(narrowed_v)(op, epi, rows, r, n - 16, (n - 16) % period, &last);
@@ -194,7 +194,10 @@ CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const
     }
     if (streamed) i = FN(stream_body)(op, epi, rows, r, out, i, n, period, &c);
     for (; i + 16 <= n; i += 16, c = cbn_next_channel(c, 16, period)) FN(store_v)(op, epi, rows, r, out, i, c);
-    if (first_at < start) FN(store_lanes)(out + first_at, &first, 0, start - first_at);
+    if (first_at < start && streamed)
+        FN(store_lanes)(out + first_at, &first, 0, start - first_at);
+    else if (first_at < start)
+        CBN_STORE(VE, out + first_at, first);
     if (tail && streamed)
         FN(store_lanes)(out + i, &last, 16 - (n - i), n - i);
     else if (tail)
