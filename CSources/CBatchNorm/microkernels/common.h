@@ -122,6 +122,24 @@ CBN_INLINE void cbn_column_sums_totals(const cbn_column_sums *sums, int64_t w, d
     }
 }
 
+/// The sixteen-channel vectors of a columns loop over channels [0, w),
+/// w >= 16: CALL(k, first, count, whole) for the vector of channels k to
+/// k + 15 whose lanes [first, first + count) are its own. The whole vectors
+/// from channel 0 (whole = 1, lanes 0 to 15), then, where w is not a
+/// multiple of 16, the vector that ends at channel w for the channels past
+/// the last whole one. Each channel is some vector's own lane exactly once,
+/// and every vector lies within [0, w).
+#define CBN_CHANNEL_VECTORS(w, CALL)                                                             \
+    do {                                                                                         \
+        int64_t cbn_k_ = 0;                                                                      \
+        for (; cbn_k_ + 16 <= (w); cbn_k_ += 16) CALL(cbn_k_, 0, 16, 1);                        \
+        if (cbn_k_ < (w)) CALL((w) - 16, 16 - ((w) - cbn_k_), (w) - cbn_k_, 0);                  \
+    } while (0)
+
+/// The lanes [first, first + count) of sixteen, as a mask of `lanes_type`.
+#define CBN_LANES_WITHIN(lanes_type, first, count) \
+    (CBN_LANES_BEFORE(lanes_type, (first) + (count)) & ~CBN_LANES_BEFORE(lanes_type, first))
+
 /// One call of the columns walk's reduction order: add rows `row`,
 /// `row + stride`, ... (`rows` of them) of the block's channels to the
 /// accumulators `a` and `b` (a lane's or the tails), and the same rows of

@@ -60,41 +60,83 @@ CBN_INLINE void FN(run_sums)(const FN(cbn_sums_run) *r, int64_t n, const FN(cbn_
     *tail_dyd = t_dyd;
 }
 
-/// The columns counterpart of run_sums: for k < w, adds g and g*d at rows
-/// j = 0, ... rows - 1 (at `stride`) of segments i = 0, ... segments - 1 (at
-/// `segment_stride`) to sum_dy[k] and sum_dyd[k] in that order (one lane or
-/// the tail of the reduction order). Asks for the inputs `ahead` values past
-/// each value it reads (0: not at all).
+/// What a sums pass writes besides the sums, lanes [first, first + count)
+/// of the sixteen values from i alone (the values of other vectors' lanes,
+/// which another vector writes, may be dy or x in place).
+CBN_INLINE void FN(sums_outputs_lanes)(ELEM *dz, ELEM *dx, int64_t i, const VT *g, const FN(cbn_lanes) *c,
+                                       int64_t first, int64_t count, const int epi) {
+    if (epi & CBN_EPILOGUE_RESIDUAL) {
+        const VE narrowed = CBN_NARROW_V(*g);
+        FN(store_lanes)(dz + i + first, &narrowed, first, count);
+    }
+    if (dx) {
+        VT scaled;
+        FN(scale_v)(&scaled, g, c);
+        const VE narrowed = CBN_NARROW_V(scaled);
+        FN(store_lanes)(dx + i + first, &narrowed, first, count);
+    }
+}
+
+/// The columns counterpart of run_sums for the sixteen channels from k:
+/// adds g and g*d at rows j = 0, ... rows - 1 (at `stride`) of segments i =
+/// 0, ... segments - 1 (at `segment_stride`) to sum_dy[k] and sum_dyd[k] in
+/// that order (one lane or the tail of the reduction order), and keeps the
+/// sums, and writes the outputs, of lanes [first, first + count) alone
+/// unless `whole`. Asks for the inputs `ahead` values past each value it
+/// reads (0: not at all).
+CBN_INLINE void FN(rows_add_sums_v)(double *sum_dy, double *sum_dyd, const FN(cbn_sums_run) *r, int64_t stride,
+                                    int64_t rows, int64_t segments, int64_t segment_stride,
+                                    const FN(cbn_block_coefficients) *bc, int64_t k, int64_t first, int64_t count,
+                                    const int whole, int64_t ahead, const int epi) {
+    FN(cbn_lanes) c;
+    FN(lanes_at)(bc, k, &c);
+    const cbn_vd wm = CBN_CHECKED ? cbn_vd_load(bc->wm + k) : (cbn_vd){0};
+    const cbn_vd dy0 = cbn_vd_load(sum_dy + k), dyd0 = cbn_vd_load(sum_dyd + k);
+    cbn_vd a_dy = dy0, a_dyd = dyd0;
+    for (int64_t i = 0; i < segments; i++) {
+        for (int64_t j = 0; j < rows; j++) {
+            const int64_t at = i * segment_stride + j * stride + k;
+            if (ahead) {
+                PREFETCH(r->x + at, ahead);
+                FN(prefetch_gradient)(r->dy, r->y, r->x, at, ahead, CBN_TO_L1, epi);
+            }
+            VT g;
+            FN(gradient_v)(&g, r->dy, r->y, r->x, at, &c, epi);
+            const VT x = LOADX(r->x + at);
+            cbn_vd gw = WIDEN(g), d;
+            FN(deviation_v)(&d, &x, &c, &wm);
+            a_dy += gw;
+            a_dyd += gw * d;
+            if (whole)
+                FN(sums_outputs_v)(r->dz, r->dx, at, &g, &c, epi);
+            else
+                FN(sums_outputs_lanes)(r->dz, r->dx, at, &g, &c, first, count, epi);
+        }
+    }
+    if (!whole) {
+        const cbn_vd_lanes own = CBN_LANES_WITHIN(cbn_vd_lanes, first, count);
+        a_dy = CBN_SELECT(cbn_vd_lanes, own, a_dy, dy0);
+        a_dyd = CBN_SELECT(cbn_vd_lanes, own, a_dyd, dyd0);
+    }
+    cbn_vd_store(sum_dy + k, a_dy);
+    cbn_vd_store(sum_dyd + k, a_dyd);
+}
+
+/// For k < w, the same sums of channel k: rows_add_sums_v's vectors
+/// (CBN_CHANNEL_VECTORS), or one channel at a time where w < 16. Each
+/// channel adds its own values in the same order either way.
 CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_sums_run) *r, int64_t stride,
                                   int64_t rows, int64_t segments, int64_t segment_stride,
                                   const FN(cbn_block_coefficients) *bc, int64_t w, int64_t ahead, const int epi) {
-    int64_t k = 0;
-    for (; k + 16 <= w; k += 16) {
-        FN(cbn_lanes) c;
-        FN(lanes_at)(bc, k, &c);
-        const cbn_vd wm = CBN_CHECKED ? cbn_vd_load(bc->wm + k) : (cbn_vd){0};
-        cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
-        for (int64_t i = 0; i < segments; i++) {
-            for (int64_t j = 0; j < rows; j++) {
-                const int64_t at = i * segment_stride + j * stride + k;
-                if (ahead) {
-                    PREFETCH(r->x + at, ahead);
-                    FN(prefetch_gradient)(r->dy, r->y, r->x, at, ahead, CBN_TO_L1, epi);
-                }
-                VT g;
-                FN(gradient_v)(&g, r->dy, r->y, r->x, at, &c, epi);
-                const VT x = LOADX(r->x + at);
-                cbn_vd gw = WIDEN(g), d;
-                FN(deviation_v)(&d, &x, &c, &wm);
-                a_dy += gw;
-                a_dyd += gw * d;
-                FN(sums_outputs_v)(r->dz, r->dx, at, &g, &c, epi);
-            }
-        }
-        cbn_vd_store(sum_dy + k, a_dy);
-        cbn_vd_store(sum_dyd + k, a_dyd);
+    if (w >= 16) {
+#define CALL(k, first, count, whole)                                                             \
+    FN(rows_add_sums_v)(sum_dy, sum_dyd, r, stride, rows, segments, segment_stride, bc, k, first, count, whole, \
+                        ahead, epi)
+        CBN_CHANNEL_VECTORS(w, CALL);
+#undef CALL
+        return;
     }
-    for (; k < w; k++) {
+    for (int64_t k = 0; k < w; k++) {
         FN(cbn_scalars) s;
         FN(scalars_at)(bc, k, &s);
         double t_dy = sum_dy[k], t_dyd = sum_dyd[k];
