@@ -69,9 +69,20 @@ typedef __typeof__((cbn_vd){0} <= (cbn_vd){0}) cbn_vd_lanes;
 #define CBN_LANES_BEFORE(lanes_type, split)                                                     \
     ((lanes_type){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15} <                        \
      (lanes_type){0} + (__typeof__(((lanes_type){0})[0]))(split))
+/// The lanes [first, first + count) of sixteen, as a mask of `lanes_type`.
+#define CBN_LANES_WITHIN(lanes_type, first, count) \
+    (CBN_LANES_BEFORE(lanes_type, (first) + (count)) & ~CBN_LANES_BEFORE(lanes_type, first))
+
 /// Lane by lane, a's where the mask `own` (of `lanes_type`) is set, else b's.
 #define CBN_SELECT(lanes_type, own, a, b) \
     ((__typeof__(a))(((lanes_type)(a) & (own)) | ((lanes_type)(b) & ~(own))))
+
+/// Stores lanes [first, first + count) of v at p, p + 1, ... p + 15, and
+/// leaves the other lanes' doubles as they are.
+CBN_INLINE void cbn_vd_store_lanes(double *p, const cbn_vd *v, int64_t first, int64_t count) {
+    const cbn_vd kept = cbn_vd_load(p);
+    cbn_vd_store(p, CBN_SELECT(cbn_vd_lanes, CBN_LANES_WITHIN(cbn_vd_lanes, first, count), *v, kept));
+}
 
 /// Sum of the sixteen lanes in a fixed pairwise order.
 CBN_INLINE double cbn_vd_sum(const cbn_vd *v) {
@@ -135,10 +146,6 @@ CBN_INLINE void cbn_column_sums_totals(const cbn_column_sums *sums, int64_t w, d
         for (; cbn_k_ + 16 <= (w); cbn_k_ += 16) CALL(cbn_k_, 0, 16, 1);                        \
         if (cbn_k_ < (w)) CALL((w) - 16, 16 - ((w) - cbn_k_), (w) - cbn_k_, 0);                  \
     } while (0)
-
-/// The lanes [first, first + count) of sixteen, as a mask of `lanes_type`.
-#define CBN_LANES_WITHIN(lanes_type, first, count) \
-    (CBN_LANES_BEFORE(lanes_type, (first) + (count)) & ~CBN_LANES_BEFORE(lanes_type, first))
 
 /// One call of the columns walk's reduction order: add rows `row`,
 /// `row + stride`, ... (`rows` of them) of the block's channels to the

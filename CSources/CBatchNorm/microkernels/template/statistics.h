@@ -54,16 +54,15 @@ CBN_INLINE int64_t FN(columns_ahead)(const cbn_plan *plan, cbn_item item, const 
 /// For the sixteen channels from k, with d = x[i*segment_stride + j*stride
 /// + k] - pivot[k]: adds d to sum[k] and d^2 to sumsq[k] for i = 0, ...
 /// segments - 1 and, in each, j = 0, 1, ... rows - 1, in that order, and
-/// keeps the sums of lanes [first, first + count) alone unless `whole`. The
+/// keeps the sums of lanes [first, first + count) alone (all 16: each). The
 /// accumulators stay in registers for the call's rows, so a call with
 /// several rows touches L1 once. Asks for x `ahead` values past each value
 /// it reads (0: not at all).
 CBN_INLINE void FN(rows_add_shifted_v)(double *sum, double *sumsq, const ELEM *x, int64_t stride, int64_t rows,
                                        int64_t segments, int64_t segment_stride, const double *pivot, int64_t k,
-                                       int64_t first, int64_t count, const int whole, int64_t ahead) {
+                                       int64_t first, int64_t count, int64_t ahead) {
     const cbn_vd p = cbn_vd_load(pivot + k);
-    const cbn_vd s0 = cbn_vd_load(sum + k), q0 = cbn_vd_load(sumsq + k);
-    cbn_vd s = s0, q = q0;
+    cbn_vd s = cbn_vd_load(sum + k), q = cbn_vd_load(sumsq + k);
     for (int64_t i = 0; i < segments; i++) {
         for (int64_t j = 0; j < rows; j++) {
             const int64_t at = i * segment_stride + j * stride + k;
@@ -73,13 +72,8 @@ CBN_INLINE void FN(rows_add_shifted_v)(double *sum, double *sumsq, const ELEM *x
             q += d * d;
         }
     }
-    if (!whole) {
-        const cbn_vd_lanes own = CBN_LANES_WITHIN(cbn_vd_lanes, first, count);
-        s = CBN_SELECT(cbn_vd_lanes, own, s, s0);
-        q = CBN_SELECT(cbn_vd_lanes, own, q, q0);
-    }
-    cbn_vd_store(sum + k, s);
-    cbn_vd_store(sumsq + k, q);
+    cbn_vd_store_lanes(sum + k, &s, first, count);
+    cbn_vd_store_lanes(sumsq + k, &q, first, count);
 }
 
 /// For k < w, the same sums of channel k (one lane or the tail of the
@@ -91,7 +85,7 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, 
                                      int64_t ahead) {
     if (w >= 16) {
 #define CALL(k, first, count, whole)                                                             \
-    FN(rows_add_shifted_v)(sum, sumsq, x, stride, rows, segments, segment_stride, pivot, k, first, count, whole, ahead)
+    FN(rows_add_shifted_v)(sum, sumsq, x, stride, rows, segments, segment_stride, pivot, k, first, count, ahead)
         CBN_CHANNEL_VECTORS(w, CALL);
 #undef CALL
         return;

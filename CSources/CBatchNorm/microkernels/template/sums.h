@@ -91,8 +91,7 @@ CBN_INLINE void FN(rows_add_sums_v)(double *sum_dy, double *sum_dyd, const FN(cb
     FN(cbn_lanes) c;
     FN(lanes_at)(bc, k, &c);
     const cbn_vd wm = CBN_CHECKED ? cbn_vd_load(bc->wm + k) : (cbn_vd){0};
-    const cbn_vd dy0 = cbn_vd_load(sum_dy + k), dyd0 = cbn_vd_load(sum_dyd + k);
-    cbn_vd a_dy = dy0, a_dyd = dyd0;
+    cbn_vd a_dy = cbn_vd_load(sum_dy + k), a_dyd = cbn_vd_load(sum_dyd + k);
     for (int64_t i = 0; i < segments; i++) {
         for (int64_t j = 0; j < rows; j++) {
             const int64_t at = i * segment_stride + j * stride + k;
@@ -113,13 +112,8 @@ CBN_INLINE void FN(rows_add_sums_v)(double *sum_dy, double *sum_dyd, const FN(cb
                 FN(sums_outputs_lanes)(r->dz, r->dx, at, &g, &c, first, count, epi);
         }
     }
-    if (!whole) {
-        const cbn_vd_lanes own = CBN_LANES_WITHIN(cbn_vd_lanes, first, count);
-        a_dy = CBN_SELECT(cbn_vd_lanes, own, a_dy, dy0);
-        a_dyd = CBN_SELECT(cbn_vd_lanes, own, a_dyd, dyd0);
-    }
-    cbn_vd_store(sum_dy + k, a_dy);
-    cbn_vd_store(sum_dyd + k, a_dyd);
+    cbn_vd_store_lanes(sum_dy + k, &a_dy, first, count);
+    cbn_vd_store_lanes(sum_dyd + k, &a_dyd, first, count);
 }
 
 /// For k < w, the same sums of channel k: rows_add_sums_v's vectors
