@@ -35,6 +35,13 @@ CBN_INLINE uint16_t cbn_bf16_narrow(float f) {
         const cbn_vu32 rounded_ = (u_ + 0x7FFFu + ((u_ >> 16) & 1u)) >> 16;                  \
         __builtin_convertvector((rounded_ & ~nan_) | (((u_ >> 16) | 0x40u) & nan_), VE);     \
     })
+/// CBN_BF16_NARROW for sixteen floats none of which is NaN: the same bits,
+/// without the NaN case (an infinity rounds to itself).
+#define CBN_BF16_NARROW_NUMBERS(f)                                                           \
+    ({                                                                                       \
+        const cbn_vu32 u_ = (cbn_vu32)(f);                                                   \
+        __builtin_convertvector((u_ + 0x7FFFu + ((u_ >> 16) & 1u)) >> 16, VE);               \
+    })
 /* Shared by both bfloat16 tables. */
 #define CBN_BF16_WIDEN_V(v) __builtin_convertvector((cbn_vf)(__builtin_convertvector((v), cbn_vu32) << 16), VT)
 #define CBN_BF16_WIDEN_S(x) ((double)cbn_bf16_widen(x))

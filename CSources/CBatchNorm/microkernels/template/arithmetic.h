@@ -91,14 +91,18 @@ CBN_INLINE double FN(deviation_s)(T x, const FN(cbn_scalars) *c) {
 /// CBN_EPILOGUE_RESIDUAL, residuals z (zero otherwise): the epilogue adds z,
 /// then applies relu with CBN_EPILOGUE_RELU, each step its own rounding.
 /// `epi` is a constant where this is used, so the unused steps compile away.
-CBN_INLINE void FN(forward_v)(VT *y, const VT *x, const VT *z, const FN(cbn_lanes) *c, const int epi) {
+/// Returns 1 where every lane passed the check, so that none of y is NaN
+/// (CBN_NARROW_NUMBERS_V may narrow it); 0 otherwise, and for unchecked types.
+CBN_INLINE int FN(forward_v)(VT *y, const VT *x, const VT *z, const FN(cbn_lanes) *c, const int epi) {
     const VT d = *x - c->hi;
     VT e = d * c->k1 + c->k3;
     if (epi & CBN_EPILOGUE_RESIDUAL) e = e + *z;
+    int numbers = 0;
 #ifdef CBN_CHECK_RATIO
     const VT bound = ABS(d) * c->bk1 + (c->slack + ABS(*z) * CBN_INVERSE_RATIO);
     FN(cbn_lane_mask) kept;
-    if (__builtin_expect(!FN(check_v)(&e, &bound, &kept), 0)) {
+    numbers = FN(check_v)(&e, &bound, &kept);
+    if (__builtin_expect(!numbers, 0)) {
         FN(cbn_wide_lanes) w;
         FN(wide_lanes)(c, &w);
         cbn_vd wide = (WIDEN(*x) - w.m) * w.k1 + w.k3;
@@ -108,6 +112,7 @@ CBN_INLINE void FN(forward_v)(VT *y, const VT *x, const VT *z, const FN(cbn_lane
 #endif
     if (epi & CBN_EPILOGUE_RELU) FN(keep_v)(&e, &e);
     *y = e;
+    return numbers;
 }
 CBN_INLINE T FN(forward_s)(T x, T z, const FN(cbn_scalars) *c, const int epi) {
     const T d = x - c->hi;
@@ -157,13 +162,16 @@ CBN_INLINE T FN(gradient_s)(const ELEM *dy, const ELEM *y, const ELEM *x, int64_
 }
 
 /// dx = k1*g + (k2*(x - hi) + k3), g the (masked) gradient and x widened.
-CBN_INLINE void FN(input_gradient_v)(VT *dx, const VT *g, const VT *x, const FN(cbn_lanes) *c) {
+/// Returns what forward_v returns.
+CBN_INLINE int FN(input_gradient_v)(VT *dx, const VT *g, const VT *x, const FN(cbn_lanes) *c) {
     const VT d = *x - c->hi;
     VT e = c->k1 * *g + (c->k2 * d + c->k3);
+    int numbers = 0;
 #ifdef CBN_CHECK_RATIO
     const VT bound = c->bk1 * ABS(*g) + (c->bk2 * ABS(d) + c->slack);
     FN(cbn_lane_mask) kept;
-    if (__builtin_expect(!FN(check_v)(&e, &bound, &kept), 0)) {
+    numbers = FN(check_v)(&e, &bound, &kept);
+    if (__builtin_expect(!numbers, 0)) {
         FN(cbn_wide_lanes) w;
         FN(wide_lanes)(c, &w);
         const cbn_vd wide = w.k1 * WIDEN(*g) + (w.k2 * (WIDEN(*x) - w.m) + w.k3);
@@ -171,6 +179,7 @@ CBN_INLINE void FN(input_gradient_v)(VT *dx, const VT *g, const VT *x, const FN(
     }
 #endif
     *dx = e;
+    return numbers;
 }
 CBN_INLINE T FN(input_gradient_s)(T g, T x, const FN(cbn_scalars) *c) {
     const T d = x - c->hi;
@@ -180,13 +189,16 @@ CBN_INLINE T FN(input_gradient_s)(T g, T x, const FN(cbn_scalars) *c) {
     return e;
 }
 
-/// dx = k1*g (inference mode), g the (masked) gradient.
-CBN_INLINE void FN(scale_v)(VT *dx, const VT *g, const FN(cbn_lanes) *c) {
+/// dx = k1*g (inference mode), g the (masked) gradient. Returns what
+/// forward_v returns.
+CBN_INLINE int FN(scale_v)(VT *dx, const VT *g, const FN(cbn_lanes) *c) {
     VT e = *g * c->k1;
+    int numbers = 0;
 #ifdef CBN_CHECK_RATIO
     const VT bound = ABS(*g) * c->bk1 + c->slack;
     FN(cbn_lane_mask) kept;
-    if (__builtin_expect(!FN(check_v)(&e, &bound, &kept), 0)) {
+    numbers = FN(check_v)(&e, &bound, &kept);
+    if (__builtin_expect(!numbers, 0)) {
         FN(cbn_wide_lanes) w;
         FN(wide_lanes)(c, &w);
         const cbn_vd wide = WIDEN(*g) * w.k1;
@@ -194,6 +206,7 @@ CBN_INLINE void FN(scale_v)(VT *dx, const VT *g, const FN(cbn_lanes) *c) {
     }
 #endif
     *dx = e;
+    return numbers;
 }
 CBN_INLINE T FN(scale_s)(T g, const FN(cbn_scalars) *c) {
     const T e = g * c->k1;

@@ -25,39 +25,44 @@ typedef struct FN(cbn_run) {
     int64_t plane;
 } FN(cbn_run);
 
-/// The pass's sixteen values from element i on, with the coefficients `c`.
+/// The pass's sixteen values from element i on, with the coefficients `c`,
+/// narrowed to the element type: without the narrowing's NaN case where
+/// every lane passed the half formats' check (CBN_NARROW_NUMBERS_V), which
+/// gives the same bits.
 CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cbn_run) *r, int64_t i,
-                                        const FN(cbn_lanes) *c, VT *out) {
-    VT g, x, z = {0};
+                                        const FN(cbn_lanes) *c, VE *out) {
+    VT g, x, z = {0}, v;
+    int numbers = 0;
     switch (op) {
     case CBN_OP_NORMALIZE:
         FN(prefetch_forward)(r->x, r->z, i, r->ahead, epi);
         x = LOADX(r->x + i);
         if (epi & CBN_EPILOGUE_RESIDUAL) z = LOADX(r->z + i);
-        FN(forward_v)(out, &x, &z, c, epi);
+        numbers = FN(forward_v)(&v, &x, &z, c, epi);
         break;
     case CBN_OP_INPUT_GRADIENT:
         PREFETCH(r->x + i, r->ahead);
         FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, CBN_TO_L1, epi);
         FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
         x = LOADX(r->x + i);
-        FN(input_gradient_v)(out, &g, &x, c);
+        numbers = FN(input_gradient_v)(&v, &g, &x, c);
         break;
     case CBN_OP_SCALE:
         FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, CBN_TO_L1, epi);
         FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
-        FN(scale_v)(out, &g, c);
+        numbers = FN(scale_v)(&v, &g, c);
         break;
-    default:    /* CBN_OP_RESIDUAL_GRADIENT */
+    default:    /* CBN_OP_RESIDUAL_GRADIENT: dy as it is, NaN or not */
         FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, CBN_TO_L1, epi);
-        FN(gradient_v)(out, r->dy, r->y, r->x, i, c, epi);
+        FN(gradient_v)(&v, r->dy, r->y, r->x, i, c, epi);
         break;
     }
+    *out = numbers ? CBN_NARROW_NUMBERS_V(v) : CBN_NARROW_V(v);
 }
 
-/// The pass's sixteen values from element i on, the first of channel c.
-CBN_INLINE void FN(elementwise_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, int64_t i,
-                                  int64_t c, VT *out) {
+/// The pass's sixteen values from element i on, the first of channel c, narrowed.
+CBN_INLINE void FN(narrowed_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, int64_t i,
+                               int64_t c, VE *out) {
     if (rows == CBN_RUN_ROWS) {
         FN(cbn_lanes) lanes;
         FN(lanes_at)(r->bc, c, &lanes);
@@ -97,20 +102,12 @@ CBN_INLINE void FN(store_lanes)(ELEM *out, const VE *v, int64_t first, int64_t c
     if (count & 1) *out = *from;
 }
 
-/// The pass's sixteen values from element i (of channel c) on, narrowed.
-CBN_INLINE void FN(narrowed_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, int64_t i,
-                               int64_t c, VE *out) {
-    VT v;
-    FN(elementwise_v)(op, epi, rows, r, i, c, &v);
-    *out = CBN_NARROW_V(v);
-}
-
-/// Narrows and stores the pass's sixteen values from element i on.
+/// Stores the pass's sixteen values from element i on, narrowed.
 CBN_INLINE void FN(store_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, ELEM *out,
                             int64_t i, int64_t c) {
-    VT v;
-    FN(elementwise_v)(op, epi, rows, r, i, c, &v);
-    STOREX(out + i, v);
+    VE v;
+    FN(narrowed_v)(op, epi, rows, r, i, c, &v);
+    CBN_STORE(VE, out + i, v);
 }
 
 /// How many values from `out` on lie before the first whole line.
@@ -212,9 +209,7 @@ CBN_INLINE void FN(planes_narrowed_v)(const int op, const int epi, const FN(cbn_
                                       int64_t i, VE *out) {
     FN(cbn_lanes) lanes;
     FN(plane_lanes)(r->bc, k, left, &lanes);
-    VT v;
-    FN(elementwise_lanes_v)(op, epi, r, i, &lanes, &v);
-    *out = CBN_NARROW_V(v);
+    FN(elementwise_lanes_v)(op, epi, r, i, &lanes, out);
 }
 
 /// Writes out[i] for i < n, n >= 16, a run of whole planes of r->plane >= 16
@@ -274,9 +269,9 @@ CBN_INLINE void FN(write_rows)(const int op, const int epi, const FN(cbn_run) *r
             FN(cbn_lanes) lanes;
             FN(lanes_at)(r->bc, k, &lanes);
             for (int64_t j = b; j < b1; j++) {
-                VT v;
+                VE v;
                 FN(elementwise_lanes_v)(op, epi, r, j * C + k, &lanes, &v);
-                STOREX(out + j * C + k, v);
+                CBN_STORE(VE, out + j * C + k, v);
             }
         }
     }

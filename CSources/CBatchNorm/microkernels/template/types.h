@@ -28,6 +28,13 @@ typedef __typeof__((VT){0} <= (VT){0}) FN(cbn_lane_mask);
 #define CBN_NARROW_S(t) (t)
 #endif
 
+/// Narrowing of sixteen values known to hold no NaN (every lane passed the
+/// half formats' check): a type's own narrowing without its NaN case where
+/// it has one (bfloat16's, in integers), the same bits; else CBN_NARROW_V.
+#ifndef CBN_NARROW_NUMBERS_V
+#define CBN_NARROW_NUMBERS_V(v) CBN_NARROW_V(v)
+#endif
+
 /// Coefficients (arrays of T): loaded and stored as they are.
 #define LOAD(p) CBN_LOAD(VT, p)
 /// Tensors: widened on load, narrowed on store; GET and PUT for one value.

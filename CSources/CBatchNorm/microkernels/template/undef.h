@@ -39,6 +39,7 @@
 #undef CBN_SUFFIX
 #undef CBN_WIDEN_V
 #undef CBN_NARROW_V
+#undef CBN_NARROW_NUMBERS_V
 #undef CBN_WIDEN_S
 #undef CBN_NARROW_S
 #undef CBN_CHECK_RATIO
