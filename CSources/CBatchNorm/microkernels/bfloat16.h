@@ -21,26 +21,31 @@ CBN_INLINE float cbn_bf16_widen(uint16_t b) {
     return f;
 }
 
+/// A float's bits u (a uint32_t, or a cbn_vu32 of sixteen) rounded to the
+/// nearest bfloat16, ties to even, in the low half: right for every float
+/// but NaN. CBN_BF16_QUIET(u): a NaN's bfloat16, quiet, with its sign.
+#define CBN_BF16_ROUND(u) (((u) + 0x7FFFu + (((u) >> 16) & 1u)) >> 16)
+#define CBN_BF16_QUIET(u) (((u) >> 16) | 0x40u)
+
 CBN_INLINE uint16_t cbn_bf16_narrow(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
-    if (f != f) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    return (uint16_t)(f != f ? CBN_BF16_QUIET(u) : CBN_BF16_ROUND(u));
 }
 
 /// Sixteen floats f to bfloat16, rounded to nearest even, NaN kept quiet.
 #define CBN_BF16_NARROW(f)                                                                   \
     ({                                                                                       \
         const cbn_vu32 u_ = (cbn_vu32)(f), nan_ = (cbn_vu32)((f) != (f));                    \
-        const cbn_vu32 rounded_ = (u_ + 0x7FFFu + ((u_ >> 16) & 1u)) >> 16;                  \
-        __builtin_convertvector((rounded_ & ~nan_) | (((u_ >> 16) | 0x40u) & nan_), VE);     \
+        const cbn_vu32 rounded_ = CBN_BF16_ROUND(u_), quiet_ = CBN_BF16_QUIET(u_);           \
+        __builtin_convertvector((rounded_ & ~nan_) | (quiet_ & nan_), VE);                   \
     })
 /// CBN_BF16_NARROW for sixteen floats none of which is NaN: the same bits,
 /// without the NaN case (an infinity rounds to itself).
 #define CBN_BF16_NARROW_NUMBERS(f)                                                           \
     ({                                                                                       \
         const cbn_vu32 u_ = (cbn_vu32)(f);                                                   \
-        __builtin_convertvector((u_ + 0x7FFFu + ((u_ >> 16) & 1u)) >> 16, VE);               \
+        __builtin_convertvector(CBN_BF16_ROUND(u_), VE);                                     \
     })
 /* Shared by both bfloat16 tables. */
 #define CBN_BF16_WIDEN_V(v) __builtin_convertvector((cbn_vf)(__builtin_convertvector((v), cbn_vu32) << 16), VT)

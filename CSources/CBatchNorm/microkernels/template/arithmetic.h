@@ -43,9 +43,15 @@ CBN_INLINE T FN(keep_s)(T v, T y) { return y <= 0 ? (T)0 : v; }
 #define CBN_CHECK_LIMIT ((T)(0x1p100 / CBN_CHECK_RATIO))
 #define CBN_INVERSE_RATIO ((T)(1.0 / CBN_CHECK_RATIO))
 
-/// Whether every lane of e passes; `kept` gets the lanes that do.
+/// Whether every lane of e passes; `kept` gets the lanes that do. One
+/// comparison a lane: bound <= min(limit, |e|), the minimum selected as
+/// limit < |e| ? limit : |e|, so that it is |e| where e is NaN and the lane
+/// fails, as it does against |e| itself.
 CBN_INLINE int FN(check_v)(const VT *e, const VT *bound, FN(cbn_lane_mask) *kept) {
-    *kept = (*bound <= ABS(*e)) & (*bound <= CBN_CHECK_LIMIT);
+    const VT magnitude = ABS(*e), limit = SPLAT(CBN_CHECK_LIMIT);
+    const FN(cbn_lane_mask) over = limit < magnitude;
+    const VT capped = (VT)(((FN(cbn_lane_mask))limit & over) | ((FN(cbn_lane_mask))magnitude & ~over));
+    *kept = *bound <= capped;
     return __builtin_reduce_and(*kept) != 0;
 }
 
@@ -212,4 +218,11 @@ CBN_INLINE T FN(scale_s)(T g, const FN(cbn_scalars) *c) {
     const T e = g * c->k1;
     if (CBN_CHECKED && !FN(check_s)(e, ABS(g) * c->bk1 + c->slack)) return (T)((double)g * c->wk1);
     return e;
+}
+
+/// v narrowed to the element type, where `numbers` is what the formula that
+/// gave v returned: without the narrowing's NaN case where every lane passed
+/// the half formats' check (CBN_NARROW_NUMBERS_V), which gives the same bits.
+CBN_INLINE void FN(narrow_v)(VE *out, const VT *v, const int numbers) {
+    *out = numbers ? CBN_NARROW_NUMBERS_V(*v) : CBN_NARROW_V(*v);
 }

@@ -26,9 +26,7 @@ typedef struct FN(cbn_run) {
 } FN(cbn_run);
 
 /// The pass's sixteen values from element i on, with the coefficients `c`,
-/// narrowed to the element type: without the narrowing's NaN case where
-/// every lane passed the half formats' check (CBN_NARROW_NUMBERS_V), which
-/// gives the same bits.
+/// narrowed to the element type (narrow_v).
 CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cbn_run) *r, int64_t i,
                                         const FN(cbn_lanes) *c, VE *out) {
     VT g, x, z = {0}, v;
@@ -57,7 +55,7 @@ CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cb
         FN(gradient_v)(&v, r->dy, r->y, r->x, i, c, epi);
         break;
     }
-    *out = numbers ? CBN_NARROW_NUMBERS_V(v) : CBN_NARROW_V(v);
+    FN(narrow_v)(out, &v, numbers);
 }
 
 /// The pass's sixteen values from element i on, the first of channel c, narrowed.

@@ -10,8 +10,10 @@ CBN_INLINE void FN(sums_outputs_v)(ELEM *dz, ELEM *dx, int64_t i, const VT *g, c
     if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + i, *g);
     if (dx) {
         VT scaled;
-        FN(scale_v)(&scaled, g, c);
-        STOREX(dx + i, scaled);
+        VE narrowed;
+        const int numbers = FN(scale_v)(&scaled, g, c);
+        FN(narrow_v)(&narrowed, &scaled, numbers);
+        CBN_STORE(VE, dx + i, narrowed);
     }
 }
 CBN_INLINE void FN(sums_outputs_s)(ELEM *dz, ELEM *dx, int64_t i, T g, const FN(cbn_scalars) *c, const int epi) {
@@ -71,8 +73,9 @@ CBN_INLINE void FN(sums_outputs_lanes)(ELEM *dz, ELEM *dx, int64_t i, const VT *
     }
     if (dx) {
         VT scaled;
-        FN(scale_v)(&scaled, g, c);
-        const VE narrowed = CBN_NARROW_V(scaled);
+        VE narrowed;
+        const int numbers = FN(scale_v)(&scaled, g, c);
+        FN(narrow_v)(&narrowed, &scaled, numbers);
         FN(store_lanes)(dx + i + first, &narrowed, first, count);
     }
 }
