@@ -8,8 +8,8 @@
 #include "bfloat16.h"
 
 #define CBN_WIDEN_V(v) CBN_BF16_WIDEN_V(v)
-#define CBN_NARROW_V(v) ({ const cbn_vf f_ = __builtin_convertvector((v), cbn_vf); CBN_BF16_NARROW(f_); })
-#define CBN_NARROW_NUMBERS_V(v) ({ const cbn_vf f_ = __builtin_convertvector((v), cbn_vf); CBN_BF16_NARROW_NUMBERS(f_); })
+#define CBN_NARROW_V(v) CBN_BF16_NARROW(v)
+#define CBN_NARROW_NUMBERS_V(v) CBN_BF16_NARROW_NUMBERS(v)
 #define CBN_WIDEN_S(x) CBN_BF16_WIDEN_S(x)
 #define CBN_NARROW_S(t) CBN_BF16_NARROW_S(t)
 

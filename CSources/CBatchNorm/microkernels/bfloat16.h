@@ -33,10 +33,11 @@ CBN_INLINE uint16_t cbn_bf16_narrow(float f) {
     return (uint16_t)(f != f ? CBN_BF16_QUIET(u) : CBN_BF16_ROUND(u));
 }
 
-/// Sixteen floats f to bfloat16, rounded to nearest even, NaN kept quiet.
+/// Sixteen floats f (evaluated once) to bfloat16, rounded to nearest even, NaN kept quiet.
 #define CBN_BF16_NARROW(f)                                                                   \
     ({                                                                                       \
-        const cbn_vu32 u_ = (cbn_vu32)(f), nan_ = (cbn_vu32)((f) != (f));                    \
+        const cbn_vf narrowing_ = (f);                                                       \
+        const cbn_vu32 u_ = (cbn_vu32)narrowing_, nan_ = (cbn_vu32)(narrowing_ != narrowing_); \
         const cbn_vu32 rounded_ = CBN_BF16_ROUND(u_), quiet_ = CBN_BF16_QUIET(u_);           \
         __builtin_convertvector((rounded_ & ~nan_) | (quiet_ & nan_), VE);                   \
     })

@@ -4,15 +4,20 @@
  * Part of kernels_template.h.
  */
 
+/// Inference mode's dx = k1*g (scale_v), narrowed to the element type.
+CBN_INLINE void FN(scaled_dx_v)(VE *dx, const VT *g, const FN(cbn_lanes) *c) {
+    VT scaled;
+    const int numbers = FN(scale_v)(&scaled, g, c);
+    FN(narrow_v)(dx, &scaled, numbers);
+}
+
 /// What a sums pass writes besides the sums, from one value's g and x.
 CBN_INLINE void FN(sums_outputs_v)(ELEM *dz, ELEM *dx, int64_t i, const VT *g, const FN(cbn_lanes) *c,
                                    const int epi) {
     if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + i, *g);
     if (dx) {
-        VT scaled;
         VE narrowed;
-        const int numbers = FN(scale_v)(&scaled, g, c);
-        FN(narrow_v)(&narrowed, &scaled, numbers);
+        FN(scaled_dx_v)(&narrowed, g, c);
         CBN_STORE(VE, dx + i, narrowed);
     }
 }
@@ -72,10 +77,8 @@ CBN_INLINE void FN(sums_outputs_lanes)(ELEM *dz, ELEM *dx, int64_t i, const VT *
         FN(store_lanes)(dz + i + first, &narrowed, first, count);
     }
     if (dx) {
-        VT scaled;
         VE narrowed;
-        const int numbers = FN(scale_v)(&scaled, g, c);
-        FN(narrow_v)(&narrowed, &scaled, numbers);
+        FN(scaled_dx_v)(&narrowed, g, c);
         FN(store_lanes)(dx + i + first, &narrowed, first, count);
     }
 }
