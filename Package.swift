@@ -48,10 +48,16 @@ let whenOpenMPTrait = BuildSettingCondition.when(traits: ["OpenMP"])
 // Every file of the core includes its internal headers from the target's root ("job.h", "plan/plan.h").
 var coreCSettings: [CSetting] = [.headerSearchPath("."), .unsafeFlags(["-O2"], .when(configuration: .debug))]
 var coreLinkerSettings: [LinkerSetting] = [.linkedLibrary("m")]
+// bench-threads' C loops use the same OpenMP runtime, so that the next layer's read runs on the core's team.
+var benchSupportCSettings: [CSetting] = []
+var benchSupportLinkerSettings: [LinkerSetting] = []
 if let directory = openMPLibraryDirectory() {
     coreCSettings.append(.unsafeFlags(["-fopenmp"], whenOpenMPTrait))
     coreLinkerSettings.append(.unsafeFlags(["-L\(directory)"], whenOpenMPTrait))
     coreLinkerSettings.append(.linkedLibrary("omp", whenOpenMPTrait))
+    benchSupportCSettings.append(.unsafeFlags(["-fopenmp"], whenOpenMPTrait))
+    benchSupportLinkerSettings.append(.unsafeFlags(["-L\(directory)"], whenOpenMPTrait))
+    benchSupportLinkerSettings.append(.linkedLibrary("omp", whenOpenMPTrait))
 }
 
 let whenMPITrait = BuildSettingCondition.when(traits: ["MPI"])
@@ -113,7 +119,12 @@ let package = Package(
             // Optimized in debug builds too, so that `swift test` is not dominated by it.
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
         ),
-        .target(name: "CBenchSupport", path: "Benchmarks/CBenchSupport"),
+        .target(
+            name: "CBenchSupport",
+            path: "Benchmarks/CBenchSupport",
+            cSettings: benchSupportCSettings,
+            linkerSettings: benchSupportLinkerSettings
+        ),
         .executableTarget(
             name: "bench-threads",
             dependencies: [

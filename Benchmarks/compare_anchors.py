@@ -29,6 +29,13 @@ user calls: our public paths (bench-threads --api; raw buffers too) in
 forward training and a training step (forward-backward) set against
 nn.BatchNorm2d in training (torch_kernel_bench.py --module: its forward, and
 forward + backward through autograd).
+--next-read: each timed call is followed, inside the timed region, by the
+next layer's read of its output on the same threads (bench-threads
+--next-layer read; oneDNN --next-read, which the stock anchor lacks: build it
+with Benchmarks/anchors/build-next-read.sh and pass that binary as --onednn),
+and our calls run twice, with the kernels' own stores and with every output
+streamed, as oneDNN streams its float outputs ("streamed": that time / ours).
+PyTorch, whose kernels write with ordinary stores as ours do, is not run then.
 Cold figures evict the caches before each call, outside the timed region,
 in all three programs (bench-threads --cache cold, torch --cold MB, oneDNN
 --flush MB). The machine is shared: read ratios, not absolute times.
@@ -54,18 +61,19 @@ SHAPE_SETS["default"] = SHAPE_SETS["resnet50"] + ["256x1x64x64", "1024x4096"]
 
 
 def bench_threads(args, shape, flush_mb, apis="raw", modes=",".join(MODES), executors="openmp,dispatch"):
-    """Our figures for one shape: {(layout, cache, mode, executor, activation, api): ms}."""
+    """Our figures for one shape: {(layout, cache, mode, executor, activation, api, stores): ms}."""
+    extra = ["--next-layer", "read", "--stores", "rule,streamed"] if args.next_read else []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.json")
         subprocess.run([str(ROOT / ".build" / "release" / "bench-threads"), "--executors", executors,
                         "--threads", str(args.threads), "--shapes", shape, "--layout", args.layouts,
                         "--cache", args.caches, "--flush-mb", str(flush_mb), "--repeat", str(args.repeat),
                         "--activation", bench_activations(args), "--dtype", args.dtype, "--api", apis,
-                        "--modes", modes, "--json", path],
+                        "--modes", modes, "--json", path] + extra,
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         figures = json.load(open(path))["figures"]
-    return {(f["layout"], f["cache"], f["mode"], f["executor"], f["activation"], f["api"]): f["median_ms"]
-            for f in figures}
+    return {(f["layout"], f["cache"], f["mode"], f["executor"], f["activation"], f["api"], f["stores"]):
+            f["median_ms"] for f in figures}
 
 
 def bench_activations(args):
@@ -106,6 +114,8 @@ def onednn_figure(args, shape, mode, layout, cache, flush_mb, relu=False):
         command.append("--relu")
     if args.dtype == "bfloat16":
         command += ["--dtype", "bf16"]
+    if args.next_read:
+        command.append("--next-read")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -131,8 +141,11 @@ def one_run(args, shapes, flush_mb):
         same_memory = len(dims) == 2 or dims[1] == 1
         print(f"  {shape}", file=sys.stderr, flush=True)
         ours = bench_threads(args, shape, flush_mb)
-        for (layout, cache, mode, executor, activation, _), ms in ours.items():
-            if activation == "none":
+        for (layout, cache, mode, executor, activation, _, stores), ms in ours.items():
+            if stores == "streamed":
+                if executor == "openmp" and activation == "none":
+                    times[(shape, layout, cache, mode, "streamed")] = ms
+            elif activation == "none":
                 times[(shape, layout, cache, mode, executor)] = ms
             elif activation.endswith("-separate"):
                 if executor == "openmp":
@@ -158,7 +171,7 @@ def one_run(args, shapes, flush_mb):
                 torch_layouts = [layout]
                 if args.dtype != "float" and not same_memory:
                     torch_layouts = ["channels-first", "channels-last"]   # the half formats: PyTorch's faster layout
-                for torch_layout in torch_layouts:
+                for torch_layout in torch_layouts if not args.next_read else []:
                     for mode, ms in torch_figures(args, shape, torch_layout, cache, flush_mb).items():
                         key = (shape, layout, cache, mode, "pytorch")
                         times[key] = min(times.get(key, float("inf")), ms)
@@ -182,7 +195,7 @@ def one_module_run(args, shapes, flush_mb):
         print(f"  {shape}", file=sys.stderr, flush=True)
         ours = bench_threads(args, shape, flush_mb, apis="raw," + args.apis,
                              modes="forward-training,forward-backward", executors="openmp")
-        for (layout, cache, mode, executor, activation, api), ms in ours.items():
+        for (layout, cache, mode, executor, activation, api, _), ms in ours.items():
             times[(shape, layout, cache, mode, api)] = ms
         for layout in args.layouts.split(","):
             if layout == "channels-last" and same_memory and "channels-first" in args.layouts:
@@ -234,7 +247,11 @@ def main():
     parser.add_argument("--dtype", default="float", choices=sorted(TORCH_DTYPE),
                         help="element type of the tensors (the half formats with float parameters)")
     parser.add_argument("--apis", help="our public paths against PyTorch's module: e.g. arrays,layer,autodiff")
+    parser.add_argument("--next-read", action="store_true",
+                        help="time each call with the next layer's read of its output (oneDNN: a --next-read build)")
     args = parser.parse_args()
+    if args.next_read and (args.apis or args.activations != "none"):
+        parser.error("--next-read times plain batch norm on the raw buffers: not with --apis or --activations")
 
     shapes = []
     for item in args.shapes.split(","):
@@ -249,11 +266,13 @@ def main():
         print_module_table(args, shapes, runs)
         return
 
-    peers = ["pytorch"] if args.activations == "none" else ["separate"]
+    peers = ["streamed"] if args.next_read else ["pytorch"] if args.activations == "none" else ["separate"]
     peers += ["onednn-nchw", "onednn-nhwc"] if args.onednn else []
     print(f"{args.dtype}, {args.threads} threads, {args.runs} runs, {args.repeat} timed calls per figure; "
           f"ratios are their time / our OpenMP time, median (min–max) over the runs: above 1, ours is faster. "
-          + ("PyTorch is the faster of F.batch_norm and native_batch_norm.out.\n" if args.activations == "none" else
+          + ("Each time includes the next layer's read of the output; streamed: ours with every output "
+             "written with non-temporal stores.\n" if args.next_read else
+             "PyTorch is the faster of F.batch_norm and native_batch_norm.out.\n" if args.activations == "none" else
              "separate: our batch norm, then a separate vectorized pass; oneDNN: fuse_norm_relu.\n"))
     header = "| shape | layout | cache | mode | ours ms | " + " | ".join(f"× {p}" for p in peers) + " | Dispatch / OpenMP |"
     print(header)

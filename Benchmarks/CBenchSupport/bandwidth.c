@@ -1,4 +1,9 @@
 #include <string.h>
+#if defined(_OPENMP)
+/* The OpenMP runtime's own (the toolchain's clang ships no omp.h). */
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
+#endif
 #include "CBenchSupport.h"
 
 #if defined(__x86_64__) && defined(__linux__)
@@ -45,6 +50,49 @@ double cbench_read(const float *src, int64_t n) {
         for (int l = 0; l < 16; l++) s += acc[k][l];
     for (; i < n; i++) s += src[i];
     return s;
+}
+
+typedef uint64_t cbench_w4 __attribute__((vector_size(32)));
+
+CBENCH_MULTIVERSIONED
+uint64_t cbench_read_words(const void *src, int64_t bytes) {
+    const unsigned char *p = src;
+    const int64_t n = bytes / 8;
+    cbench_w4 acc[4] = {{0}, {0}, {0}, {0}};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        for (int k = 0; k < 4; k++) {
+            cbench_w4 v;
+            memcpy(&v, p + 8 * (i + 4 * k), sizeof v);
+            acc[k] += v;
+        }
+    }
+    uint64_t s = 0;
+    for (int k = 0; k < 4; k++)
+        for (int l = 0; l < 4; l++) s += acc[k][l];
+    for (; i < n; i++) {
+        uint64_t w;
+        memcpy(&w, p + 8 * i, sizeof w);
+        s += w;
+    }
+    return s;
+}
+
+uint64_t cbench_read_words_openmp(const void *src, int64_t bytes, int threads) {
+    uint64_t total = 0;
+#if defined(_OPENMP)
+    const int64_t words = bytes / 8;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+        const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int64_t begin = words * t / team, end = words * (t + 1) / team;
+        total += cbench_read_words((const unsigned char *)src + 8 * begin, 8 * (end - begin));
+    }
+#else
+    (void)threads;
+    total = cbench_read_words(src, bytes);
+#endif
+    return total;
 }
 
 #define CBENCH_ELEMENTWISE(T, SUFFIX)                                                        \

@@ -40,6 +40,12 @@ struct BenchThreads: ParsableCommand {
     @Option(help: "Epilogues, comma-separated: none, relu, add-relu (fused), relu-separate, add-relu-separate (our batch norm, then a separate elementwise pass on the same threads).")
     var activation: String = "none"
 
+    @Option(help: "Output stores of the raw path, comma-separated: rule (the kernels' own: non-temporal stores only where a call's tensors outgrow the last-level cache), streamed (every output with non-temporal stores, as oneDNN writes its float outputs).")
+    var stores: String = "rule"
+
+    @Option(name: .customLong("next-layer"), help: "What follows each timed call of the raw path, inside the timed region, comma-separated: none, read (the next layer's read of the output, y or dx, on the same executor and threads).")
+    var nextLayer: String = "none"
+
     @Option(help: "Memory layouts, comma-separated: channels-first, channels-last (rank 2 and one-channel shapes are the same memory in both, and run once).")
     var layout: String = BatchNormLayout.allCases.map(\.description).joined(separator: ",")
 
@@ -177,7 +183,8 @@ struct BenchThreads: ParsableCommand {
             ? CacheEvictor(bytes: (flushMB ?? max(64, 2 * cacheBytes >> 20)) << 20) : nil
         return RunSettings(
             modes: try list(modes, Mode.self), apis: try list(api, API.self),
-            epilogues: try list(activation, Epilogue.self), kinds: kinds, threads: threadList, caches: caches,
+            epilogues: try list(activation, Epilogue.self), stores: try list(stores, OutputStores.self),
+            nextLayers: try list(nextLayer, NextLayer.self), kinds: kinds, threads: threadList, caches: caches,
             data: dataKind, tensorOffset: tensorOffset, repetitions: repetitions ?? (quick ? 3 : 7), evictor: evictor, cacheBytes: cacheBytes,
             roofs: [:])
     }

@@ -22,6 +22,26 @@ enum Mode: String, CaseIterable, Codable {
     }
 }
 
+/// What runs after each timed call of the raw path, inside the timed region.
+enum NextLayer: String, CaseIterable, Codable {
+    /// Nothing: the call alone.
+    case none
+    /// A read of the call's output (y, or dx in backward) on the same executor
+    /// and threads, as the next layer's first use of it: the figure then
+    /// shows what the way the output was written costs its reader.
+    case read
+}
+
+/// How the raw path's calls write their outputs.
+enum OutputStores: String, CaseIterable, Codable {
+    /// The kernels' own rule: non-temporal stores only where a call's tensors
+    /// outgrow the last-level cache.
+    case rule
+    /// Non-temporal stores for every output, as oneDNN writes its float
+    /// outputs (the package's test hook `streamOutputs(from: 0)`).
+    case streamed
+}
+
 /// Who runs a figure: the package's executors, or the pure-Swift reference.
 enum ExecutorKind: String, CaseIterable, Codable {
     case openmp, dispatch, serial, reference

@@ -16,6 +16,10 @@ struct Figure: Codable {
     var activation = "none"
     /// The public path timed: raw, arrays, arrays-into, layer, layer-into, autodiff.
     var api = "raw"
+    /// How the outputs were written: rule (the kernels' own) or streamed (every output non-temporal).
+    var stores = "rule"
+    /// What the timed region holds after the call: none, or read (the next layer's read of the output).
+    var nextLayer = "none"
     var executor: String
     var threads: Int
     var dtype: String
@@ -70,6 +74,8 @@ enum Report {
             let executor = f.executor == "reference" ? "reference (sampled)" : f.executor
             var mode = f.activation == "none" ? f.mode : "\(f.mode) \(f.activation)"
             if f.api != "raw" { mode += " · \(f.api)" }
+            if f.stores != "rule" { mode += " · \(f.stores)" }
+            if f.nextLayer != "none" { mode += " + \(f.nextLayer)" }
             print("| \(mode) | \(f.cache) | \(executor) | \(f.threads) | \(range) | \(f1(f.gbps)) | \(roof) | \(cacheRoof) | \(speedup) | \(reference) |")
         }
     }
@@ -81,7 +87,7 @@ enum Report {
             guard let d = figures.first(where: {
                 $0.executor == "dispatch" && $0.api == "raw" && $0.shape == o.shape && $0.mode == o.mode && $0.threads == o.threads
                     && $0.dtype == o.dtype && $0.layout == o.layout && $0.cache == o.cache
-                    && $0.activation == o.activation
+                    && $0.activation == o.activation && $0.stores == o.stores && $0.nextLayer == o.nextLayer
             }) else { return nil }
             return (o, d)
         }
@@ -110,6 +116,7 @@ enum Report {
                                 $0.api == "raw" && $0.shape == f.shape && $0.layout == f.layout && $0.dtype == f.dtype
                                     && $0.mode == f.mode && $0.cache == f.cache && $0.executor == f.executor
                                     && $0.threads == f.threads && $0.activation == f.activation
+                                    && $0.stores == "rule" && $0.nextLayer == "none"
                             }) else { return nil }
                             return f.medianMs / raw.medianMs
                         }.sorted()

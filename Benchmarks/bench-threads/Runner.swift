@@ -1,4 +1,4 @@
-import BatchNormKernels
+@_spi(Testing) import BatchNormKernels
 
 /// What every figure of one run shares: the options, parsed once, and what
 /// the run measured of the machine before timing anything.
@@ -6,6 +6,9 @@ struct RunSettings {
     var modes: [Mode]
     var apis: [API]
     var epilogues: [Epilogue]
+    /// How the raw path writes its outputs, and what reads them next (raw path only).
+    var stores: [OutputStores]
+    var nextLayers: [NextLayer]
     var kinds: [ExecutorKind]
     var threads: [Int]
     var caches: [CacheState]
@@ -47,13 +50,21 @@ struct RunSettings {
                         && (run.threads == threads.max() || run.kind == .serial)
                     for api in apis where api == .raw || (others && api.times(mode)
                                                           && (api != .autodiff || differentiable)) {
-                        table.append(BenchCase(mode: mode, epilogue: epilogue, cache: cache, kind: run.kind,
-                                               threads: run.threads, executor: run.executor, api: api))
+                        for (store, next) in api == .raw ? rawVariants : [(.rule, .none)] {
+                            table.append(BenchCase(mode: mode, epilogue: epilogue, cache: cache, kind: run.kind,
+                                                   threads: run.threads, executor: run.executor, api: api,
+                                                   stores: store, nextLayer: next))
+                        }
                     }
                 }
             }
         }
         return table
+    }
+
+    /// The raw path's store rules and next layers, every pair, side by side.
+    private var rawVariants: [(OutputStores, NextLayer)] {
+        stores.flatMap { store in nextLayers.map { (store, $0) } }
     }
 
     /// Every step one shape and element type takes: the table of each mode,
@@ -75,11 +86,16 @@ struct BenchCase {
     let threads: Int
     let executor: BatchNormExecutor
     let api: API
+    let stores: OutputStores
+    let nextLayer: NextLayer
 
-    /// As the progress lines print it: the mode, then the epilogue and the path when they are not the defaults.
+    /// As the progress lines print it: the mode, then the epilogue, the path,
+    /// the stores and the next layer when they are not the defaults.
     var label: String {
         var label = epilogue == .none ? mode.rawValue : "\(mode.rawValue) \(epilogue.rawValue)"
         if api != .raw { label += " \(api.rawValue)" }
+        if stores != .rule { label += " \(stores.rawValue)" }
+        if nextLayer != .none { label += " +\(nextLayer.rawValue)" }
         return label
     }
 }
@@ -115,28 +131,33 @@ func measure<S: BenchElement>(
             }
             progress.step("\(shape) \(dtype.rawValue) \(c.label) \(c.executor) \(c.cache.rawValue)")
             quiet.before(c.kind)
+            BatchNormFaultInjection.streamOutputs(from: c.stores == .streamed ? 0 : nil)
             let timing = Timing.measure(repetitions: settings.repetitions,
                                         prepare: { if c.cache == .cold { settings.evictor?.evict() } }) {
                 if c.api == .raw {
                     workload.run(mode, epilogue: c.epilogue, executor: c.executor)
+                    if c.nextLayer == .read { workload.readOutput(of: mode, executor: c.executor) }
                 } else {
                     arrays!.run(c.api, mode, epilogue: c.epilogue, executor: c.executor)
                 }
             }
+            BatchNormFaultInjection.streamOutputs(from: nil)
             var figure = Figure(shape: shape, mode: mode, executor: c.kind, threads: c.threads, dtype: dtype,
                                 cache: c.cache, timing: timing, bytes: mode.passes * bytesPerPass,
                                 roof: settings.roofs[c.threads]?.copy)
             figure.activation = c.epilogue.rawValue
             figure.api = c.api.rawValue
+            figure.stores = c.stores.rawValue
+            figure.nextLayer = c.nextLayer.rawValue
             if c.cache == .warm, resident <= Double(settings.cacheBytes), let roof = settings.roofs[c.threads] {
                 figure.cacheRoofGbps = roof.cacheCopy
                 figure.cacheRoofFraction = figure.gbps / roof.cacheCopy
             }
             if c.api == .raw {
-                let key = "\(c.epilogue) \(c.cache) \(c.kind)"
+                let key = "\(c.epilogue) \(c.cache) \(c.kind) \(c.stores) \(c.nextLayer)"
                 if c.threads == 1 { oneThread[key] = timing.median }
                 if let base = oneThread[key] { figure.speedupVsOneThread = base / timing.median }
-                if let referenceMs, c.cache == .warm, c.epilogue == .none {
+                if let referenceMs, c.cache == .warm, c.epilogue == .none, c.stores == .rule, c.nextLayer == .none {
                     figure.ratioToReference = referenceMs / timing.median
                 }
             }

@@ -139,6 +139,34 @@ final class Workload<Scalar: BenchElement> {
         if mode != .backward && epilogue.isSeparate { activationPass(residual: epilogue.hasResidual, threads: executor.threads) }
     }
 
+    /// What the reads of `readOutput` add up to, kept so that they are not optimized away.
+    private(set) var readSum: UInt64 = 0
+
+    /// The next layer's read of what `mode` wrote (y, or dx after backward),
+    /// on the executor's kind of threads: an OpenMP team, Dispatch workers,
+    /// or the calling thread.
+    func readOutput(of mode: Mode, executor: BatchNormExecutor) {
+        let output = mode == .backward || mode == .forwardBackward ? dx : y
+        nonisolated(unsafe) let base = UnsafeRawPointer(output.baseAddress!)
+        let bytes = output.count * MemoryLayout<Scalar>.stride, threads = executor.threads
+        switch executor {
+        case .openMP:
+            readSum &+= cbench_read_words_openmp(base, Int64(bytes), Int32(threads))
+        case .dispatch:
+            let words = bytes / 8
+            let sums = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: threads)
+            defer { sums.deallocate() }
+            nonisolated(unsafe) let slots = sums
+            DispatchQueue.concurrentPerform(iterations: threads) { t in
+                let begin = words * t / threads, end = words * (t + 1) / threads
+                slots[t] = cbench_read_words(base + 8 * begin, Int64(8 * (end - begin)))
+            }
+            readSum = sums.reduce(readSum, &+)
+        case .serial:
+            readSum &+= cbench_read_words(base, Int64(bytes))
+        }
+    }
+
     /// The separate forward pass: y = max(0, y (+ z)), vectorized C on `threads` threads.
     private func activationPass(residual: Bool, threads: Int) {
         nonisolated(unsafe) let y = UnsafeMutableRawPointer(y.baseAddress!)

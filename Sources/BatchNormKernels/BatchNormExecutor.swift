@@ -151,7 +151,7 @@ private let dispatchParallel: cbn_parallel_fn = { _, work, job, workers in
 /// other code in the process shares.
 private let helperQueue = DispatchQueue(label: "BatchNorm.helpers", attributes: .concurrent)
 
-/// Test hooks. Not API: only the package's tests call them.
+/// Test hooks. Not API: only the package's tests and benchmarks call them.
 @_spi(Testing) public enum BatchNormFaultInjection {
     /// On the calling thread, the job created `after` job creations from now
     /// (0: the next one) fails as if out of memory; nil injects nothing.
