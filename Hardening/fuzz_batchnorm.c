@@ -22,7 +22,8 @@
  *     4 workers and every buffer placed 24 bytes further past a cache line
  *     (the input sets the first run's placement), the latter two sometimes with every output streamed
  *     (non-temporal stores, through the test hook; a NaN may then differ in
- *     sign and payload);
+ *     sign and payload), the helpers with every fused item asking for the
+ *     next item's x (another test hook);
  *   - a call split as one rank of batch norm across processes (this slice's
  *     partials, then the call with them as the whole batch's: forward
  *     training, backward in both modes) writes the same bits as the plain
@@ -555,14 +556,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
          * two write every output with non-temporal stores (the test hook), which
          * the serial run did not: channels first, through other loops (whole
          * planes as one run), which give the same values, a NaN's sign and
-         * payload aside (same_values). */
+         * payload aside (same_values). The helpers' run has every fused item
+         * ask for the next item's x (the other test hook): the same bits. */
         for (int i = 0; i < BUFFERS; i++) serial[i] = b[i];
         const executor_kind others[] = {OPENMP, HELPERS};
         for (int e = 0; e < 2; e++) {
             for (int i = 0; i < BUFFERS; i++) b[i] = copy_buffer(&before[i], moved);
             if (k.streamed) cbn_test_stream_outputs_from(0);
+            if (others[e] == HELPERS) cbn_test_prefetch_next_items(1);
             const cbn_status again = run(&k, b, others[e], threads);
             cbn_test_stream_outputs_from(-1);
+            cbn_test_prefetch_next_items(-1);
             CHECK(again == CBN_OK, "a second run was rejected");
             for (int i = 0; i < BUFFERS; i++)
                 CHECK(k.streamed ? same_values(&b[i], &serial[i]) : same_bits(&b[i], &serial[i]),

@@ -23,10 +23,20 @@ static int64_t items_in_step(const cbn_plan *plan, cbn_step step) {
     return is_elementwise(step) ? plan->elementwise_items : plan->items;
 }
 
-static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t index, double *scratch) {
-    const cbn_item item = is_finalize(step)      ? (cbn_item){0, 0, 0, 0, 0}
-                          : is_elementwise(step) ? cbn_plan_elementwise_item(&job->plan, index)
-                                                 : cbn_plan_item(&job->plan, index);
+static int is_fused(cbn_step step) {
+    return step == CBN_STEP_STATISTICS_FUSED || step == CBN_STEP_SUMS_FUSED;
+}
+
+/// Runs item `index` of the phase; a fused one's second pass asks for item
+/// `next`'s x as it goes (-1: none).
+static void run_item(cbn_job *job, const cbn_kernels *k, cbn_step step, int64_t index, int64_t next,
+                     double *scratch) {
+    cbn_item item = is_finalize(step)      ? (cbn_item){0, 0, 0, 0, 0, 0}
+                    : is_elementwise(step) ? cbn_plan_elementwise_item(&job->plan, index)
+                                           : cbn_plan_item(&job->plan, index);
+    if (next >= 0)
+        item.next = cbn_plan_item_origin(&job->plan, cbn_plan_item(&job->plan, next)) -
+                    cbn_plan_item_origin(&job->plan, item);
     switch (step) {
     case CBN_STEP_STATISTICS:
         k->statistics(job, item, scratch);
@@ -85,11 +95,18 @@ void cbn_job_work(cbn_job *job) {
     for (int phase = 0; phase < job->phase_count; phase++) {
         const cbn_step step = job->steps[phase];
         const int64_t items = job->phase_items[phase];
-        for (;;) {
-            const int64_t index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
-            if (index >= items) break;
-            run_item(job, k, step, index, scratch);
+        /* Where the plan says so, a fused phase's worker takes its next item
+         * before it runs the one it holds, whose second pass then asks for the
+         * next one's x: the memory reads it while that pass writes, and the
+         * next first pass finds it in the cache. */
+        int64_t index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
+        while (index < items) {
+            const int64_t next = is_fused(step) && job->plan.prefetch_next_item
+                                     ? atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed)
+                                     : -1;
+            run_item(job, k, step, index, next < items ? next : -1, scratch);
             atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
+            index = next >= 0 ? next : atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
         }
         /* The next phase reads what every item of this one wrote. */
         if (phase + 1 < job->phase_count) wait_for_phase(job, phase);

@@ -61,6 +61,11 @@ static _Thread_local int64_t streaming_bytes_override = -1;
 
 void cbn_test_stream_outputs_from(int64_t bytes) { streaming_bytes_override = bytes; }
 
+/* 1: jobs created on this thread ask for the next item's x in every fused item; -1: the plan's rule. */
+static _Thread_local int prefetch_next_override = -1;
+
+void cbn_test_prefetch_next_items(int every) { prefetch_next_override = every; }
+
 /// Applies the job's output mutant (cbn_test_mutate_jobs) to a tensor it wrote.
 static void mutate_output(const cbn_job *job, void *tensor) {
     if (!tensor) return;
@@ -134,6 +139,7 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, const void *out, 
     job->plan = plan;
     if (streaming_bytes_override >= 0)
         job->plan.streaming = cbn_plan_streams(plan.shape, plan.tuning->element_bytes, streaming_bytes_override);
+    if (prefetch_next_override == 1) job->plan.prefetch_next_item = plan.fused;
     job->dtype = dtype;
     job->mutant = next_mutant;
     *job_out = job;

@@ -198,4 +198,15 @@ private let helperQueue = DispatchQueue(label: "BatchNorm.helpers", attributes: 
     public static func streamOutputs(from bytes: Int?) {
         cbn_test_stream_outputs_from(Int64(bytes ?? -1))
     }
+
+    /// Every call made on the calling thread from now on, with `every` true,
+    /// has each fused item's second pass ask for the x of the item its worker
+    /// takes next, so that small tensors reach that path; nil (or false)
+    /// restores the kernels' own rule (float calls whose inputs outgrow the
+    /// last-level cache).
+    ///
+    /// - Parameter every: Whether every fused item asks; nil for the rule.
+    public static func prefetchNextItems(_ every: Bool?) {
+        cbn_test_prefetch_next_items(every == true ? 1 : -1)
+    }
 }

@@ -1,4 +1,4 @@
-import BatchNormKernels
+@_spi(Testing) import BatchNormKernels
 import Testing
 
 /// The plan depends only on the shape and partial results merge in its fixed
@@ -38,6 +38,25 @@ import Testing
             // Compare bit patterns, so that a NaN would not pass as "different".
             #expect(float.map { $0.map(\.bitPattern) } == expectedFloat.map { $0.map(\.bitPattern) }, "\(executor)")
             #expect(double.map { $0.map(\.bitPattern) } == expectedDouble.map { $0.map(\.bitPattern) }, "\(executor)")
+        }
+    }
+
+    /// Where a fused item's second pass asks for the next item's x (float
+    /// calls whose inputs outgrow the last-level cache; here every fused item,
+    /// through the test hook), each worker takes its next item before it runs
+    /// the one it holds: every item still runs once, and every output keeps
+    /// its bits, for every executor and thread count, with more workers than
+    /// items, and in both layouts.
+    @Test("fused items that ask for the next item's x keep every bit",
+          arguments: [try! BatchNormShape([1, 9, 64, 64]), try! BatchNormShape([3, 20, 64, 64]),
+                      try! BatchNormShape([5, 3000]), try! BatchNormShape([2, 3, 1, 2100], layout: .channelsLast)])
+    func nextItemPrefetchKeepsBits(shape: BatchNormShape) throws {
+        let expected = try outputs(Float.self, shape: shape, executor: .serial)
+        BatchNormFaultInjection.prefetchNextItems(true)
+        defer { BatchNormFaultInjection.prefetchNextItems(nil) }
+        for executor in allExecutors {
+            let asking = try outputs(Float.self, shape: shape, executor: executor)
+            #expect(asking.map { $0.map(\.bitPattern) } == expected.map { $0.map(\.bitPattern) }, "\(executor)")
         }
     }
 }

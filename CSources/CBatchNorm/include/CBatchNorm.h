@@ -267,6 +267,12 @@ void cbn_test_mutate_jobs(cbn_test_mutant mutant);
 /// plan's rule (plan/tuning.h, streaming_cache_percent).
 void cbn_test_stream_outputs_from(int64_t bytes);
 
+/// Test hook: jobs created on the calling thread from now on, with `every`
+/// 1, have every fused item's second pass ask for the next item's x (so that
+/// small tensors reach that path); -1 (the default) restores the plan's rule
+/// (plan/tuning.h, prefetch_next_item).
+void cbn_test_prefetch_next_items(int every);
+
 /// The largest cache CPU 0 reports (sysfs), in bytes, read once; 32 MiB
 /// where none is reported. The plan asks for prefetches by it.
 int64_t cbn_last_level_cache_bytes(void);

@@ -141,8 +141,11 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
     plan.prefetch = tuning->prefetch_bytes > 0 &&
                     (!tuning->large_calls_only || 2 * touched >= cbn_last_level_cache_bytes());
     /* The reductions' inputs come from memory: they fill the last-level cache. */
+    const int from_memory = count * bytes * tensors_per_pass >= cbn_last_level_cache_bytes();
     plan.prefetch_to_l2 = plan.prefetch && tuning->reduction_prefetch_to_l2 && plan.walk == CBN_WALK_PLANES &&
-                          count * bytes * tensors_per_pass >= cbn_last_level_cache_bytes();
+                          from_memory;
+    /* Where x stays in the cache, asking for the next item's x costs more than it brings. */
+    plan.prefetch_next_item = tuning->prefetch_next_item && plan.fused && from_memory;
     plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && count <= tuning->row_block_bytes / bytes && !plan.streaming;
     return plan;
 }

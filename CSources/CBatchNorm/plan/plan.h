@@ -101,6 +101,7 @@ typedef struct cbn_plan {
     int row_blocks;             ///< elementwise rows in blocks (tuning.row_block_bytes says when; never streamed)
     int prefetch;               ///< the vector loops ask for their inputs ahead (tuning.prefetch_bytes)
     int prefetch_to_l2;         ///< ...and the planes walk's reductions into L2 (tuning.reduction_prefetch_to_l2)
+    int prefetch_next_item;     ///< a fused item's second pass asks for the next item's x (tuning.prefetch_next_item)
 } cbn_plan;
 
 /// The extent of one item: channels [c0, c1) and values [begin, end) of
@@ -109,6 +110,11 @@ typedef struct cbn_item {
     int64_t c0, c1;
     int64_t begin, end;
     int64_t part;
+    /// A fused item's second pass asks for x of the item its worker takes
+    /// next, this many values past each value it reads (the two items'
+    /// origins apart), so that it comes from memory while the pass writes;
+    /// 0: x the tuning's distance ahead, as every other pass.
+    int64_t next;
 } cbn_item;
 
 /// `tensors_per_pass`: how many input tensors a fused item keeps in cache
@@ -140,6 +146,7 @@ static inline cbn_item cbn_plan_block_range(const cbn_plan *plan, int64_t width,
                                             int64_t length, int64_t part) {
     cbn_item item;
     item.part = part;
+    item.next = 0;
     item.c0 = block * width;
     item.c1 = cbn_min64(item.c0 + width, plan->shape.channels);
     item.begin = begin;

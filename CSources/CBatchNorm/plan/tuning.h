@@ -76,6 +76,12 @@ typedef struct cbn_tuning {
     /// memory, and these loops read them faster that way. The elementwise
     /// passes, which also write, keep asking into L1.
     int reduction_prefetch_to_l2;
+    /// When set, where a call's fused items read their inputs from memory
+    /// (they fill the last-level cache), a worker takes its next item before
+    /// it runs the one it holds, and that item's second pass asks for the
+    /// next one's x instead of its own (cbn_item.next): the memory reads
+    /// while the pass writes, and the next first pass finds x in the cache.
+    int prefetch_next_item;
     /// Columns walk: images a lane's call of the statistics takes where each
     /// lane gets three of an image's rows (7x7), so that the lane
     /// accumulators are loaded once for more rows; 1: one image a call.
@@ -96,11 +102,13 @@ typedef struct cbn_tuning {
 /// cache or more, on processors whose own prefetchers lose the stream at
 /// each jump between a planes item's images; it cost on smaller calls.
 /// Asking into L2 paid in the planes walk's reductions from memory, and
-/// 7x7's statistics calls of four images a lane.
+/// 7x7's statistics calls of four images a lane. A fused item asking for
+/// the next one's x paid in forward training (backward gained less).
 static const cbn_tuning cbn_tuning_f32 = {
     .element_bytes = 4, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 2048, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
-    .large_calls_only = 1, .reduction_prefetch_to_l2 = 1, .statistics_three_row_images = 4};
+    .large_calls_only = 1, .reduction_prefetch_to_l2 = 1, .statistics_three_row_images = 4, .prefetch_next_item = 1};
 /// double: rows in blocks did not pay; elementwise runs of 256 KiB (not 512).
+/// Fused items asking for the next one's x did not pay.
 static const cbn_tuning cbn_tuning_f64 = {
     .element_bytes = 8, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0,
     .statistics_three_row_images = 4};
@@ -109,7 +117,8 @@ static const cbn_tuning cbn_tuning_f64 = {
 /// Rows in blocks did not pay. Elementwise runs of 128 KiB, as float's.
 /// Streaming from three times the last-level cache: from once, 28x28 and
 /// 14x14 (backward) took 1.2 to 2.7 times as long. Asking into L2 in the
-/// reductions gained nothing, and so did grouping 7x7's statistics calls.
+/// reductions gained nothing, and so did grouping 7x7's statistics calls
+/// and fused items asking for the next one's x.
 static const cbn_tuning cbn_tuning_f16 = {
     .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .whole_planes_below = 1024, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0,
     .statistics_three_row_images = 1};

@@ -100,6 +100,7 @@ CBN_INLINE void FN(elementwise_columns)(const int op, const int epi, const cbn_j
     if (FN(row_blocks)(plan, item)) {
         FN(cbn_run) run = *inputs;
         run.ahead = plan->prefetch ? CBN_ROW_BLOCK * C : 0;
+        run.x_ahead = item.next ? item.next : run.ahead;
         FN(write_rows)(op, epi, &run, out, item.end - item.begin, w, C);
         return;
     }
@@ -107,12 +108,16 @@ CBN_INLINE void FN(elementwise_columns)(const int op, const int epi, const cbn_j
     for (int64_t r = 0; r < item.end - item.begin; r += rows) {
         FN(cbn_run) run = FN(run_at)(inputs, r * C);
         run.ahead = FN(column_ahead)(plan, item);
+        run.x_ahead = item.next ? item.next : run.ahead;
         FN(write_run)(op, epi, CBN_RUN_ROWS, &run, out + r * C, rows * w, w, plan->streaming);
     }
 }
 
 /// A pass of `op` over one item, reading the job's tensors for it and
-/// writing `out` (y, dx or dz).
+/// writing `out` (y, dx or dz). A fused item's second pass (item.next set)
+/// asks for the next item's x instead of its own, which its first pass has
+/// just read: the next item's first pass then reads x from the cache, and
+/// the memory reads it while this pass writes.
 CBN_INLINE void FN(elementwise_item)(const int op, const int epi, const cbn_job *job, cbn_item item, void *out) {
     const cbn_plan *plan = &job->plan;
     FN(cbn_block_coefficients) bc;
@@ -122,8 +127,12 @@ CBN_INLINE void FN(elementwise_item)(const int op, const int epi, const cbn_job 
     inputs.bc = &bc;
     if (plan->walk == CBN_WALK_COLUMNS) {
         FN(elementwise_columns)(op, epi, job, item, &inputs, (ELEM *)out + at);
+    } else if (item.next != 0) {
+        inputs.ahead = CBN_AHEAD(plan);
+        inputs.x_ahead = item.next;
+        FN(elementwise_planes)(op, epi, job, item, &inputs, (ELEM *)out + at);
     } else {
-#define CALL(distance) (inputs.ahead = (distance), FN(elementwise_planes)(op, epi, job, item, &inputs, (ELEM *)out + at))
+#define CALL(distance) (inputs.ahead = inputs.x_ahead = (distance), FN(elementwise_planes)(op, epi, job, item, &inputs, (ELEM *)out + at))
         CBN_PREFETCH_SWITCH(plan, CALL);
 #undef CALL
     }

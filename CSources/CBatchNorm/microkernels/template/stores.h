@@ -10,15 +10,16 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 #define CBN_LINE_BYTES (sizeof(VE) < 64 ? 64 : sizeof(VE))
 
 /// The run an elementwise pass writes: its inputs, indexed as its output is
-/// (NULL where the pass reads none), how far on the loops ask for them, and
-/// where its coefficients come from (`plane`: the values of each plane of a
+/// (NULL where the pass reads none), how far on the loops ask for them
+/// (`x_ahead` for x: in a fused item's second pass, the distance to the
+/// worker's next item, cbn_item.next), and where its coefficients come from (`plane`: the values of each plane of a
 /// run of whole planes). The pass (`op`, a cbn_elementwise_op), its
 /// epilogue (`epi`) and the kind of run (`rows`, a cbn_run_kind) are
 /// parameters of the functions below, constants where a run is written, so
 /// that each compiles to loops of its own.
 typedef struct FN(cbn_run) {
     const ELEM *x, *z, *dy, *y;
-    int64_t ahead;
+    int64_t ahead, x_ahead;
     const FN(cbn_block_coefficients) *bc;
     const FN(cbn_lanes) *lanes;
     const FN(cbn_scalars) *scalars;
@@ -33,13 +34,13 @@ CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cb
     int numbers = 0;
     switch (op) {
     case CBN_OP_NORMALIZE:
-        FN(prefetch_forward)(r->x, r->z, i, r->ahead, epi);
+        FN(prefetch_forward)(r->x, r->z, i, r->x_ahead, r->ahead, epi);
         x = LOADX(r->x + i);
         if (epi & CBN_EPILOGUE_RESIDUAL) z = LOADX(r->z + i);
         numbers = FN(forward_v)(&v, &x, &z, c, epi);
         break;
     case CBN_OP_INPUT_GRADIENT:
-        PREFETCH(r->x + i, r->ahead);
+        PREFETCH(r->x + i, r->x_ahead);
         FN(prefetch_gradient)(r->dy, r->y, r->x, i, r->ahead, CBN_TO_L1, epi);
         FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
         x = LOADX(r->x + i);

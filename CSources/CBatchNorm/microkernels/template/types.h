@@ -104,8 +104,9 @@ CBN_INLINE void FN(prefetch_gradient)(const ELEM *dy, const ELEM *y, const ELEM 
     if (epi & CBN_EPILOGUE_RELU_FROM_X) PREFETCH_TO(x + i, ahead, level);
 }
 
-/// x and, with a residual, z `ahead` values past element i.
-CBN_INLINE void FN(prefetch_forward)(const ELEM *x, const ELEM *z, int64_t i, int64_t ahead, const int epi) {
-    PREFETCH(x + i, ahead);
+/// x `x_ahead` and, with a residual, z `ahead` values past element i.
+CBN_INLINE void FN(prefetch_forward)(const ELEM *x, const ELEM *z, int64_t i, int64_t x_ahead, int64_t ahead,
+                                     const int epi) {
+    PREFETCH(x + i, x_ahead);
     if (epi & CBN_EPILOGUE_RESIDUAL) PREFETCH(z + i, ahead);
 }
