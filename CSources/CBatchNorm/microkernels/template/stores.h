@@ -12,8 +12,8 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 /// The run an elementwise pass writes: its inputs, indexed as its output is
 /// (NULL where the pass reads none), how far on the loops ask for them
 /// (`x_ahead` for x: in a fused item's second pass, the distance to the
-/// worker's next item, cbn_item.next), and where its coefficients come from (`plane`: the values of each plane of a
-/// run of whole planes). The pass (`op`, a cbn_elementwise_op), its
+/// worker's next item, cbn_item.next), and where its coefficients come
+/// from (`plane`: the values of each plane of a run of whole planes). The pass (`op`, a cbn_elementwise_op), its
 /// epilogue (`epi`) and the kind of run (`rows`, a cbn_run_kind) are
 /// parameters of the functions below, constants where a run is written, so
 /// that each compiles to loops of its own.
