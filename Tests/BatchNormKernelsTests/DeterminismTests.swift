@@ -45,16 +45,16 @@ import Testing
     /// calls whose inputs outgrow the last-level cache; here every fused item,
     /// through the test hook), each worker takes its next item before it runs
     /// the one it holds: every item still runs once, and every output keeps
-    /// its bits, for every executor and thread count, with more workers than
-    /// items, and in both layouts.
+    /// its bits, on each kind of executor, with more workers than items, and
+    /// in both layouts.
     @Test("fused items that ask for the next item's x keep every bit",
-          arguments: [try! BatchNormShape([1, 9, 64, 64]), try! BatchNormShape([3, 20, 64, 64]),
+          arguments: [try! BatchNormShape([1, 9, 64, 64]), try! BatchNormShape([2, 12, 64, 64]),
                       try! BatchNormShape([5, 3000]), try! BatchNormShape([2, 3, 1, 2100], layout: .channelsLast)])
     func nextItemPrefetchKeepsBits(shape: BatchNormShape) throws {
         let expected = try outputs(Float.self, shape: shape, executor: .serial)
         BatchNormFaultInjection.prefetchNextItems(true)
         defer { BatchNormFaultInjection.prefetchNextItems(nil) }
-        for executor in allExecutors {
+        for executor in someExecutors + [.dispatch(threads: 4)] {
             let asking = try outputs(Float.self, shape: shape, executor: executor)
             #expect(asking.map { $0.map(\.bitPattern) } == expected.map { $0.map(\.bitPattern) }, "\(executor)")
         }
