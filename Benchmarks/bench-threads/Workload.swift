@@ -90,6 +90,7 @@ final class Workload<Scalar: BenchElement> {
 
     deinit {
         for raw in allocations { raw.deallocate() }
+        readSlots.deallocate()
     }
 
     /// Makes y and the saved statistics those of a training forward pass with
@@ -141,6 +142,8 @@ final class Workload<Scalar: BenchElement> {
 
     /// What the reads of `readOutput` add up to, kept so that they are not optimized away.
     private(set) var readSum: UInt64 = 0
+    /// Each Dispatch worker's sum in `readOutput`, kept from call to call.
+    private var readSlots = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: 0)
 
     /// The next layer's read of what `mode` wrote (y, or dx after backward),
     /// on the executor's kind of threads: an OpenMP team, Dispatch workers,
@@ -154,14 +157,16 @@ final class Workload<Scalar: BenchElement> {
             readSum &+= cbench_read_words_openmp(base, Int64(bytes), Int32(threads))
         case .dispatch:
             let words = bytes / 8
-            let sums = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: threads)
-            defer { sums.deallocate() }
-            nonisolated(unsafe) let slots = sums
+            if readSlots.count < threads {   // once per thread count, in the untimed warm-up calls
+                readSlots.deallocate()
+                readSlots = .allocate(capacity: threads)
+            }
+            nonisolated(unsafe) let slots = readSlots
             DispatchQueue.concurrentPerform(iterations: threads) { t in
                 let begin = words * t / threads, end = words * (t + 1) / threads
                 slots[t] = cbench_read_words(base + 8 * begin, Int64(8 * (end - begin)))
             }
-            readSum = sums.reduce(readSum, &+)
+            readSum = slots.prefix(threads).reduce(readSum, &+)
         case .serial:
             readSum &+= cbench_read_words(base, Int64(bytes))
         }
