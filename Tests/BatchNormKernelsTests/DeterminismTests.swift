@@ -47,6 +47,84 @@ import Testing
     /// the one it holds: every item still runs once, and every output keeps
     /// its bits, on each kind of executor, with more workers than items, and
     /// in both layouts.
+    /// The backward sums of columns items of 1024 channels or more start
+    /// their vectors at x's first cache line where every row starts alike on
+    /// its lines: which vector lane holds a channel then depends on where
+    /// the tensors lie, and every output must keep its bits all the same. The
+    /// tensors lie at each offset from a 64-byte line that gives the vectors
+    /// another start, all alike and x apart from the others; three passes: training (dx after the sums),
+    /// inference (dx in the sums pass) and relu with dz (written by the sums pass).
+    @Test("backward keeps every bit wherever its tensors lie on cache lines",
+          arguments: [try! BatchNormShape([6, 1040]), try! BatchNormShape([2, 20, 1, 1024], layout: .channelsLast)])
+    func backwardBitsDoNotDependOnPlacement(shape: BatchNormShape) throws {
+        let count = shape.count, channels = shape.channels
+        let x: [Float] = randomValues(count, center: 3, spread: 2, seed: 13)
+        let dy: [Float] = randomValues(count, seed: 14)
+        let y: [Float] = randomValues(count, seed: 15)
+        let weight: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 16)
+        let mean: [Double] = randomValues(channels, center: 3, spread: 0.1, seed: 17)
+        let invStd: [Double] = randomValues(channels, center: 2, spread: 0.5, seed: 18)
+        try placementKeepsBits(x, dy, y, weight, mean, invStd, shape: shape)
+        try placementKeepsBits(x.map(Double.init), dy.map(Double.init), y.map(Double.init), weight.map(Double.init),
+                               mean, invStd, shape: shape)
+        try placementKeepsBits(x.map { BFloat16($0) }, dy.map { BFloat16($0) }, y.map { BFloat16($0) }, weight,
+                               mean, invStd, shape: shape)
+    }
+
+    func placementKeepsBits<E: BatchNormElement>(_ x: [E], _ dy: [E], _ y: [E], _ weight: [E.Parameter],
+                                                 _ mean: [Double], _ invStd: [Double],
+                                                 shape: BatchNormShape) throws {
+        let count = shape.count, channels = shape.channels, size = MemoryLayout<E>.stride
+        let lineValues = 64 / size
+        /// dx, dγ, dβ and dz as bytes, with x at `xOffset` values past a line and the other tensors at `offset`.
+        func outputs(mode: BatchNormMode, relu: Bool, xOffset: Int, offset: Int,
+                     executor: BatchNormExecutor) throws -> [[UInt8]] {
+            let memory = UnsafeMutableRawPointer.allocate(byteCount: 5 * (count + lineValues) * size + 5 * 64,
+                                                          alignment: 64)
+            defer { memory.deallocate() }
+            func tensor(_ index: Int, _ values: [E]?, at offset: Int) -> UnsafeMutableBufferPointer<E> {
+                let start = (memory + index * ((count + lineValues) * size + 64) + offset * size)
+                    .bindMemory(to: E.self, capacity: count)
+                let buffer = UnsafeMutableBufferPointer(start: start, count: count)
+                _ = buffer.initialize(from: values ?? [E](repeating: .zero, count: count))
+                return buffer
+            }
+            let xs = tensor(0, x, at: xOffset), dys = tensor(1, dy, at: offset), ys = tensor(2, y, at: offset)
+            let dx = tensor(3, nil, at: offset), dz = tensor(4, nil, at: offset)
+            var dWeight = [E.Parameter](repeating: .zero, count: channels), dBias = dWeight
+            try weight.withUnsafeBufferPointer { weight in
+                try mean.withUnsafeBufferPointer { mean in
+                    try invStd.withUnsafeBufferPointer { invStd in
+                        try dWeight.withUnsafeMutableBufferPointer { dWeight in
+                            try dBias.withUnsafeMutableBufferPointer { dBias in
+                                try BatchNormalization.backward(
+                                    mode: mode, input: UnsafeBufferPointer(xs), outputGradient: UnsafeBufferPointer(dys),
+                                    shape: shape, mean: mean, invStd: invStd, weight: weight, inputGradient: dx,
+                                    weightGradient: dWeight, biasGradient: dBias, activation: relu ? .relu : .identity,
+                                    forwardOutput: relu ? UnsafeBufferPointer(ys) : nil, residualGradient: relu ? dz : nil,
+                                    executor: executor)
+                            }
+                        }
+                    }
+                }
+            }
+            let bytes = { (buffer: UnsafeMutableBufferPointer<E>) in [UInt8](UnsafeRawBufferPointer(buffer)) }
+            return [bytes(dx), bytes(dz), dWeight.withUnsafeBytes { [UInt8]($0) }, dBias.withUnsafeBytes { [UInt8]($0) }]
+        }
+        for (mode, relu) in [(BatchNormMode.training, false), (.inference, false), (.training, true)] {
+            let expected = try outputs(mode: mode, relu: relu, xOffset: 0, offset: 0, executor: .serial)
+            for offset in 1..<min(lineValues, 16) {    // every head of a vector, 1 to 15 values (7 in Double)
+                for executor in [BatchNormExecutor.serial, someExecutors.last!] {
+                    let alike = try outputs(mode: mode, relu: relu, xOffset: offset, offset: offset, executor: executor)
+                    #expect(alike == expected, "\(E.self) \(mode) relu \(relu) offset \(offset) \(executor)")
+                }
+                let apart = try outputs(mode: mode, relu: relu, xOffset: offset, offset: (offset * 5) % lineValues,
+                                        executor: .serial)
+                #expect(apart == expected, "\(E.self) \(mode) relu \(relu) x at \(offset), the others apart")
+            }
+        }
+    }
+
     @Test("fused items that ask for the next item's x keep every bit",
           arguments: [try! BatchNormShape([1, 9, 64, 64]), try! BatchNormShape([2, 12, 64, 64]),
                       try! BatchNormShape([5, 3000]), try! BatchNormShape([2, 3, 1, 2100], layout: .channelsLast)])

@@ -136,13 +136,15 @@ CBN_INLINE void cbn_column_sums_totals(const cbn_column_sums *sums, int64_t w, d
 /// The sixteen-channel vectors of a columns loop over channels [0, w),
 /// w >= 16: CALL(k, first, count, whole) for the vector of channels k to
 /// k + 15 whose lanes [first, first + count) are its own. The whole vectors
-/// from channel 0 (whole = 1, lanes 0 to 15), then, where w is not a
-/// multiple of 16, the vector that ends at channel w for the channels past
-/// the last whole one. Each channel is some vector's own lane exactly once,
-/// and every vector lies within [0, w).
-#define CBN_CHANNEL_VECTORS(w, CALL)                                                             \
+/// (whole = 1, lanes 0 to 15) from channel `head` (0 <= head < 16; 0 where
+/// w < head + 16), after the vector at channel 0 for the channels before
+/// it; then, where they do not end at w, the vector that ends at channel w
+/// for the channels past the last whole one. Each channel is some vector's
+/// own lane exactly once, and every vector lies within [0, w).
+#define CBN_CHANNEL_VECTORS(w, head, CALL)                                                       \
     do {                                                                                         \
-        int64_t cbn_k_ = 0;                                                                      \
+        int64_t cbn_k_ = (head) > 0 && (head) + 16 <= (w) ? (head) : 0;                          \
+        if (cbn_k_ > 0) CALL(0, 0, cbn_k_, 0);                                                   \
         for (; cbn_k_ + 16 <= (w); cbn_k_ += 16) CALL(cbn_k_, 0, 16, 1);                        \
         if (cbn_k_ < (w)) CALL((w) - 16, 16 - ((w) - cbn_k_), (w) - cbn_k_, 0);                  \
     } while (0)

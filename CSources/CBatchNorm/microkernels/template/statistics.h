@@ -86,7 +86,7 @@ CBN_INLINE void FN(rows_add_shifted)(double *sum, double *sumsq, const ELEM *x, 
     if (w >= 16) {
 #define CALL(k, first, count, whole)                                                             \
     FN(rows_add_shifted_v)(sum, sumsq, x, stride, rows, segments, segment_stride, pivot, k, first, count, ahead)
-        CBN_CHANNEL_VECTORS(w, CALL);
+        CBN_CHANNEL_VECTORS(w, 0, CALL);
 #undef CALL
         return;
     }

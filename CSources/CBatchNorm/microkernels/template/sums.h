@@ -122,9 +122,30 @@ CBN_INLINE void FN(rows_add_sums_v)(double *sum_dy, double *sum_dyd, const FN(cb
     cbn_vd_store_lanes(sum_dyd + k, &a_dyd, first, count);
 }
 
+/// Items of at least this many channels start the backward sums' vectors
+/// at x's lines (rows_head): the two vectors of part of their lanes then
+/// add at most one vector in 32.
+#define CBN_LINE_VECTORS_CHANNELS 1024
+
+/// Where the vectors of a columns call over w channels start (the `head`
+/// of CBN_CHANNEL_VECTORS): at the first 64-byte line of x, modulo 16
+/// values, where every row the call reads (`stride` values apart, segments
+/// `segment_stride`) starts at the same place on its lines, so that no
+/// vector loads a piece of a row that spans two lines; else, and for items
+/// of fewer than CBN_LINE_VECTORS_CHANNELS channels, at channel 0.
+CBN_INLINE int64_t FN(rows_head)(const ELEM *x, int64_t w, int64_t stride, int64_t segments,
+                                 int64_t segment_stride) {
+    const int64_t line = CBN_LINE_BYTES, bytes = sizeof(ELEM);
+    if (w < CBN_LINE_VECTORS_CHANNELS || stride * bytes % line != 0 ||
+        (segments > 1 && segment_stride * bytes % line != 0))
+        return 0;
+    return FN(values_to_line)(x) % 16;
+}
+
 /// For k < w, the same sums of channel k: rows_add_sums_v's vectors
-/// (CBN_CHANNEL_VECTORS), or one channel at a time where w < 16. Each
-/// channel adds its own values in the same order either way.
+/// (CBN_CHANNEL_VECTORS, from x's first line), or one channel at a time
+/// where w < 16. Each channel adds its own values in the same order either
+/// way.
 CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_sums_run) *r, int64_t stride,
                                   int64_t rows, int64_t segments, int64_t segment_stride,
                                   const FN(cbn_block_coefficients) *bc, int64_t w, int64_t ahead, const int epi) {
@@ -132,7 +153,7 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_
 #define CALL(k, first, count, whole)                                                             \
     FN(rows_add_sums_v)(sum_dy, sum_dyd, r, stride, rows, segments, segment_stride, bc, k, first, count, whole, \
                         ahead, epi)
-        CBN_CHANNEL_VECTORS(w, CALL);
+        CBN_CHANNEL_VECTORS(w, FN(rows_head)(r->x, w, stride, segments, segment_stride), CALL);
 #undef CALL
         return;
     }
