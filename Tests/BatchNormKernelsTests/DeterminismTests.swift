@@ -113,7 +113,7 @@ import Testing
         }
         for (mode, relu) in [(BatchNormMode.training, false), (.inference, false), (.training, true)] {
             let expected = try outputs(mode: mode, relu: relu, xOffset: 0, offset: 0, executor: .serial)
-            for offset in 1..<min(lineValues, 16) {    // every head of a vector, 1 to 15 values (7 in Double)
+            for offset in 1..<min(lineValues, 16) {    // 1 to 15 values past a line (7 in Double): other vector starts
                 for executor in [BatchNormExecutor.serial, someExecutors.last!] {
                     let alike = try outputs(mode: mode, relu: relu, xOffset: offset, offset: offset, executor: executor)
                     #expect(alike == expected, "\(E.self) \(mode) relu \(relu) offset \(offset) \(executor)")

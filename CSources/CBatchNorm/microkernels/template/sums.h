@@ -128,11 +128,12 @@ CBN_INLINE void FN(rows_add_sums_v)(double *sum_dy, double *sum_dyd, const FN(cb
 #define CBN_LINE_VECTORS_CHANNELS 1024
 
 /// Where the vectors of a columns call over w channels start (the `head`
-/// of CBN_CHANNEL_VECTORS): at the first 64-byte line of x, modulo 16
-/// values, where every row the call reads (`stride` values apart, segments
-/// `segment_stride`) starts at the same place on its lines, so that no
-/// vector loads a piece of a row that spans two lines; else, and for items
-/// of fewer than CBN_LINE_VECTORS_CHANNELS channels, at channel 0.
+/// of CBN_CHANNEL_VECTORS): at the first line of x (CBN_LINE_BYTES: 64
+/// bytes, a whole vector for double), modulo 16 values, where every row
+/// the call reads (`stride` values apart, segments `segment_stride`)
+/// starts at the same place on its lines, so that no vector loads a piece
+/// of a row that spans two lines; else, and for items of fewer than
+/// CBN_LINE_VECTORS_CHANNELS channels, at channel 0.
 CBN_INLINE int64_t FN(rows_head)(const ELEM *x, int64_t w, int64_t stride, int64_t segments,
                                  int64_t segment_stride) {
     const int64_t line = CBN_LINE_BYTES, bytes = sizeof(ELEM);
