@@ -1,4 +1,5 @@
 @_spi(Testing) import BatchNormKernels
+import Foundation
 import Testing
 
 /// The plan depends only on the shape and partial results merge in its fixed
@@ -51,9 +52,10 @@ import Testing
     /// their vectors at x's first cache line where every row starts alike on
     /// its lines: which vector lane holds a channel then depends on where
     /// the tensors lie, and every output must keep its bits all the same. The
-    /// tensors lie at each offset from a 64-byte line that gives the vectors
-    /// another start, all alike and x apart from the others; three passes: training (dx after the sums),
-    /// inference (dx in the sums pass) and relu with dz (written by the sums pass).
+    /// tensors lie a few values past a 64-byte line (vectors that start 1 to
+    /// 15 values on), all alike and x apart from the others; three passes:
+    /// training (dx after the sums), inference (dx in the sums pass) and
+    /// relu with dz (written by the sums pass).
     @Test("backward keeps every bit wherever its tensors lie on cache lines",
           arguments: [try! BatchNormShape([6, 1040]), try! BatchNormShape([2, 20, 1, 1024], layout: .channelsLast)])
     func backwardBitsDoNotDependOnPlacement(shape: BatchNormShape) throws {
@@ -76,44 +78,44 @@ import Testing
                                                  shape: BatchNormShape) throws {
         let count = shape.count, channels = shape.channels, size = MemoryLayout<E>.stride
         let lineValues = 64 / size
-        /// dx, dγ, dβ and dz as bytes, with x at `xOffset` values past a line and the other tensors at `offset`.
+        /// A copy of `values` in memory of its own, deallocated by the caller.
+        func copy<T>(_ values: [T]) -> UnsafeMutableBufferPointer<T> {
+            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: values.count)
+            _ = buffer.initialize(fromContentsOf: values)
+            return buffer
+        }
+        let weight = copy(weight), mean = copy(mean), invStd = copy(invStd)
+        defer { weight.deallocate(); mean.deallocate(); invStd.deallocate() }
+        /// dx, dz, dγ and dβ as bytes, with x at `xOffset` values past a line and the other tensors at `offset`.
         func outputs(mode: BatchNormMode, relu: Bool, xOffset: Int, offset: Int,
-                     executor: BatchNormExecutor) throws -> [[UInt8]] {
-            let memory = UnsafeMutableRawPointer.allocate(byteCount: 5 * (count + lineValues) * size + 5 * 64,
+                     executor: BatchNormExecutor) throws -> [Data] {
+            let memory = UnsafeMutableRawPointer.allocate(byteCount: 5 * ((count + lineValues) * size + 64),
                                                           alignment: 64)
-            defer { memory.deallocate() }
+            let dWeight = copy([E.Parameter](repeating: .zero, count: channels)), dBias = copy(Array(dWeight))
+            defer { memory.deallocate(); dWeight.deallocate(); dBias.deallocate() }
+            /// Tensor `index` of the five in `memory`, `offset` values past its line.
             func tensor(_ index: Int, _ values: [E]?, at offset: Int) -> UnsafeMutableBufferPointer<E> {
                 let start = (memory + index * ((count + lineValues) * size + 64) + offset * size)
                     .bindMemory(to: E.self, capacity: count)
-                let buffer = UnsafeMutableBufferPointer(start: start, count: count)
-                _ = buffer.initialize(from: values ?? [E](repeating: .zero, count: count))
-                return buffer
+                if let values {
+                    values.withUnsafeBufferPointer { start.initialize(from: $0.baseAddress!, count: count) }
+                } else {
+                    start.initialize(repeating: .zero, count: count)
+                }
+                return UnsafeMutableBufferPointer(start: start, count: count)
             }
             let xs = tensor(0, x, at: xOffset), dys = tensor(1, dy, at: offset), ys = tensor(2, y, at: offset)
             let dx = tensor(3, nil, at: offset), dz = tensor(4, nil, at: offset)
-            var dWeight = [E.Parameter](repeating: .zero, count: channels), dBias = dWeight
-            try weight.withUnsafeBufferPointer { weight in
-                try mean.withUnsafeBufferPointer { mean in
-                    try invStd.withUnsafeBufferPointer { invStd in
-                        try dWeight.withUnsafeMutableBufferPointer { dWeight in
-                            try dBias.withUnsafeMutableBufferPointer { dBias in
-                                try BatchNormalization.backward(
-                                    mode: mode, input: UnsafeBufferPointer(xs), outputGradient: UnsafeBufferPointer(dys),
-                                    shape: shape, mean: mean, invStd: invStd, weight: weight, inputGradient: dx,
-                                    weightGradient: dWeight, biasGradient: dBias, activation: relu ? .relu : .identity,
-                                    forwardOutput: relu ? UnsafeBufferPointer(ys) : nil, residualGradient: relu ? dz : nil,
-                                    executor: executor)
-                            }
-                        }
-                    }
-                }
-            }
-            let bytes = { (buffer: UnsafeMutableBufferPointer<E>) in [UInt8](UnsafeRawBufferPointer(buffer)) }
-            return [bytes(dx), bytes(dz), dWeight.withUnsafeBytes { [UInt8]($0) }, dBias.withUnsafeBytes { [UInt8]($0) }]
+            try BatchNormalization.backward(
+                mode: mode, input: UnsafeBufferPointer(xs), outputGradient: UnsafeBufferPointer(dys), shape: shape,
+                mean: UnsafeBufferPointer(mean), invStd: UnsafeBufferPointer(invStd), weight: UnsafeBufferPointer(weight),
+                inputGradient: dx, weightGradient: dWeight, biasGradient: dBias, activation: relu ? .relu : .identity,
+                forwardOutput: relu ? UnsafeBufferPointer(ys) : nil, residualGradient: relu ? dz : nil, executor: executor)
+            return [dx, dz].map { Data(buffer: $0) } + [dWeight, dBias].map { Data(buffer: $0) }
         }
         for (mode, relu) in [(BatchNormMode.training, false), (.inference, false), (.training, true)] {
             let expected = try outputs(mode: mode, relu: relu, xOffset: 0, offset: 0, executor: .serial)
-            for offset in 1..<min(lineValues, 16) {    // 1 to 15 values past a line (7 in Double): other vector starts
+            for offset in 1..<min(lineValues, 16) {    // vectors that start 1 to 15 values on (7 in Double)
                 for executor in [BatchNormExecutor.serial, someExecutors.last!] {
                     let alike = try outputs(mode: mode, relu: relu, xOffset: offset, offset: offset, executor: executor)
                     #expect(alike == expected, "\(E.self) \(mode) relu \(relu) offset \(offset) \(executor)")
