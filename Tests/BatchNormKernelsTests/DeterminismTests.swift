@@ -42,12 +42,6 @@ import Testing
         }
     }
 
-    /// Where a fused item's second pass asks for the next item's x (float
-    /// calls whose inputs outgrow the last-level cache; here every fused item,
-    /// through the test hook), each worker takes its next item before it runs
-    /// the one it holds: every item still runs once, and every output keeps
-    /// its bits, on each kind of executor, with more workers than items, and
-    /// in both layouts.
     /// The backward sums of columns items of 1024 channels or more start
     /// their vectors at x's first cache line where every row starts alike on
     /// its lines: which vector lane holds a channel then depends on where
@@ -73,6 +67,8 @@ import Testing
                                mean, invStd, shape: shape)
     }
 
+    /// Backward's dx, dz, dγ and dβ with the tensors placed at each vector
+    /// start, bit for bit those with every tensor on a line.
     func placementKeepsBits<E: BatchNormElement>(_ x: [E], _ dy: [E], _ y: [E], _ weight: [E.Parameter],
                                                  _ mean: [Double], _ invStd: [Double],
                                                  shape: BatchNormShape) throws {
@@ -127,6 +123,12 @@ import Testing
         }
     }
 
+    /// Where a fused item's second pass asks for the next item's x (float
+    /// calls whose inputs outgrow the last-level cache; here every fused item,
+    /// through the test hook), each worker takes its next item before it runs
+    /// the one it holds: every item still runs once, and every output keeps
+    /// its bits, on each kind of executor, with more workers than items, and
+    /// in both layouts.
     @Test("fused items that ask for the next item's x keep every bit",
           arguments: [try! BatchNormShape([1, 9, 64, 64]), try! BatchNormShape([2, 12, 64, 64]),
                       try! BatchNormShape([5, 3000]), try! BatchNormShape([2, 3, 1, 2100], layout: .channelsLast)])
