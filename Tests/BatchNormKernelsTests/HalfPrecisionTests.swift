@@ -6,6 +6,7 @@ import Testing
 protocol HalfFormat: BatchNormElement, Equatable where Parameter == Float {
     /// `value` rounded once to the format.
     init(roundingOnce value: Double)
+    init(bitPattern: UInt16)
     var widened: Float { get }
     var bits: UInt16 { get }
 }
@@ -155,6 +156,85 @@ func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
                                       executor: .serial, cancelling: true)
             try checkAgainstReference(Float16.self, nchw: nchw, layout: layout, center: 100, spread: 1,
                                       executor: .serial, cancelling: true)
+        }
+    }
+
+    /// Outputs of a plain forward near zero, in inference, where the zero is
+    /// put: each channel's β makes y vanish at one of its values (held
+    /// exactly by the format), so that there y is far smaller than the terms
+    /// it is formed from. Those values must fail the check and go to double
+    /// (float alone is thousands of ulps off there); with relu, the mask
+    /// recomputed from x must agree with y at every one of them.
+    @Test func plainOutputsNearZeroStayWithinOneUlp() throws {
+        for (index, layout) in [BatchNormLayout.channelsFirst, .channelsLast].enumerated() {
+            for activation in BatchNormActivation.allCases {
+                let executor = someExecutors[index % someExecutors.count]
+                try checkNearZero(Float16.self, layout: layout, activation: activation, executor: executor)
+                try checkNearZero(BFloat16.self, layout: layout, activation: activation, executor: executor)
+            }
+        }
+    }
+
+    func checkNearZero<H: HalfFormat>(_: H.Type, layout: BatchNormLayout, activation: BatchNormActivation,
+                                      executor: BatchNormExecutor) throws {
+        let nchw = [4, 24, 9], channels = nchw[1], spatial = nchw[2], count = nchw.reduce(1, *)
+        let shape = dimensions(nchw, in: layout)
+        let runningMean: [Float] = randomValues(channels, seed: 51)
+        let runningVariance: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 52)
+        let weight: [Float] = (randomValues(channels, center: 1, spread: 0.5, seed: 53) as [Float])
+            .enumerated().map { $0.offset % 3 == 0 ? -$0.element : $0.element }
+        // Each channel's zero of y, 0.5 to 1.5 away from 0, of either sign.
+        let zeros = Self.values(H.self, channels, center: 1, spread: 0.5, seed: 54)
+            .enumerated().map { $0.offset % 2 == 0 ? $0.element : H(roundingOnce: -Double($0.element.widened)) }
+        let bias = (0..<channels).map { (c: Int) -> Float in
+            let zero = Double(zeros[c].widened), mean = Double(runningMean[c])
+            let invStd = 1 / (Double(runningVariance[c]) + 1e-5).squareRoot()
+            return Float(-(zero - mean) * Double(weight[c]) * invStd)
+        }
+        // Per channel: its zero and the four values either side of it in the format, then values near it.
+        let noise: [Double] = randomValues(count, spread: 0.05, seed: 55)
+        var nchwValues = [H]()
+        for n in 0..<nchw[0] {
+            for c in 0..<channels {
+                for s in 0..<spatial {
+                    let j = n * spatial + s
+                    nchwValues.append(j < 9 ? H(bitPattern: UInt16(Int(zeros[c].bits) + j - 4))
+                                            : H(roundingOnce: Double(zeros[c].widened) + noise[j * channels + c]))
+                }
+            }
+        }
+        let x = arranged(nchwValues, nchw: nchw, in: layout)
+        let dy = Self.values(H.self, count, seed: 56)
+        let relu = activation == .relu
+        let y: [H] = try BatchNormalization.forwardInference(
+            x, shape: shape, layout: layout, runningMean: runningMean, runningVariance: runningVariance,
+            weight: weight, bias: bias, activation: activation, executor: executor)
+        let wide = x.map { Double($0.widened) }
+        let want = ReferenceBatchNorm.forward(
+            wide, shape: shape, channelsLast: layout == .channelsLast, training: false,
+            weight: weight.map(Double.init), bias: bias.map(Double.init),
+            runningMean: runningMean.map(Double.init), runningVariance: runningVariance.map(Double.init), relu: relu)
+        let context = "\(H.self) \(layout) \(activation) \(executor)"
+        // The data does what it is for: some outputs far below the terms (|x - μ| |γ| / σ ≥ 0.1 here).
+        #expect(want.output.filter { $0 != 0 && abs($0) < 1e-4 }.count >= channels / 4, "\(context): near zero")
+        #expect(Self.worstUlps(y, want.output) <= 1, "\(context): y")
+
+        let statistics = try BatchNormalization.inferenceStatistics(runningMean: runningMean,
+                                                                    runningVariance: runningVariance)
+        let recomputed = try BatchNormalization.backward(
+            outputGradient: dy, input: x, shape: shape, layout: layout, statistics: statistics,
+            weight: weight, bias: bias, activation: activation, executor: executor)
+        let wantBackward = ReferenceBatchNorm.backward(
+            wide, outputGradient: dy.map { Double($0.widened) }, shape: shape,
+            channelsLast: layout == .channelsLast, training: false, mean: want.mean, invStd: want.invStd,
+            weight: weight.map(Double.init), forwardOutput: relu ? y.map { Double($0.widened) } : nil)
+        #expect(Self.worstUlps(recomputed.input!, wantBackward.inputGradient) <= 1, "\(context): dx")
+        if relu {
+            let given = try BatchNormalization.backward(
+                outputGradient: dy, input: x, shape: shape, layout: layout, statistics: statistics,
+                weight: weight, activation: activation, forwardOutput: y, executor: executor)
+            let differing = zip(given.input!, recomputed.input!).filter { $0.bits != $1.bits }.count
+            #expect(differing == 0, "\(context): dx with the mask recomputed from x")
         }
     }
 
