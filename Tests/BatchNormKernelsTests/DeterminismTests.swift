@@ -87,7 +87,8 @@ import Testing
                      executor: BatchNormExecutor) throws -> [Data] {
             let memory = UnsafeMutableRawPointer.allocate(byteCount: 5 * ((count + lineValues) * size + 64),
                                                           alignment: 64)
-            let dWeight = copy([E.Parameter](repeating: .zero, count: channels)), dBias = copy(Array(dWeight))
+            let zeros = [E.Parameter](repeating: .zero, count: channels)
+            let dWeight = copy(zeros), dBias = copy(zeros)
             defer { memory.deallocate(); dWeight.deallocate(); dBias.deallocate() }
             /// Tensor `index` of the five in `memory`, `offset` values past its line.
             func tensor(_ index: Int, _ values: [E]?, at offset: Int) -> UnsafeMutableBufferPointer<E> {
