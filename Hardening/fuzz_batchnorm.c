@@ -557,7 +557,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
          * the serial run did not: channels first, through other loops (whole
          * planes as one run), which give the same values, a NaN's sign and
          * payload aside (same_values). The helpers' run has every fused item
-         * ask for the next item's x (the other test hook): the same bits. */
+         * ask for the next item's x, or run the joint loop where it can (the
+         * other test hook): the same bits. */
         for (int i = 0; i < BUFFERS; i++) serial[i] = b[i];
         const executor_kind others[] = {OPENMP, HELPERS};
         for (int e = 0; e < 2; e++) {

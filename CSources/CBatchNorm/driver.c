@@ -86,6 +86,28 @@ static void wait_for_phase(cbn_job *job, int phase) {
         cbn_wait_step(spins);
 }
 
+/// A fused forward phase in the joint loop (plan.h, joint_statistics): the
+/// worker's first item gets its statistics alone; each next one's
+/// statistics write the y of the item before in the same loops; the last
+/// item is normalized alone. An item counts as done once its y is written.
+static void run_joint_phase(cbn_job *job, const cbn_kernels *k, int phase, double *scratch) {
+    const int64_t items = job->phase_items[phase];
+    int64_t index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
+    if (index >= items) return;
+    cbn_item held = cbn_plan_item(&job->plan, index);
+    k->statistics(job, held, scratch);
+    k->finalize_forward(job, held.c0, held.c1);
+    while ((index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed)) < items) {
+        const cbn_item item = cbn_plan_item(&job->plan, index);
+        k->statistics_beside(job, item, held, scratch);
+        atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
+        k->finalize_forward(job, item.c0, item.c1);
+        held = item;
+    }
+    k->normalize(job, held);
+    atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
+}
+
 void cbn_job_work(cbn_job *job) {
     const cbn_kernels *k = cbn_kernels_for(job->dtype);
     const int64_t slot = atomic_fetch_add_explicit(&job->next_slot, 1, memory_order_relaxed);
@@ -95,18 +117,22 @@ void cbn_job_work(cbn_job *job) {
     for (int phase = 0; phase < job->phase_count; phase++) {
         const cbn_step step = job->steps[phase];
         const int64_t items = job->phase_items[phase];
-        /* Where the plan says so, a fused phase's worker takes its next item
-         * before it runs the one it holds, whose second pass then asks for the
-         * next one's x: the memory reads it while that pass writes, and the
-         * next first pass finds it in the cache. */
-        int64_t index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
-        while (index < items) {
-            const int64_t next = is_fused(step) && job->plan.prefetch_next_item
-                                     ? atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed)
-                                     : -1;
-            run_item(job, k, step, index, next < items ? next : -1, scratch);
-            atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
-            index = next >= 0 ? next : atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
+        if (step == CBN_STEP_STATISTICS_FUSED && job->out && job->plan.joint_statistics) {
+            run_joint_phase(job, k, phase, scratch);
+        } else {
+            /* Where the plan says so, a fused phase's worker takes its next item
+             * before it runs the one it holds, whose second pass then asks for the
+             * next one's x: the memory reads it while that pass writes, and the
+             * next first pass finds it in the cache. */
+            int64_t index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
+            while (index < items) {
+                const int64_t next = is_fused(step) && job->plan.prefetch_next_item
+                                         ? atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed)
+                                         : -1;
+                run_item(job, k, step, index, next < items ? next : -1, scratch);
+                atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
+                index = next >= 0 ? next : atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
+            }
         }
         /* The next phase reads what every item of this one wrote. */
         if (phase + 1 < job->phase_count) wait_for_phase(job, phase);

@@ -61,7 +61,8 @@ static _Thread_local int64_t streaming_bytes_override = -1;
 
 void cbn_test_stream_outputs_from(int64_t bytes) { streaming_bytes_override = bytes; }
 
-/* 1: jobs created on this thread ask for the next item's x in every fused item; -1: the plan's rule. */
+/* 1: jobs created on this thread ask for the next item's x in every fused item, and run the joint loop
+ * wherever it can run; -1: the plan's rule. */
 static _Thread_local int prefetch_next_override = -1;
 
 void cbn_test_prefetch_next_items(int every) { prefetch_next_override = every; }
@@ -139,7 +140,10 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, const void *out, 
     job->plan = plan;
     if (streaming_bytes_override >= 0)
         job->plan.streaming = cbn_plan_streams(plan.shape, plan.tuning->element_bytes, streaming_bytes_override);
-    if (prefetch_next_override == 1) job->plan.prefetch_next_item = plan.fused;
+    if (prefetch_next_override == 1) {
+        job->plan.prefetch_next_item = plan.fused;
+        job->plan.joint_statistics = cbn_plan_can_join(&plan);
+    }
     job->dtype = dtype;
     job->mutant = next_mutant;
     *job_out = job;

@@ -170,6 +170,9 @@ typedef struct cbn_kernels {
     const cbn_tuning *tuning;
     /// `scratch`: the worker's scratch (job->scratch_doubles), or NULL.
     void (*statistics)(const cbn_job *job, cbn_item item, double *scratch);
+    /// The statistics of `item` and, in the same loops, y of the fused item
+    /// `beside`, whose coefficients are set (the plan's joint_statistics).
+    void (*statistics_beside)(const cbn_job *job, cbn_item item, cbn_item beside, double *scratch);
     void (*normalize)(const cbn_job *job, cbn_item item);
     void (*sums)(const cbn_job *job, cbn_item item, int scale_dy, double *scratch);
     void (*input_gradient)(const cbn_job *job, cbn_item item);

@@ -142,4 +142,78 @@ import Testing
             #expect(asking.map { $0.map(\.bitPattern) } == expected.map { $0.map(\.bitPattern) }, "\(executor)")
         }
     }
+
+    /// The joint loop, where a fused item's statistics add up its x in the
+    /// loops that write the y of the item its worker ran before (float and
+    /// double calls on large planes whose inputs outgrow the last-level
+    /// cache; here every fused item that can, through the test hook), keeps
+    /// every bit of y and the saved statistics: in each element type, with
+    /// each epilogue, streamed and through the cache, in place, with fewer
+    /// channels in the last item than in the others, and on each kind of
+    /// executor. The planes: 17 values (a tail past one vector), 7x7, and
+    /// 2100 (a block that ends within a plane).
+    @Test("the joint loop keeps every bit",
+          arguments: [try! BatchNormShape([3, 700, 1, 17]), try! BatchNormShape([2, 600, 7, 7]),
+                      try! BatchNormShape([2, 5, 1, 2100])])
+    func jointLoopKeepsBits(shape: BatchNormShape) throws {
+        let x: [Float] = randomValues(shape.count, center: 3, spread: 2, seed: 23)
+        let z: [Float] = randomValues(shape.count, seed: 24)
+        let weight: [Float] = randomValues(shape.channels, center: 1, spread: 0.5, seed: 25)
+        let bias: [Float] = randomValues(shape.channels, seed: 26)
+        try jointLoopKeepsBits(x, z, weight, bias, shape: shape)
+        try jointLoopKeepsBits(x.map(Double.init), z.map(Double.init), weight.map(Double.init), bias.map(Double.init),
+                               shape: shape)
+        try jointLoopKeepsBits(x.map { Float16($0) }, z.map { Float16($0) }, weight, bias, shape: shape)
+        try jointLoopKeepsBits(x.map { BFloat16($0) }, z.map { BFloat16($0) }, weight, bias, shape: shape)
+    }
+
+    /// y, the saved mean and 1/σ of the joint loop, bit for bit those of the
+    /// plan's own rule (which leaves these small shapes out of it).
+    func jointLoopKeepsBits<E: BatchNormElement>(_ x: [E], _ z: [E], _ weight: [E.Parameter], _ bias: [E.Parameter],
+                                                 shape: BatchNormShape) throws {
+        let count = shape.count, channels = shape.channels
+        /// y (x itself, normalized in place, with `inPlace`), the saved mean and 1/σ, as bytes.
+        func outputs(residual: Bool, relu: Bool, inPlace: Bool, executor: BatchNormExecutor) throws -> [Data] {
+            let input = UnsafeMutableBufferPointer<E>.allocate(capacity: count)
+            let output = inPlace ? input : UnsafeMutableBufferPointer<E>.allocate(capacity: count)
+            let mean = UnsafeMutableBufferPointer<Double>.allocate(capacity: channels)
+            let invStd = UnsafeMutableBufferPointer<Double>.allocate(capacity: channels)
+            defer {
+                input.deallocate()
+                if !inPlace { output.deallocate() }
+                mean.deallocate()
+                invStd.deallocate()
+            }
+            _ = input.initialize(fromContentsOf: x)
+            if !inPlace { output.initialize(repeating: .zero) }
+            try z.withUnsafeBufferPointer { z in
+                try weight.withUnsafeBufferPointer { weight in
+                    try bias.withUnsafeBufferPointer { bias in
+                        try BatchNormalization.forwardTraining(
+                            input: UnsafeBufferPointer(input), output: output, shape: shape, weight: weight,
+                            bias: bias, residual: residual ? z : nil, activation: relu ? .relu : .identity,
+                            savedMean: mean, savedInvStd: invStd, executor: executor)
+                    }
+                }
+            }
+            return [Data(buffer: output), Data(buffer: mean), Data(buffer: invStd)]
+        }
+        for streamed in [false, true] {
+            BatchNormFaultInjection.streamOutputs(from: streamed ? 0 : nil)
+            defer { BatchNormFaultInjection.streamOutputs(from: nil) }
+            for (residual, relu, inPlace) in [(false, false, false), (false, true, false), (true, false, false),
+                                              (true, true, false), (false, true, true)] {
+                let expected = try outputs(residual: residual, relu: relu, inPlace: inPlace, executor: .serial)
+                BatchNormFaultInjection.prefetchNextItems(true)
+                defer { BatchNormFaultInjection.prefetchNextItems(nil) }
+                for executor in someExecutors {
+                    let joint = try outputs(residual: residual, relu: relu, inPlace: inPlace, executor: executor)
+                    #expect(joint == expected, """
+                        \(E.self) residual \(residual) relu \(relu) in place \(inPlace) streamed \(streamed) \
+                        \(executor)
+                        """)
+                }
+            }
+        }
+    }
 }

@@ -34,6 +34,7 @@
 #include "template/types.h"
 #include "template/coefficients.h"
 #include "template/arithmetic.h"
+#include "template/run_sums.h"
 #include "template/stores.h"
 #include "template/elementwise.h"
 #include "template/statistics.h"
@@ -47,6 +48,7 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
     .compute_bytes = sizeof(T),
     .tuning = &CBN_TUNING,
     .statistics = FN(statistics),
+    .statistics_beside = FN(statistics_beside),
     .normalize = FN(normalize),
     .sums = FN(sums),
     .input_gradient = FN(input_gradient),

@@ -55,39 +55,61 @@ CBN_INLINE FN(cbn_run) FN(run_at)(const FN(cbn_run) *r, int64_t at) {
     return moved;
 }
 
-/// A pass over the runs of a planes item: each channel's run of each of
-/// its segments, with that channel's coefficients. Streamed, a segment of
-/// whole planes of sixteen values or more (and fewer than the tuning's
-/// whole_planes_below) is one run across the item's channels
-/// (stream_planes), so that only the run's two ends share lines with other
-/// runs. `inputs` holds the pass's inputs from the item's first value
-/// (item_inputs), `out` its output.
+/// A pass over one segment of a planes item: values [offset, offset +
+/// length) of each of its w channels' planes (offset from the item's first
+/// value, cbn_plane_offset), each channel's run with that channel's
+/// coefficients. Streamed, a segment of whole planes of sixteen values or
+/// more (and fewer than the tuning's whole_planes_below) is one run across
+/// the channels (stream_planes), so that only the run's two ends share lines
+/// with other runs. `inputs` holds the pass's inputs from the item's first
+/// value (item_inputs), `out` its output. With `sums` (the joint loop,
+/// run_sums.h), each vector written steps them, across the channels in one
+/// run of whole planes, else channel k's with channel k's run; the sums of
+/// the channels from w on, and the rest of each run's, are the caller's.
+CBN_INLINE void FN(elementwise_segment)(const int op, const int epi, const cbn_plan *plan, int64_t w,
+                                        const FN(cbn_run) *inputs, ELEM *out, int64_t offset, int64_t length,
+                                        FN(cbn_sum_cursor) *sums) {
+    const int64_t S = plan->shape.spatial;
+    if (plan->streaming && length == S && S >= CBN_LANES && S < plan->tuning->whole_planes_below) {
+        FN(cbn_run) run = FN(run_at)(inputs, offset);
+        run.plane = S;
+        if (sums) sums->across = 1;
+        run.cursor = sums;
+        FN(stream_planes)(op, epi, &run, out + offset, w * S);
+        return;
+    }
+    for (int64_t k = 0; k < w; k++) {
+        const int64_t at = k * S + offset;
+        FN(cbn_scalars) scalars;
+        FN(cbn_lanes) lanes;
+        FN(scalars_at)(inputs->bc, k, &scalars);
+        FN(lanes_of)(&scalars, &lanes);
+        FN(cbn_run) run = FN(run_at)(inputs, at);
+        run.lanes = &lanes;
+        run.scalars = &scalars;
+        const int summed = sums && k < sums->w;
+        FN(cbn_sum_cursor) channel;    /* channel k's sums, apart, so that they stay in registers */
+        if (summed) {
+            channel = *sums;
+            channel.across = 0;
+            FN(sum_cursor_channel)(&channel, k);
+            run.cursor = &channel;
+        }
+        FN(write_run)(op, epi, CBN_RUN_CHANNEL, &run, out + at, length, length, plan->streaming);
+        if (summed) FN(sum_cursor_end_channel)(&channel);
+    }
+    if (sums && w < sums->w) FN(sum_cursor_channel)(sums, w);
+    else if (sums) sums->k = sums->w;
+}
+
+/// A pass over the runs of a planes item, segment by segment.
 CBN_INLINE void FN(elementwise_planes)(const int op, const int epi, const cbn_job *job, cbn_item item,
                                        const FN(cbn_run) *inputs, ELEM *out) {
-    const cbn_plan *plan = &job->plan;
-    const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
     int64_t value, length;
-    cbn_segments segments = cbn_segments_make(plan, item.begin, item.end);
-    while (cbn_segments_next(&segments, &value, &length)) {
-        const int64_t offset = cbn_plane_offset(plan, value);
-        if (plan->streaming && length == S && S >= CBN_LANES && S < plan->tuning->whole_planes_below) {
-            FN(cbn_run) run = FN(run_at)(inputs, offset);
-            run.plane = S;
-            FN(stream_planes)(op, epi, &run, out + offset, w * S);
-            continue;
-        }
-        for (int64_t k = 0; k < w; k++) {
-            const int64_t at = k * S + offset;
-            FN(cbn_scalars) scalars;
-            FN(cbn_lanes) lanes;
-            FN(scalars_at)(inputs->bc, k, &scalars);
-            FN(lanes_of)(&scalars, &lanes);
-            FN(cbn_run) run = FN(run_at)(inputs, at);
-            run.lanes = &lanes;
-            run.scalars = &scalars;
-            FN(write_run)(op, epi, CBN_RUN_CHANNEL, &run, out + at, length, length, plan->streaming);
-        }
-    }
+    cbn_segments segments = cbn_segments_make(&job->plan, item.begin, item.end);
+    while (cbn_segments_next(&segments, &value, &length))
+        FN(elementwise_segment)(op, epi, &job->plan, item.c1 - item.c0, inputs, out,
+                                cbn_plane_offset(&job->plan, value), length, NULL);
 }
 
 /// A pass over a columns item: its rows in blocks where the plan says so,

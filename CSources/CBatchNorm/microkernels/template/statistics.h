@@ -4,33 +4,6 @@
  * kernels_template.h.
  */
 
-/// With d = x[i] - pivot: *sum += d and *sumsq += d^2, sixteen lanes at a
-/// time; the values past the last full sixteen go to the tails. Accumulating
-/// across runs and reducing once per block keeps short runs (7x7 planes)
-/// cheap. d is formed in double, exactly for float input. Asks for x
-/// `ahead` values on, into the cache `level` says.
-CBN_INLINE void FN(add_run_shifted)(const ELEM *x, int64_t n, double pivot, cbn_vd *sum, cbn_vd *sumsq,
-                                    double *tail_sum, double *tail_sumsq, int64_t ahead, const int level) {
-    cbn_vd s = *sum, q = *sumsq;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        PREFETCH_TO(x + i, ahead, level);
-        cbn_vd d = WIDEN(LOADX(x + i)) - pivot;
-        s += d;
-        q += d * d;
-    }
-    *sum = s;
-    *sumsq = q;
-    double ts = *tail_sum, tq = *tail_sumsq;
-    for (; i < n; i++) {
-        double d = (double)GET(x, i) - pivot;
-        ts += d;
-        tq += d * d;
-    }
-    *tail_sum = ts;
-    *tail_sumsq = tq;
-}
-
 /// Rows a call of the columns walk takes at most: four of a lane's (16
 /// rows apart), or four consecutive rows of the tail (cbn_column_calls).
 #define CBN_AHEAD_ROWS 4
@@ -162,14 +135,26 @@ CBN_INLINE void FN(block_moments_short_planes)(const cbn_job *job, cbn_item item
     cbn_moments_rows_merge_shifted(acc, w, (double)(b1 - b0), pivot, sum, sumsq);
 }
 
+/// The item whose y a fused item's statistics write in their own loops
+/// (statistics_beside): the normalize pass's inputs and output from that
+/// item's origin, and its channels.
+typedef struct FN(cbn_beside) {
+    FN(cbn_run) inputs;
+    ELEM *out;
+    int64_t w;
+} FN(cbn_beside);
+
 /// Merges the moments of block [b0, b1) of channels item.c0 + k, k < w, into
 /// acc's channel k (planes walk). Each channel's sums of d and d^2, d = x - (the
-/// block's first value of the channel), come from one sweep.
-CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
-                                         cbn_moments_rows *acc) {
+/// block's first value of the channel), come from one sweep. With `beside`
+/// (planes of CBN_LANES values or more), the same segment of that item is
+/// normalized with the epilogue `epi` in the same loops: each vector of y
+/// it writes steps the sums by one vector (run_sums.h).
+CBN_INLINE void FN(block_moments_planes)(const int epi, const cbn_job *job, cbn_item item, int64_t b0, int64_t b1,
+                                         const FN(cbn_beside) *beside, cbn_moments_rows *acc) {
     const cbn_plan *plan = &job->plan;
     const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
-    if (S < CBN_LANES) {
+    if (S < CBN_LANES && !beside) {
         FN(block_moments_short_planes)(job, item, b0, b1, acc);
         return;
     }
@@ -186,6 +171,18 @@ CBN_INLINE void FN(block_moments_planes)(const cbn_job *job, cbn_item item, int6
     cbn_segments segments = cbn_segments_make(plan, b0, b1);
     while (cbn_segments_next(&segments, &value, &length)) {
         const int64_t offset = cbn_plane_offset(plan, value);
+        if (beside) {
+            /* Asking for the next image's values (theirs, a whole segment on), so
+             * that no segment's reads start from memory cold. */
+            FN(cbn_sum_cursor) cursor;
+            FN(sum_cursor_start)(&cursor, x + offset, S, length, w, pivot, sum, sumsq, tail_sum, tail_sumsq,
+                                 plan->prefetch ? plan->shape.channels * S : 0,
+                                 plan->prefetch_to_l2 ? CBN_TO_L2 : CBN_TO_L1);
+            FN(elementwise_segment)(CBN_OP_NORMALIZE, epi, plan, beside->w, &beside->inputs, beside->out, offset,
+                                    length, &cursor);
+            FN(sum_cursor_finish)(&cursor);
+            continue;
+        }
 #define CALL(ahead, level)                                                                       \
     for (int64_t k = 0; k < w; k++)                                                              \
         FN(add_run_shifted)(x + k * S + offset, length, pivot[k], &sum[k], &sumsq[k], &tail_sum[k], \
@@ -230,8 +227,10 @@ CBN_INLINE void FN(block_moments_columns)(const cbn_job *job, cbn_item item, int
 
 /// Moments of each part of one item into its partials: the part's blocks
 /// merged in order with Chan's formula. `lanes`: the worker's scratch for the
-/// columns walk's lane accumulators.
-CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item, double *lanes) {
+/// columns walk's lane accumulators. With `beside`, y of that item in the
+/// same loops (block_moments_planes).
+CBN_INLINE void FN(statistics_item)(const int epi, const cbn_job *job, cbn_item item, const FN(cbn_beside) *beside,
+                                    double *lanes) {
     const cbn_plan *plan = &job->plan;
     const int64_t w = item.c1 - item.c0;
     double mean[CBN_MAX_BLOCK_CHANNELS], m2[CBN_MAX_BLOCK_CHANNELS];
@@ -242,12 +241,47 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item,
         acc.count = 0;
         for (int64_t b0 = p0; b0 < p1; b0 += plan->block_length) {
             const int64_t b1 = cbn_min64(p1, b0 + plan->block_length);
-            if (plan->walk == CBN_WALK_PLANES)
-                FN(block_moments_planes)(job, item, b0, b1, &acc);
+            if (beside || plan->walk == CBN_WALK_PLANES)
+                FN(block_moments_planes)(epi, job, item, b0, b1, beside, &acc);
             else
                 FN(block_moments_columns)(job, item, b0, b1, lanes, &acc);
         }
         for (int64_t k = 0; k < w; k++)
             job->partials[(item.c0 + k) * plan->parts + part].moments = (cbn_moments){acc.count, mean[k], m2[k]};
     }
+}
+
+/// Moments of each part of one item into its partials (statistics_item).
+CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item, double *lanes) {
+    FN(statistics_item)(0, job, item, NULL, lanes);
+}
+
+/// The statistics of `item` and, in the same loops, y of the fused item
+/// `beside` with the epilogue e, whose coefficients are set (the joint
+/// loop, plan.h): a function of its own for each epilogue, as normalize's.
+#define CBN_STATISTICS_BESIDE_WITH(e)                                                            \
+    CBN_MULTIVERSIONED static void FN(statistics_beside_with_##e)(const cbn_job *job, cbn_item item, \
+                                                                   cbn_item beside, double *lanes) { \
+        FN(cbn_block_coefficients) bc;                                                           \
+        FN(load_block_coefficients)(job, beside, &bc);                                           \
+        const int64_t at = cbn_plan_item_origin(&job->plan, beside);                             \
+        FN(cbn_beside) joint = {FN(item_inputs)(job, at, CBN_OP_NORMALIZE, e), (ELEM *)job->out + at, \
+                                beside.c1 - beside.c0};                                          \
+        joint.inputs.bc = &bc;                                                                   \
+        joint.inputs.ahead = joint.inputs.x_ahead = CBN_AHEAD(&job->plan);                       \
+        FN(statistics_item)(e, job, item, &joint, lanes);                                        \
+        cbn_fence_streams(job->plan.streaming);                                                  \
+    }
+CBN_STATISTICS_BESIDE_WITH(0)
+CBN_STATISTICS_BESIDE_WITH(1)
+CBN_STATISTICS_BESIDE_WITH(2)
+CBN_STATISTICS_BESIDE_WITH(3)
+#undef CBN_STATISTICS_BESIDE_WITH
+
+/// The statistics of `item` and y of `beside` in the same loops, in loops
+/// of their own for each epilogue.
+static void FN(statistics_beside)(const cbn_job *job, cbn_item item, cbn_item beside, double *lanes) {
+#define CALL(e) FN(statistics_beside_with_##e)(job, item, beside, lanes)
+    CBN_EPILOGUE_SWITCH(job->epilogue, CALL)
+#undef CALL
 }

@@ -13,7 +13,9 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 /// (NULL where the pass reads none), how far on the loops ask for them
 /// (`x_ahead` for x: in a fused item's second pass, the distance to the
 /// worker's next item, cbn_item.next), and where its coefficients come
-/// from (`plane`: the values of each plane of a run of whole planes). The pass (`op`, a cbn_elementwise_op), its
+/// from (`plane`: the values of each plane of a run of whole planes), and
+/// the statistics that step once per vector computed (`cursor`: the joint
+/// loop's, run_sums.h; NULL but there). The pass (`op`, a cbn_elementwise_op), its
 /// epilogue (`epi`) and the kind of run (`rows`, a cbn_run_kind) are
 /// parameters of the functions below, constants where a run is written, so
 /// that each compiles to loops of its own.
@@ -24,6 +26,7 @@ typedef struct FN(cbn_run) {
     const FN(cbn_lanes) *lanes;
     const FN(cbn_scalars) *scalars;
     int64_t plane;
+    FN(cbn_sum_cursor) *cursor;
 } FN(cbn_run);
 
 /// The pass's sixteen values from element i on, with the coefficients `c`,
@@ -32,6 +35,7 @@ CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cb
                                         const FN(cbn_lanes) *c, VE *out) {
     VT g, x, z = {0}, v;
     int numbers = 0;
+    if (r->cursor) FN(sum_cursor_step)(r->cursor);
     switch (op) {
     case CBN_OP_NORMALIZE:
         FN(prefetch_forward)(r->x, r->z, i, r->x_ahead, r->ahead, epi);
