@@ -147,11 +147,12 @@ import Testing
     /// loops that write the y of the item its worker ran before (float and
     /// double calls on large planes whose inputs outgrow the last-level
     /// cache; here every fused item that can, through the test hook), keeps
-    /// every bit of y and the saved statistics: in each element type, with
-    /// each epilogue, streamed and through the cache, in place, with fewer
-    /// channels in the last item than in the others, and on each kind of
-    /// executor. The planes: 17 values (a tail past one vector), 7x7, and
-    /// 2100 (a block that ends within a plane).
+    /// every bit of y and the saved statistics: with each epilogue, streamed
+    /// and through the cache, in place, with fewer channels in the last item
+    /// than in the others, and on each kind of executor. Float and double
+    /// run the loop; the half formats, which do not compile it, keep their
+    /// bits through the hook all the same. The planes: 17 values (a tail past
+    /// one vector), 7x7, and 2100 (a block that ends within a plane).
     @Test("the joint loop keeps every bit",
           arguments: [try! BatchNormShape([3, 700, 1, 17]), try! BatchNormShape([2, 600, 7, 7]),
                       try! BatchNormShape([2, 5, 1, 2100])])

@@ -11,4 +11,5 @@
 #define CBN_PARAM float
 #define CBN_SUFFIX f32
 #define CBN_TUNING cbn_tuning_f32
+#define CBN_JOINT_LOOP 1
 #include "kernels_template.h"

@@ -9,4 +9,5 @@
 #define CBN_PARAM double
 #define CBN_SUFFIX f64
 #define CBN_TUNING cbn_tuning_f64
+#define CBN_JOINT_LOOP 1
 #include "kernels_template.h"

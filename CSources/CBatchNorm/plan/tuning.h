@@ -87,7 +87,8 @@ typedef struct cbn_tuning {
     /// joint loop (plan.h, cbn_plan_can_join): a worker sums its next item's
     /// x in the loops that write the y of the item it holds, so that the
     /// memory reads the one while the other is written, and the sums'
-    /// arithmetic hides under both. 0: never.
+    /// arithmetic hides under both. 0: never; only types whose microkernels
+    /// compile the loop (CBN_JOINT_LOOP, kernels_template.h) may set it.
     int64_t joint_planes_from;
     /// Columns walk: images a lane's call of the statistics takes where each
     /// lane gets three of an image's rows (7x7), so that the lane
@@ -130,7 +131,8 @@ static const cbn_tuning cbn_tuning_f64 = {
 /// 14x14 (backward) took 1.2 to 2.7 times as long. Asking into L2 in the
 /// reductions gained nothing, and so did grouping 7x7's statistics calls
 /// and fused items asking for the next one's x. The joint loop cost them
-/// time: their check's arithmetic leaves the loop no stores to hide under.
+/// time (their check's arithmetic leaves the loop no stores to hide under),
+/// and their microkernels do not compile it.
 static const cbn_tuning cbn_tuning_f16 = {
     .element_bytes = 2, CBN_TUNING_COMMON, .streaming_cache_percent = 300, .whole_planes_below = 1024, .elementwise_run_target = 65536, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 4096, .large_calls_only = 0,
     .statistics_three_row_images = 1};

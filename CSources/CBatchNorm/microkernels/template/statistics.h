@@ -256,6 +256,7 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item,
     FN(statistics_item)(0, job, item, NULL, lanes);
 }
 
+#ifdef CBN_JOINT_LOOP
 /// The statistics of `item` and, in the same loops, y of the fused item
 /// `beside` with the epilogue e, whose coefficients are set (the joint
 /// loop, plan.h): a function of its own for each epilogue, as normalize's.
@@ -285,3 +286,4 @@ static void FN(statistics_beside)(const cbn_job *job, cbn_item item, cbn_item be
     CBN_EPILOGUE_SWITCH(job->epilogue, CALL)
 #undef CALL
 }
+#endif

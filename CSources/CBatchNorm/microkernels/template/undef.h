@@ -43,4 +43,5 @@
 #undef CBN_WIDEN_S
 #undef CBN_NARROW_S
 #undef CBN_CHECK_RATIO
+#undef CBN_JOINT_LOOP
 #undef CBN_TUNING
