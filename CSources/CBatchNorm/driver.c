@@ -86,25 +86,41 @@ static void wait_for_phase(cbn_job *job, int phase) {
         cbn_wait_step(spins);
 }
 
-/// A fused forward phase in the joint loop (plan.h, joint_statistics): the
-/// worker's first item gets its statistics alone; each next one's
-/// statistics write the y of the item before in the same loops; the last
-/// item is normalized alone. An item counts as done once its y is written.
-static void run_joint_phase(cbn_job *job, const cbn_kernels *k, int phase, double *scratch) {
+/// A fused item's first pass (the statistics or the backward sums) and its
+/// finalize, alone (`beside` NULL) or with the second pass of the fused
+/// item `beside` in the same loops (the joint loop).
+static void first_pass(cbn_job *job, const cbn_kernels *k, cbn_step step, cbn_item item, const cbn_item *beside,
+                       double *scratch) {
+    if (step == CBN_STEP_STATISTICS_FUSED) {
+        if (beside) k->statistics_beside(job, item, *beside, scratch);
+        else k->statistics(job, item, scratch);
+        k->finalize_forward(job, item.c0, item.c1);
+    } else {
+        if (beside) k->sums_beside(job, item, *beside, scratch);
+        else k->sums(job, item, 0, scratch);
+        k->finalize_backward(job, item.c0, item.c1);
+    }
+}
+
+/// A fused phase in the joint loop (plan.h, joint_loop): the worker's
+/// first item gets its first pass alone; each next one's first pass writes
+/// the output (y or dx) of the item before in the same loops; the last item
+/// gets its second pass alone. An item counts as done once its output is
+/// written.
+static void run_joint_phase(cbn_job *job, const cbn_kernels *k, cbn_step step, int phase, double *scratch) {
     const int64_t items = job->phase_items[phase];
     int64_t index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed);
     if (index >= items) return;
     cbn_item held = cbn_plan_item(&job->plan, index);
-    k->statistics(job, held, scratch);
-    k->finalize_forward(job, held.c0, held.c1);
+    first_pass(job, k, step, held, NULL, scratch);
     while ((index = atomic_fetch_add_explicit(&job->next_item[phase], 1, memory_order_relaxed)) < items) {
         const cbn_item item = cbn_plan_item(&job->plan, index);
-        k->statistics_beside(job, item, held, scratch);
+        first_pass(job, k, step, item, &held, scratch);
         atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
-        k->finalize_forward(job, item.c0, item.c1);
         held = item;
     }
-    k->normalize(job, held);
+    if (step == CBN_STEP_STATISTICS_FUSED) k->normalize(job, held);
+    else k->input_gradient(job, held);
     atomic_fetch_add_explicit(&job->done_items[phase], 1, memory_order_release);
 }
 
@@ -117,8 +133,8 @@ void cbn_job_work(cbn_job *job) {
     for (int phase = 0; phase < job->phase_count; phase++) {
         const cbn_step step = job->steps[phase];
         const int64_t items = job->phase_items[phase];
-        if (step == CBN_STEP_STATISTICS_FUSED && job->out && job->plan.joint_statistics) {
-            run_joint_phase(job, k, phase, scratch);
+        if (is_fused(step) && job->out && job->plan.joint_loop) {
+            run_joint_phase(job, k, step, phase, scratch);
         } else {
             /* Where the plan says so, a fused phase's worker takes its next item
              * before it runs the one it holds, whose second pass then asks for the

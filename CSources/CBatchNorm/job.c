@@ -142,7 +142,7 @@ static cbn_status allocate_job(cbn_plan plan, cbn_dtype dtype, const void *out, 
         job->plan.streaming = cbn_plan_streams(plan.shape, plan.tuning->element_bytes, streaming_bytes_override);
     if (prefetch_next_override == 1) {
         job->plan.prefetch_next_item = plan.fused;
-        job->plan.joint_statistics = cbn_plan_can_join(&plan) && kernels->statistics_beside;
+        job->plan.joint_loop = cbn_plan_can_join(&plan) && kernels->statistics_beside && kernels->sums_beside;
     }
     job->dtype = dtype;
     job->mutant = next_mutant;

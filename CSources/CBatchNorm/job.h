@@ -171,11 +171,15 @@ typedef struct cbn_kernels {
     /// `scratch`: the worker's scratch (job->scratch_doubles), or NULL.
     void (*statistics)(const cbn_job *job, cbn_item item, double *scratch);
     /// The statistics of `item` and, in the same loops, y of the fused item
-    /// `beside`, whose coefficients are set (the plan's joint_statistics);
-    /// NULL for the types that do not compile it (CBN_JOINT_LOOP).
+    /// `beside`, whose coefficients are set (the plan's joint_loop); NULL
+    /// for the types that do not compile it (CBN_JOINT_LOOP).
     void (*statistics_beside)(const cbn_job *job, cbn_item item, cbn_item beside, double *scratch);
     void (*normalize)(const cbn_job *job, cbn_item item);
     void (*sums)(const cbn_job *job, cbn_item item, int scale_dy, double *scratch);
+    /// The backward sums of `item` (scale_dy 0) and, in the same loops, dx
+    /// of the fused item `beside`, whose coefficients are set (the plan's
+    /// joint_loop); NULL where statistics_beside is.
+    void (*sums_beside)(const cbn_job *job, cbn_item item, cbn_item beside, double *scratch);
     void (*input_gradient)(const cbn_job *job, cbn_item item);
     /// Merges the partials of channels [c0, c1) in part order (or takes the
     /// given moments_in); writes the saved and running statistics and the

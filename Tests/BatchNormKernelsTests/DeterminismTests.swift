@@ -217,4 +217,106 @@ import Testing
             }
         }
     }
+
+    /// The backward joint loop, where a fused item's sums add up its x and dy
+    /// in the loops that write the dx of the item its worker ran before
+    /// (double calls on large planes whose inputs outgrow the last-level
+    /// cache; here every fused item that can, through the test hook), keeps
+    /// every bit of dx, dz, dγ and dβ: without epilogue, with relu (its mask
+    /// from y, or recomputed from x), with a residual (dz written by the
+    /// sums, read by dx) and relu with it, with dx in place of dy, streamed
+    /// and through the cache, and on each kind of executor. Float runs the
+    /// loop too through the hook; the half formats keep their bits without it.
+    @Test("the backward joint loop keeps every bit",
+          arguments: [try! BatchNormShape([3, 700, 1, 17]), try! BatchNormShape([2, 600, 7, 7]),
+                      try! BatchNormShape([2, 5, 1, 2100])])
+    func backwardJointLoopKeepsBits(shape: BatchNormShape) throws {
+        let x: [Float] = randomValues(shape.count, center: 3, spread: 2, seed: 33)
+        let dy: [Float] = randomValues(shape.count, seed: 34)
+        let weight: [Float] = randomValues(shape.channels, center: 1, spread: 0.5, seed: 35)
+        let bias: [Float] = randomValues(shape.channels, seed: 36)
+        let mean: [Double] = randomValues(shape.channels, center: 3, spread: 0.1, seed: 37)
+        let invStd: [Double] = randomValues(shape.channels, center: 1, spread: 0.3, seed: 38)
+        // y as a forward pass would leave it: about half of it at or below zero, the relu mask's cut.
+        let y: [Float] = randomValues(shape.count, seed: 39)
+        try backwardJointLoopKeepsBits(x, dy, y, weight, bias, mean, invStd, shape: shape)
+        try backwardJointLoopKeepsBits(x.map(Double.init), dy.map(Double.init), y.map(Double.init),
+                                       weight.map(Double.init), bias.map(Double.init), mean, invStd, shape: shape)
+        try backwardJointLoopKeepsBits(x.map { Float16($0) }, dy.map { Float16($0) }, y.map { Float16($0) },
+                                       weight, bias, mean, invStd, shape: shape)
+        try backwardJointLoopKeepsBits(x.map { BFloat16($0) }, dy.map { BFloat16($0) }, y.map { BFloat16($0) },
+                                       weight, bias, mean, invStd, shape: shape)
+    }
+
+    /// dx, dz, dγ and dβ of the backward joint loop, bit for bit those of the
+    /// plan's own rule (which leaves these small shapes out of it).
+    func backwardJointLoopKeepsBits<E: BatchNormElement>(
+        _ x: [E], _ dy: [E], _ y: [E], _ weight: [E.Parameter], _ bias: [E.Parameter], _ mean: [Double],
+        _ invStd: [Double], shape: BatchNormShape
+    ) throws {
+        let count = shape.count, channels = shape.channels
+        /// A copy of `values` in memory of its own.
+        func copy<T>(_ values: [T]) -> UnsafeBufferPointer<T> {
+            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: values.count)
+            _ = buffer.initialize(fromContentsOf: values)
+            return UnsafeBufferPointer(buffer)
+        }
+        let xs = copy(x), ys = copy(y), weights = copy(weight), biases = copy(bias)
+        let means = copy(mean), invStds = copy(invStd)
+        defer {
+            xs.deallocate()
+            ys.deallocate()
+            weights.deallocate()
+            biases.deallocate()
+            means.deallocate()
+            invStds.deallocate()
+        }
+        /// The four gradients as bytes; `inPlace`: dx written over a copy of dy.
+        func outputs(relu: Bool, fromY: Bool, residual: Bool, inPlace: Bool,
+                     executor: BatchNormExecutor) throws -> [Data] {
+            let gradient = UnsafeMutableBufferPointer<E>.allocate(capacity: count)
+            let dx = inPlace ? gradient : UnsafeMutableBufferPointer<E>.allocate(capacity: count)
+            let dz = UnsafeMutableBufferPointer<E>.allocate(capacity: count)
+            let dWeight = UnsafeMutableBufferPointer<E.Parameter>.allocate(capacity: channels)
+            let dBias = UnsafeMutableBufferPointer<E.Parameter>.allocate(capacity: channels)
+            defer {
+                gradient.deallocate()
+                if !inPlace { dx.deallocate() }
+                dz.deallocate()
+                dWeight.deallocate()
+                dBias.deallocate()
+            }
+            _ = gradient.initialize(fromContentsOf: dy)
+            if !inPlace { dx.initialize(repeating: .zero) }
+            dz.initialize(repeating: .zero)
+            dWeight.initialize(repeating: .zero)
+            dBias.initialize(repeating: .zero)
+            try BatchNormalization.backward(
+                mode: .training, input: xs, outputGradient: UnsafeBufferPointer(gradient), shape: shape,
+                mean: means, invStd: invStds, weight: weights, bias: biases, inputGradient: dx,
+                weightGradient: dWeight, biasGradient: dBias, activation: relu ? .relu : .identity,
+                forwardOutput: fromY ? ys : nil, residualGradient: residual ? dz : nil, executor: executor)
+            return [Data(buffer: dx), Data(buffer: dz), Data(buffer: dWeight), Data(buffer: dBias)]
+        }
+        for streamed in [false, true] {
+            BatchNormFaultInjection.streamOutputs(from: streamed ? 0 : nil)
+            defer { BatchNormFaultInjection.streamOutputs(from: nil) }
+            for (relu, fromY, residual, inPlace) in [(false, false, false, false), (true, true, false, false),
+                                                     (true, false, false, false), (false, false, true, false),
+                                                     (true, true, true, false), (true, false, false, true)] {
+                let expected = try outputs(relu: relu, fromY: fromY, residual: residual, inPlace: inPlace,
+                                           executor: .serial)
+                BatchNormFaultInjection.prefetchNextItems(true)
+                defer { BatchNormFaultInjection.prefetchNextItems(nil) }
+                for executor in someExecutors {
+                    let joint = try outputs(relu: relu, fromY: fromY, residual: residual, inPlace: inPlace,
+                                            executor: executor)
+                    #expect(joint == expected, """
+                        \(E.self) relu \(relu) mask from y \(fromY) residual \(residual) in place \(inPlace) \
+                        streamed \(streamed) \(executor)
+                        """)
+                }
+            }
+        }
+    }
 }

@@ -275,6 +275,11 @@ typedef enum cbn_elementwise_op {
     default: CBN_EPILOGUE_SWITCH(epi, CALL)                                                      \
     }
 
+/// The epilogue of the dx pass after a sums pass of epilogue e: with a
+/// residual, the sums pass has written dz = g (the masked dy), which the
+/// dx pass reads as its dy, as it is (job.c, gradient_epilogue).
+#define CBN_DX_EPILOGUE(e) ((e) & CBN_EPILOGUE_RESIDUAL ? 0 : (e))
+
 /// What a run that write_run writes is (its `rows`), which says where each
 /// value's coefficients come from: one channel's run, or rows of channels
 /// (channels last), each value its own channel's.

@@ -21,11 +21,11 @@
  *                With float arithmetic, 2^8 for binary16 and 2^11 for
  *                bfloat16 keep every output within one unit in the last place
  *                of the float64 result;
- *   CBN_JOINT_LOOP (optional): the joint loop (statistics_beside, in
- *                template/statistics.h) is compiled; without it, the table
- *                has none and the plan never asks for it. The half formats
- *                leave it out: it ran slower for them, and their checked
- *                loops are the slowest to compile.
+ *   CBN_JOINT_LOOP (optional): the joint loop (statistics_beside and
+ *                sums_beside, in template/statistics.h and sums.h) is
+ *                compiled; without it, the table has neither and the plan
+ *                never asks for them. The half formats leave it out: it ran
+ *                slower for them.
  * The template #undefs all of these at its end (template/undef.h).
  * Tensors are widened on load and narrowed on store, once per value.
  *
@@ -55,8 +55,10 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
     .statistics = FN(statistics),
 #ifdef CBN_JOINT_LOOP
     .statistics_beside = FN(statistics_beside),
+    .sums_beside = FN(sums_beside),
 #else
     .statistics_beside = NULL,
+    .sums_beside = NULL,
 #endif
     .normalize = FN(normalize),
     .sums = FN(sums),

@@ -146,8 +146,9 @@ cbn_plan cbn_make_plan(cbn_shape shape, const cbn_tuning *tuning, int tensors_pe
                           from_memory;
     /* Where x stays in the cache, asking for the next item's x costs more than it brings. */
     plan.prefetch_next_item = tuning->prefetch_next_item && plan.fused && from_memory;
-    plan.joint_statistics = tuning->joint_planes_from > 0 && shape.spatial >= tuning->joint_planes_from &&
-                            cbn_plan_can_join(&plan) && from_memory;
+    /* Forward plans keep one tensor per pass, backward ones two (x and dy). */
+    const int64_t joint_from = tensors_per_pass == 1 ? tuning->joint_planes_from : tuning->joint_sums_planes_from;
+    plan.joint_loop = joint_from > 0 && shape.spatial >= joint_from && cbn_plan_can_join(&plan) && from_memory;
     plan.row_blocks = plan.walk == CBN_WALK_COLUMNS && count <= tuning->row_block_bytes / bytes && !plan.streaming;
     return plan;
 }

@@ -83,13 +83,16 @@ typedef struct cbn_tuning {
     /// while the pass writes, and the next first pass finds x in the cache.
     int prefetch_next_item;
     /// Where a call's fused items read their inputs from memory, forward
-    /// training's fused items on planes of at least this many values run the
-    /// joint loop (plan.h, cbn_plan_can_join): a worker sums its next item's
-    /// x in the loops that write the y of the item it holds, so that the
-    /// memory reads the one while the other is written, and the sums'
+    /// training's fused items on planes of at least this many values run
+    /// the joint loop (plan.h, cbn_plan_can_join): a worker sums its next
+    /// item's x in the loops that write the y of the item it holds, so that
+    /// the memory reads the one while the other is written, and the sums'
     /// arithmetic hides under both. 0: never; only types whose microkernels
     /// compile the loop (CBN_JOINT_LOOP, kernels_template.h) may set it.
     int64_t joint_planes_from;
+    /// The same for backward's fused items: a worker's backward sums of its
+    /// next item in the loops that write the dx of the item it holds.
+    int64_t joint_sums_planes_from;
     /// Columns walk: images a lane's call of the statistics takes where each
     /// lane gets three of an image's rows (7x7), so that the lane
     /// accumulators are loaded once for more rows; 1: one image a call.
@@ -112,18 +115,19 @@ typedef struct cbn_tuning {
 /// Asking into L2 paid in the planes walk's reductions from memory, and
 /// 7x7's statistics calls of four images a lane. A fused item asking for
 /// the next one's x paid in forward training (backward gained less). The
-/// joint loop paid on planes of 2048 values or more (items of one channel),
-/// and cost on smaller ones (items of several channels).
+/// joint loop paid in forward training on planes of 2048 values or more
+/// (items of one channel), and cost on smaller ones (items of several
+/// channels); in backward it paid on none.
 static const cbn_tuning cbn_tuning_f32 = {
     .element_bytes = 4, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 2048, .row_block_bytes = 16 * 1024 * 1024, .prefetch_bytes = 4096,
     .large_calls_only = 1, .reduction_prefetch_to_l2 = 1, .statistics_three_row_images = 4, .prefetch_next_item = 1,
     .joint_planes_from = 2048};
 /// double: rows in blocks did not pay; elementwise runs of 256 KiB (not 512).
 /// Fused items asking for the next one's x did not pay; the joint loop did,
-/// on planes of 2048 values or more.
+/// forward and backward, on planes of 2048 values or more.
 static const cbn_tuning cbn_tuning_f64 = {
     .element_bytes = 8, CBN_TUNING_COMMON, .streaming_cache_percent = 100, .whole_planes_below = INT64_MAX, .elementwise_run_target = 32768, .row_channels = 1024, .row_block_bytes = 0, .prefetch_bytes = 0, .large_calls_only = 0,
-    .statistics_three_row_images = 4, .joint_planes_from = 2048};
+    .statistics_three_row_images = 4, .joint_planes_from = 2048, .joint_sums_planes_from = 2048};
 /// The half formats compute more per byte than float, and the processor's
 /// prefetchers fell behind them: they ask 4 KiB ahead, on every tensor.
 /// Rows in blocks did not pay. Elementwise runs of 128 KiB, as float's.

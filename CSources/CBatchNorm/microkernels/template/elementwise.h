@@ -55,6 +55,26 @@ CBN_INLINE FN(cbn_run) FN(run_at)(const FN(cbn_run) *r, int64_t at) {
     return moved;
 }
 
+/// The item whose output (y or dx) a fused item's first pass writes in its
+/// own loops (the joint loop, statistics_beside and sums_beside): the
+/// elementwise pass's inputs and output from that item's origin, and its
+/// channels.
+typedef struct FN(cbn_beside) {
+    FN(cbn_run) inputs;
+    ELEM *out;
+    int64_t w;
+} FN(cbn_beside);
+
+/// How far on the joint loop's sums ask for their inputs: the next image's
+/// values (theirs, a whole segment on), so that no segment's reads start
+/// from memory cold; 0 where the plan asks for no prefetches.
+CBN_INLINE int64_t FN(joint_ahead)(const cbn_plan *plan) {
+    return plan->prefetch ? plan->shape.channels * plan->shape.spatial : 0;
+}
+
+/// ...and into which cache: L2 where the plan's reductions ask into L2.
+CBN_INLINE int FN(joint_level)(const cbn_plan *plan) { return plan->prefetch_to_l2 ? CBN_TO_L2 : CBN_TO_L1; }
+
 /// A pass over one segment of a planes item: values [offset, offset +
 /// length) of each of its w channels' planes (offset from the item's first
 /// value, cbn_plane_offset), each channel's run with that channel's
@@ -133,6 +153,17 @@ CBN_INLINE void FN(elementwise_columns)(const int op, const int epi, const cbn_j
         run.x_ahead = item.next ? item.next : run.ahead;
         FN(write_run)(op, epi, CBN_RUN_ROWS, &run, out + r * C, rows * w, w, plan->streaming);
     }
+}
+
+/// `item` as the joint loop's item beside, for the pass `op` with the
+/// epilogue `epi` (its output the job's out) and its coefficients `bc`.
+CBN_INLINE FN(cbn_beside) FN(beside_of)(const cbn_job *job, cbn_item item, const int op, const int epi,
+                                        const FN(cbn_block_coefficients) *bc) {
+    const int64_t at = cbn_plan_item_origin(&job->plan, item);
+    FN(cbn_beside) beside = {FN(item_inputs)(job, at, op, epi), (ELEM *)job->out + at, item.c1 - item.c0};
+    beside.inputs.bc = bc;
+    beside.inputs.ahead = beside.inputs.x_ahead = CBN_AHEAD(&job->plan);
+    return beside;
 }
 
 /// A pass of `op` over one item, reading the job's tensors for it and

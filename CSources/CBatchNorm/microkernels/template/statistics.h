@@ -135,15 +135,6 @@ CBN_INLINE void FN(block_moments_short_planes)(const cbn_job *job, cbn_item item
     cbn_moments_rows_merge_shifted(acc, w, (double)(b1 - b0), pivot, sum, sumsq);
 }
 
-/// The item whose y a fused item's statistics write in their own loops
-/// (statistics_beside): the normalize pass's inputs and output from that
-/// item's origin, and its channels.
-typedef struct FN(cbn_beside) {
-    FN(cbn_run) inputs;
-    ELEM *out;
-    int64_t w;
-} FN(cbn_beside);
-
 /// Merges the moments of block [b0, b1) of channels item.c0 + k, k < w, into
 /// acc's channel k (planes walk). Each channel's sums of d and d^2, d = x - (the
 /// block's first value of the channel), come from one sweep. With `beside`
@@ -172,12 +163,10 @@ CBN_INLINE void FN(block_moments_planes)(const int epi, const cbn_job *job, cbn_
     while (cbn_segments_next(&segments, &value, &length)) {
         const int64_t offset = cbn_plane_offset(plan, value);
         if (beside) {
-            /* Asking for the next image's values (theirs, a whole segment on), so
-             * that no segment's reads start from memory cold. */
+            const FN(cbn_sums_run) run = {x + offset, NULL, NULL, NULL, NULL};
             FN(cbn_sum_cursor) cursor;
-            FN(sum_cursor_start)(&cursor, x + offset, S, length, w, pivot, sum, sumsq, tail_sum, tail_sumsq,
-                                 plan->prefetch ? plan->shape.channels * S : 0,
-                                 plan->prefetch_to_l2 ? CBN_TO_L2 : CBN_TO_L1);
+            FN(sum_cursor_start)(&cursor, CBN_CURSOR_MOMENTS, 0, &run, S, length, w, pivot, NULL, sum, sumsq,
+                                 tail_sum, tail_sumsq, FN(joint_ahead)(plan), FN(joint_level)(plan));
             FN(elementwise_segment)(CBN_OP_NORMALIZE, epi, plan, beside->w, &beside->inputs, beside->out, offset,
                                     length, &cursor);
             FN(sum_cursor_finish)(&cursor);
@@ -265,11 +254,7 @@ CBN_MULTIVERSIONED static void FN(statistics)(const cbn_job *job, cbn_item item,
                                                                    cbn_item beside, double *lanes) { \
         FN(cbn_block_coefficients) bc;                                                           \
         FN(load_block_coefficients)(job, beside, &bc);                                           \
-        const int64_t at = cbn_plan_item_origin(&job->plan, beside);                             \
-        FN(cbn_beside) joint = {FN(item_inputs)(job, at, CBN_OP_NORMALIZE, e), (ELEM *)job->out + at, \
-                                beside.c1 - beside.c0};                                          \
-        joint.inputs.bc = &bc;                                                                   \
-        joint.inputs.ahead = joint.inputs.x_ahead = CBN_AHEAD(&job->plan);                       \
+        const FN(cbn_beside) joint = FN(beside_of)(job, beside, CBN_OP_NORMALIZE, e, &bc);        \
         FN(statistics_item)(e, job, item, &joint, lanes);                                        \
         cbn_fence_streams(job->plan.streaming);                                                  \
     }

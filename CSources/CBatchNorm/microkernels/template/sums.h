@@ -4,69 +4,6 @@
  * Part of kernels_template.h.
  */
 
-/// Inference mode's dx = k1*g (scale_v), narrowed to the element type.
-CBN_INLINE void FN(scaled_dx_v)(VE *dx, const VT *g, const FN(cbn_lanes) *c) {
-    VT scaled;
-    const int numbers = FN(scale_v)(&scaled, g, c);
-    FN(narrow_v)(dx, &scaled, numbers);
-}
-
-/// What a sums pass writes besides the sums, from one value's g and x.
-CBN_INLINE void FN(sums_outputs_v)(ELEM *dz, ELEM *dx, int64_t i, const VT *g, const FN(cbn_lanes) *c,
-                                   const int epi) {
-    if (epi & CBN_EPILOGUE_RESIDUAL) STOREX(dz + i, *g);
-    if (dx) {
-        VE narrowed;
-        FN(scaled_dx_v)(&narrowed, g, c);
-        CBN_STORE(VE, dx + i, narrowed);
-    }
-}
-CBN_INLINE void FN(sums_outputs_s)(ELEM *dz, ELEM *dx, int64_t i, T g, const FN(cbn_scalars) *c, const int epi) {
-    if (epi & CBN_EPILOGUE_RESIDUAL) PUT(dz, i, g);
-    if (dx) PUT(dx, i, FN(scale_s)(g, c));
-}
-
-/// The tensors of a sums pass, from the first value it reads, and its
-/// accumulators' destination.
-typedef struct FN(cbn_sums_run) {
-    const ELEM *x, *dy, *y;
-    ELEM *dz, *dx;           /* NULL where not written */
-} FN(cbn_sums_run);
-
-/// Adds g and g*d of a run of n values of channel k (coefficients c, also as
-/// scalars s) to the accumulators (lanes and tails), asking for its inputs
-/// `ahead` values on, into the cache `level` says.
-CBN_INLINE void FN(run_sums)(const FN(cbn_sums_run) *r, int64_t n, const FN(cbn_lanes) *c,
-                             const FN(cbn_scalars) *s, cbn_vd *acc_dy, cbn_vd *acc_dyd, double *tail_dy,
-                             double *tail_dyd, const int64_t ahead, const int level, const int epi) {
-    cbn_vd a_dy = *acc_dy, a_dyd = *acc_dyd;
-    const cbn_vd wm = CBN_SPLAT(cbn_vd, s->wm);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        PREFETCH_TO(r->x + i, ahead, level);
-        FN(prefetch_gradient)(r->dy, r->y, r->x, i, ahead, level, epi);
-        VT g;
-        FN(gradient_v)(&g, r->dy, r->y, r->x, i, c, epi);
-        const VT x = LOADX(r->x + i);
-        cbn_vd gw = WIDEN(g), d;
-        FN(deviation_v)(&d, &x, c, &wm);
-        a_dy += gw;
-        a_dyd += gw * d;
-        FN(sums_outputs_v)(r->dz, r->dx, i, &g, c, epi);
-    }
-    *acc_dy = a_dy;
-    *acc_dyd = a_dyd;
-    double t_dy = *tail_dy, t_dyd = *tail_dyd;
-    for (; i < n; i++) {
-        const T g = FN(gradient_s)(r->dy, r->y, r->x, i, s, epi);
-        t_dy += (double)g;
-        t_dyd += (double)g * FN(deviation_s)(GET(r->x, i), s);
-        FN(sums_outputs_s)(r->dz, r->dx, i, g, s, epi);
-    }
-    *tail_dy = t_dy;
-    *tail_dyd = t_dyd;
-}
-
 /// What a sums pass writes besides the sums, lanes [first, first + count)
 /// of the sixteen values from i alone (the values of other vectors' lanes,
 /// which another vector writes, may be dy or x in place).
@@ -176,13 +113,6 @@ CBN_INLINE void FN(rows_add_sums)(double *sum_dy, double *sum_dyd, const FN(cbn_
     }
 }
 
-/// The item's tensors for a sums pass, offset by `at` values.
-CBN_INLINE FN(cbn_sums_run) FN(sums_run_at)(const FN(cbn_sums_run) *base, int64_t at) {
-    FN(cbn_sums_run) r = {base->x + at, base->dy + at, base->y ? base->y + at : NULL,
-                          base->dz ? base->dz + at : NULL, base->dx ? base->dx + at : NULL};
-    return r;
-}
-
 /// part_sums_planes for planes of fewer than CBN_LANES values, whose every
 /// value goes to its channel's tail, in order: each segment's runs of up to
 /// CBN_SHORT_PLANE_CHANNELS channels are copied as rows (x, dy, and y under
@@ -228,13 +158,17 @@ CBN_INLINE void FN(part_sums_short_planes)(const cbn_job *job, cbn_item item, in
 }
 
 /// Sums of part [p0, p1) of channels item.c0 + k (planes walk) into
-/// sum_dy[k] and sum_dyd[k]; `base` from the item's first channel.
+/// sum_dy[k] and sum_dyd[k]; `base` from the item's first channel. With
+/// `beside` (planes of CBN_LANES values or more), the same segments of that
+/// item get their dx in the same loops, with the epilogue the sums' leaves
+/// to the dx pass (CBN_DX_EPILOGUE): each vector of dx written steps the
+/// sums by one vector (run_sums.h).
 CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t p0, int64_t p1,
                                      const FN(cbn_block_coefficients) *bc, const FN(cbn_sums_run) *base,
-                                     double *sum_dy, double *sum_dyd, const int epi) {
+                                     const FN(cbn_beside) *beside, double *sum_dy, double *sum_dyd, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int64_t S = plan->shape.spatial, w = item.c1 - item.c0;
-    if (S < CBN_LANES) {
+    if (S < CBN_LANES && !beside) {
         FN(part_sums_short_planes)(job, item, p0, p1, bc, base, sum_dy, sum_dyd, epi);
         return;
     }
@@ -248,6 +182,16 @@ CBN_INLINE void FN(part_sums_planes)(const cbn_job *job, cbn_item item, int64_t 
     cbn_segments segments = cbn_segments_make(plan, p0, p1);
     while (cbn_segments_next(&segments, &value, &length)) {
         const int64_t offset = cbn_plane_offset(plan, value);
+        if (beside) {
+            const FN(cbn_sums_run) run = FN(sums_run_at)(base, offset);
+            FN(cbn_sum_cursor) cursor;
+            FN(sum_cursor_start)(&cursor, CBN_CURSOR_GRADIENT, epi, &run, S, length, w, NULL, bc, lanes_dy,
+                                 lanes_dyd, tails_dy, tails_dyd, FN(joint_ahead)(plan), FN(joint_level)(plan));
+            FN(elementwise_segment)(CBN_OP_INPUT_GRADIENT, CBN_DX_EPILOGUE(epi), plan, beside->w, &beside->inputs,
+                                    beside->out, offset, length, &cursor);
+            FN(sum_cursor_finish)(&cursor);
+            continue;
+        }
         for (int64_t k = 0; k < w; k++) {
             const FN(cbn_sums_run) run = FN(sums_run_at)(base, k * S + offset);
             FN(cbn_scalars) s;
@@ -291,8 +235,10 @@ CBN_INLINE void FN(part_sums_columns)(const cbn_job *job, cbn_item item, int64_t
 }
 
 /// Backward sums of each part of one item into its partials, for the
-/// constant epilogue `epi`; with scale_dy, dx = k1*g in the same pass.
-CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, double *lanes, const int epi) {
+/// constant epilogue `epi`; with scale_dy, dx = k1*g in the same pass. With
+/// `beside`, dx of that item in the same loops (part_sums_planes).
+CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, const FN(cbn_beside) *beside,
+                              double *lanes, const int epi) {
     const cbn_plan *plan = &job->plan;
     const int64_t w = item.c1 - item.c0;
     const int64_t first = plan->walk == CBN_WALK_PLANES ? item.c0 * plan->shape.spatial : item.c0;
@@ -306,8 +252,8 @@ CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, d
     int64_t part = item.part;
     for (int64_t p0 = item.begin; p0 < item.end; p0 += plan->part_length, part++) {
         const int64_t p1 = cbn_min64(item.end, p0 + plan->part_length);
-        if (plan->walk == CBN_WALK_PLANES)
-            FN(part_sums_planes)(job, item, p0, p1, &bc, &base, sum_dy, sum_dyd, epi);
+        if (beside || plan->walk == CBN_WALK_PLANES)
+            FN(part_sums_planes)(job, item, p0, p1, &bc, &base, beside, sum_dy, sum_dyd, epi);
         else
             FN(part_sums_columns)(job, item, p0, p1, &bc, &base, lanes, sum_dy, sum_dyd, epi);
         for (int64_t k = 0; k < w; k++) {
@@ -322,7 +268,7 @@ CBN_INLINE void FN(sums_item)(const cbn_job *job, cbn_item item, int scale_dy, d
 #define CBN_SUMS_WITH(e)                                                                         \
     CBN_MULTIVERSIONED static void FN(sums_with_##e)(const cbn_job *job, cbn_item item, int scale_dy, \
                                                      double *lanes) {                            \
-        FN(sums_item)(job, item, scale_dy, lanes, e);                                            \
+        FN(sums_item)(job, item, scale_dy, NULL, lanes, e);                                      \
     }
 CBN_SUMS_WITH(0)
 CBN_SUMS_WITH(1)
@@ -338,3 +284,32 @@ static void FN(sums)(const cbn_job *job, cbn_item item, int scale_dy, double *la
     CBN_GRADIENT_EPILOGUE_SWITCH(job->epilogue, CALL)
 #undef CALL
 }
+
+#ifdef CBN_JOINT_LOOP
+/// The backward sums of `item` and, in the same loops, dx of the fused item
+/// `beside`, whose coefficients are set (the joint loop, plan.h), for the
+/// sums' epilogue e: a function of its own for each epilogue, as sums'.
+#define CBN_SUMS_BESIDE_WITH(e)                                                                  \
+    CBN_MULTIVERSIONED static void FN(sums_beside_with_##e)(const cbn_job *job, cbn_item item, cbn_item beside, \
+                                                             double *lanes) {                    \
+        FN(cbn_block_coefficients) bc;                                                           \
+        FN(load_block_coefficients)(job, beside, &bc);                                           \
+        const FN(cbn_beside) joint = FN(beside_of)(job, beside, CBN_OP_INPUT_GRADIENT, CBN_DX_EPILOGUE(e), &bc); \
+        FN(sums_item)(job, item, 0, &joint, lanes, e);                                           \
+        cbn_fence_streams(job->plan.streaming);                                                  \
+    }
+CBN_SUMS_BESIDE_WITH(0)
+CBN_SUMS_BESIDE_WITH(1)
+CBN_SUMS_BESIDE_WITH(2)
+CBN_SUMS_BESIDE_WITH(3)
+CBN_SUMS_BESIDE_WITH(CBN_EPILOGUE_RELU_FROM_X)
+#undef CBN_SUMS_BESIDE_WITH
+
+/// The backward sums of `item` and dx of `beside` in the same loops, in
+/// loops of their own for each epilogue.
+static void FN(sums_beside)(const cbn_job *job, cbn_item item, cbn_item beside, double *lanes) {
+#define CALL(e) FN(sums_beside_with_##e)(job, item, beside, lanes)
+    CBN_GRADIENT_EPILOGUE_SWITCH(job->epilogue, CALL)
+#undef CALL
+}
+#endif
