@@ -36,6 +36,14 @@
  * Reductions accumulate in double, sixteen lanes at a time.
  */
 
+/* UBSan's address checks (pointer overflow, alignment, null, object size)
+ * and its checks of calls through pointers are left out of the
+ * microkernels: ASan checks every load and store their vector loops make,
+ * and those UBSan checks made each element type's file take two to three
+ * times as long to compile, or more. The arithmetic checks stay. */
+#pragma clang attribute push(__attribute__((no_sanitize("pointer-overflow", "alignment", "null", "object-size", \
+                                                        "function", "returns-nonnull-attribute"))),           \
+                             apply_to = function)
 #include "template/types.h"
 #include "template/coefficients.h"
 #include "template/arithmetic.h"
@@ -68,5 +76,7 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
     .prepare = FN(prepare),
     .inference_statistics = FN(inference_statistics),
 };
+
+#pragma clang attribute pop
 
 #include "template/undef.h"
