@@ -69,9 +69,10 @@ typedef struct FN(cbn_sums_run) {
     ELEM *dz, *dx;           /* NULL where not written */
 } FN(cbn_sums_run);
 
-/// The item's tensors for a sums pass, offset by `at` values.
+/// The item's tensors for a sums pass, offset by `at` values (x is always
+/// there; dy is not for the statistics' cursor).
 CBN_INLINE FN(cbn_sums_run) FN(sums_run_at)(const FN(cbn_sums_run) *base, int64_t at) {
-    FN(cbn_sums_run) r = {base->x + at, base->dy + at, base->y ? base->y + at : NULL,
+    FN(cbn_sums_run) r = {base->x + at, base->dy ? base->dy + at : NULL, base->y ? base->y + at : NULL,
                           base->dz ? base->dz + at : NULL, base->dx ? base->dx + at : NULL};
     return r;
 }
