@@ -36,6 +36,7 @@ typedef float cbn_vf __attribute__((vector_size(16 * sizeof(float))));
 #endif
 #if defined(__x86_64__) && defined(__linux__) && !defined(CBN_NO_MULTIVERSIONING)
 #define CBN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define CBN_HAS_CLONES 1
 /// A further bfloat16 table for AVX-512 with BF16 (bfloat16_avx512.c), chosen at run time.
 #define CBN_BF16_NATIVE 1
 #include <immintrin.h>

@@ -40,10 +40,14 @@
  * and its checks of calls through pointers are left out of the
  * microkernels: ASan checks every load and store their vector loops make,
  * and those UBSan checks made each element type's file take two to three
- * times as long to compile, or more. The arithmetic checks stay. */
+ * times as long to compile, or more. The arithmetic checks stay. Builds
+ * without clones only (the sanitizers' builds): clang accepts no
+ * no_sanitize on a function with target_clones. */
+#ifndef CBN_HAS_CLONES
 #pragma clang attribute push(__attribute__((no_sanitize("pointer-overflow", "alignment", "null", "object-size", \
                                                         "function", "returns-nonnull-attribute"))),           \
                              apply_to = function)
+#endif
 #include "template/types.h"
 #include "template/coefficients.h"
 #include "template/arithmetic.h"
@@ -77,6 +81,8 @@ const cbn_kernels CBN_CAT(cbn_kernels, CBN_SUFFIX) = {
     .inference_statistics = FN(inference_statistics),
 };
 
+#ifndef CBN_HAS_CLONES
 #pragma clang attribute pop
+#endif
 
 #include "template/undef.h"
