@@ -102,7 +102,7 @@ typedef struct cbn_plan {
     int prefetch;               ///< the vector loops ask for their inputs ahead (tuning.prefetch_bytes)
     int prefetch_to_l2;         ///< ...and the planes walk's reductions into L2 (tuning.reduction_prefetch_to_l2)
     int prefetch_next_item;     ///< a fused item's second pass asks for the next item's x (tuning.prefetch_next_item)
-    int joint_loop;             ///< a fused item's first pass writes the second-pass output of its worker's item before (tuning.joint_planes_from)
+    int joint_loop;             ///< a fused item's first pass writes the second-pass output of its worker's item before (tuning.joint_planes_from, joint_sums_planes_from)
 } cbn_plan;
 
 /// The extent of one item: channels [c0, c1) and values [begin, end) of
@@ -129,7 +129,8 @@ static inline int cbn_plan_is_fused(const cbn_plan *plan) { return plan->fused; 
 /// the loops that write the output (y, or dx) of the item its worker ran
 /// before (planes of CBN_LANES values or more, whose runs the two items
 /// share; the sums' order stays the same). The plan does where its
-/// tuning's joint_planes_from says so (plan.c).
+/// tuning's joint_planes_from (forward) or joint_sums_planes_from
+/// (backward) says so (plan.c).
 static inline int cbn_plan_can_join(const cbn_plan *plan) {
     return plan->fused && plan->walk == CBN_WALK_PLANES && plan->shape.spatial >= CBN_LANES;
 }
