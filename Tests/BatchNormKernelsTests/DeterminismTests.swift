@@ -143,6 +143,11 @@ import Testing
         }
     }
 
+    /// The joint loops' test shapes. The planes: 17 values (a tail past one
+    /// vector), 7x7, and 2100 (a block that ends within a plane).
+    static let jointLoopShapes = [try! BatchNormShape([3, 700, 1, 17]), try! BatchNormShape([2, 600, 7, 7]),
+                                  try! BatchNormShape([2, 5, 1, 2100])]
+
     /// The joint loop, where a fused item's statistics add up its x in the
     /// loops that write the y of the item its worker ran before (float and
     /// double calls on large planes whose inputs outgrow the last-level
@@ -151,11 +156,9 @@ import Testing
     /// and through the cache, in place, with fewer channels in the last item
     /// than in the others, and on each kind of executor. Float and double
     /// run the loop; the half formats, which do not compile it, keep their
-    /// bits through the hook all the same. The planes: 17 values (a tail past
-    /// one vector), 7x7, and 2100 (a block that ends within a plane).
+    /// bits through the hook all the same.
     @Test("the joint loop keeps every bit",
-          arguments: [try! BatchNormShape([3, 700, 1, 17]), try! BatchNormShape([2, 600, 7, 7]),
-                      try! BatchNormShape([2, 5, 1, 2100])])
+          arguments: jointLoopShapes)
     func jointLoopKeepsBits(shape: BatchNormShape) throws {
         let x: [Float] = randomValues(shape.count, center: 3, spread: 2, seed: 23)
         let z: [Float] = randomValues(shape.count, seed: 24)
@@ -228,8 +231,7 @@ import Testing
     /// and through the cache, and on each kind of executor. Float runs the
     /// loop too through the hook; the half formats keep their bits without it.
     @Test("the backward joint loop keeps every bit",
-          arguments: [try! BatchNormShape([3, 700, 1, 17]), try! BatchNormShape([2, 600, 7, 7]),
-                      try! BatchNormShape([2, 5, 1, 2100])])
+          arguments: jointLoopShapes)
     func backwardJointLoopKeepsBits(shape: BatchNormShape) throws {
         let x: [Float] = randomValues(shape.count, center: 3, spread: 2, seed: 33)
         let dy: [Float] = randomValues(shape.count, seed: 34)
