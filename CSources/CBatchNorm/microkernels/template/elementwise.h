@@ -94,8 +94,7 @@ CBN_INLINE void FN(elementwise_segment)(const int op, const int epi, const cbn_p
         FN(cbn_run) run = FN(run_at)(inputs, offset);
         run.plane = S;
         if (sums) sums->across = 1;
-        run.cursor = sums;
-        FN(stream_planes)(op, epi, &run, out + offset, w * S);
+        FN(stream_planes)(op, epi, &run, sums, out + offset, w * S);
         return;
     }
     for (int64_t k = 0; k < w; k++) {
@@ -107,16 +106,15 @@ CBN_INLINE void FN(elementwise_segment)(const int op, const int epi, const cbn_p
         FN(cbn_run) run = FN(run_at)(inputs, at);
         run.lanes = &lanes;
         run.scalars = &scalars;
-        const int summed = sums && k < sums->w;
-        FN(cbn_sum_cursor) channel;    /* channel k's sums, apart, so that they stay in registers */
-        if (summed) {
-            channel = *sums;
+        if (sums && k < sums->w) {
+            FN(cbn_sum_cursor) channel = *sums;    /* channel k's sums, apart, so that they stay in registers */
             channel.across = 0;
             FN(sum_cursor_channel)(&channel, k);
-            run.cursor = &channel;
+            FN(write_run)(op, epi, CBN_RUN_CHANNEL, &run, &channel, out + at, length, length, plan->streaming);
+            FN(sum_cursor_end_channel)(&channel);
+        } else {
+            FN(write_run)(op, epi, CBN_RUN_CHANNEL, &run, NULL, out + at, length, length, plan->streaming);
         }
-        FN(write_run)(op, epi, CBN_RUN_CHANNEL, &run, out + at, length, length, plan->streaming);
-        if (summed) FN(sum_cursor_end_channel)(&channel);
     }
     if (sums && w < sums->w) FN(sum_cursor_channel)(sums, w);
     else if (sums) sums->k = sums->w;
@@ -151,7 +149,7 @@ CBN_INLINE void FN(elementwise_columns)(const int op, const int epi, const cbn_j
         FN(cbn_run) run = FN(run_at)(inputs, r * C);
         run.ahead = FN(column_ahead)(plan, item);
         run.x_ahead = item.next ? item.next : run.ahead;
-        FN(write_run)(op, epi, CBN_RUN_ROWS, &run, out + r * C, rows * w, w, plan->streaming);
+        FN(write_run)(op, epi, CBN_RUN_ROWS, &run, NULL, out + r * C, rows * w, w, plan->streaming);
     }
 }
 

@@ -13,12 +13,13 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 /// (NULL where the pass reads none), how far on the loops ask for them
 /// (`x_ahead` for x: in a fused item's second pass, the distance to the
 /// worker's next item, cbn_item.next), and where its coefficients come
-/// from (`plane`: the values of each plane of a run of whole planes), and
-/// the statistics that step once per vector computed (`cursor`: the joint
-/// loop's, run_sums.h; NULL but there). The pass (`op`, a cbn_elementwise_op), its
-/// epilogue (`epi`) and the kind of run (`rows`, a cbn_run_kind) are
-/// parameters of the functions below, constants where a run is written, so
-/// that each compiles to loops of its own.
+/// from (`plane`: the values of each plane of a run of whole planes). The
+/// pass (`op`, a cbn_elementwise_op), its epilogue (`epi`) and the kind of
+/// run (`rows`, a cbn_run_kind) are parameters of the functions below,
+/// constants where a run is written, so that each compiles to loops of its
+/// own. So is `sums`, the sum cursor that steps once per vector computed
+/// (the joint loop's, run_sums.h), where it is NULL: the loops of every
+/// other pass then compile without it.
 typedef struct FN(cbn_run) {
     const ELEM *x, *z, *dy, *y;
     int64_t ahead, x_ahead;
@@ -26,16 +27,15 @@ typedef struct FN(cbn_run) {
     const FN(cbn_lanes) *lanes;
     const FN(cbn_scalars) *scalars;
     int64_t plane;
-    FN(cbn_sum_cursor) *cursor;
 } FN(cbn_run);
 
 /// The pass's sixteen values from element i on, with the coefficients `c`,
-/// narrowed to the element type (narrow_v).
-CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cbn_run) *r, int64_t i,
-                                        const FN(cbn_lanes) *c, VE *out) {
+/// narrowed to the element type (narrow_v); steps `sums` unless NULL.
+CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cbn_run) *r,
+                                        FN(cbn_sum_cursor) *sums, int64_t i, const FN(cbn_lanes) *c, VE *out) {
     VT g, x, z = {0}, v;
     int numbers = 0;
-    if (r->cursor) FN(sum_cursor_step)(r->cursor);
+    if (sums) FN(sum_cursor_step)(sums);
     switch (op) {
     case CBN_OP_NORMALIZE:
         FN(prefetch_forward)(r->x, r->z, i, r->x_ahead, r->ahead, epi);
@@ -64,14 +64,14 @@ CBN_INLINE void FN(elementwise_lanes_v)(const int op, const int epi, const FN(cb
 }
 
 /// The pass's sixteen values from element i on, the first of channel c, narrowed.
-CBN_INLINE void FN(narrowed_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, int64_t i,
-                               int64_t c, VE *out) {
+CBN_INLINE void FN(narrowed_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r,
+                               FN(cbn_sum_cursor) *sums, int64_t i, int64_t c, VE *out) {
     if (rows == CBN_RUN_ROWS) {
         FN(cbn_lanes) lanes;
         FN(lanes_at)(r->bc, c, &lanes);
-        FN(elementwise_lanes_v)(op, epi, r, i, &lanes, out);
+        FN(elementwise_lanes_v)(op, epi, r, sums, i, &lanes, out);
     } else {
-        FN(elementwise_lanes_v)(op, epi, r, i, r->lanes, out);
+        FN(elementwise_lanes_v)(op, epi, r, sums, i, r->lanes, out);
     }
 }
 
@@ -106,10 +106,10 @@ CBN_INLINE void FN(store_lanes)(ELEM *out, const VE *v, int64_t first, int64_t c
 }
 
 /// Stores the pass's sixteen values from element i on, narrowed.
-CBN_INLINE void FN(store_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r, ELEM *out,
-                            int64_t i, int64_t c) {
+CBN_INLINE void FN(store_v)(const int op, const int epi, const int rows, const FN(cbn_run) *r,
+                            FN(cbn_sum_cursor) *sums, ELEM *out, int64_t i, int64_t c) {
     VE v;
-    FN(narrowed_v)(op, epi, rows, r, i, c, &v);
+    FN(narrowed_v)(op, epi, rows, r, sums, i, c, &v);
     CBN_STORE(VE, out + i, v);
 }
 
@@ -131,21 +131,22 @@ CBN_INLINE void FN(stream_line)(ELEM *out, const VE *one, const VE *two) {
 /// Writes the streamed body of a run, out[i, n) from the first whole line
 /// (i) on, with non-temporal stores a whole line at a time; returns where
 /// the whole vectors end. `*c` follows i's channel.
-CBN_INLINE int64_t FN(stream_body)(const int op, const int epi, const int rows, const FN(cbn_run) *r, ELEM *out,
-                                   int64_t i, int64_t n, int64_t period, int64_t *c) {
+CBN_INLINE int64_t FN(stream_body)(const int op, const int epi, const int rows, const FN(cbn_run) *r,
+                                   FN(cbn_sum_cursor) *sums, ELEM *out, int64_t i, int64_t n, int64_t period,
+                                   int64_t *c) {
     if (sizeof(VE) < CBN_LINE_BYTES) {
         for (; i + 32 <= n; i += 32) {
             VE one, two;
-            FN(narrowed_v)(op, epi, rows, r, i, *c, &one);
+            FN(narrowed_v)(op, epi, rows, r, sums, i, *c, &one);
             *c = cbn_next_channel(*c, 16, period);
-            FN(narrowed_v)(op, epi, rows, r, i + 16, *c, &two);
+            FN(narrowed_v)(op, epi, rows, r, sums, i + 16, *c, &two);
             *c = cbn_next_channel(*c, 16, period);
             FN(stream_line)(out + i, &one, &two);
         }
     }
     for (; i + 16 <= n; i += 16, *c = cbn_next_channel(*c, 16, period)) {
         VE result;
-        FN(narrowed_v)(op, epi, rows, r, i, *c, &result);
+        FN(narrowed_v)(op, epi, rows, r, sums, i, *c, &result);
         __builtin_nontemporal_store(result, (VE *)(out + i));
     }
     return i;
@@ -168,9 +169,10 @@ CBN_INLINE int64_t FN(stream_body)(const int op, const int epi, const int rows, 
 /// (each value depends on its own inputs only, with the same arithmetic in
 /// any lane), so this holds in place too. Streamed, only their own lanes
 /// are stored: a cached store into a line that non-temporal stores are
-/// filling makes the processor write the partial line out.
-CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const FN(cbn_run) *r, ELEM *out,
-                              int64_t n, int64_t period, int stream) {
+/// filling makes the processor write the partial line out. Each vector
+/// computed steps `sums` unless it is NULL.
+CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const FN(cbn_run) *r,
+                              FN(cbn_sum_cursor) *sums, ELEM *out, int64_t n, int64_t period, int stream) {
     int64_t i = 0, c = 0;
     if (n < 16) {
         for (; i < n; i++, c = cbn_next_channel(c, 1, period)) PUT(out, i, FN(elementwise_s)(op, epi, rows, r, i, c));
@@ -184,16 +186,16 @@ CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const
     const int streamed = stream && head <= n - 16;
     const int tail = ((n - start) & 15) != 0;
     VE last = {0}, first = {0};
-    if (tail) FN(narrowed_v)(op, epi, rows, r, n - 16, (n - 16) % period, &last);
-    for (; i + 16 <= start; i += 16, c = cbn_next_channel(c, 16, period)) FN(store_v)(op, epi, rows, r, out, i, c);
+    if (tail) FN(narrowed_v)(op, epi, rows, r, sums, n - 16, (n - 16) % period, &last);
+    for (; i + 16 <= start; i += 16, c = cbn_next_channel(c, 16, period)) FN(store_v)(op, epi, rows, r, sums, out, i, c);
     const int64_t first_at = i;
     if (i < start) {
-        FN(narrowed_v)(op, epi, rows, r, i, c, &first);
+        FN(narrowed_v)(op, epi, rows, r, sums, i, c, &first);
         c = cbn_next_channel(c, start - i, period);
         i = start;
     }
-    if (streamed) i = FN(stream_body)(op, epi, rows, r, out, i, n, period, &c);
-    for (; i + 16 <= n; i += 16, c = cbn_next_channel(c, 16, period)) FN(store_v)(op, epi, rows, r, out, i, c);
+    if (streamed) i = FN(stream_body)(op, epi, rows, r, sums, out, i, n, period, &c);
+    for (; i + 16 <= n; i += 16, c = cbn_next_channel(c, 16, period)) FN(store_v)(op, epi, rows, r, sums, out, i, c);
     if (first_at < start && streamed)
         FN(store_lanes)(out + first_at, &first, 0, start - first_at);
     else if (first_at < start)
@@ -208,11 +210,11 @@ CBN_INLINE void FN(write_run)(const int op, const int epi, const int rows, const
 /// adjacent channels, narrowed: i lies in channel k's plane, `left` values
 /// before its end; each lane with its own plane's coefficients (planes of
 /// 16 values or more: a vector reaches into the next plane at most).
-CBN_INLINE void FN(planes_narrowed_v)(const int op, const int epi, const FN(cbn_run) *r, int64_t k, int64_t left,
-                                      int64_t i, VE *out) {
+CBN_INLINE void FN(planes_narrowed_v)(const int op, const int epi, const FN(cbn_run) *r,
+                                      FN(cbn_sum_cursor) *sums, int64_t k, int64_t left, int64_t i, VE *out) {
     FN(cbn_lanes) lanes;
     FN(plane_lanes)(r->bc, k, left, &lanes);
-    FN(elementwise_lanes_v)(op, epi, r, i, &lanes, out);
+    FN(elementwise_lanes_v)(op, epi, r, sums, i, &lanes, out);
 }
 
 /// Writes out[i] for i < n, n >= 16, a run of whole planes of r->plane >= 16
@@ -223,7 +225,8 @@ CBN_INLINE void FN(planes_narrowed_v)(const int op, const int epi, const FN(cbn_
 /// arithmetic compiles once here. A vector that ends the run starts before
 /// the values it stores; it is computed after the stores before it, so the
 /// lanes it does not store may read outputs in place, and only they.
-CBN_INLINE void FN(stream_planes)(const int op, const int epi, const FN(cbn_run) *r, ELEM *out, int64_t n) {
+CBN_INLINE void FN(stream_planes)(const int op, const int epi, const FN(cbn_run) *r, FN(cbn_sum_cursor) *sums,
+                                   ELEM *out, int64_t n) {
     const int64_t line = CBN_LINE_BYTES / (int64_t)sizeof(ELEM);
     const int64_t head = cbn_min64(FN(values_to_line)(out), n), lines_end = head + (n - head) / line * line;
     int64_t k = 0, end = r->plane;    /* the plane of the vector at `at`, and where it ends */
@@ -235,7 +238,7 @@ CBN_INLINE void FN(stream_planes)(const int op, const int epi, const FN(cbn_run)
             end += r->plane;
         }
         VE v;
-        FN(planes_narrowed_v)(op, epi, r, k, end - at, at, &v);
+        FN(planes_narrowed_v)(op, epi, r, sums, k, end - at, at, &v);
         if (i < head || i >= lines_end) {
             const int64_t end = cbn_min64(i < head ? head : n, at + 16);
             if (end - i == 16)
@@ -273,7 +276,7 @@ CBN_INLINE void FN(write_rows)(const int op, const int epi, const FN(cbn_run) *r
             FN(lanes_at)(r->bc, k, &lanes);
             for (int64_t j = b; j < b1; j++) {
                 VE v;
-                FN(elementwise_lanes_v)(op, epi, r, j * C + k, &lanes, &v);
+                FN(elementwise_lanes_v)(op, epi, r, NULL, j * C + k, &lanes, &v);
                 CBN_STORE(VE, out + j * C + k, v);
             }
         }
