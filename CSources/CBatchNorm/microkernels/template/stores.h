@@ -18,8 +18,8 @@ typedef ELEM FN(cbn_stored2) __attribute__((vector_size(32 * sizeof(ELEM))));
 /// run (`rows`, a cbn_run_kind) are parameters of the functions below,
 /// constants where a run is written, so that each compiles to loops of its
 /// own. So is `sums`, the sum cursor that steps once per vector computed
-/// (the joint loop's, run_sums.h), where it is NULL: the loops of every
-/// other pass then compile without it.
+/// (the joint loop's, run_sums.h), in every pass but the joint loop's,
+/// where it is NULL: their loops compile without its steps.
 typedef struct FN(cbn_run) {
     const ELEM *x, *z, *dy, *y;
     int64_t ahead, x_ahead;
