@@ -149,20 +149,29 @@ let package = Package(
             ],
             path: "Demo/train-demo"
         ),
-        // The multi-process tests, run by Scripts/mpi-tests.sh under mpirun.
         .executableTarget(
             name: "output-hashes",
             dependencies: ["BatchNormKernels"],
             path: "Tools/output-hashes"
         ),
+        // The multi-process tests, run by Scripts/mpi-tests.sh under mpirun.
         .executableTarget(
             name: "mpi-tests",
             dependencies: ["BatchNormKernels", "BatchNormMPI", "BatchNormReference"],
             path: "Tests/MPITests"
         ),
+        // The suite's loops over every element (widening, bit patterns, transposition, ulps),
+        // optimized in debug builds too, as the reference is.
+        .target(
+            name: "BatchNormTestSupport",
+            dependencies: ["BatchNormKernels"],
+            path: "Tests/TestSupport",
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
         .testTarget(
             name: "BatchNormKernelsTests",
-            dependencies: ["BatchNormKernels", "BatchNormReference", "BatchNormMPI", "BatchNormDifferentiation"],
+            dependencies: ["BatchNormKernels", "BatchNormReference", "BatchNormMPI", "BatchNormDifferentiation",
+                           "BatchNormTestSupport"],
             resources: [.copy("Fixtures")]
         ),
     ]

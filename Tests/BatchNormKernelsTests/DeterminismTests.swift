@@ -37,8 +37,8 @@ import Testing
             let float = try outputs(Float.self, shape: shape, executor: executor)
             let double = try outputs(Double.self, shape: shape, executor: executor)
             // Compare bit patterns, so that a NaN would not pass as "different".
-            #expect(float.map { $0.map(\.bitPattern) } == expectedFloat.map { $0.map(\.bitPattern) }, "\(executor)")
-            #expect(double.map { $0.map(\.bitPattern) } == expectedDouble.map { $0.map(\.bitPattern) }, "\(executor)")
+            #expect(float.map(bytes) == expectedFloat.map(bytes), "\(executor)")
+            #expect(double.map(bytes) == expectedDouble.map(bytes), "\(executor)")
         }
     }
 
@@ -139,7 +139,7 @@ import Testing
         defer { BatchNormFaultInjection.prefetchNextItems(nil) }
         for executor in someExecutors + [.dispatch(threads: 4)] {
             let asking = try outputs(Float.self, shape: shape, executor: executor)
-            #expect(asking.map { $0.map(\.bitPattern) } == expected.map { $0.map(\.bitPattern) }, "\(executor)")
+            #expect(asking.map(bytes) == expected.map(bytes), "\(executor)")
         }
     }
 

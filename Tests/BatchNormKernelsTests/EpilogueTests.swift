@@ -1,5 +1,7 @@
 import BatchNormKernels
 import BatchNormReference
+import BatchNormTestSupport
+import Foundation
 import Testing
 
 /// The fused epilogues y = relu(BN(x)), BN(x) + z and relu(BN(x) + z), forward
@@ -105,10 +107,10 @@ import Testing
         let x: [Float] = randomValues(count, center: 0.2, spread: 2, seed: 81)
         let z: [Float] = randomValues(count, seed: 82), dy: [Float] = randomValues(count, seed: 83)
         let weight: [Float] = randomValues(channels, center: 1, spread: 0.5, seed: 84)
-        func run(_ layout: BatchNormLayout, _ executor: BatchNormExecutor) throws -> [[UInt64]] {
+        func run(_ layout: BatchNormLayout, _ executor: BatchNormExecutor) throws -> [Data] {
             let dims = dimensions(nchw, in: layout)
             func arrange(_ v: [Float]) -> [Float] { arranged(v, nchw: nchw, in: layout) }
-            func back(_ v: [Float]) -> [UInt64] { arranged(v, nchw: nchw, in: layout, inverse: true).map(bitPattern) }
+            func back(_ v: [Float]) -> Data { bytes(arranged(v, nchw: nchw, in: layout, inverse: true)) }
             let forward = try BatchNormalization.forwardTraining(
                 arrange(x), shape: dims, layout: layout, weight: weight, residual: arrange(z), activation: .relu,
                 executor: executor)
@@ -116,8 +118,7 @@ import Testing
                 outputGradient: arrange(dy), input: arrange(x), shape: dims, layout: layout,
                 statistics: forward.statistics, weight: weight, activation: .relu, forwardOutput: forward.output,
                 wantsResidualGradient: true, executor: executor)
-            return [back(forward.output), back(g.input!), back(g.residual!), g.weight!.map(bitPattern),
-                    g.bias!.map(bitPattern)]
+            return [back(forward.output), back(g.input!), back(g.residual!), bytes(g.weight!), bytes(g.bias!)]
         }
         let expected = try run(.channelsFirst, .serial)
         for executor in someExecutors {
@@ -125,11 +126,6 @@ import Testing
             #expect(try run(.channelsFirst, executor) == expected, "channels first \(executor)")
         }
     }
-}
-
-/// Whether two arrays hold the same bits.
-func sameBits<T>(_ a: [T], _ b: [T]) -> Bool {
-    a.withUnsafeBytes { a in b.withUnsafeBytes { b in a.elementsEqual(b) } }
 }
 
 extension EpilogueTests {

@@ -1,4 +1,5 @@
 import BatchNormKernels
+import Foundation
 import Testing
 
 /// A channels-last call computes, in the same order, what the channels-first
@@ -22,7 +23,7 @@ import Testing
     /// modes), in NCHW order, as bit patterns.
     func outputs<S: BatchNormScalar>(
         _: S.Type, nchw: [Int], layout: BatchNormLayout, executor: BatchNormExecutor
-    ) throws -> [[UInt64]] {
+    ) throws -> [Data] {
         let count = nchw.reduce(1, *), channels = nchw[1]
         let shape = dimensions(nchw, in: layout)
         let x: [S] = arranged(randomValues(count, center: 3, spread: 2, seed: 41), nchw: nchw, in: layout)
@@ -37,14 +38,13 @@ import Testing
         let inference = try layer.forward(x, shape: shape, layout: layout)
         let inferenceGradients = try layer.backward(outputGradient: dy, input: x, shape: shape, layout: layout,
                                                     statistics: inference.statistics)
-        func bits(_ values: [S]) -> [UInt64] { values.map(bitPattern) }
-        func tensor(_ values: [S]) -> [UInt64] { bits(arranged(values, nchw: nchw, in: layout, inverse: true)) }
+        func tensor(_ values: [S]) -> Data { bytes(arranged(values, nchw: nchw, in: layout, inverse: true)) }
         return [
-            tensor(forward.output), forward.statistics.mean.map(\.bitPattern),
-            forward.statistics.invStd.map(\.bitPattern), bits(layer.runningMean!), bits(layer.runningVariance!),
-            tensor(gradients.input!), bits(gradients.weight!), bits(gradients.bias!),
-            tensor(inference.output), tensor(inferenceGradients.input!), bits(inferenceGradients.weight!),
-            bits(inferenceGradients.bias!),
+            tensor(forward.output), bytes(forward.statistics.mean), bytes(forward.statistics.invStd),
+            bytes(layer.runningMean!), bytes(layer.runningVariance!),
+            tensor(gradients.input!), bytes(gradients.weight!), bytes(gradients.bias!),
+            tensor(inference.output), tensor(inferenceGradients.input!), bytes(inferenceGradients.weight!),
+            bytes(inferenceGradients.bias!),
         ]
     }
 

@@ -1,5 +1,6 @@
 import BatchNormKernels
 import BatchNormReference
+import BatchNormTestSupport
 import Foundation
 import Testing
 
@@ -44,7 +45,7 @@ func normwiseError<S: BatchNormScalar>(_ got: [S], _ want: [Double], scale: Doub
 
 func doubles<S: BatchNormScalar>(_ values: [S]) -> [Double] {
     if let values = doublesAsIs(values) { return values }
-    return floats(values)!.map(Double.init)
+    return widened(floats(values)!)
 }
 
 /// Every executor this build can run, at thread counts 1 to 4.
@@ -121,18 +122,12 @@ func dimensions(_ nchw: [Int], in layout: BatchNormLayout) -> [Int] {
 /// (channels last: x[n][s][c] = x_nchw[n][c][s]); with `inverse`, values laid
 /// out in `layout` put back in NCHW order.
 func arranged<S>(_ x: [S], nchw: [Int], in layout: BatchNormLayout, inverse: Bool = false) -> [S] {
-    guard layout == .channelsLast else { return x }
-    let n = nchw[0], channels = nchw[1], spatial = nchw.dropFirst(2).reduce(1, *)
-    var out = x
-    for i in 0..<n {
-        for c in 0..<channels {
-            for s in 0..<spatial {
-                let first = (i * channels + c) * spatial + s, last = (i * spatial + s) * channels + c
-                if inverse { out[first] = x[last] } else { out[last] = x[first] }
-            }
-        }
-    }
-    return out
+    layout == .channelsLast ? transposedToChannelsLast(x, nchw: nchw, inverse: inverse) : x
+}
+
+/// The bytes of `values`: equal only for the same bit patterns, element for element.
+func bytes<T>(_ values: [T]) -> Data {
+    values.withUnsafeBytes { Data($0) }
 }
 
 /// The bit pattern of a `Float` or `Double`, widened: equal only for the same bits (NaNs included).
