@@ -80,7 +80,7 @@ let edgeShapes: [[Int]] = [
     [3, 16, 17, 19],        // fused planes with odd runs
     [1000, 3, 5, 5],        // short runs, a block of 3 channels per item, split into parts
     [64, 40, 7, 7],         // 7x7 planes: blocks of 20 channels per item
-    [4096, 1100],           // columns: a ragged second block of channels, several parts
+    [2100, 1030],           // columns: a ragged second block of channels, three row parts (the last ragged)
     [3, 17_000],            // columns: rows of 17 channel blocks
     [2, 600, 7, 7],         // 7x7 planes: elementwise blocks (334 channels) unlike the fused ones (256)
 ]
