@@ -6,7 +6,15 @@ int omp_get_num_threads(void);
 #endif
 #include "CBenchSupport.h"
 
-#if defined(__x86_64__) && defined(__linux__)
+/* Clones for AVX-512, AVX2 and baseline x86-64, as the core's microkernels;
+ * compiled once under ThreadSanitizer, whose instrumented ifunc resolvers
+ * would run before its runtime is up and crash the process at load. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CBENCH_NO_MULTIVERSIONING 1
+#endif
+#endif
+#if defined(__x86_64__) && defined(__linux__) && !defined(CBENCH_NO_MULTIVERSIONING)
 #define CBENCH_MULTIVERSIONED __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define CBENCH_MULTIVERSIONED
