@@ -47,6 +47,16 @@ let whenOpenMPTrait = BuildSettingCondition.when(traits: ["OpenMP"])
 // for the vectorizer, and `swift test` would otherwise spend its time there.
 // Every file of the core includes its internal headers from the target's root ("job.h", "plan/plan.h").
 var coreCSettings: [CSetting] = [.headerSearchPath("."), .unsafeFlags(["-O2"], .when(configuration: .debug))]
+// Line tables, not full debug information, for the core: every stack trace (a
+// debugger's, a sanitizer's report) keeps its files, lines and inlined frames,
+// and the microkernels, whose forced-inline helpers make full debug information
+// large, compile in about 60 % of the time, to the same code. (SwiftPM passes
+// -g after these flags, so the setting goes to the compiler proper, which takes
+// the last one.) BATCHNORM_FULL_DEBUG_INFO=1 keeps full debug information, for
+// a debugger's view of the core's variables.
+if ProcessInfo.processInfo.environment["BATCHNORM_FULL_DEBUG_INFO"] != "1" {
+    coreCSettings.append(.unsafeFlags(["-Xclang", "-debug-info-kind=line-tables-only"]))
+}
 var coreLinkerSettings: [LinkerSetting] = [.linkedLibrary("m")]
 // bench-threads' C loops use the same OpenMP runtime, so that the next layer's read runs on the core's team.
 var benchSupportCSettings: [CSetting] = []

@@ -12,9 +12,10 @@ done
 [ -n "$llvm" ] || { echo "libomp-dev with libarcher.so not found"; exit 1; }
 swift_lib=$(dirname "$(readlink -f "$(command -v swift)")")/../lib/swift/linux   # libdispatch for TSan's runtime
 source Hardening/compile-core.sh
-core_flags=(-g -O1 -fsanitize=thread -fopenmp)
+# Line tables, as in run-fuzzer.sh: reports keep files, lines and inlined frames.
+core_flags=(-gline-tables-only -O1 -fsanitize=thread -fopenmp)
 compile_core .build-fuzz/core-tsan
-clang -g -O1 -fsanitize=thread -fopenmp -I CSources/CBatchNorm/include -I CSources/CBatchNorm \
+clang -gline-tables-only -O1 -fsanitize=thread -fopenmp -I CSources/CBatchNorm/include -I CSources/CBatchNorm \
     "${core_objects[@]}" Hardening/openmp_driver.c \
     -L"$llvm" -Wl,-rpath,"$llvm" -lomp -L"$swift_lib" -Wl,-rpath,"$swift_lib" -ldispatch -lBlocksRuntime -lm \
     -o .build-fuzz/openmp_driver_tsan
