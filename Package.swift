@@ -170,7 +170,7 @@ let package = Package(
             dependencies: ["BatchNormKernels", "BatchNormMPI", "BatchNormReference"],
             path: "Tests/MPITests"
         ),
-        // The suite's loops over every element (widening, bit patterns, transposition, ulps),
+        // The suite's loops over every element (widening, transposition, ulps),
         // optimized in debug builds too, as the reference is.
         .target(
             name: "BatchNormTestSupport",

@@ -10,25 +10,28 @@ protocol HalfFormat: BatchNormElement, Equatable where Parameter == Float {
     init(bitPattern: UInt16)
     var widened: Float { get }
     var bits: UInt16 { get }
+    static var format: SixteenBitFormat { get }
 }
 
 extension Float16: HalfFormat {
     init(roundingOnce value: Double) { self.init(value) }
     var widened: Float { Float(self) }
     var bits: UInt16 { bitPattern }
+    static var format: SixteenBitFormat { .float16 }
 }
 
 extension BFloat16: HalfFormat {
     init(roundingOnce value: Double) { self.init(value) }
     var widened: Float { Float(self) }
     var bits: UInt16 { bitPattern }
+    static var format: SixteenBitFormat { .bfloat16 }
 }
 
 /// Units in the last place between two values of a 16-bit format (sign and
 /// magnitude mapped onto one ordered line, so ±0 are 0 apart); two NaNs are
 /// 0 apart, a NaN and a number infinitely far.
 func ulps<H: HalfFormat>(_ a: H, _ b: H) -> Int {
-    ulps(bits: a.bits, b.bits, nanAbove: H.self == Float16.self ? 0x7C00 : 0x7F80)
+    ulps(bits: a.bits, b.bits, in: H.format)
 }
 
 /// Float16 and BFloat16 tensors (parameters in Float): every output within

@@ -1,8 +1,8 @@
 import BatchNormKernels
 import Foundation
 
-// The test suite's loops over every element of a tensor: widening, bit
-// patterns, transposition between layouts, ulp distances. They live in a
+// The test suite's loops over every element of a tensor: widening,
+// transposition between layouts, ulp distances. They live in a
 // target of their own, compiled optimized in debug builds as the reference
 // is, because generic code compiled without optimization looks up type
 // metadata for every element, and these loops would otherwise take most of
@@ -12,14 +12,6 @@ import Foundation
 /// Each `Float` of `values` widened to `Double` (exactly).
 public func widened(_ values: [Float]) -> [Double] {
     values.map(Double.init)
-}
-
-/// Whether `a` and `b` hold the same bytes: equal bit patterns, element for
-/// element (a NaN equals a NaN of the same bits; `0` and `-0` differ).
-public func sameBits<T>(_ a: [T], _ b: [T]) -> Bool {
-    a.count == b.count && a.withUnsafeBytes { a in
-        b.withUnsafeBytes { b in a.isEmpty || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 }
-    }
 }
 
 /// The values of an NCHW tensor `[N, C, S…]` in channels-last order
@@ -59,11 +51,18 @@ private func transpose<Word: FixedWidthInteger>(
     }
 }
 
+/// The two 16-bit formats, by the bit pattern of +∞: every magnitude above
+/// it is a NaN.
+public enum SixteenBitFormat: UInt16, Sendable {
+    case float16 = 0x7C00
+    case bfloat16 = 0x7F80
+}
+
 /// Units in the last place between two values of a 16-bit format, given as
 /// bit patterns: sign and magnitude mapped onto one ordered line, so ±0 are 0
 /// apart; two NaNs are 0 apart, a NaN and a number `Int.max`.
-public func ulps(bits a: UInt16, _ b: UInt16, nanAbove magnitude: UInt16) -> Int {
-    let aIsNaN = a & 0x7FFF > magnitude, bIsNaN = b & 0x7FFF > magnitude
+public func ulps(bits a: UInt16, _ b: UInt16, in format: SixteenBitFormat) -> Int {
+    let aIsNaN = a & 0x7FFF > format.rawValue, bIsNaN = b & 0x7FFF > format.rawValue
     if aIsNaN || bIsNaN { return aIsNaN && bIsNaN ? 0 : .max }
     func ordered(_ bits: UInt16) -> Int { bits & 0x8000 != 0 ? -Int(bits & 0x7FFF) : Int(bits) }
     return abs(ordered(a) - ordered(b))
@@ -72,22 +71,20 @@ public func ulps(bits a: UInt16, _ b: UInt16, nanAbove magnitude: UInt16) -> Int
 /// The largest distance, in ulps, between `got` and the float64 `want`
 /// rounded once to Float16 (the standard library's rounding).
 public func worstUlps(_ got: [Float16], _ want: [Double]) -> Int {
-    precondition(got.count == want.count)
-    var worst = 0
-    for i in got.indices {
-        worst = max(worst, ulps(bits: got[i].bitPattern, Float16(want[i]).bitPattern, nanAbove: 0x7C00))
-    }
-    return worst
+    worstUlps(got, want, in: .float16, bits: { $0.bitPattern }, rounded: { Float16($0).bitPattern })
 }
 
 /// The largest distance, in ulps, between `got` and the float64 `want`
 /// rounded once to BFloat16 (`BFloat16(Double)`, which `BFloat16Tests` checks
 /// bit for bit against roundings worked out by hand).
 public func worstUlps(_ got: [BFloat16], _ want: [Double]) -> Int {
+    worstUlps(got, want, in: .bfloat16, bits: { $0.bitPattern }, rounded: { BFloat16($0).bitPattern })
+}
+
+private func worstUlps<H>(_ got: [H], _ want: [Double], in format: SixteenBitFormat,
+                          bits: (H) -> UInt16, rounded: (Double) -> UInt16) -> Int {
     precondition(got.count == want.count)
     var worst = 0
-    for i in got.indices {
-        worst = max(worst, ulps(bits: got[i].bitPattern, BFloat16(want[i]).bitPattern, nanAbove: 0x7F80))
-    }
+    for i in got.indices { worst = max(worst, ulps(bits: bits(got[i]), rounded(want[i]), in: format)) }
     return worst
 }
