@@ -7,7 +7,7 @@
 # is faster) with their quartiles.
 #
 #   Benchmarks/ab-calls.sh OLD NEW 32x256x56x56,32x2048x7x7 forward-training,backward \
-#       [layouts] [caches] [dtypes] [pairs] [threads] [offset]
+#       [layouts] [caches] [dtypes] [pairs] [threads] [offset] [activation]
 #
 # A mode may be a pair, MODE_A/MODE_B, run by A and B: with OLD = NEW,
 #   Benchmarks/ab-calls.sh HEAD HEAD 32x256x56x56 forward-training/forward-inference
@@ -21,7 +21,9 @@
 # bench-threads' raw buffers 16, which changes how channels-last rows fall
 # on cache lines. OFFSET_A/OFFSET_B places A's and B's apart: with OLD = NEW,
 #   Benchmarks/ab-calls.sh HEAD HEAD 32x2048x7x7 forward-inference channels-last warm float 24 2 48/0
-# gives what a Swift array's placement costs, call by call. Needs clang
+# gives what a Swift array's placement costs, call by call. `activation`
+# (none, relu or add-relu) fuses that epilogue into every call, as
+# bench-threads --activation does. Needs clang
 # and, for threads, libomp-dev.
 #
 # Where ab-compare.sh (whole bench-threads runs, interleaved) sees about
@@ -34,7 +36,7 @@
 set -euo pipefail
 old=$1; new=$2; shapes=$3; modes=$4
 layouts=${5:-channels-first,channels-last}; caches=${6:-warm}; dtypes=${7:-float}; pairs=${8:-24}; threads=${9:-2}
-offset=${10:-0}
+offset=${10:-0}; activation=${11:-none}
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -76,7 +78,7 @@ for shape in ${shapes//,/ }; do
         for mode in ${modes//,/ }; do
             for dtype in ${dtypes//,/ }; do
                 for cache in ${caches//,/ }; do
-                    "$work/ab_calls" "$work/A.so" "$work/B.so" "$shape" "$layout" "$mode" "$dtype" "$pairs" "$threads" "$cache" "$offset"
+                    "$work/ab_calls" "$work/A.so" "$work/B.so" "$shape" "$layout" "$mode" "$dtype" "$pairs" "$threads" "$cache" "$offset" "$activation"
                 done
             done
         done

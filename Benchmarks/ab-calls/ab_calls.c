@@ -9,7 +9,7 @@
  * the ratio holds still where whole-process comparisons drift with other
  * tenants' load (ab-compare.sh).
  *
- *   ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE [OFFSET]
+ *   ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE [OFFSET [ACTIVATION]]
  *
  * SHAPE NxCxHxW (or NxC); LAYOUT channels-first or channels-last; MODE
  * forward-training, forward-inference or backward (training), or two of
@@ -20,7 +20,11 @@
  * them) or cold (64 MiB written over before each call, outside the timing);
  * OFFSET the bytes past a 4 KiB boundary where every tensor starts, or
  * OFFSET_A/OFFSET_B, each build's (with LIB_A = LIB_B, 48/0 say: what a
- * Swift array's placement costs over a page-aligned one).
+ * Swift array's placement costs over a page-aligned one); ACTIVATION none
+ * (the default), relu or add-relu, the fused epilogues as bench-threads
+ * --activation runs them: add-relu adds a residual z forward, and its
+ * backward reads y for the mask and writes dz; relu's backward recomputes
+ * the mask from x.
  */
 #include <dlfcn.h>
 #include <stdint.h>
@@ -66,7 +70,7 @@ static build load(const char *path) {
 
 /// The tensors and parameters of one job, shared by both builds.
 typedef struct tensors {
-    void *x, *y, *dy, *dx, *weight, *bias, *running_mean, *running_var, *dweight, *dbias;
+    void *x, *y, *dy, *dx, *z, *dz, *weight, *bias, *running_mean, *running_var, *dweight, *dbias;
     double *mean, *invstd;
 } tensors;
 
@@ -132,6 +136,8 @@ static void make_tensors(cbn_dtype dtype, size_t count, size_t channels, tensors
     t[1].dy = view[1];
     CBN_TENSOR(y, count * size);
     CBN_TENSOR(dx, count * size);
+    CBN_TENSOR(z, count * size);
+    CBN_TENSOR(dz, count * size);
     CBN_TENSOR(weight, channels * param_size);
     CBN_TENSOR(bias, channels * param_size);
     CBN_TENSOR(running_mean, channels * param_size);
@@ -145,6 +151,11 @@ static void make_tensors(cbn_dtype dtype, size_t count, size_t channels, tensors
         put(x, dtype, i, (double)((i * 7919) % 1009) / 300.0);
         put(dy, dtype, i, (double)((i * 104729) % 1013) / 500.0 - 1.0);
     }
+    for (int which = 0; which < 2; which++)    /* z: dy's pattern; y: what a forward with z could leave */
+        for (size_t i = 0; i < count; i++) {
+            put(t[which].z, dtype, i, (double)((i * 104729) % 1013) / 500.0 - 1.0);
+            put(t[which].y, dtype, i, (double)((i * 7919) % 1013) / 500.0 - 1.0);
+        }
     for (int which = 0; which < 2; which++) {
         for (size_t c = 0; c < channels; c++) {
             put(t[which].weight, param, c, 1.0 + (double)(c % 7) / 8.0);
@@ -162,23 +173,31 @@ static double now_ms(void) {
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
 
+/// The fused epilogue of every call (argv[11]).
+typedef enum epilogue { EPILOGUE_NONE, EPILOGUE_RELU, EPILOGUE_ADD_RELU } epilogue;
+
 /// Runs one job of `mode` with build b and returns its time in ms.
 static double time_call(const build *b, const char *mode, cbn_dtype dtype, cbn_shape shape, const tensors *t,
-                        int64_t threads) {
+                        epilogue e, int64_t threads) {
+    const cbn_activation activation = e == EPILOGUE_NONE ? CBN_ACTIVATION_IDENTITY : CBN_ACTIVATION_RELU;
+    const int residual = e == EPILOGUE_ADD_RELU;
     const double start = now_ms();
     cbn_job *job = NULL;
     cbn_status status;
     if (strcmp(mode, "backward") == 0) {
         const cbn_backward_desc d = {.dtype = dtype, .shape = shape, .training = 1, .x = t->x, .dy = t->dy,
                                      .weight = t->weight, .mean = t->mean, .invstd = t->invstd, .dx = t->dx,
-                                     .dweight = t->dweight, .dbias = t->dbias};
+                                     .dweight = t->dweight, .dbias = t->dbias, .activation = activation,
+                                     .y = residual ? t->y : NULL, .bias = t->bias,
+                                     .dresidual = residual ? t->dz : NULL};
         status = b->create_backward(&d, &job);
     } else {
         const int training = strcmp(mode, "forward-training") == 0;
         const cbn_forward_desc d = {.dtype = dtype, .shape = shape, .training = training, .x = t->x, .y = t->y,
                                     .weight = t->weight, .bias = t->bias, .running_mean = t->running_mean,
                                     .running_var = t->running_var, .saved_mean = training ? t->mean : NULL,
-                                    .saved_invstd = training ? t->invstd : NULL, .eps = 1e-5, .momentum = 0.1};
+                                    .saved_invstd = training ? t->invstd : NULL, .eps = 1e-5, .momentum = 0.1,
+                                    .residual = residual ? t->z : NULL, .activation = activation};
         status = b->create_forward(&d, &job);
     }
     if (status == CBN_OK) status = b->run(job, b->openmp, &threads, threads);
@@ -202,11 +221,21 @@ static double quantile(double *v, int n, double q) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 10 && argc != 11) {
-        fprintf(stderr, "usage: ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE [OFFSET[/OFFSET_B]]\n");
+    if (argc < 10 || argc > 12) {
+        fprintf(stderr, "usage: ab_calls LIB_A LIB_B SHAPE LAYOUT MODE DTYPE PAIRS THREADS CACHE [OFFSET[/OFFSET_B] "
+                        "[none|relu|add-relu]]\n");
         return 2;
     }
-    if (argc == 11) {
+    epilogue e = EPILOGUE_NONE;
+    if (argc == 12) {
+        if (strcmp(argv[11], "relu") == 0) e = EPILOGUE_RELU;
+        else if (strcmp(argv[11], "add-relu") == 0) e = EPILOGUE_ADD_RELU;
+        else if (strcmp(argv[11], "none") != 0) {
+            fprintf(stderr, "ab_calls: unknown activation %s (none, relu or add-relu)\n", argv[11]);
+            return 2;
+        }
+    }
+    if (argc >= 11) {
         long long a = 0, b = 0;
         const int given = sscanf(argv[10], "%lld/%lld", &a, &b);
         if (given == 1) b = a;
@@ -260,15 +289,15 @@ int main(int argc, char **argv) {
         for (int turn = 0; turn < 2; turn++) {
             const int which = (pair & 1) ? 1 - turn : turn;
             if (flush) memset(flush, pair * 2 + turn, flush_bytes);
-            ms[which] = time_call(&builds[which], modes[which], dtype, shape, &t[which], threads);
+            ms[which] = time_call(&builds[which], modes[which], dtype, shape, &t[which], e, threads);
         }
         if (pair < 0) continue;
         times[0][pair] = ms[0];
         times[1][pair] = ms[1];
         ratios[pair] = ms[0] / ms[1];
     }
-    printf("%s %s %s %s %s  A %.3f ms  B %.3f ms  A/B %.3f (quartiles %.3f-%.3f)\n", argv[3], argv[4], argv[6], argv[9],
-           argv[5], quantile(times[0], pairs, 0.5), quantile(times[1], pairs, 0.5), quantile(ratios, pairs, 0.5),
+    printf("%s %s %s %s %s%s%s  A %.3f ms  B %.3f ms  A/B %.3f (quartiles %.3f-%.3f)\n", argv[3], argv[4], argv[6], argv[9],
+           argv[5], e == EPILOGUE_NONE ? "" : " ", e == EPILOGUE_NONE ? "" : argv[11], quantile(times[0], pairs, 0.5), quantile(times[1], pairs, 0.5), quantile(ratios, pairs, 0.5),
            quantile(ratios, pairs, 0.25), quantile(ratios, pairs, 0.75));
     return 0;
 }
