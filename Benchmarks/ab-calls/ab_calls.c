@@ -296,8 +296,9 @@ int main(int argc, char **argv) {
         times[1][pair] = ms[1];
         ratios[pair] = ms[0] / ms[1];
     }
-    printf("%s %s %s %s %s%s%s  A %.3f ms  B %.3f ms  A/B %.3f (quartiles %.3f-%.3f)\n", argv[3], argv[4], argv[6], argv[9],
-           argv[5], e == EPILOGUE_NONE ? "" : " ", e == EPILOGUE_NONE ? "" : argv[11], quantile(times[0], pairs, 0.5), quantile(times[1], pairs, 0.5), quantile(ratios, pairs, 0.5),
-           quantile(ratios, pairs, 0.25), quantile(ratios, pairs, 0.75));
+    const char *activation = e == EPILOGUE_NONE ? "" : e == EPILOGUE_RELU ? " relu" : " add-relu";
+    printf("%s %s %s %s %s%s  A %.3f ms  B %.3f ms  A/B %.3f (quartiles %.3f-%.3f)\n", argv[3], argv[4], argv[6],
+           argv[9], argv[5], activation, quantile(times[0], pairs, 0.5), quantile(times[1], pairs, 0.5),
+           quantile(ratios, pairs, 0.5), quantile(ratios, pairs, 0.25), quantile(ratios, pairs, 0.75));
     return 0;
 }
