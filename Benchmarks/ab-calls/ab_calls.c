@@ -97,6 +97,16 @@ static unsigned char *allocate(size_t bytes, void *view[2]) {
     return p;
 }
 
+/// Memory for a tensor of `bytes` (allocate), its two builds' views in *a
+/// and *b; returns where the memory starts.
+static unsigned char *views_of(size_t bytes, void **a, void **b) {
+    void *view[2];
+    unsigned char *p = allocate(bytes, view);
+    *a = view[0];
+    *b = view[1];
+    return p;
+}
+
 /// Stores v as element i of a tensor of `dtype`.
 static void put(void *tensor, cbn_dtype dtype, size_t i, double v) {
     switch (dtype) {
@@ -113,7 +123,7 @@ static void put(void *tensor, cbn_dtype dtype, size_t i, double v) {
 }
 
 /// Both builds' tensors (t[0] A's, t[1] B's), in shared memory (allocate).
-/// x and dy hold a pattern from the memory's start, so that each build's
+/// x, dy, z and y hold patterns from the memory's start, so that each build's
 /// view sees the same kind of values, shifted by its offset.
 static void make_tensors(cbn_dtype dtype, size_t count, size_t channels, tensors t[2]) {
     const size_t size = dtype == CBN_FLOAT64 ? 8 : dtype == CBN_FLOAT32 ? 4 : 2;
@@ -121,22 +131,11 @@ static void make_tensors(cbn_dtype dtype, size_t count, size_t channels, tensors
     const size_t param_size = param == CBN_FLOAT64 ? 8 : 4;
     const size_t most = tensor_offset[0] > tensor_offset[1] ? tensor_offset[0] : tensor_offset[1];
     const size_t filled = count + most / size;
-    void *view[2];
-#define CBN_TENSOR(field, bytes)                                                                 \
-    do {                                                                                         \
-        allocate(bytes, view);                                                                   \
-        t[0].field = view[0];                                                                    \
-        t[1].field = view[1];                                                                    \
-    } while (0)
-    unsigned char *x = allocate(count * size, view);
-    t[0].x = view[0];
-    t[1].x = view[1];
-    unsigned char *dy = allocate(count * size, view);
-    t[0].dy = view[0];
-    t[1].dy = view[1];
-    CBN_TENSOR(y, count * size);
+    /* A tensor of `bytes` for both builds: its field in t[0] and t[1], and where its memory starts. */
+#define CBN_TENSOR(field, bytes) views_of(bytes, (void **)&t[0].field, (void **)&t[1].field)
+    unsigned char *x = CBN_TENSOR(x, count * size), *dy = CBN_TENSOR(dy, count * size);
+    unsigned char *y = CBN_TENSOR(y, count * size), *z = CBN_TENSOR(z, count * size);
     CBN_TENSOR(dx, count * size);
-    CBN_TENSOR(z, count * size);
     CBN_TENSOR(dz, count * size);
     CBN_TENSOR(weight, channels * param_size);
     CBN_TENSOR(bias, channels * param_size);
@@ -147,15 +146,13 @@ static void make_tensors(cbn_dtype dtype, size_t count, size_t channels, tensors
     CBN_TENSOR(mean, channels * sizeof(double));
     CBN_TENSOR(invstd, channels * sizeof(double));
 #undef CBN_TENSOR
+    /* z takes dy's pattern; y, which add-relu's backward reads for its mask, one of both signs */
     for (size_t i = 0; i < filled; i++) {
         put(x, dtype, i, (double)((i * 7919) % 1009) / 300.0);
         put(dy, dtype, i, (double)((i * 104729) % 1013) / 500.0 - 1.0);
+        put(z, dtype, i, (double)((i * 104729) % 1013) / 500.0 - 1.0);
+        put(y, dtype, i, (double)((i * 7919) % 1013) / 500.0 - 1.0);
     }
-    for (int which = 0; which < 2; which++)    /* z: dy's pattern; y: what a forward with z could leave */
-        for (size_t i = 0; i < count; i++) {
-            put(t[which].z, dtype, i, (double)((i * 104729) % 1013) / 500.0 - 1.0);
-            put(t[which].y, dtype, i, (double)((i * 7919) % 1013) / 500.0 - 1.0);
-        }
     for (int which = 0; which < 2; which++) {
         for (size_t c = 0; c < channels; c++) {
             put(t[which].weight, param, c, 1.0 + (double)(c % 7) / 8.0);
